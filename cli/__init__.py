@@ -1,0 +1,1 @@
+"""The ``fedscan`` console command."""

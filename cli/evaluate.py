@@ -1,0 +1,37 @@
+"""``fedscan evaluate``: metrics of a checkpoint on a hospital's own data, no coordinator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedscan.common.checkpoint import load_checkpoint
+from fedscan.common.data import ImageSet, load_dicom_site, load_npz_split, preprocess
+from fedscan.common.device import resolve_device
+from fedscan.common.errors import ConfigError, DataError
+from fedscan.common.metrics import evaluate_model
+
+import torch
+
+
+def load_eval_data(data: str, *, split: str, size: int) -> ImageSet:
+    kind, _, path_text = data.partition(":")
+    path = Path(path_text).expanduser()
+    if kind not in ("npz", "dicom") or not path_text:
+        raise ConfigError(f"Unknown --data {data!r}; use npz:PATH or dicom:DIR.")
+    if not path.exists():
+        raise DataError(f"--data path does not exist: {path_text}")
+    if kind == "npz":
+        images, labels = load_npz_split(path, split)
+        return ImageSet(preprocess(list(images), size), torch.as_tensor(labels))
+    site = load_dicom_site(path, size=size, val_fraction=0.0)
+    return site.train  # every accepted image of the folder
+
+
+def evaluate_checkpoint(checkpoint: Path, data: str, *, split: str, device: str) -> dict:
+    model, meta = load_checkpoint(checkpoint)
+    images = load_eval_data(data, split=split, size=int(meta["input_size"]))
+    threshold = float(meta.get("threshold", 0.5))
+    metrics = evaluate_model(model, images, device=resolve_device(device), threshold=threshold)
+    metrics["n"] = int(metrics["n"])
+    metrics["positives"] = int(metrics["positives"])
+    return {**metrics, "threshold": threshold, "model": meta["model"]}

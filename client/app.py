@@ -1,0 +1,111 @@
+"""The hospital's Flower ClientApp: train and evaluate handlers.
+
+Data never leaves: handlers load the site's images locally, and every reply
+is built in :mod:`fedscan.client.replies`. The coordinator sends settings,
+never code; a site refuses settings from an incompatible fedscan version.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from flwr.app import ArrayRecord, Context, Message
+from flwr.clientapp import ClientApp
+
+from fedscan.client import budget, replies
+from fedscan.common.compat import VERSION_KEY, check_compatible
+from fedscan.common.config import settings_from_message
+from fedscan.common.device import resolve_device
+from fedscan.common.errors import DataError, FedscanError
+from fedscan.common.metrics import evaluate_model
+from fedscan.common.models import build_model, get_model_spec
+from fedscan.common.sources import DicomSource, SiteSource
+from fedscan.common.training import DpStep, train_local
+
+log = logging.getLogger(__name__)
+
+SourceResolver = Callable[[Context], SiteSource]
+
+
+def source_from_node_config(context: Context) -> SiteSource:
+    """Deployment: ``flower-supernode --node-config 'data-dir="/data/site" site-name="A"'``."""
+    data_dir = context.node_config.get("data-dir")
+    if not data_dir:
+        raise DataError("This site has no data folder configured (node config 'data-dir').")
+    name = str(context.node_config.get("site-name", f"node-{context.node_id}"))
+    return DicomSource(name=name, site_dir=str(data_dir))
+
+
+def make_client_app(resolve_source: SourceResolver = source_from_node_config, *,
+                    device: str = "auto") -> ClientApp:
+    """A ClientApp whose data comes from ``resolve_source(context)``."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return _guarded(msg, context, lambda: _train(msg, context, resolve_source, device))
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return _guarded(msg, context, lambda: _evaluate(msg, context, resolve_source, device))
+
+    return app
+
+
+def _guarded(msg: Message, context: Context, handler: Callable[[], Message]) -> Message:
+    """Turn fedscan errors into coded replies; anything else is logged here, not sent."""
+    try:
+        return handler()
+    except FedscanError as error:
+        log.warning("Refusing the request: %s", error)
+        return replies.error_reply(msg, error)
+    except Exception:  # an unexpected failure must not ship its text (paths, data) off-site
+        log.exception("Local failure while handling a %s request", msg.metadata.message_type)
+        return replies.error_reply(msg, FedscanError("The site failed locally; see the site's log."))
+
+
+def _train(msg: Message, context: Context, resolve_source: SourceResolver, device: str) -> Message:
+    config = dict(msg.content["config"])
+    check_compatible(config.get(VERSION_KEY))
+    settings, privacy, rounds = settings_from_message(config)
+    source = resolve_source(context)
+    data = source.load(get_model_spec(settings.model).input_size)
+    model = build_model(settings.model)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    dp_step = None
+    if privacy.enabled:
+        plan = budget.plan_round(context, privacy, num_samples=len(data.train),
+                                 batch_size=settings.batch_size, local_epochs=settings.local_epochs,
+                                 rounds=rounds)
+        dp_step = DpStep(plan.noise_multiplier, privacy.clip_norm, plan.history)
+    else:
+        log.warning("Training WITHOUT differential privacy, as the run configuration asks.")
+    outcome = train_local(model, data.train, settings, dp=dp_step, device=resolve_device(device))
+    epsilon = float("inf")
+    if dp_step is not None:
+        budget.record_round(context, dp_step.noise_multiplier, outcome.history)
+        epsilon = budget.spent_so_far(context, privacy.delta)
+    metrics = {"num-examples": len(data.train), "train-loss": outcome.loss, "epsilon": epsilon,
+               "steps": outcome.steps,
+               "noise-multiplier": dp_step.noise_multiplier if dp_step else 0.0}
+    arrays = ArrayRecord({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    return replies.train_reply(msg, arrays, metrics, source.name)
+
+
+def _evaluate(msg: Message, context: Context, resolve_source: SourceResolver, device: str) -> Message:
+    config = dict(msg.content["config"])
+    check_compatible(config.get(VERSION_KEY))
+    model_name = str(config.get("model", ""))
+    source = resolve_source(context)
+    data = source.load(get_model_spec(model_name).input_size)
+    model = build_model(model_name)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    metrics = evaluate_model(model, data.val, device=resolve_device(device))
+    metrics["num-examples"] = len(data.val)
+    metrics.pop("n", None)
+    return replies.evaluate_reply(msg, metrics, source.name)
+
+
+app = make_client_app()

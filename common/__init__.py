@@ -1,0 +1,1 @@
+"""Data model and maths shared by sites and coordinator. Imports no Flower."""

@@ -1,0 +1,93 @@
+"""Run configuration: one frozen, validated object, flattened for messages.
+
+Config flows one way: CLI options or ``[tool.flwr.app.config]`` → RunConfig
+→ the flat kebab-case dict the coordinator sends to sites each round.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from fedscan import __version__
+from fedscan.common.compat import VERSION_KEY
+from fedscan.common.errors import ConfigError
+from fedscan.common.models import get_model_spec
+from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training import TrainSettings
+
+STRATEGIES = ("fedavg", "fedprox", "fedadam")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything the coordinator decides for a run."""
+
+    rounds: int = 5
+    min_sites: int = 2
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.01
+    server_learning_rate: float = 0.05
+    round_timeout_s: float = 900.0
+    join_timeout_s: float = 300.0
+    seed: int = 0
+    train: TrainSettings = field(default_factory=TrainSettings)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+
+    def __post_init__(self) -> None:
+        get_model_spec(self.train.model)  # raises with the list of valid names
+        if self.rounds < 1:
+            raise ConfigError("rounds must be at least 1.")
+        if self.min_sites < 2:
+            raise ConfigError("A federation needs at least 2 sites; set min_sites >= 2.")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+        _check_training(self.train)
+
+    def to_message(self) -> dict[str, bool | int | float | str]:
+        """The flat settings every site receives (no paths, nothing site-specific)."""
+        train, privacy = self.train, self.privacy
+        return {
+            VERSION_KEY: __version__, "model": train.model, "learning-rate": train.learning_rate,
+            "momentum": train.momentum, "local-epochs": train.local_epochs,
+            "batch-size": train.batch_size, "augment": train.augment, "seed": self.seed,
+            "rounds": self.rounds, "dp": privacy.enabled,
+            "epsilon": privacy.epsilon if privacy.enabled else 0.0,
+            "delta": privacy.delta, "clip-norm": privacy.clip_norm,
+        }
+
+    def to_json(self) -> dict:
+        return {"fedscan_version": __version__, **asdict(self)}
+
+
+def _check_training(train: TrainSettings) -> None:
+    if not (train.learning_rate > 0 and math.isfinite(train.learning_rate)):
+        raise ConfigError("learning-rate must be a positive number.")
+    if train.local_epochs < 1:
+        raise ConfigError("local-epochs must be at least 1.")
+    if train.batch_size < 1:
+        raise ConfigError("batch-size must be at least 1.")
+    if not 0 <= train.momentum < 1:
+        raise ConfigError("momentum must be in [0, 1).")
+
+
+def settings_from_message(config: dict) -> tuple[TrainSettings, PrivacyConfig, int]:
+    """Rebuild (training settings, privacy config, planned rounds) at a site.
+
+    Raises ConfigError when a key is missing or a value is invalid.
+    """
+    try:
+        train = TrainSettings(
+            model=str(config["model"]), learning_rate=float(config["learning-rate"]),
+            momentum=float(config["momentum"]), local_epochs=int(config["local-epochs"]),
+            batch_size=int(config["batch-size"]), augment=bool(config["augment"]),
+            proximal_mu=float(config.get("proximal-mu", 0.0)), seed=int(config["seed"]))
+        privacy = PrivacyConfig(epsilon=float(config["epsilon"]) if config["dp"] else math.inf,
+                                delta=float(config["delta"]), clip_norm=float(config["clip-norm"]),
+                                enabled=bool(config["dp"]))
+        rounds = int(config["rounds"])
+    except KeyError as exc:
+        raise ConfigError(f"The coordinator's configuration lacks {exc.args[0]!r}.") from None
+    get_model_spec(train.model)
+    _check_training(train)
+    return train, privacy, rounds

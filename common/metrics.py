@@ -1,0 +1,73 @@
+"""Clinical metrics of a binary classifier: ROC-AUC, accuracy, sensitivity, specificity, F1, loss."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from monai.metrics import compute_roc_auc
+from torch import nn
+
+from fedscan.common.data import ImageSet
+
+METRIC_NAMES = ("auc", "accuracy", "sensitivity", "specificity", "f1", "loss")
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, *, threshold: float = 0.5) -> dict[str, float]:
+    """Metrics of probability ``scores`` against 0/1 ``labels``.
+
+    AUC is NaN when only one class is present (it is undefined, not 0.5);
+    ratios with an empty denominator are NaN too.
+    """
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    predicted = scores >= threshold
+    tp = float(np.sum(predicted & (labels == 1)))
+    tn = float(np.sum(~predicted & (labels == 0)))
+    fp = float(np.sum(predicted & (labels == 0)))
+    fn = float(np.sum(~predicted & (labels == 1)))
+    both_classes = 0 < labels.sum() < labels.size
+    auc = float(compute_roc_auc(torch.as_tensor(scores), torch.as_tensor(labels))) if both_classes else math.nan
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    return {
+        "auc": auc,
+        "accuracy": _ratio(tp + tn, labels.size),
+        "sensitivity": recall,
+        "specificity": _ratio(tn, tn + fp),
+        "f1": f1,
+        "precision": precision,
+        "n": float(labels.size),
+        "positives": float(labels.sum()),
+    }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ImageSet, *, device: torch.device,
+            batch_size: int = 256) -> tuple[np.ndarray, float]:
+    """Probabilities for every image and the mean binary cross-entropy."""
+    model.to(device).eval()
+    criterion = nn.BCEWithLogitsLoss(reduction="sum")
+    scores, loss = [], 0.0
+    for start in range(0, len(data), batch_size):
+        images = data.images[start:start + batch_size].to(device)
+        labels = data.labels[start:start + batch_size].float().to(device)
+        logits = model(images)
+        loss += float(criterion(logits, labels))
+        scores.append(torch.sigmoid(logits).cpu().numpy())
+    all_scores = np.concatenate(scores) if scores else np.zeros(0)
+    return all_scores, loss / max(len(data), 1)
+
+
+def evaluate_model(model: nn.Module, data: ImageSet, *, device: torch.device,
+                   threshold: float = 0.5) -> dict[str, float]:
+    """All metrics of ``model`` on ``data``, including the loss."""
+    scores, loss = predict(model, data, device=device)
+    metrics = binary_metrics(data.labels.numpy(), scores, threshold=threshold)
+    metrics["loss"] = loss
+    return metrics

@@ -1,0 +1,94 @@
+"""DP-SGD accounting for a whole run: calibrate once, accumulate, never reset.
+
+A site's spend is the Opacus accountant history — (noise multiplier, sample
+rate, steps) entries — kept in the site's persistent state between rounds and
+restored into every new PrivacyEngine, so ε grows across rounds and never
+starts again at zero. ε comes from the PRV accountant, RDP beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
+
+from fedscan.common.errors import ConfigError, PrivacyError
+
+HistoryEntry = tuple[float, float, int]
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """The run's privacy target. ``enabled=False`` must be asked for explicitly."""
+
+    epsilon: float = 8.0
+    delta: float = 1e-5
+    clip_norm: float = 1.0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.enabled and not (self.epsilon > 0 and math.isfinite(self.epsilon)):
+            raise ConfigError("epsilon must be a positive finite number (e.g. 8); "
+                              "to train without DP, disable it explicitly.")
+        if not 0 < self.delta < 1:
+            raise ConfigError("delta must be in (0, 1); use a value below 1/(training samples), e.g. 1e-5.")
+        if self.clip_norm <= 0:
+            raise ConfigError("The clipping norm should be a positive value.")
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    """Poisson-sampled steps per epoch, as Opacus' DPDataLoader takes them."""
+    return max(1, math.ceil(num_samples / batch_size))
+
+
+def sample_rate(num_samples: int, batch_size: int) -> float:
+    return 1.0 / steps_per_epoch(num_samples, batch_size)
+
+
+def check_delta(delta: float, num_samples: int) -> None:
+    """δ must stay below 1/n, or the guarantee allows leaking one record outright."""
+    if delta >= 1.0 / max(num_samples, 1):
+        raise PrivacyError(
+            f"delta={delta:g} is not below 1/(training samples)={1.0 / max(num_samples, 1):.2g}; "
+            "lower delta in the run configuration.", code="delta-too-large")
+
+
+def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float,
+                    total_steps: int) -> float:
+    """Noise multiplier σ so that ``total_steps`` steps at ``sample_rate`` spend ``target_epsilon``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                          sample_rate=sample_rate, steps=total_steps,
+                                          accountant="prv", epsilon_tolerance=0.01))
+
+
+def epsilon_spent(history: list[HistoryEntry], delta: float, *, accountant: str = "prv") -> float:
+    """ε of everything in ``history`` (0.0 when nothing was released)."""
+    if not history:
+        return 0.0
+    engine = PRVAccountant() if accountant == "prv" else RDPAccountant()
+    engine.history = [(float(s), float(q), int(n)) for s, q, n in history]
+    with warnings.catch_warnings():
+        # RDP's "optimal order is the largest alpha" only means its bound is loose;
+        # PRV is the number we report.
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        return float(engine.get_epsilon(delta=delta))
+
+
+def history_to_lists(history: list[HistoryEntry]) -> dict[str, list[float] | list[int]]:
+    """Column form for storage in a record (lists of scalars only)."""
+    return {"sigma": [float(s) for s, _, _ in history],
+            "sample-rate": [float(q) for _, q, _ in history],
+            "steps": [int(n) for _, _, n in history]}
+
+
+def history_from_lists(columns: dict) -> list[HistoryEntry]:
+    sigmas, rates, steps = (list(columns.get(key, [])) for key in ("sigma", "sample-rate", "steps"))
+    if not len(sigmas) == len(rates) == len(steps):
+        raise PrivacyError("The stored privacy history is inconsistent; refusing to train.",
+                           code="ledger-corrupt")
+    return list(zip(sigmas, rates, steps))

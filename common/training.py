@@ -1,0 +1,119 @@
+"""Local training at a site: DP-SGD with Opacus, or plain SGD when DP is explicitly off."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import warnings
+from dataclasses import dataclass
+
+import torch
+from opacus import PrivacyEngine
+from torch import nn
+
+from fedscan.common.data import ImageSet, TrainingSet
+from fedscan.common.models import get_model_spec
+from fedscan.common.privacy import HistoryEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyper-parameters of one site's local training in one round."""
+
+    model: str = "small-cnn"
+    learning_rate: float = 0.02
+    momentum: float = 0.9
+    local_epochs: int = 3
+    batch_size: int = 32
+    augment: bool = True
+    proximal_mu: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DpStep:
+    """DP parameters of this round and the site's history before it."""
+
+    noise_multiplier: float
+    clip_norm: float
+    history: list[HistoryEntry]
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    loss: float
+    steps: int
+    history: list[HistoryEntry]
+
+
+def train_local(model: nn.Module, data: ImageSet, settings: TrainSettings, *,
+                dp: DpStep | None, device: torch.device) -> TrainOutcome:
+    """Train ``model`` in place for ``settings.local_epochs`` epochs.
+
+    With ``dp``, the Opacus accountant is restored from ``dp.history`` first,
+    so the returned history covers the whole run, not this round alone.
+    """
+    # With DP, sampling and noise draw from the site's own entropy: a seed the
+    # coordinator knows would let it predict (and subtract) the noise.
+    seed = secrets.randbits(63) if dp is not None else settings.seed
+    generator = torch.Generator().manual_seed(seed)
+    dataset = TrainingSet(data, augment=settings.augment, seed=seed % 2**32)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=True,
+                                         generator=generator)
+    model.to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate,
+                                momentum=settings.momentum)
+    anchor = [p.detach().clone() for p in model.parameters()] if settings.proximal_mu > 0 else None
+    if dp is None:
+        loss, steps = _run_epochs(model, optimizer, loader, settings, anchor, device)
+        return TrainOutcome(loss, steps, [])
+    with warnings.catch_warnings():
+        # secure_mode (a CSPRNG for noise) arrives with the privacy-budget issue;
+        # noise already comes from the site's own entropy, never a shared seed.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant="prv", secure_mode=False)
+    engine.accountant.history = list(dp.history)
+    private_model, optimizer, loader = engine.make_private(
+        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=dp.noise_multiplier,
+        max_grad_norm=dp.clip_norm, poisson_sampling=True,
+        grad_sample_mode=get_model_spec(settings.model).grad_sample_mode, noise_generator=generator)
+    try:
+        with warnings.catch_warnings():
+            # Known, harmless: the first layer's input needs no gradient.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            loss, steps = _run_epochs(private_model, optimizer, loader, settings, anchor, device)
+    finally:
+        private_model._close()  # remove Opacus hooks so ``model`` is a plain module again
+    return TrainOutcome(loss, steps, list(engine.accountant.history))
+
+
+def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: torch.utils.data.DataLoader,
+                settings: TrainSettings, anchor: list[torch.Tensor] | None,
+                device: torch.device) -> tuple[float, int]:
+    criterion = nn.BCEWithLogitsLoss()
+    total_loss, total_seen, steps = 0.0, 0, 0
+    for _ in range(settings.local_epochs):
+        for images, labels in loader:
+            if images.shape[0] == 0:  # Poisson sampling can draw an empty batch
+                continue
+            images, labels = images.to(device), labels.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            if anchor is not None:
+                _proximal_step(model, anchor, settings.learning_rate * settings.proximal_mu)
+            total_loss += float(loss.item()) * images.shape[0]
+            total_seen += images.shape[0]
+            steps += 1
+    return total_loss / max(total_seen, 1), steps
+
+
+@torch.no_grad()
+def _proximal_step(model: nn.Module, anchor: list[torch.Tensor], rate: float) -> None:
+    # FedProx's term mu/2·||w - w_global||² carries no data, so it is applied as a
+    # separate decoupled step after the private update: DP is unaffected.
+    for param, start in zip(model.parameters(), anchor):
+        param.sub_(rate * (param - start.to(param.device)))

@@ -1,0 +1,5 @@
+"""Allow ``python -m fedscan``."""
+
+from fedscan.cli.main import run
+
+run()

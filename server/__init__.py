@@ -1,0 +1,1 @@
+"""What runs at the coordinator: the Flower ServerApp, strategies and the run directory."""

@@ -1,0 +1,113 @@
+"""The coordinator's ServerApp: R rounds of train + evaluate at every site.
+
+Every round the global model is evaluated at every site, saved to the run
+directory, and one line is appended to metrics.jsonl. The coordinator sends
+configuration only (the flat dict of :meth:`RunConfig.to_message`), never code.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedscan.common.config import RunConfig
+from fedscan.common.errors import FedscanError
+from fedscan.common.models import build_model
+from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training import TrainSettings
+from fedscan.server.recorder import RoundObserver, RoundRecorder
+from fedscan.server.rundir import RunDirectory
+from fedscan.server.strategy import build_strategy
+
+log = logging.getLogger(__name__)
+
+
+class QuorumError(FedscanError):
+    """Too few sites connected within the join timeout."""
+
+    code = "quorum-not-reached"
+
+
+@dataclass(frozen=True)
+class FederationResult:
+    run_dir: RunDirectory
+    history: list[dict[str, Any]]
+    final_model: Path
+
+
+def wait_for_sites(grid: Grid, min_sites: int, timeout_s: float) -> int:
+    """Wait (bounded, unlike Flower's sampler) until ``min_sites`` sites are connected."""
+    deadline = time.monotonic() + timeout_s
+    while (connected := len(list(grid.get_node_ids()))) < min_sites:
+        if time.monotonic() > deadline:
+            raise QuorumError(f"Only {connected} of the {min_sites} required sites connected "
+                              f"within {timeout_s:g} s; start more sites or lower min-sites.")
+        time.sleep(1.0)
+    return connected
+
+
+def run_federation(grid: Grid, config: RunConfig, run_dir: RunDirectory, *,
+                   extra_config: dict[str, Any] | None = None,
+                   observer: RoundObserver | None = None) -> FederationResult:
+    """Run the whole federation on ``grid`` and write ``run_dir``."""
+    random.seed(config.seed)  # Flower's node sampling uses the global `random`
+    run_dir.write_config({**config.to_json(), **(extra_config or {})})
+    num_sites = wait_for_sites(grid, config.min_sites, config.join_timeout_s)
+    model = build_model(config.train.model, seed=config.seed)
+    recorder = RoundRecorder(run_dir, config.train.model, observer)
+    strategy = build_strategy(config, recorder, num_sites)
+    message_config = config.to_message()
+    log.info("Starting %s rounds of %s with %s sites", config.rounds, config.strategy, num_sites)
+    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
+                            num_rounds=config.rounds, timeout=config.round_timeout_s,
+                            train_config=ConfigRecord(dict(message_config)),
+                            evaluate_config=ConfigRecord(dict(message_config)))
+    if not recorder.history or "train" not in recorder.history[-1]:
+        raise FedscanError("No site completed the last round; see the refusals in metrics.jsonl.",
+                           code="run-failed")
+    final = run_dir.save_model("final", config.train.model, result.arrays.to_torch_state_dict(),
+                               rounds=config.rounds, strategy=config.strategy)
+    return FederationResult(run_dir, recorder.history, final)
+
+
+def config_from_run_config(run_config: dict[str, Any]) -> RunConfig:
+    """Deployment: ``[tool.flwr.app.config]`` (flat kebab keys) → RunConfig."""
+    defaults = RunConfig()
+    train = TrainSettings(model=str(run_config.get("model", defaults.train.model)),
+                          local_epochs=int(run_config.get("local-epochs", defaults.train.local_epochs)))
+    privacy = PrivacyConfig(epsilon=float(run_config.get("epsilon", defaults.privacy.epsilon)),
+                            delta=float(run_config.get("delta", defaults.privacy.delta)))
+    return RunConfig(rounds=int(run_config.get("rounds", defaults.rounds)),
+                     strategy=str(run_config.get("strategy", defaults.strategy)),
+                     seed=int(run_config.get("seed", defaults.seed)), train=train, privacy=privacy)
+
+
+def make_server_app(config: RunConfig, run_dir: RunDirectory, *,
+                    extra_config: dict[str, Any] | None = None,
+                    observer: RoundObserver | None = None) -> ServerApp:
+    """A ServerApp bound to one run (simulation builds it in-process)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_federation(grid, config, run_dir, extra_config=extra_config, observer=observer)
+
+    return app
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Deployment entry point (SuperLink): settings from the run config."""
+    config = config_from_run_config(dict(context.run_config))
+    run_dir = RunDirectory.create(Path(str(context.run_config.get("runs-dir", "runs"))))
+    run_federation(grid, config, run_dir)

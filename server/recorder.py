@@ -1,0 +1,89 @@
+"""Collects each round's per-site replies, writes metrics.jsonl and the global model."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ArrayRecord, Message
+
+from fedscan.common.compat import VERSION_KEY, check_compatible
+from fedscan.common.errors import VersionMismatchError
+from fedscan.common.metrics import METRIC_NAMES
+from fedscan.server.rundir import RunDirectory
+
+log = logging.getLogger(__name__)
+
+RoundObserver = Callable[[dict[str, Any]], None]
+
+
+def site_name(reply: Message) -> str:
+    record = reply.content.config_records.get("site") if not reply.has_error() else None
+    return str(record["name"]) if record and "name" in record else f"node-{reply.metadata.src_node_id}"
+
+
+def weighted_mean(per_site: dict[str, dict[str, float]], key: str) -> float:
+    """Example-weighted mean over sites where ``key`` is defined (NaN otherwise)."""
+    pairs = [(m[key], m["num-examples"]) for m in per_site.values()
+             if key in m and m[key] is not None and math.isfinite(m[key])]
+    total = sum(weight for _, weight in pairs)
+    return sum(value * weight for value, weight in pairs) / total if total else math.nan
+
+
+@dataclass
+class RoundRecorder:
+    """Mutable per-run log, owned by the strategy of one run."""
+
+    run_dir: RunDirectory
+    model_name: str
+    observer: RoundObserver | None = None
+    started: float = field(default_factory=time.monotonic)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    _current: dict[str, Any] = field(default_factory=dict)
+
+    def accept(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Message]:
+        """Keep replies from compatible sites; note every refusal with its reason."""
+        accepted = []
+        self._current.setdefault("round", server_round)
+        record = self._current
+        for reply in sorted(replies, key=site_name):  # by site, not by arrival
+            name = site_name(reply)
+            if reply.has_error():
+                self._refusal(record, phase, name, reply.error.reason)
+                continue
+            try:
+                check_compatible(reply.content["site"].get(VERSION_KEY) if "site" in reply.content else None)
+            except VersionMismatchError as error:
+                self._refusal(record, phase, name, f"version-mismatch: {error}")
+                continue
+            accepted.append(reply)
+            record.setdefault(phase, {})[name] = dict(next(iter(reply.content.metric_records.values())))
+        return accepted
+
+    @staticmethod
+    def _refusal(record: dict[str, Any], phase: str, name: str, reason: str) -> None:
+        log.warning("Site %s refused %s: %s", name, phase, reason)
+        record.setdefault("refusals", []).append({"site": name, "phase": phase, "reason": reason})
+
+    def train_done(self, server_round: int, arrays: ArrayRecord | None) -> None:
+        if arrays is not None:
+            self.run_dir.save_model("global", self.model_name, arrays.to_torch_state_dict(),
+                                    round=server_round)
+
+    def round_done(self, server_round: int) -> dict[str, Any]:
+        record, self._current = self._current, {}
+        record["round"] = server_round
+        evaluation = record.get("evaluate", {})
+        record["aggregated"] = {key: weighted_mean(evaluation, key) for key in METRIC_NAMES}
+        record["aggregated"]["num-examples"] = sum(m["num-examples"] for m in evaluation.values())
+        record["epsilon"] = {name: m.get("epsilon") for name, m in record.get("train", {}).items()}
+        record["elapsed_s"] = round(time.monotonic() - self.started, 2)
+        self.run_dir.append_metrics(record)
+        self.history.append(record)
+        if self.observer is not None:
+            self.observer(record)
+        return record

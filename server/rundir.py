@@ -1,0 +1,67 @@
+"""The run directory ``runs/<run-id>/``: config.json, metrics.jsonl, models.
+
+metrics.jsonl has one JSON object per round: per-site train and evaluation
+metrics, ε per site, the aggregate, and the refusals the round received.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedscan.common.checkpoint import atomic_write_bytes, save_checkpoint
+
+
+def new_run_id() -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become null: metrics.jsonl stays standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    path: Path
+    run_id: str
+
+    @classmethod
+    def create(cls, root: Path, run_id: str | None = None) -> "RunDirectory":
+        run_id = run_id or new_run_id()
+        path = Path(root) / run_id
+        path.mkdir(parents=True, exist_ok=False)
+        return cls(path, run_id)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_bytes(self.path / "config.json", json.dumps(_json_safe(config), indent=2).encode())
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(_json_safe(record)) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def save_model(self, name: str, model_name: str, state_dict: dict[str, torch.Tensor],
+                   **meta: Any) -> Path:
+        path = self.path / f"{name}.pt"
+        save_checkpoint(path, model_name, state_dict, run_id=self.run_id, **meta)
+        return path

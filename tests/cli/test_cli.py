@@ -1,0 +1,70 @@
+"""The console command: version, synth, evaluate, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fedscan import __version__
+from fedscan.cli.main import app
+from fedscan.common.checkpoint import save_checkpoint
+from fedscan.common.models import build_model
+
+runner = CliRunner()
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--model", "vgg16"], "Unknown model"),
+    (["--epsilon", "0"], "epsilon must be a positive"),
+    (["--epsilon", "-3"], "epsilon must be a positive"),
+    (["--delta", "1"], "delta must be in (0, 1)"),
+    (["--data", "npz:/no/such/file.npz"], "does not exist"),
+    (["--sites", "1"], "at least 2"),
+    (["--partition", "dirichlet:-1", "--data", "npz:{npz}"], "Unknown partition"),
+    (["--data", "npz:{garbage}"], "Cannot read the npz"),
+    (["--data", "ftp://x"], "Unknown --data"),
+])
+def test_bad_simulate_arguments_give_one_line_and_exit_2(args: list[str], expected: str, tmp_path: Path,
+                                                         tiny_npz: Path) -> None:
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"PK\x03\x04 truncated")
+    args = [a.format(npz=tiny_npz, garbage=garbage) for a in args]
+    result = runner.invoke(app, ["simulate", "--out", str(tmp_path / "runs"), *args])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_synth_writes_sites(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["synth", "--sites", "2", "--images-per-site", "10", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "site-1").glob("*.dcm"))) == 10
+    assert (tmp_path / "site-0" / "labels.csv").is_file()
+
+
+def test_evaluate_prints_json_metrics_for_npz_and_dicom(tmp_path: Path, tiny_npz: Path,
+                                                        synthetic_sites: list[Path]) -> None:
+    checkpoint = tmp_path / "final.pt"
+    save_checkpoint(checkpoint, "small-cnn", build_model("small-cnn", seed=0).state_dict())
+    for data in (f"npz:{tiny_npz}", f"dicom:{synthetic_sites[0]}"):
+        result = runner.invoke(app, ["evaluate", "--checkpoint", str(checkpoint), "--data", data,
+                                     "--split", "val", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        metrics = json.loads(result.output)
+        assert {"auc", "accuracy", "sensitivity", "specificity", "f1", "n", "threshold"} <= set(metrics)
+        assert metrics["n"] == (60 if data.startswith("npz") else 40)
+
+
+def test_evaluate_without_checkpoint_json_is_a_clear_error(tmp_path: Path, tiny_npz: Path) -> None:
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data", f"npz:{tiny_npz}"])
+    assert result.exit_code == 2 and "needs both" in result.output

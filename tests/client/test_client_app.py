@@ -1,0 +1,92 @@
+"""The ClientApp called directly: replies, refusals, privacy invariants, ε across rounds."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pydicom
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+from fedscan.client.app import make_client_app
+from fedscan.common.config import RunConfig
+from fedscan.common.errors import REPLY_CODES
+from fedscan.common.models import build_model
+from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.sources import DicomSource
+from fedscan.common.training import TrainSettings
+from tests.helpers import instruction, node_context
+
+FAST = TrainSettings(local_epochs=1, batch_size=8, augment=False)
+
+
+@pytest.fixture()
+def client(synthetic_sites: list[Path]):
+    sources = [DicomSource(f"site-{i}", str(p)) for i, p in enumerate(synthetic_sites)]
+    return make_client_app(lambda context: sources[int(context.node_config["partition-id"])], device="cpu")
+
+
+def _request(config: RunConfig, message_type: str, **overrides) -> object:
+    settings = {**config.to_message(), **overrides}
+    arrays = ArrayRecord(build_model(config.train.model, seed=0).state_dict())
+    return instruction(RecordDict({"arrays": arrays, "config": ConfigRecord(settings)}), message_type)
+
+
+def test_train_reply_holds_only_arrays_scalar_metrics_and_site_record(client) -> None:
+    config = RunConfig(rounds=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    reply = client(_request(config, "train", **{"server-round": 1}), node_context(100, 0))
+    assert not reply.has_error()
+    content = reply.content
+    assert set(content.array_records) == {"arrays"} and set(content.metric_records) == {"metrics"}
+    assert set(content.config_records) == {"site"}
+    metrics = content["metrics"]
+    assert metrics["num-examples"] == 30 and 0 < metrics["epsilon"] <= 8.0
+    assert all(isinstance(v, (int, float)) for v in metrics.values())
+
+
+def test_nothing_identifying_leaves_the_site(client, synthetic_sites: list[Path]) -> None:
+    config = RunConfig(rounds=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    context = node_context(100, 0)
+    replies = [client(_request(config, kind, **{"server-round": 1}), context) for kind in ("train", "evaluate")]
+    wire = b"".join(pickle.dumps((dict(r.content.metric_records), dict(r.content.config_records)))
+                    for r in replies)
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(synthetic_sites[0].glob("*.dcm"))[:20]]
+    secrets = [str(synthetic_sites[0])] + [str(h.PatientName) for h in headers] + [h.PatientID for h in headers]
+    secrets += [h.AccessionNumber for h in headers] + [str(h.SOPInstanceUID) for h in headers]
+    for secret in secrets:
+        assert secret.encode() not in wire
+
+
+def test_epsilon_grows_across_rounds_and_budget_is_enforced(client) -> None:
+    config = RunConfig(rounds=2, train=FAST, privacy=PrivacyConfig(epsilon=4.0, delta=1e-4))
+    context = node_context(100, 0)
+    spent = []
+    for server_round in (1, 2):
+        reply = client(_request(config, "train", **{"server-round": server_round}), context)
+        spent.append(reply.content["metrics"]["epsilon"])
+    assert 0 < spent[0] < spent[1] <= 4.0 * 1.001
+    extra = client(_request(config, "train", **{"server-round": 3}), context)  # beyond the plan
+    assert extra.has_error() and extra.error.code == REPLY_CODES["privacy-budget-exhausted"]
+
+
+def test_incompatible_coordinator_version_is_refused_with_a_code(client) -> None:
+    config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(delta=1e-4))
+    reply = client(_request(config, "train", **{"fedscan-version": "9.0.0"}), node_context(100, 0))
+    assert reply.has_error() and reply.error.code == REPLY_CODES["version-mismatch"]
+    assert "9.0.0" in reply.error.reason
+
+
+def test_delta_too_large_for_the_site_is_refused(client) -> None:
+    config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(delta=0.2))
+    reply = client(_request(config, "train"), node_context(100, 0))
+    assert reply.error.code == REPLY_CODES["delta-too-large"]
+
+
+def test_unexpected_failure_sends_no_local_details(synthetic_sites: list[Path]) -> None:
+    def broken(context):
+        raise RuntimeError(f"cannot open {synthetic_sites[0]}/IM00001.dcm")
+
+    reply = make_client_app(broken, device="cpu")(
+        _request(RunConfig(train=FAST), "evaluate"), node_context(100, 0))
+    assert reply.has_error() and str(synthetic_sites[0]) not in reply.error.reason

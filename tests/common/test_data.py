@@ -1,0 +1,96 @@
+"""Both loaders (DICOM site folder, npz), the partitioner and bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from fedscan.common.data import load_dicom_site, load_npz_shard, load_npz_split, read_labels
+from fedscan.common.dicom import read_image
+from fedscan.common.errors import ConfigError, DataError
+from fedscan.common.partition import partition_indices
+
+
+def test_dicom_site_loads_into_unit_range_tensors(synthetic_sites: list[Path]) -> None:
+    site = load_dicom_site(synthetic_sites[1], size=32, val_fraction=0.25, seed=0)
+    assert len(site.train) + len(site.val) == 40
+    assert len(site.val) == 10
+    assert tuple(site.train.images.shape[1:]) == (1, 32, 32)
+    assert 0.0 <= float(site.train.images.min()) and float(site.train.images.max()) <= 1.0
+    assert site.rejected == {}
+
+
+def test_monochrome1_is_inverted_so_bone_is_bright(synthetic_sites: list[Path]) -> None:
+    path = next(synthetic_sites[1].glob("*.dcm"))  # site 1 is MONOCHROME1
+    assert pydicom.dcmread(path).PhotometricInterpretation == "MONOCHROME1"
+    image = read_image(path)
+    rows, cols = image.shape
+    spine = image[rows // 3: 2 * rows // 3, cols // 2 - 2: cols // 2 + 2].mean()
+    air = image[:4, :4].mean()
+    assert spine > 0.7 > 0.2 > air
+
+
+def test_corrupt_and_truncated_files_are_reported_and_skipped(synthetic_sites: list[Path], tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    shutil.copytree(synthetic_sites[0], site)
+    files = sorted(site.glob("*.dcm"))
+    files[0].write_bytes(b"not a dicom file at all")
+    files[1].write_bytes(files[1].read_bytes()[:400])
+    loaded = load_dicom_site(site, size=32)
+    assert len(loaded.train) + len(loaded.val) == 38
+    assert sum(loaded.rejected.values()) == 2
+    assert set(loaded.rejected) <= {"NOT_DICOM", "DECODE_FAILED", "NO_PIXEL_DATA"}
+
+
+def test_labels_csv_problems_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="labels CSV"):
+        read_labels(tmp_path / "missing.csv")
+    bad = tmp_path / "labels.csv"
+    bad.write_text("image,target\na.dcm,1\n")
+    with pytest.raises(DataError, match="'file' and 'label'"):
+        read_labels(bad)
+    bad.write_text("file,label\na.dcm,2\n")
+    with pytest.raises(DataError, match="0 or 1"):
+        read_labels(bad)
+
+
+def test_npz_split_and_shards(tiny_npz: Path) -> None:
+    images, labels = load_npz_split(tiny_npz, "train")
+    assert images.shape == (120, 28, 28) and images.max() <= 1.0
+    shards = [load_npz_shard(tiny_npz, site=i, sites=3, partition="iid", seed=0, size=28) for i in range(3)]
+    assert sum(len(s.train) for s in shards) == 120
+    assert sum(len(s.val) for s in shards) == 60
+
+
+def test_unreadable_or_incomplete_npz_is_a_data_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"\x00" * 100)
+    with pytest.raises(DataError, match="Cannot read"):
+        load_npz_split(garbage, "train")
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, train_images=np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(DataError, match="train_labels"):
+        load_npz_split(partial, "train")
+
+
+@pytest.mark.parametrize("spec", ["iid", "dirichlet:0.5"])
+def test_partition_assigns_every_sample_once_and_is_deterministic(spec: str) -> None:
+    labels = np.random.default_rng(1).integers(0, 2, 300)
+    first = partition_indices([labels], 3, spec, seed=4)[0]
+    again = partition_indices([labels], 3, spec, seed=4)[0]
+    assert sorted(np.concatenate(first).tolist()) == list(range(300))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+
+
+def test_dirichlet_skews_labels_and_bad_specs_fail() -> None:
+    labels = np.repeat([0, 1], 500)
+    shards = partition_indices([labels], 3, "dirichlet:0.1", seed=0)[0]
+    prevalences = [labels[s].mean() for s in shards]
+    assert max(prevalences) - min(prevalences) > 0.3
+    for spec in ("dirichlet:0", "dirichlet:x", "shards"):
+        with pytest.raises(ConfigError):
+            partition_indices([labels], 3, spec, seed=0)

@@ -1,0 +1,62 @@
+"""Noise calibration for the whole run, and ε that grows across rounds and never resets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fedscan.common.data import ImageSet
+from fedscan.common.errors import ConfigError, PrivacyError
+from fedscan.common.privacy import (PrivacyConfig, calibrate_noise, check_delta, epsilon_spent,
+                                    history_from_lists, history_to_lists, sample_rate, steps_per_epoch)
+from fedscan.common.models import build_model
+from fedscan.common.training import DpStep, TrainSettings, train_local
+
+
+def _tiny_set(count: int = 64) -> ImageSet:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (count,), generator=generator)
+    images = torch.rand(count, 1, 64, 64, generator=generator) * 0.5 + labels.view(-1, 1, 1, 1) * 0.3
+    return ImageSet(images, labels)
+
+
+def test_calibrated_noise_spends_the_target_exactly_at_the_last_round() -> None:
+    rate, steps = sample_rate(300, 32), 5 * 3 * steps_per_epoch(300, 32)
+    sigma = calibrate_noise(target_epsilon=4.0, delta=1e-5, sample_rate=rate, total_steps=steps)
+    spent = epsilon_spent([(sigma, rate, steps)], 1e-5)
+    assert 3.9 <= spent <= 4.0 * 1.001
+    rdp = epsilon_spent([(sigma, rate, steps)], 1e-5, accountant="rdp")
+    assert spent <= rdp < spent * 1.5  # RDP is a looser bound of the same mechanism
+
+
+def test_epsilon_strictly_increases_across_rounds_and_never_resets() -> None:
+    data, settings = _tiny_set(), TrainSettings(local_epochs=1, batch_size=16, augment=False)
+    model, history, spent = build_model("small-cnn", seed=0), [], []
+    for _ in range(3):  # three rounds, each with a fresh PrivacyEngine, as at a real site
+        outcome = train_local(model, data, settings, dp=DpStep(1.1, 1.0, history), device=torch.device("cpu"))
+        assert outcome.steps == steps_per_epoch(64, 16)
+        history = history_from_lists(history_to_lists(outcome.history))  # through storage
+        spent.append(epsilon_spent(history, 1e-5))
+    assert spent[0] > 0 and spent[0] < spent[1] < spent[2]
+    assert sum(n for _, _, n in history) == 3 * steps_per_epoch(64, 16)
+
+
+def test_delta_must_be_below_one_over_n() -> None:
+    check_delta(1e-5, 1000)
+    with pytest.raises(PrivacyError, match="lower delta") as raised:
+        check_delta(0.01, 200)
+    assert raised.value.code == "delta-too-large"
+
+
+@pytest.mark.parametrize("kwargs", [{"epsilon": 0.0}, {"epsilon": -1.0}, {"epsilon": math.inf},
+                                    {"delta": 1.0}, {"delta": 0.0}, {"clip_norm": 0.0}])
+def test_invalid_privacy_settings_are_rejected(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        PrivacyConfig(**kwargs)
+
+
+def test_inconsistent_stored_history_is_refused() -> None:
+    with pytest.raises(PrivacyError):
+        history_from_lists({"sigma": [1.0], "sample-rate": [0.1, 0.1], "steps": [3]})

@@ -1,0 +1,33 @@
+"""Shared fixtures: small synthetic DICOM sites, generated once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedscan.common.synth import SynthConfig, generate_sites
+
+
+@pytest.fixture(scope="session")
+def synthetic_sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three small synthetic hospitals (40 images each)."""
+    return generate_sites(tmp_path_factory.mktemp("sites"), SynthConfig(sites=3, images_per_site=40, seed=3))
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MedMNIST-style npz: bright centre square = positive."""
+    rng = np.random.default_rng(0)
+
+    def split(count: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 2, size=(count, 1))
+        images = rng.integers(0, 80, size=(count, 28, 28)).astype(np.uint8)
+        images[labels[:, 0] == 1, 10:18, 10:18] += 150
+        return images, labels
+
+    path = tmp_path_factory.mktemp("npz") / "tiny.npz"
+    (tri, trl), (vai, val) = split(120), split(60)
+    np.savez(path, train_images=tri, train_labels=trl, val_images=vai, val_labels=val)
+    return path
