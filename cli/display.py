@@ -56,7 +56,8 @@ class RoundTable:
         else:
             cells = [f"round {row[0]}", f"AUC {row[1]}", f"loss {row[2]}", f"acc {row[3]}"]
             cells += [f"ε[{n}] {value}" for n, value in zip(self.site_names, row[4:-1])]
-            self.console.print(" | ".join(cells + [f"{row[-1]} s"]), highlight=False, markup=False)
+            self.console.print(" | ".join(cells + [f"{row[-1]} s"]), highlight=False, markup=False,
+                               soft_wrap=True)
         for refusal in record.get("refusals", []):
             self.console.print(f"  site {refusal['site']} refused {refusal['phase']}: {refusal['reason']}",
                                style="yellow", highlight=False, markup=False)

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from fedscan import __version__
+from fedscan.common import defaults
 from fedscan.common.errors import FedscanError
 
 app = typer.Typer(name="fedscan", help="Federated, differentially private medical-imaging training.",
@@ -23,12 +24,13 @@ app = typer.Typer(name="fedscan", help="Federated, differentially private medica
 console = Console()
 err_console = Console(stderr=True)
 
-EXIT_USAGE = 2
+EXIT_FAILED = 1  # the job ran and failed (e.g. every site refused)
+EXIT_USAGE = 2  # bad arguments or unusable input: fix and rerun
 
 
-def fail(message: str) -> typer.Exit:
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_USAGE)
+    return typer.Exit(code)
 
 
 def _version(value: bool) -> None:
@@ -48,9 +50,9 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
 
 @app.command()
 def synth(out: Annotated[Path, typer.Option(help="Folder to write site-0 ... site-{N-1} into.")],
-          sites: Annotated[int, typer.Option(help="Number of synthetic hospitals.")] = 3,
+          sites: Annotated[int, typer.Option(help="Number of synthetic hospitals.")] = defaults.SITES,
           seed: Annotated[int, typer.Option(help="Seed; the same seed writes identical files.")] = 0,
-          images_per_site: Annotated[int, typer.Option(help="DICOM images per site.")] = 300) -> None:
+          images_per_site: Annotated[int, typer.Option(help="DICOM images per site.")] = defaults.IMAGES_PER_SITE) -> None:
     """Write synthetic hospitals: DICOM chest-radiograph phantoms and a labels.csv per site."""
     from fedscan.common.synth import SynthConfig, generate_sites
 
@@ -64,19 +66,19 @@ def synth(out: Annotated[Path, typer.Option(help="Folder to write site-0 ... sit
 
 @app.command()
 def simulate(
-    sites: Annotated[int, typer.Option(help="Number of simulated hospitals (≥ 2).")] = 3,
-    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 5,
+    sites: Annotated[int, typer.Option(help="Number of simulated hospitals (≥ 2).")] = defaults.SITES,
+    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = defaults.ROUNDS,
     data: Annotated[str, typer.Option(help="synthetic | npz:PATH | dicom:DIR (folder of site folders).")] = "synthetic",
     partition: Annotated[str, typer.Option(help="How npz data is split: iid | dirichlet:ALPHA.")] = "iid",
-    model: Annotated[str, typer.Option(help="small-cnn | densenet121 | resnet18.")] = "small-cnn",
-    epsilon: Annotated[float, typer.Option(help="Privacy budget ε for the whole run, per site.")] = 8.0,
-    delta: Annotated[float, typer.Option(help="Privacy δ; must be below 1/(samples at a site).")] = 1e-5,
+    model: Annotated[str, typer.Option(help="small-cnn | densenet121 | resnet18.")] = defaults.MODEL,
+    epsilon: Annotated[float, typer.Option(help="Privacy budget ε for the whole run, per site.")] = defaults.EPSILON,
+    delta: Annotated[float, typer.Option(help="Privacy δ; must be below 1/(samples at a site).")] = defaults.DELTA,
     no_dp: Annotated[bool, typer.Option("--no-dp", help="Train WITHOUT differential privacy (benchmarks only).")] = False,
-    local_epochs: Annotated[int, typer.Option(help="Local epochs per round at each site.")] = 3,
-    learning_rate: Annotated[float, typer.Option(help="Local SGD learning rate.")] = 0.02,
-    batch_size: Annotated[int, typer.Option(help="Expected batch size (Poisson sampling rate = batch/n).")] = 32,
-    strategy: Annotated[str, typer.Option(help="fedavg | fedprox | fedadam.")] = "fedavg",
-    images_per_site: Annotated[int, typer.Option(help="Images per synthetic site.")] = 300,
+    local_epochs: Annotated[int, typer.Option(help="Local epochs per round at each site.")] = defaults.LOCAL_EPOCHS,
+    learning_rate: Annotated[float, typer.Option(help="Local SGD learning rate.")] = defaults.LEARNING_RATE,
+    batch_size: Annotated[int, typer.Option(help="Expected batch size (Poisson sampling rate = batch/n).")] = defaults.BATCH_SIZE,
+    strategy: Annotated[str, typer.Option(help="fedavg | fedprox | fedadam.")] = defaults.STRATEGY,
+    images_per_site: Annotated[int, typer.Option(help="Images per synthetic site.")] = defaults.IMAGES_PER_SITE,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for data, partition and model initialisation.")] = 0,
     out: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path("runs"),
@@ -104,7 +106,7 @@ def simulate(
                                  images_per_site=images_per_site, device=device, out=out,
                                  console=console, verbose=verbose)
     except FedscanError as exc:
-        raise fail(str(exc)) from None
+        raise fail(str(exc), EXIT_FAILED if exc.code == "run-failed" else EXIT_USAGE) from None
     _print_summary(summary)
 
 

@@ -22,12 +22,18 @@ from rich.console import Console
 from fedscan.common.config import RunConfig
 from fedscan.common.data import load_npz_split
 from fedscan.common.device import resolve_device
-from fedscan.common.errors import ConfigError, DataError
+from fedscan.common.errors import ConfigError, DataError, FedscanError
 from fedscan.common.partition import parse_partition
 from fedscan.common.sources import DicomSource, NpzShardSource, SiteSource
 from fedscan.common.synth import SynthConfig, generate_sites
 
 log = logging.getLogger(__name__)
+
+
+class RunFailed(FedscanError):
+    """The federation started but did not finish with a model."""
+
+    code = "run-failed"
 
 
 @dataclass(frozen=True)
@@ -140,11 +146,19 @@ def _run_engine(config: RunConfig, run_dir: Any, sources: tuple[SiteSource, ...]
     quiet_libraries(verbose)
     server_app = make_server_app(config, run_dir, extra_config=data_info, observer=observer)
     client_app = make_client_app(SimulationSites(sources), device=device)
-    flower_run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(sources),
-                          backend_config=backend_config(len(sources), device, verbose),
-                          verbose_logging=verbose)
+    try:
+        flower_run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(sources),
+                              backend_config=backend_config(len(sources), device, verbose),
+                              verbose_logging=verbose)
+    except Exception as exc:  # the ServerApp thread's failure, re-raised by Flower
+        root = exc.__cause__ or exc
+        log.debug("Simulation failed", exc_info=True)
+        if isinstance(root, FedscanError):
+            raise RunFailed(f"The federation failed: {root}") from exc
+        raise RunFailed(f"The federation failed ({type(root).__name__}: {root}); rerun with "
+                        "--verbose for Flower's and Ray's logs.") from exc
     if not (run_dir.path / "final.pt").exists():
-        raise DataError("The federation ended without a final model; see the messages above.")
+        raise RunFailed("The federation ended without a final model; see the refusals above.")
 
 
 def quiet_libraries(verbose: bool) -> None:

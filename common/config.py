@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from fedscan import __version__
+from fedscan.common import defaults
 from fedscan.common.compat import VERSION_KEY
 from fedscan.common.errors import ConfigError
 from fedscan.common.models import get_model_spec
@@ -23,9 +24,9 @@ STRATEGIES = ("fedavg", "fedprox", "fedadam")
 class RunConfig:
     """Everything the coordinator decides for a run."""
 
-    rounds: int = 5
+    rounds: int = defaults.ROUNDS
     min_sites: int = 2
-    strategy: str = "fedavg"
+    strategy: str = defaults.STRATEGY
     proximal_mu: float = 0.01
     server_learning_rate: float = 0.05
     round_timeout_s: float = 900.0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
+from fedscan.common import defaults
 from fedscan.common.errors import ConfigError, PrivacyError
 
 HistoryEntry = tuple[float, float, int]
@@ -24,9 +25,9 @@ HistoryEntry = tuple[float, float, int]
 class PrivacyConfig:
     """The run's privacy target. ``enabled=False`` must be asked for explicitly."""
 
-    epsilon: float = 8.0
-    delta: float = 1e-5
-    clip_norm: float = 1.0
+    epsilon: float = defaults.EPSILON
+    delta: float = defaults.DELTA
+    clip_norm: float = defaults.CLIP_NORM
     enabled: bool = True
 
     def __post_init__(self) -> None:

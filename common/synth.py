@@ -19,6 +19,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
+from fedscan.common import defaults
 from fedscan.common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ _PROFILES = (
 class SynthConfig:
     """What to generate. Validated on construction."""
 
-    sites: int = 3
-    images_per_site: int = 240
+    sites: int = defaults.SITES
+    images_per_site: int = defaults.IMAGES_PER_SITE
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -11,6 +11,7 @@ import torch
 from opacus import PrivacyEngine
 from torch import nn
 
+from fedscan.common import defaults
 from fedscan.common.data import ImageSet, TrainingSet
 from fedscan.common.models import get_model_spec
 from fedscan.common.privacy import HistoryEntry
@@ -22,11 +23,11 @@ log = logging.getLogger(__name__)
 class TrainSettings:
     """Hyper-parameters of one site's local training in one round."""
 
-    model: str = "small-cnn"
-    learning_rate: float = 0.02
-    momentum: float = 0.9
-    local_epochs: int = 3
-    batch_size: int = 32
+    model: str = defaults.MODEL
+    learning_rate: float = defaults.LEARNING_RATE
+    momentum: float = defaults.MOMENTUM
+    local_epochs: int = defaults.LOCAL_EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
     augment: bool = True
     proximal_mu: float = 0.0
     seed: int = 0

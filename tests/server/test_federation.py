@@ -13,6 +13,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedscan.client.app import make_client_app
 from fedscan.common.checkpoint import load_checkpoint
 from fedscan.common.config import RunConfig
+from fedscan.common.errors import FedscanError
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.sources import DicomSource
 from fedscan.common.training import TrainSettings
@@ -83,3 +84,12 @@ def test_weighted_mean_ignores_sites_where_the_metric_is_undefined() -> None:
     per_site = {"a": {"auc": 0.8, "num-examples": 30}, "b": {"auc": 0.5, "num-examples": 10},
                 "c": {"auc": math.nan, "num-examples": 60}}
     assert weighted_mean(per_site, "auc") == pytest.approx((0.8 * 30 + 0.5 * 10) / 40)
+
+
+def test_a_run_where_every_site_refuses_fails_clearly(flower_identity, synthetic_sites, tmp_path) -> None:
+    config = RunConfig(rounds=1, min_sites=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=0.2))
+    with pytest.raises(FedscanError, match="No site completed") as raised:
+        run_federation(_grid(synthetic_sites, count=2), config, RunDirectory.create(tmp_path))
+    assert raised.value.code == "run-failed"
+    line = json.loads((next(tmp_path.iterdir()) / "metrics.jsonl").read_text())
+    assert {r["reason"].split(":")[0] for r in line["refusals"]} == {"delta-too-large"}
