@@ -31,6 +31,13 @@ def test_client_and_server_never_import_each_other() -> None:
     assert not any(name.startswith("fedscan.client") for name in _imports("server"))
 
 
+def test_no_folder_in_the_repository_can_shadow_the_installed_package() -> None:
+    # A Flower app bundle is imported from its own folder first: a `fedscan/`
+    # package there would replace the fedscan installed at the site.
+    assert not (ROOT / "fedscan" / "__init__.py").exists()
+    assert Path(fedscan.__file__).parent.name == "fedscan-root" or "site-packages" in fedscan.__file__
+
+
 def test_one_distinctive_namespace() -> None:
     for role in ("common", "client", "server"):
         assert importlib.util.find_spec(f"fedscan.{role}") is not None

@@ -90,3 +90,12 @@ def test_unexpected_failure_sends_no_local_details(synthetic_sites: list[Path]) 
     reply = make_client_app(broken, device="cpu")(
         _request(RunConfig(train=FAST), "evaluate"), node_context(100, 0))
     assert reply.has_error() and str(synthetic_sites[0]) not in reply.error.reason
+
+
+def test_training_without_dp_must_be_explicit_and_reports_infinite_epsilon(client) -> None:
+    config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(enabled=False))
+    assert config.to_message()["dp"] is False
+    reply = client(_request(config, "train"), node_context(100, 0))
+    assert not reply.has_error()
+    assert reply.content["metrics"]["epsilon"] == float("inf")
+    assert reply.content["metrics"]["noise-multiplier"] == 0.0
