@@ -70,6 +70,9 @@ def plan_sources(choice: DataChoice, *, sites: int, partition: str, seed: int,
                  images_per_site: int, workdir: Path) -> tuple[SiteSource, ...]:
     """Validate the data choice up front (before Ray starts) and describe each site."""
     parse_partition(partition)
+    if choice.kind != "npz" and partition != "iid":
+        raise ConfigError("--partition applies to --data npz:PATH only; DICOM sites are already "
+                          "partitioned by hospital.")
     if choice.kind == "npz":
         for split in ("train", "val"):
             load_npz_split(choice.path, split)  # fail fast on an unreadable file

@@ -31,6 +31,7 @@ def test_version() -> None:
     (["--partition", "dirichlet:-1", "--data", "npz:{npz}"], "Unknown partition"),
     (["--data", "npz:{garbage}"], "Cannot read the npz"),
     (["--data", "ftp://x"], "Unknown --data"),
+    (["--partition", "dirichlet:0.5"], "applies to --data npz"),
 ])
 def test_bad_simulate_arguments_give_one_line_and_exit_2(args: list[str], expected: str, tmp_path: Path,
                                                          tiny_npz: Path) -> None:
