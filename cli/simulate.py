@@ -1,30 +1,35 @@
 """``fedscan simulate``: the whole federation on one machine, on Flower's Simulation Engine.
 
-ServerApp and ClientApp are built in-process from one validated RunConfig and
-run by Flower's Simulation Engine (Ray backend: each site's ClientApp runs in
-a worker process). Nothing is installed at run time, no SuperLink is left
-behind, and Ray is shut down before this returns.
+The run is submitted with ``flwr run`` to a private SuperLink in simulation
+mode (see :mod:`fedscan.cli.superlink`): the ServerApp and every site's
+ClientApp are the installed fedscan, configured by a generated run config —
+the same path a deployment takes. Progress is read from the run directory.
+Nothing is installed at run time and no Flower or Ray process outlives the
+command.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from fedscan.cli.superlink import LocalSuperLink, stop_process_group, toml_value, write_app
 from fedscan.common.config import RunConfig
 from fedscan.common.data import load_npz_split
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, DataError, FedscanError
 from fedscan.common.partition import parse_partition
-from fedscan.common.sources import DicomSource, NpzShardSource, SiteSource
+from fedscan.common.sources import DicomSource, NpzShardSource, SiteSource, sources_to_json
 from fedscan.common.synth import SynthConfig, generate_sites
 
 log = logging.getLogger(__name__)
@@ -56,16 +61,6 @@ class DataChoice:
         return cls(kind, resolved)
 
 
-@dataclass(frozen=True)
-class SimulationSites:
-    """Maps a simulated node (its partition id) to that site's data source."""
-
-    sources: tuple[SiteSource, ...]
-
-    def __call__(self, context: Any) -> SiteSource:
-        return self.sources[int(context.node_config["partition-id"])]
-
-
 def plan_sources(choice: DataChoice, *, sites: int, partition: str, seed: int,
                  images_per_site: int, workdir: Path) -> tuple[SiteSource, ...]:
     """Validate the data choice up front (before Ray starts) and describe each site."""
@@ -88,25 +83,16 @@ def plan_sources(choice: DataChoice, *, sites: int, partition: str, seed: int,
     return tuple(DicomSource(p.name, str(p), seed=seed) for p in site_dirs)
 
 
-def flower_environment(flwr_home: Path) -> None:
-    """Settings Flower reads from the environment: no telemetry, no runtime installs."""
-    os.environ.setdefault("FLWR_HOME", str(flwr_home))
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
-    os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-
-
-def backend_config(sites: int, device: str, verbose: bool) -> dict[str, Any]:
-    """One CPU per site worker; GPU shared between sites when one is used."""
+def federation_config(sites: int, device: str, verbose: bool) -> str:
+    """Simulation Engine resources: one CPU per site worker; a GPU shared when one is used."""
     on_gpu = resolve_device(device).type == "cuda"
     cpus = os.cpu_count() or 1
-    return {
-        "client_resources": {"num_cpus": 1, "num_gpus": (1.0 / min(sites, cpus)) if on_gpu else 0.0},
-        "init_args": {"num_cpus": cpus, "num_gpus": 1 if on_gpu else 0,
-                      "logging_level": "ERROR", "log_to_driver": verbose},
-    }
+    values = {"num-supernodes": sites, "client-resources-num-cpus": 1,
+              "client-resources-num-gpus": (1.0 / min(sites, cpus)) if on_gpu else 0.0,
+              "init-args-num-cpus": cpus, "init-args-num-gpus": 1 if on_gpu else 0,
+              "init-args-logging-level": "INFO" if verbose else "ERROR",
+              "init-args-log-to-driver": verbose}
+    return " ".join(f"{key}={toml_value(value)}" for key, value in values.items())
 
 
 def run_simulation(config: RunConfig, choice: DataChoice, *, sites: int, partition: str,
@@ -116,56 +102,60 @@ def run_simulation(config: RunConfig, choice: DataChoice, *, sites: int, partiti
     from fedscan.cli.display import RoundTable
     from fedscan.server.rundir import RunDirectory
 
-    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fedscan-sim-") as tmp:
         workdir = Path(tmp)
-        flower_environment(workdir / "flwr-home")
         sources = plan_sources(choice, sites=sites, partition=partition, seed=config.seed,
                                images_per_site=images_per_site, workdir=workdir)
-        run_dir = RunDirectory.create(out)
-        data_info = {"data": choice.kind, "sites": sites, "partition": partition,
-                     "images_per_site": images_per_site if choice.kind == "synthetic" else None,
-                     "device": device}
-        console.print(f"Run {run_dir.run_id}: {sites} sites, {config.rounds} rounds, model "
-                      f"{config.train.model}, DP {'ε=' + format(config.privacy.epsilon, 'g') if config.privacy.enabled else 'OFF'}"
-                      f", δ={config.privacy.delta:g} → {run_dir.path}", highlight=False)
+        run_dir = RunDirectory.create(out.resolve())
+        described = {"data": choice.kind if choice.path is None else f"{choice.kind}:{choice.path}",
+                     "sites": sites, "partition": partition, "device": device,
+                     "images_per_site": images_per_site if choice.kind == "synthetic" else None}
+        (run_dir.path / "simulation.json").write_text(json.dumps(described, indent=2))
+        run_config = {**config.to_flat(), "runs-dir": str(run_dir.path.parent), "run-id": run_dir.run_id,
+                      "device": device, "simulation-sites": sources_to_json(sources)}
+        app_dir = write_app(workdir / "app", run_config)
+        _announce(console, config, sites, run_dir)
         started = time.monotonic()
         with RoundTable(console, [s.name for s in sources]) as table:
-            _run_engine(config, run_dir, sources, device, table.update, data_info, verbose)
+            _run_engine(workdir, app_dir, run_dir, federation_config(sites, device, verbose), table.update)
         wall = time.monotonic() - started
+    status = run_dir.read_status()
+    if status.get("state") != "completed":
+        reason = status.get("reason") or f"the engine stopped early; see {run_dir.path / 'coordinator.log'}"
+        raise RunFailed(f"The federation failed: {reason}")
     history = run_dir.read_metrics()
     return {"run_id": run_dir.run_id, "run_dir": str(run_dir.path), "wall_s": round(wall, 1),
             "final": history[-1] if history else {}, "final_model": str(run_dir.path / "final.pt"),
             "epsilon_target": config.privacy.epsilon if config.privacy.enabled else math.inf}
 
 
-def _run_engine(config: RunConfig, run_dir: Any, sources: tuple[SiteSource, ...], device: str,
-                observer: Any, data_info: dict[str, Any], verbose: bool) -> None:
-    from flwr.simulation import run_simulation as flower_run_simulation
-
-    from fedscan.client.app import make_client_app
-    from fedscan.server.app import make_server_app
-
-    quiet_libraries(verbose)
-    server_app = make_server_app(config, run_dir, extra_config=data_info, observer=observer)
-    client_app = make_client_app(SimulationSites(sources), device=device)
-    try:
-        flower_run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(sources),
-                              backend_config=backend_config(len(sources), device, verbose),
-                              verbose_logging=verbose)
-    except Exception as exc:  # the ServerApp thread's failure, re-raised by Flower
-        root = exc.__cause__ or exc
-        log.debug("Simulation failed", exc_info=True)
-        if isinstance(root, FedscanError):
-            raise RunFailed(f"The federation failed: {root}") from exc
-        raise RunFailed(f"The federation failed ({type(root).__name__}: {root}); rerun with "
-                        "--verbose for Flower's and Ray's logs.") from exc
-    if not (run_dir.path / "final.pt").exists():
-        raise RunFailed("The federation ended without a final model; see the refusals above.")
+def _announce(console: Console, config: RunConfig, sites: int, run_dir: Any) -> None:
+    privacy = config.privacy
+    dp = f"ε={privacy.epsilon:g}, δ={privacy.delta:g}" if privacy.enabled else "OFF"
+    rounds = f"{config.rounds} round{'s' if config.rounds != 1 else ''}"
+    console.print(f"Run {run_dir.run_id}: {sites} sites, {rounds}, model {config.train.model}, "
+                  f"DP {dp} → {run_dir.path}", highlight=False, soft_wrap=True)
 
 
-def quiet_libraries(verbose: bool) -> None:
-    """Flower logs every message at INFO; the round table replaces that unless --verbose."""
-    level = logging.DEBUG if verbose else logging.ERROR
-    for name in ("flwr", "ray"):
-        logging.getLogger(name).setLevel(level)
+def _run_engine(workdir: Path, app_dir: Path, run_dir: Any, federation: str,
+                observer: Callable[[dict[str, Any]], None]) -> None:
+    """Submit the run to a private SuperLink and feed each new round to ``observer``."""
+    engine_log = run_dir.path / "coordinator.log"
+    with LocalSuperLink(workdir, log_file=engine_log) as superlink, \
+            open(engine_log, "a", encoding="utf-8") as output:
+        runner = superlink.submit(app_dir, federation, output)
+        shown = 0
+        try:
+            while runner.poll() is None:
+                shown = _show_new_rounds(run_dir, shown, observer)
+                time.sleep(0.5)
+        finally:
+            stop_process_group(runner)
+        _show_new_rounds(run_dir, shown, observer)
+
+
+def _show_new_rounds(run_dir: Any, shown: int, observer: Callable[[dict[str, Any]], None]) -> int:
+    history = run_dir.read_metrics()
+    for record in history[shown:]:
+        observer(record)
+    return len(history)

@@ -21,16 +21,28 @@ from fedscan.common.device import resolve_device
 from fedscan.common.errors import DataError, FedscanError
 from fedscan.common.metrics import evaluate_model
 from fedscan.common.models import build_model, get_model_spec
-from fedscan.common.sources import DicomSource, SiteSource
+from fedscan.common.sources import DicomSource, SiteSource, sources_from_json
 from fedscan.common.training import DpStep, train_local
 
 log = logging.getLogger(__name__)
 
 SourceResolver = Callable[[Context], SiteSource]
+SIMULATION_NODE_KEY = "partition-id"  # set by Flower's Simulation Engine only
 
 
-def source_from_node_config(context: Context) -> SiteSource:
-    """Deployment: ``flower-supernode --node-config 'data-dir="/data/site" site-name="A"'``."""
+def site_source(context: Context) -> SiteSource:
+    """The site's data, from its own node config.
+
+    Deployment: ``flower-supernode --node-config 'data-dir="/data/site" site-name="A"'``.
+    Simulation: the engine numbers its virtual nodes (``partition-id``) and the
+    run config lists the simulated sites; a real site never reads that list.
+    """
+    if SIMULATION_NODE_KEY in context.node_config:
+        sites = sources_from_json(str(context.run_config.get("simulation-sites", "[]")))
+        index = int(context.node_config[SIMULATION_NODE_KEY])
+        if index >= len(sites):
+            raise DataError(f"Simulated node {index} has no site in the run configuration.")
+        return sites[index]
     data_dir = context.node_config.get("data-dir")
     if not data_dir:
         raise DataError("This site has no data folder configured (node config 'data-dir').")
@@ -38,18 +50,24 @@ def source_from_node_config(context: Context) -> SiteSource:
     return DicomSource(name=name, site_dir=str(data_dir))
 
 
-def make_client_app(resolve_source: SourceResolver = source_from_node_config, *,
-                    device: str = "auto") -> ClientApp:
+def site_device(context: Context) -> str:
+    """``device`` from the node config (deployment) or the run config (simulation)."""
+    return str(context.node_config.get("device", context.run_config.get("device", "auto")))
+
+
+def make_client_app(resolve_source: SourceResolver = site_source, *, device: str | None = None) -> ClientApp:
     """A ClientApp whose data comes from ``resolve_source(context)``."""
     app = ClientApp()
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return _guarded(msg, context, lambda: _train(msg, context, resolve_source, device))
+        chosen = device or site_device(context)
+        return _guarded(msg, context, lambda: _train(msg, context, resolve_source, chosen))
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return _guarded(msg, context, lambda: _evaluate(msg, context, resolve_source, device))
+        chosen = device or site_device(context)
+        return _guarded(msg, context, lambda: _evaluate(msg, context, resolve_source, chosen))
 
     return app
 

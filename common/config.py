@@ -7,7 +7,8 @@ Config flows one way: CLI options or ``[tool.flwr.app.config]`` → RunConfig
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 
 from fedscan import __version__
 from fedscan.common import defaults
@@ -18,6 +19,9 @@ from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.training import TrainSettings
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
+FlatValue = bool | int | float | str
+# Run-config keys that describe where a run is written or simulated, not how it trains.
+IGNORED_FLAT_KEYS = ("runs-dir", "run-id", "simulation-sites", "device")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
+        # One seed per run: the sites' (non-DP) shuffling follows the run's seed.
+        if self.train.seed != self.seed:
+            object.__setattr__(self, "train", replace(self.train, seed=self.seed))
         get_model_spec(self.train.model)  # raises with the list of valid names
         if self.rounds < 1:
             raise ConfigError("rounds must be at least 1.")
@@ -45,7 +52,7 @@ class RunConfig:
             raise ConfigError(f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
         _check_training(self.train)
 
-    def to_message(self) -> dict[str, bool | int | float | str]:
+    def to_message(self) -> dict[str, FlatValue]:
         """The flat settings every site receives (no paths, nothing site-specific)."""
         train, privacy = self.train, self.privacy
         return {
@@ -56,6 +63,32 @@ class RunConfig:
             "epsilon": privacy.epsilon if privacy.enabled else 0.0,
             "delta": privacy.delta, "clip-norm": privacy.clip_norm,
         }
+
+    def to_flat(self) -> dict[str, FlatValue]:
+        """Every coordinator setting as flat kebab-case keys (Flower run config form)."""
+        flat = {key: value for key, value in self.to_message().items() if key != VERSION_KEY}
+        flat.update({"min-sites": self.min_sites, "strategy": self.strategy,
+                     "proximal-mu": self.proximal_mu, "server-learning-rate": self.server_learning_rate,
+                     "round-timeout-s": self.round_timeout_s, "join-timeout-s": self.join_timeout_s})
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, FlatValue]) -> "RunConfig":
+        """Inverse of :meth:`to_flat`; missing keys take defaults, unknown keys are refused."""
+        defaults = cls().to_flat()
+        unknown = sorted(set(flat) - set(defaults) - set(IGNORED_FLAT_KEYS))
+        if unknown:
+            raise ConfigError(f"Unknown run configuration keys: {', '.join(unknown)}; "
+                              f"valid keys: {', '.join(sorted(defaults))}.")
+        merged = {**defaults, **{k: v for k, v in flat.items() if k in defaults}}
+        # "proximal-mu" reaches sites from FedProx itself, not as a training setting.
+        train, privacy, rounds = settings_from_message({k: v for k, v in merged.items() if k != "proximal-mu"})
+        return cls(rounds=rounds, min_sites=int(merged["min-sites"]), strategy=str(merged["strategy"]),
+                   proximal_mu=float(merged["proximal-mu"]),
+                   server_learning_rate=float(merged["server-learning-rate"]),
+                   round_timeout_s=float(merged["round-timeout-s"]),
+                   join_timeout_s=float(merged["join-timeout-s"]), seed=int(merged["seed"]),
+                   train=train, privacy=privacy if privacy.enabled else replace(privacy, epsilon=defaults["epsilon"]))
 
     def to_json(self) -> dict:
         return {"fedscan_version": __version__, **asdict(self)}

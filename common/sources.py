@@ -6,11 +6,13 @@ hand them to its workers); ``load`` reads the data at the site.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 from fedscan.common.data import SiteData, load_dicom_site, load_npz_shard
+from fedscan.common.errors import DataError
 
 
 class SiteSource(Protocol):
@@ -47,3 +49,19 @@ class NpzShardSource:
     def load(self, size: int) -> SiteData:
         return load_npz_shard(Path(self.path), site=self.site, sites=self.sites,
                               partition=self.partition, seed=self.seed, size=size)
+
+
+_KINDS = {"dicom": DicomSource, "npz": NpzShardSource}
+
+
+def sources_to_json(sources: tuple[SiteSource, ...]) -> str:
+    """Encode simulated sites for the run config (flat values only, so one JSON string)."""
+    kinds = {cls: kind for kind, cls in _KINDS.items()}
+    return json.dumps([{"kind": kinds[type(source)], **asdict(source)} for source in sources])
+
+
+def sources_from_json(text: str) -> tuple[SiteSource, ...]:
+    try:
+        return tuple(_KINDS[entry.pop("kind")](**entry) for entry in json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError("The simulation's site list is malformed.") from exc

@@ -20,8 +20,6 @@ from flwr.serverapp import Grid, ServerApp
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import FedscanError
 from fedscan.common.models import build_model
-from fedscan.common.privacy import PrivacyConfig
-from fedscan.common.training import TrainSettings
 from fedscan.server.recorder import RoundObserver, RoundRecorder
 from fedscan.server.rundir import RunDirectory
 from fedscan.server.strategy import build_strategy
@@ -56,9 +54,22 @@ def wait_for_sites(grid: Grid, min_sites: int, timeout_s: float) -> int:
 def run_federation(grid: Grid, config: RunConfig, run_dir: RunDirectory, *,
                    extra_config: dict[str, Any] | None = None,
                    observer: RoundObserver | None = None) -> FederationResult:
-    """Run the whole federation on ``grid`` and write ``run_dir``."""
+    """Run the whole federation on ``grid``; ``run_dir/status.json`` tells how it ended."""
+    run_dir.write_status("running")
+    try:
+        result = _federate(grid, config, run_dir, extra_config or {}, observer)
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, FedscanError) else f"{type(exc).__name__}: {exc}"
+        run_dir.write_status("failed", reason=reason)
+        raise
+    run_dir.write_status("completed", rounds=config.rounds)
+    return result
+
+
+def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory, extra_config: dict[str, Any],
+              observer: RoundObserver | None) -> FederationResult:
     random.seed(config.seed)  # Flower's node sampling uses the global `random`
-    run_dir.write_config({**config.to_json(), **(extra_config or {})})
+    run_dir.write_config({**config.to_json(), **extra_config})
     num_sites = wait_for_sites(grid, config.min_sites, config.join_timeout_s)
     model = build_model(config.train.model, seed=config.seed)
     recorder = RoundRecorder(run_dir, config.train.model, observer)
@@ -77,37 +88,14 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: RunDirectory, *,
     return FederationResult(run_dir, recorder.history, final)
 
 
-def config_from_run_config(run_config: dict[str, Any]) -> RunConfig:
-    """Deployment: ``[tool.flwr.app.config]`` (flat kebab keys) → RunConfig."""
-    defaults = RunConfig()
-    train = TrainSettings(model=str(run_config.get("model", defaults.train.model)),
-                          local_epochs=int(run_config.get("local-epochs", defaults.train.local_epochs)))
-    privacy = PrivacyConfig(epsilon=float(run_config.get("epsilon", defaults.privacy.epsilon)),
-                            delta=float(run_config.get("delta", defaults.privacy.delta)))
-    return RunConfig(rounds=int(run_config.get("rounds", defaults.rounds)),
-                     strategy=str(run_config.get("strategy", defaults.strategy)),
-                     seed=int(run_config.get("seed", defaults.seed)), train=train, privacy=privacy)
-
-
-def make_server_app(config: RunConfig, run_dir: RunDirectory, *,
-                    extra_config: dict[str, Any] | None = None,
-                    observer: RoundObserver | None = None) -> ServerApp:
-    """A ServerApp bound to one run (simulation builds it in-process)."""
-    app = ServerApp()
-
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
-        run_federation(grid, config, run_dir, extra_config=extra_config, observer=observer)
-
-    return app
-
-
 app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Deployment entry point (SuperLink): settings from the run config."""
-    config = config_from_run_config(dict(context.run_config))
-    run_dir = RunDirectory.create(Path(str(context.run_config.get("runs-dir", "runs"))))
+    """Entry point on a SuperLink (simulation or deployment): settings from the run config."""
+    run_config = dict(context.run_config)
+    config = RunConfig.from_flat(run_config)
+    run_dir = RunDirectory.create(Path(str(run_config.get("runs-dir", "runs"))),
+                                  str(run_config.get("run-id", "")) or None, exist_ok=True)
     run_federation(grid, config, run_dir)

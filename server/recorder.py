@@ -21,9 +21,10 @@ log = logging.getLogger(__name__)
 RoundObserver = Callable[[dict[str, Any]], None]
 
 
-def site_name(reply: Message) -> str:
+def reported_site_name(reply: Message) -> str | None:
+    """The name a site gave in its reply (error replies carry none)."""
     record = reply.content.config_records.get("site") if not reply.has_error() else None
-    return str(record["name"]) if record and "name" in record else f"node-{reply.metadata.src_node_id}"
+    return str(record["name"]) if record and "name" in record else None
 
 
 def weighted_mean(per_site: dict[str, dict[str, float]], key: str) -> float:
@@ -44,14 +45,22 @@ class RoundRecorder:
     started: float = field(default_factory=time.monotonic)
     history: list[dict[str, Any]] = field(default_factory=list)
     _current: dict[str, Any] = field(default_factory=dict)
+    _names: dict[int, str] = field(default_factory=dict)  # node id → name the site reported
+
+    def site_name(self, reply: Message) -> str:
+        node = reply.metadata.src_node_id
+        reported = reported_site_name(reply)
+        if reported is not None:
+            self._names[node] = reported
+        return self._names.get(node, f"node-{node}")
 
     def accept(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Message]:
         """Keep replies from compatible sites; note every refusal with its reason."""
         accepted = []
         self._current.setdefault("round", server_round)
         record = self._current
-        for reply in sorted(replies, key=site_name):  # by site, not by arrival
-            name = site_name(reply)
+        for reply in sorted(replies, key=self.site_name):  # by site, not by arrival
+            name = self.site_name(reply)
             if reply.has_error():
                 self._refusal(record, phase, name, reply.error.reason)
                 continue

@@ -41,11 +41,21 @@ class RunDirectory:
     run_id: str
 
     @classmethod
-    def create(cls, root: Path, run_id: str | None = None) -> "RunDirectory":
+    def create(cls, root: Path, run_id: str | None = None, *, exist_ok: bool = False) -> "RunDirectory":
+        """A new run directory; ``exist_ok`` lets a ServerApp adopt one its launcher prepared."""
         run_id = run_id or new_run_id()
         path = Path(root) / run_id
-        path.mkdir(parents=True, exist_ok=False)
+        path.mkdir(parents=True, exist_ok=exist_ok)
         return cls(path, run_id)
+
+    def write_status(self, state: str, **details: Any) -> None:
+        """``status.json``: running, completed or failed (with a reason a person can act on)."""
+        record = {"state": state, "run_id": self.run_id, **details}
+        atomic_write_bytes(self.path / "status.json", json.dumps(_json_safe(record), indent=2).encode())
+
+    def read_status(self) -> dict[str, Any]:
+        path = self.path / "status.json"
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_bytes(self.path / "config.json", json.dumps(_json_safe(config), indent=2).encode())

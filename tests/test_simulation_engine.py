@@ -23,7 +23,8 @@ def _leftover_processes() -> list[str]:
     listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     # Zombies (<defunct>) have exited already; the sandbox's init reaps them late.
     return [line for line in listing.splitlines() if "<defunct>" not in line
-            and ("ray::" in line or "raylet" in line or "gcs_server" in line or "flower-superlink" in line)]
+            and any(name in line for name in ("ray::", "raylet", "gcs_server", "flower-superlink",
+                                              "flower-superexec", "flwr-simulation"))]
 
 
 def _only_run(tmp_path: Path) -> Path:
@@ -43,7 +44,19 @@ def test_small_dp_federation_runs_on_the_simulation_engine(tmp_path: Path) -> No
     assert sorted(lines[-1]["epsilon"]) == ["site-0", "site-1"]
     assert all(0 < eps <= 6 * 1.001 for eps in lines[-1]["epsilon"].values())
     assert (run_dir / "final.pt").is_file() and (run_dir / "final.json").is_file()
-    assert _leftover_processes() == before  # Ray shut down, no SuperLink left behind
+    assert _leftover_processes() == before  # SuperLink, SuperExec and Ray all stopped
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
+    assert (run_dir / "coordinator.log").stat().st_size > 0
+
+
+def test_a_failed_run_exits_1_with_the_reason_and_leaves_nothing_running(tmp_path: Path) -> None:
+    before = _leftover_processes()
+    result = _simulate(tmp_path, "--sites", "2", "--rounds", "1", "--images-per-site", "30",
+                       "--local-epochs", "1", "--delta", "0.1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "delta-too-large" in result.stdout and "federation failed" in result.stderr
+    assert json.loads((_only_run(tmp_path) / "status.json").read_text())["state"] == "failed"
+    assert _leftover_processes() == before
 
 
 @pytest.mark.slow

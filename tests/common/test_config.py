@@ -1,0 +1,48 @@
+"""RunConfig: validated on construction, flat for Flower's run config, and back."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedscan.common.config import RunConfig
+from fedscan.common.errors import ConfigError, ModelError
+from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training import TrainSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("config", [
+    RunConfig(),
+    RunConfig(rounds=7, strategy="fedprox", proximal_mu=0.1, seed=3,
+              train=TrainSettings(model="resnet18", learning_rate=0.01, batch_size=16, augment=False)),
+    RunConfig(privacy=PrivacyConfig(enabled=False)),
+])
+def test_flat_round_trip(config: RunConfig) -> None:
+    assert RunConfig.from_flat(config.to_flat()) == config
+
+
+def test_unknown_keys_and_bad_values_are_refused_with_the_fix() -> None:
+    with pytest.raises(ConfigError, match="valid keys"):
+        RunConfig.from_flat({"roundz": 3})
+    with pytest.raises(ModelError, match="small-cnn"):
+        RunConfig.from_flat({"model": "vgg"})
+    with pytest.raises(ConfigError, match="fedavg"):
+        RunConfig(strategy="fedsgd")
+    with pytest.raises(ConfigError, match="at least 2"):
+        RunConfig(min_sites=1)
+
+
+def test_sites_receive_settings_only() -> None:
+    message = RunConfig().to_message()
+    assert message["fedscan-version"]
+    assert not any("dir" in key or "path" in key for key in message)
+
+
+def test_pyproject_run_config_lists_every_setting() -> None:
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert RunConfig.from_flat(declared) == RunConfig()
+    assert set(RunConfig().to_flat()) <= set(declared)
