@@ -37,7 +37,9 @@ class SmallCNN(nn.Module):
 
     The head sees a coarse 4×4 grid rather than one global average: findings
     are local (which lung, where), and keeping that layout made DP training
-    converge in far fewer steps than global pooling on the synthetic sites.
+    converge in far fewer steps. On the synthetic sites at ε = 8 (3 repeats),
+    a 4×4 grid reached AUC 0.94–0.95, 2×2 0.68–0.73, 1×1 0.82–0.89, and 8×8
+    0.94–0.96 with worse calibration.
     """
 
     def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), grid: int = 4) -> None:
