@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from fedscan.common.checkpoint import load_checkpoint
 from fedscan.common.data import ImageSet, load_dicom_site, load_npz_split, preprocess
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.metrics import evaluate_model
-
-import torch
 
 
 def load_eval_data(data: str, *, split: str, size: int) -> ImageSet:
