@@ -102,8 +102,7 @@ def _train(msg: Message, context: Context, resolve_source: SourceResolver, devic
     outcome = train_local(model, data.train, settings, dp=dp_step, device=resolve_device(device))
     epsilon = float("inf")
     if dp_step is not None:
-        budget.record_round(context, dp_step.noise_multiplier, outcome.history)
-        epsilon = budget.spent_so_far(context, privacy.delta)
+        epsilon = budget.record_round(context, dp_step.noise_multiplier, outcome.history, privacy.delta)
     metrics = {"num-examples": len(data.train), "train-loss": outcome.loss, "epsilon": epsilon,
                "steps": outcome.steps,
                "noise-multiplier": dp_step.noise_multiplier if dp_step else 0.0}

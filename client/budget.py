@@ -56,12 +56,9 @@ def plan_round(context: Context, privacy: PrivacyConfig, *, num_samples: int, ba
     return RoundBudget(sigma, history)
 
 
-def record_round(context: Context, noise_multiplier: float, history: list[HistoryEntry]) -> None:
-    """Persist the accountant history (before the update leaves the site)."""
+def record_round(context: Context, noise_multiplier: float, history: list[HistoryEntry],
+                 delta: float) -> float:
+    """Persist the accountant history (before the update leaves the site); return ε so far."""
     columns = history_to_lists(history)
     context.state[STATE_KEY] = ConfigRecord({"noise-multiplier": noise_multiplier, **columns})
-
-
-def spent_so_far(context: Context, delta: float) -> float:
-    stored = context.state.config_records.get(STATE_KEY)
-    return epsilon_spent(history_from_lists(dict(stored)), delta) if stored else 0.0
+    return epsilon_spent(history, delta)

@@ -59,8 +59,7 @@ class RunConfig:
             VERSION_KEY: __version__, "model": train.model, "learning-rate": train.learning_rate,
             "momentum": train.momentum, "local-epochs": train.local_epochs,
             "batch-size": train.batch_size, "augment": train.augment, "seed": self.seed,
-            "rounds": self.rounds, "dp": privacy.enabled,
-            "epsilon": privacy.epsilon if privacy.enabled else 0.0,
+            "rounds": self.rounds, "dp": privacy.enabled, "epsilon": privacy.epsilon,
             "delta": privacy.delta, "clip-norm": privacy.clip_norm,
         }
 
@@ -75,12 +74,12 @@ class RunConfig:
     @classmethod
     def from_flat(cls, flat: Mapping[str, FlatValue]) -> "RunConfig":
         """Inverse of :meth:`to_flat`; missing keys take defaults, unknown keys are refused."""
-        defaults = cls().to_flat()
-        unknown = sorted(set(flat) - set(defaults) - set(IGNORED_FLAT_KEYS))
+        baseline = cls().to_flat()
+        unknown = sorted(set(flat) - set(baseline) - set(IGNORED_FLAT_KEYS))
         if unknown:
             raise ConfigError(f"Unknown run configuration keys: {', '.join(unknown)}; "
-                              f"valid keys: {', '.join(sorted(defaults))}.")
-        merged = {**defaults, **{k: v for k, v in flat.items() if k in defaults}}
+                              f"valid keys: {', '.join(sorted(baseline))}.")
+        merged = {**baseline, **{k: v for k, v in flat.items() if k in baseline}}
         # "proximal-mu" reaches sites from FedProx itself, not as a training setting.
         train, privacy, rounds = settings_from_message({k: v for k, v in merged.items() if k != "proximal-mu"})
         return cls(rounds=rounds, min_sites=int(merged["min-sites"]), strategy=str(merged["strategy"]),
@@ -88,7 +87,7 @@ class RunConfig:
                    server_learning_rate=float(merged["server-learning-rate"]),
                    round_timeout_s=float(merged["round-timeout-s"]),
                    join_timeout_s=float(merged["join-timeout-s"]), seed=int(merged["seed"]),
-                   train=train, privacy=privacy if privacy.enabled else replace(privacy, epsilon=defaults["epsilon"]))
+                   train=train, privacy=privacy)
 
     def to_json(self) -> dict:
         return {"fedscan_version": __version__, **asdict(self)}
@@ -116,9 +115,8 @@ def settings_from_message(config: dict) -> tuple[TrainSettings, PrivacyConfig, i
             momentum=float(config["momentum"]), local_epochs=int(config["local-epochs"]),
             batch_size=int(config["batch-size"]), augment=bool(config["augment"]),
             proximal_mu=float(config.get("proximal-mu", 0.0)), seed=int(config["seed"]))
-        privacy = PrivacyConfig(epsilon=float(config["epsilon"]) if config["dp"] else math.inf,
-                                delta=float(config["delta"]), clip_norm=float(config["clip-norm"]),
-                                enabled=bool(config["dp"]))
+        privacy = PrivacyConfig(epsilon=float(config["epsilon"]), delta=float(config["delta"]),
+                                clip_norm=float(config["clip-norm"]), enabled=bool(config["dp"]))
         rounds = int(config["rounds"])
     except KeyError as exc:
         raise ConfigError(f"The coordinator's configuration lacks {exc.args[0]!r}.") from None

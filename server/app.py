@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import FedscanError
 from fedscan.common.models import build_model
-from fedscan.server.recorder import RoundObserver, RoundRecorder
+from fedscan.server.recorder import RoundRecorder
 from fedscan.server.rundir import RunDirectory
 from fedscan.server.strategy import build_strategy
 
@@ -51,13 +51,11 @@ def wait_for_sites(grid: Grid, min_sites: int, timeout_s: float) -> int:
     return connected
 
 
-def run_federation(grid: Grid, config: RunConfig, run_dir: RunDirectory, *,
-                   extra_config: dict[str, Any] | None = None,
-                   observer: RoundObserver | None = None) -> FederationResult:
+def run_federation(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> FederationResult:
     """Run the whole federation on ``grid``; ``run_dir/status.json`` tells how it ended."""
     run_dir.write_status("running")
     try:
-        result = _federate(grid, config, run_dir, extra_config or {}, observer)
+        result = _federate(grid, config, run_dir)
     except Exception as exc:
         reason = str(exc) if isinstance(exc, FedscanError) else f"{type(exc).__name__}: {exc}"
         run_dir.write_status("failed", reason=reason)
@@ -66,13 +64,12 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: RunDirectory, *,
     return result
 
 
-def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory, extra_config: dict[str, Any],
-              observer: RoundObserver | None) -> FederationResult:
+def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> FederationResult:
     random.seed(config.seed)  # Flower's node sampling uses the global `random`
-    run_dir.write_config({**config.to_json(), **extra_config})
+    run_dir.write_config(config.to_json())
     num_sites = wait_for_sites(grid, config.min_sites, config.join_timeout_s)
     model = build_model(config.train.model, seed=config.seed)
-    recorder = RoundRecorder(run_dir, config.train.model, observer)
+    recorder = RoundRecorder(run_dir, config.train.model)
     strategy = build_strategy(config, recorder, num_sites)
     message_config = config.to_message()
     log.info("Starting %s rounds of %s with %s sites", config.rounds, config.strategy, num_sites)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +17,6 @@ from fedscan.common.metrics import METRIC_NAMES
 from fedscan.server.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
-
-RoundObserver = Callable[[dict[str, Any]], None]
-
 
 def reported_site_name(reply: Message) -> str | None:
     """The name a site gave in its reply (error replies carry none)."""
@@ -41,7 +38,6 @@ class RoundRecorder:
 
     run_dir: RunDirectory
     model_name: str
-    observer: RoundObserver | None = None
     started: float = field(default_factory=time.monotonic)
     history: list[dict[str, Any]] = field(default_factory=list)
     _current: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +89,4 @@ class RoundRecorder:
         record["elapsed_s"] = round(time.monotonic() - self.started, 2)
         self.run_dir.append_metrics(record)
         self.history.append(record)
-        if self.observer is not None:
-            self.observer(record)
         return record
