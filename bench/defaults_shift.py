@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedscan.common.data import ImageSet, SiteData, load_dicom_site
+from fedscan.common.data import ImageSet, SiteData, load_site
 from fedscan.common.metrics import evaluate_model
 from fedscan.common.models import build_model
 from fedscan.common.privacy import calibrate_noise, sample_rate, steps_per_epoch
@@ -69,8 +69,8 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         config, unseen_config = SynthConfig(3, 300, 0), SynthConfig(6, 200, 11)
-        train_sites = [load_dicom_site(_site(tmp, i, config), size=64) for i in range(3)]
-        unseen = [load_dicom_site(_site(tmp, i, unseen_config), size=64, val_fraction=0.5) for i in (3, 4, 5)]
+        train_sites = [load_site(_site(tmp, i, config), size=64) for i in range(3)]
+        unseen = [load_site(_site(tmp, i, unseen_config), size=64, val_fraction=0.5) for i in (3, 4, 5)]
         print("| lr | batch | seed | AUC in-distribution | AUC unseen scanners (mean) | AUC contrast shift |")
         print("|---|---|---|---|---|---|")
         for pair in args.settings:

@@ -7,13 +7,15 @@ from pathlib import Path
 import torch
 
 from fedscan.common.checkpoint import load_checkpoint
-from fedscan.common.data import ImageSet, load_dicom_site, load_npz_split, preprocess
+from fedscan.common.data import ImageSet, load_npz_split, load_site, preprocess
+from fedscan.common.labels import LabelSpec
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.metrics import evaluate_model
 
 
-def load_eval_data(data: str, *, split: str, size: int) -> ImageSet:
+def load_eval_data(data: str, *, split: str, size: int, labels: LabelSpec | None = None,
+                   cache_dir: str = "") -> ImageSet:
     kind, _, path_text = data.partition(":")
     path = Path(path_text).expanduser()
     if kind not in ("npz", "dicom") or not path_text:
@@ -23,13 +25,14 @@ def load_eval_data(data: str, *, split: str, size: int) -> ImageSet:
     if kind == "npz":
         images, labels = load_npz_split(path, split)
         return ImageSet(preprocess(list(images), size), torch.as_tensor(labels))
-    site = load_dicom_site(path, size=size, val_fraction=0.0)
+    site = load_site(path, size=size, labels=labels, cache_dir=cache_dir, val_fraction=0.0)
     return site.train  # every accepted image of the folder
 
 
-def evaluate_checkpoint(checkpoint: Path, data: str, *, split: str, device: str) -> dict:
+def evaluate_checkpoint(checkpoint: Path, data: str, *, split: str, device: str,
+                        labels: LabelSpec | None = None, cache_dir: str = "") -> dict:
     model, meta = load_checkpoint(checkpoint)
-    images = load_eval_data(data, split=split, size=int(meta["input_size"]))
+    images = load_eval_data(data, split=split, size=int(meta["input_size"]), labels=labels, cache_dir=cache_dir)
     threshold = float(meta.get("threshold", 0.5))
     metrics = evaluate_model(model, images, device=resolve_device(device), threshold=threshold)
     metrics["n"] = int(metrics["n"])

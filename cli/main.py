@@ -65,9 +65,11 @@ def synth(out: Annotated[Path, typer.Option(help="Folder to write site-0 ... sit
 
 @app.command()
 def simulate(
-    sites: Annotated[int, typer.Option(help="Number of simulated hospitals (≥ 2).")] = defaults.SITES,
+    sites: Annotated[int | None, typer.Option(help=f"Number of simulated hospitals, ≥ 2 (default {defaults.SITES}; "
+                                                   "with dicom:DIR,DIR… the folders listed).", show_default=False)] = None,
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = defaults.ROUNDS,
-    data: Annotated[str, typer.Option(help="synthetic | npz:PATH | dicom:DIR (folder of site folders).")] = "synthetic",
+    data: Annotated[str, typer.Option(help="synthetic | npz:PATH | dicom:DIR_A,DIR_B,... (site folders, each with "
+                                           "labels.csv) | dicom:DIR (a folder of site folders).")] = "synthetic",
     partition: Annotated[str, typer.Option(help="How npz data is split: iid | dirichlet:ALPHA.")] = "iid",
     model: Annotated[str, typer.Option(help="small-cnn | densenet121 | resnet18.")] = defaults.MODEL,
     epsilon: Annotated[float, typer.Option(help="Privacy budget ε for the whole run, per site.")] = defaults.EPSILON,
@@ -81,15 +83,20 @@ def simulate(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for data, partition and model initialisation.")] = 0,
     out: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path("runs"),
+    cache_dir: Annotated[str, typer.Option(help="Decode-once cache (default: $FEDSCAN_CACHE_DIR or ~/.cache/fedscan).")] = "",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode images every time; use no cache.")] = False,
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's own logs.")] = False,
 ) -> None:
     """Run a whole DP federation on this machine (default: 3 synthetic DICOM hospitals)."""
-    from fedscan.cli.simulate import DataChoice, run_simulation
+    from fedscan.cli.data import default_cache_dir
+    from fedscan.cli.simulate import DataChoice, count_sites, run_simulation
     from fedscan.common.config import RunConfig
     from fedscan.common.privacy import PrivacyConfig
     from fedscan.common.training import TrainSettings
 
     try:
+        choice = DataChoice.parse(data)
+        sites = count_sites(choice, sites)
         if sites < 2:
             raise FedscanError("--sites must be at least 2: a federation needs two hospitals.")
         config = RunConfig(
@@ -97,13 +104,13 @@ def simulate(
             train=TrainSettings(model=model, learning_rate=learning_rate, local_epochs=local_epochs,
                                 batch_size=batch_size, seed=seed),
             privacy=PrivacyConfig(epsilon=epsilon, delta=delta, enabled=not no_dp))
-        choice = DataChoice.parse(data)
         if no_dp:
             err_console.print("[bold yellow]WARNING: differential privacy is OFF (--no-dp); "
                               "updates can leak patient data. Never use this with real data.[/]")
         summary = run_simulation(config, choice, sites=sites, partition=partition,
                                  images_per_site=images_per_site, device=device, out=out,
-                                 console=console, verbose=verbose)
+                                 console=console, verbose=verbose,
+                                 cache_dir="" if no_cache else (cache_dir or default_cache_dir()))
     except FedscanError as exc:
         raise fail(str(exc), EXIT_FAILED if exc.code == "run-failed" else EXIT_USAGE) from None
     _print_summary(summary)
@@ -124,18 +131,68 @@ def _print_summary(summary: dict) -> None:
                   f"Final model: {summary['final_model']}", highlight=False)
 
 
+data_app = typer.Typer(help="Inspect a site's data folder.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    folder: Annotated[Path, typer.Argument(help="The site's data folder (any depth; DICOM, PNG, JPEG).")],
+    labels: Annotated[str, typer.Option(help="Labels CSV (default: labels.csv in the folder).")] = "",
+    key: Annotated[str, typer.Option(help="What the CSV key matches: path | SOPInstanceUID | "
+                                          "StudyInstanceUID | AccessionNumber | PatientID.")] = "path",
+    key_column: Annotated[str, typer.Option(help="CSV column holding the key (default: file / the attribute).")] = "",
+    label_column: Annotated[str, typer.Option(help="CSV column holding the 0/1 label.")] = "label",
+    patient_column: Annotated[str, typer.Option(help="CSV column grouping images by patient (default: PatientID).")] = "",
+    frames: Annotated[str, typer.Option(help="Multi-frame policy: middle | all.")] = "middle",
+    model: Annotated[str, typer.Option(help="Model whose input size the cache entries are built for.")] = defaults.MODEL,
+    cache_dir: Annotated[str, typer.Option(help="Decode-once cache (default: $FEDSCAN_CACHE_DIR or ~/.cache/fedscan).")] = "",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode everything; read and write no cache.")] = False,
+    workers: Annotated[int, typer.Option(help="Decoder processes.")] = 2,
+    timeout: Annotated[float, typer.Option(help="Per-file decode time limit, seconds.")] = 60.0,
+    report: Annotated[Path | None, typer.Option(help="Write the per-file JSON report here (local: holds paths).")] = None,
+) -> None:
+    """Check a site folder: every file accepted or rejected with a reason, and what was found."""
+    from fedscan.cli.data import build_settings, check_site, default_cache_dir, print_report
+    from fedscan.common.labels import LabelSpec
+    from fedscan.common.models import get_model_spec
+
+    try:
+        spec = LabelSpec(csv=labels, key=key, key_column=key_column, label_column=label_column,
+                         patient_column=patient_column)
+        settings = build_settings(size=get_model_spec(model).input_size, frames=frames,
+                                  cache_dir="" if no_cache else (cache_dir or default_cache_dir()),
+                                  workers=workers, timeout_s=timeout)
+        _, found = check_site(folder, spec, settings)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    print_report(console, found)
+    if report is not None:
+        report.write_text(found.to_json(), encoding="utf-8")
+        console.print(f"Per-file report (local only, holds paths): {report}", highlight=False)
+    if found.accepted == 0:
+        reasons = found.rejected_by_reason() or "the folder holds no files"
+        raise fail(f"No usable image in {folder}: 0 of {len(found.records)} files accepted ({reasons}).",
+                   EXIT_FAILED)
+
+
 @app.command()
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="final.pt (with final.json beside it).")],
-    data: Annotated[str, typer.Option(help="npz:PATH or dicom:DIR (one site folder with labels.csv).")],
+    data: Annotated[str, typer.Option(help="npz:PATH or dicom:DIR (one site folder).")],
     split: Annotated[str, typer.Option(help="npz split: train | val | test.")] = "val",
+    labels: Annotated[str, typer.Option(help="Labels CSV for dicom:DIR (default: labels.csv in it).")] = "",
+    key: Annotated[str, typer.Option(help="What the CSV key matches (see `data check --help`).")] = "path",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
 ) -> None:
     """Evaluate a checkpoint on local data and print metrics as JSON."""
+    from fedscan.cli.data import default_cache_dir
     from fedscan.cli.evaluate import evaluate_checkpoint
+    from fedscan.common.labels import LabelSpec
 
     try:
-        result = evaluate_checkpoint(checkpoint, data, split=split, device=device)
+        result = evaluate_checkpoint(checkpoint, data, split=split, device=device,
+                                     labels=LabelSpec(csv=labels, key=key), cache_dir=default_cache_dir())
     except FedscanError as exc:
         raise fail(str(exc)) from None
     print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)

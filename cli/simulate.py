@@ -27,9 +27,11 @@ from fedscan.cli.superlink import LocalSuperLink, stop_process_group, toml_value
 from fedscan.common.config import RunConfig
 from fedscan.common.data import load_npz_split
 from fedscan.common.device import resolve_device
+from fedscan.common import defaults
 from fedscan.common.errors import ConfigError, DataError, FedscanError
+from fedscan.common.labels import DEFAULT_LABELS_FILE
 from fedscan.common.partition import parse_partition
-from fedscan.common.sources import DicomSource, NpzShardSource, SiteSource, sources_to_json
+from fedscan.common.sources import FolderSource, NpzShardSource, SiteSource, sources_to_json
 from fedscan.common.synth import SynthConfig, generate_sites
 
 log = logging.getLogger(__name__)
@@ -43,26 +45,60 @@ class RunFailed(FedscanError):
 
 @dataclass(frozen=True)
 class DataChoice:
-    """``synthetic``, ``npz:PATH`` or ``dicom:DIR`` (a folder of site folders)."""
+    """``synthetic``, ``npz:PATH``, or ``dicom:DIR[,DIR...]``.
+
+    For ``dicom``, each DIR is one site folder with its ``labels.csv``; a single
+    DIR without ``labels.csv`` is a folder of such site folders.
+    """
 
     kind: str
-    path: Path | None = None
+    paths: tuple[Path, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> "DataChoice":
         if text == "synthetic":
             return cls("synthetic")
-        kind, _, path = text.partition(":")
-        if kind not in ("npz", "dicom") or not path:
-            raise ConfigError(f"Unknown --data {text!r}; use synthetic, npz:PATH or dicom:DIR.")
-        resolved = Path(path).expanduser().resolve()
-        if not resolved.exists():
-            raise DataError(f"--data path does not exist: {path}")
-        return cls(kind, resolved)
+        kind, _, listed = text.partition(":")
+        if kind not in ("npz", "dicom") or not listed:
+            raise ConfigError(f"Unknown --data {text!r}; use synthetic, npz:PATH or dicom:DIR[,DIR...].")
+        paths = tuple(Path(item).expanduser().resolve() for item in listed.split(",") if item.strip())
+        for path in paths:
+            if not path.exists():
+                raise DataError(f"--data path does not exist: {path}")
+        if kind == "npz" and len(paths) != 1:
+            raise ConfigError("--data npz:PATH takes one file; the sites are its partitions.")
+        return cls(kind, paths)
+
+    @property
+    def path(self) -> Path | None:
+        return self.paths[0] if self.paths else None
+
+    def site_folders(self) -> list[Path]:
+        """The site folders of a ``dicom`` choice, each checked for its labels CSV."""
+        if len(self.paths) == 1 and not (self.paths[0] / DEFAULT_LABELS_FILE).is_file():
+            return sorted(p for p in self.paths[0].iterdir() if (p / DEFAULT_LABELS_FILE).is_file())
+        for folder in self.paths:
+            if not (folder / DEFAULT_LABELS_FILE).is_file():
+                raise DataError(f"{folder} has no {DEFAULT_LABELS_FILE}; every site folder needs one "
+                                "(check it with `fedscan data check`).")
+        return list(self.paths)
+
+    def describe(self) -> str:
+        return self.kind if not self.paths else f"{self.kind}:{','.join(map(str, self.paths))}"
+
+
+def count_sites(choice: DataChoice, requested: int | None) -> int:
+    """Sites in the federation: the folders listed for ``dicom``, else ``--sites``."""
+    if choice.kind != "dicom" or len(choice.paths) == 1 and requested is not None:
+        return defaults.SITES if requested is None else requested
+    found = len(choice.site_folders())
+    if requested is not None and requested != found:
+        raise ConfigError(f"--sites {requested} disagrees with the {found} site folders given in --data.")
+    return found
 
 
 def plan_sources(choice: DataChoice, *, sites: int, partition: str, seed: int,
-                 images_per_site: int, workdir: Path) -> tuple[SiteSource, ...]:
+                 images_per_site: int, workdir: Path, cache_dir: str = "") -> tuple[SiteSource, ...]:
     """Validate the data choice up front (before Ray starts) and describe each site."""
     parse_partition(partition)
     if choice.kind != "npz" and partition != "iid":
@@ -74,13 +110,20 @@ def plan_sources(choice: DataChoice, *, sites: int, partition: str, seed: int,
         return tuple(NpzShardSource(f"site-{i}", str(choice.path), i, sites, partition, seed)
                      for i in range(sites))
     if choice.kind == "dicom":
-        site_dirs = sorted(p for p in choice.path.iterdir() if (p / "labels.csv").is_file())
+        site_dirs = choice.site_folders()
         if len(site_dirs) < sites:
-            raise DataError(f"--data dicom:DIR holds {len(site_dirs)} site folders with labels.csv; "
-                            f"--sites asks for {sites}.")
-        return tuple(DicomSource(p.name, str(p), seed=seed) for p in site_dirs[:sites])
-    site_dirs = generate_sites(workdir / "synthetic", SynthConfig(sites, images_per_site, seed))
-    return tuple(DicomSource(p.name, str(p), seed=seed) for p in site_dirs)
+            raise DataError(f"--data {choice.describe()} holds {len(site_dirs)} site folders with "
+                            f"{DEFAULT_LABELS_FILE}; --sites asks for {sites}.")
+    else:
+        site_dirs = generate_sites(workdir / "synthetic", SynthConfig(sites, images_per_site, seed))
+    names = _unique_names([p.name for p in site_dirs[:sites]])
+    return tuple(FolderSource(name, str(p), seed=seed, cache_dir=cache_dir)
+                 for name, p in zip(names, site_dirs[:sites]))
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Folder names as site names; repeated ones (…/a/site, …/b/site) get a suffix."""
+    return [name if names.count(name) == 1 else f"{name}-{i}" for i, name in enumerate(names)]
 
 
 def federation_config(sites: int, device: str, verbose: bool) -> str:
@@ -97,7 +140,7 @@ def federation_config(sites: int, device: str, verbose: bool) -> str:
 
 def run_simulation(config: RunConfig, choice: DataChoice, *, sites: int, partition: str,
                    images_per_site: int, device: str, out: Path, console: Console,
-                   verbose: bool = False) -> dict[str, Any]:
+                   cache_dir: str = "", verbose: bool = False) -> dict[str, Any]:
     """Run one simulated federation; return a summary dict for display."""
     from fedscan.cli.display import RoundTable
     from fedscan.server.rundir import RunDirectory
@@ -105,9 +148,9 @@ def run_simulation(config: RunConfig, choice: DataChoice, *, sites: int, partiti
     with tempfile.TemporaryDirectory(prefix="fedscan-sim-") as tmp:
         workdir = Path(tmp)
         sources = plan_sources(choice, sites=sites, partition=partition, seed=config.seed,
-                               images_per_site=images_per_site, workdir=workdir)
+                               images_per_site=images_per_site, workdir=workdir, cache_dir=cache_dir)
         run_dir = RunDirectory.create(out.resolve())
-        described = {"data": choice.kind if choice.path is None else f"{choice.kind}:{choice.path}",
+        described = {"data": choice.describe(),
                      "sites": sites, "partition": partition, "device": device,
                      "images_per_site": images_per_site if choice.kind == "synthetic" else None}
         (run_dir.path / "simulation.json").write_text(json.dumps(described, indent=2))

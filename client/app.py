@@ -8,7 +8,8 @@ never code; a site refuses settings from an incompatible fedscan version.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
@@ -18,9 +19,10 @@ from fedscan.common.compat import VERSION_KEY, check_compatible
 from fedscan.common.config import settings_from_message
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import DataError, FedscanError
+from fedscan.common.labels import LabelSpec
 from fedscan.common.metrics import evaluate_model
 from fedscan.common.models import build_model, get_model_spec
-from fedscan.common.sources import DicomSource, SiteSource, sources_from_json
+from fedscan.common.sources import FolderSource, SiteSource, sources_from_json
 from fedscan.common.training import DpStep, train_local
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ SIMULATION_NODE_KEY = "partition-id"  # set by Flower's Simulation Engine only
 def site_source(context: Context) -> SiteSource:
     """The site's data, from its own node config.
 
-    Deployment: ``flower-supernode --node-config 'data-dir="/data/site" site-name="A"'``.
+    Deployment: ``flower-supernode --node-config 'data-dir="/data/site" site-name="A"
+    cache-dir="/var/cache/fedscan"'`` (see :func:`folder_source` for every key).
     Simulation: the engine numbers its virtual nodes (``partition-id``) and the
     run config lists the simulated sites; a real site never reads that list.
     """
@@ -42,11 +45,24 @@ def site_source(context: Context) -> SiteSource:
         if index >= len(sites):
             raise DataError(f"Simulated node {index} has no site in the run configuration.")
         return sites[index]
-    data_dir = context.node_config.get("data-dir")
+    return folder_source(context.node_config, default_name=f"node-{context.node_id}")
+
+
+def folder_source(node_config: Mapping[str, Any], *, default_name: str) -> FolderSource:
+    """The site's folder and ingestion settings from its node config (kebab-case keys)."""
+    data_dir = node_config.get("data-dir")
     if not data_dir:
         raise DataError("This site has no data folder configured (node config 'data-dir').")
-    name = str(context.node_config.get("site-name", f"node-{context.node_id}"))
-    return DicomSource(name=name, site_dir=str(data_dir))
+
+    def text(key: str, default: str = "") -> str:
+        return str(node_config.get(key, default))
+
+    labels = LabelSpec(csv=text("labels-csv"), key=text("label-key", "path"), key_column=text("key-column"),
+                       label_column=text("label-column", "label"), patient_column=text("patient-column"))
+    return FolderSource(name=text("site-name", default_name), site_dir=str(data_dir), labels=labels,
+                        frames=text("frames", "middle"), cache_dir=text("cache-dir"),
+                        workers=int(node_config.get("decode-workers", 2)),
+                        decode_timeout_s=float(node_config.get("decode-timeout-s", 60.0)))
 
 
 def site_device(context: Context) -> str:

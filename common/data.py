@@ -1,15 +1,16 @@
-"""Site datasets: a DICOM folder with ``labels.csv``, or a MedMNIST-style ``.npz``.
+"""Site datasets: a folder of images with a labels CSV, or a MedMNIST-style ``.npz``.
 
-Everything is decoded once per load, passed through MONAI transforms
-(intensity scaling, resize to the model's input size) and held as tensors.
+Folders go through :mod:`fedscan.common.ingest` (decode-once cache, coded
+rejections) and a patient-level split; npz arrays through MONAI transforms
+(intensity scaling, resize to the model's input size). Both end as tensors.
 Training-time augmentation is applied per sample by :class:`TrainingSet`.
 """
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import logging
-from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +19,12 @@ import torch
 from monai.transforms import Compose, EnsureChannelFirst, RandAffine, Resize, ScaleIntensity
 from monai.utils import convert_to_tensor
 
-from fedscan.common.dicom import RejectedFile, read_image
-from fedscan.common.errors import DataError
+from fedscan.common.decode_pool import PoolSettings
+from fedscan.common.dicom import DecodeOptions
+from fedscan.common.errors import ConfigError, DataError
+from fedscan.common.ingest import IngestSettings, ingest_site
+from fedscan.common.labels import LabelSpec
 from fedscan.common.partition import partition_indices
-from fedscan.common.synth import LABELS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -133,53 +136,53 @@ def load_npz_shard(path: Path, *, site: int, sites: int, partition: str, seed: i
     )
 
 
-def read_labels(labels_csv: Path) -> list[tuple[str, int]]:
-    """Rows of (relative file, label) from a site's labels CSV."""
-    try:
-        with open(labels_csv, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
-                raise DataError("The labels CSV needs the columns 'file' and 'label'.")
-            rows = [(row["file"], int(row["label"])) for row in reader]
-    except OSError as exc:
-        raise DataError(f"Cannot read the labels CSV ({exc.strerror}).") from exc
-    except ValueError as exc:
-        raise DataError("The labels CSV has a non-integer label.") from exc
-    _check_binary(np.array([label for _, label in rows]), "labels CSV")
-    return rows
+def load_site(site_dir: Path, *, size: int, labels: LabelSpec | None = None,
+              decode: DecodeOptions | None = None, pool: PoolSettings | None = None, cache_dir: str = "",
+              val_fraction: float = 0.25, seed: int = 0) -> SiteData:
+    """Ingest a site folder (see :mod:`fedscan.common.ingest`) and split it by patient.
 
-
-def load_dicom_site(site_dir: Path, *, size: int, val_fraction: float = 0.25, seed: int = 0,
-                    labels_csv: Path | None = None) -> SiteData:
-    """Decode a site folder; bad files are counted by reason and skipped."""
-    site_dir = Path(site_dir)
-    rows = read_labels(labels_csv or site_dir / LABELS_FILE)
-    images, labels, rejected = [], [], Counter()
-    for relative, label in rows:
-        try:
-            images.append(read_image(site_dir / relative))
-            labels.append(label)
-        except RejectedFile as exc:
-            rejected[exc.code] += 1
-            log.warning("Skipped a file (%s): %s", exc.code, exc)
-            log.debug("Skipped file: %s", relative)  # path stays in the site's own debug log
-    if rejected:
-        log.warning("Rejected %s of %s files: %s", sum(rejected.values()), len(rows), dict(rejected))
-    train_idx, val_idx = stratified_split(np.array(labels, dtype=np.int64), val_fraction, seed)
+    Raises :class:`DataError` when not one file is usable; the message holds counts only.
+    """
+    settings = IngestSettings(size, decode or DecodeOptions(), pool or PoolSettings(), cache_dir)
+    samples, report = ingest_site(Path(site_dir), labels or LabelSpec(), settings)
+    if report.rejected:
+        log.warning("Rejected %s of %s files: %s", report.rejected, len(report.records),
+                    report.rejected_by_reason())
+    if len(samples.labels) == 0:
+        raise DataError(f"No usable image at this site: 0 of {len(report.records)} files accepted "
+                        f"(rejected: {report.rejected_by_reason() or 'none found'}). Run "
+                        "`fedscan data check` on the site folder for the reasons.")
+    train_idx, val_idx = patient_split(samples.labels, samples.groups, val_fraction, seed)
     return SiteData(
-        train=to_image_set([images[i] for i in train_idx], np.array(labels)[train_idx], size),
-        val=to_image_set([images[i] for i in val_idx], np.array(labels)[val_idx], size),
-        rejected=dict(rejected),
+        train=ImageSet(torch.from_numpy(samples.images[train_idx]), torch.from_numpy(samples.labels[train_idx])),
+        val=ImageSet(torch.from_numpy(samples.images[val_idx]), torch.from_numpy(samples.labels[val_idx])),
+        rejected=report.rejected_by_reason(),
     )
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic per-class split into (train, val) index arrays."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        cut = int(round(len(members) * val_fraction))
-        val.extend(members[:cut].tolist())
-        train.extend(members[cut:].tolist())
-    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
+def patient_split(labels: np.ndarray, groups: Sequence[str], val_fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train, val) indices with no patient on both sides.
+
+    Patients are stratified by their highest label and ordered by a seeded hash
+    of their identifier, so adding new patients later leaves existing ones on
+    their side. With at least two patients in a class, each side gets one.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError("val_fraction must be in [0, 1).")
+    patient_label: dict[str, int] = {}
+    for group, label in zip(groups, labels.tolist()):
+        patient_label[group] = max(label, patient_label.get(group, 0))
+    val_groups: set[str] = set()
+    for label in sorted(set(patient_label.values())):
+        members = sorted((g for g, lab in patient_label.items() if lab == label), key=lambda group: _patient_rank(seed, group))
+        cut = round(len(members) * val_fraction)
+        if val_fraction > 0 and len(members) >= 2:
+            cut = min(max(cut, 1), len(members) - 1)
+        val_groups.update(members[:cut])
+    in_val = np.array([group in val_groups for group in groups], dtype=bool)
+    return np.flatnonzero(~in_val), np.flatnonzero(in_val)
+
+
+def _patient_rank(seed: int, group: str) -> bytes:
+    return hashlib.blake2b(f"{seed}:{group}".encode(), digest_size=8).digest()

@@ -1,4 +1,4 @@
-"""Where a site's data comes from: a DICOM folder, or one shard of an npz file.
+"""Where a site's data comes from: a folder of images, or one shard of an npz file.
 
 Sources are small frozen descriptions (picklable, so the Simulation Engine can
 hand them to its workers); ``load`` reads the data at the site.
@@ -7,12 +7,15 @@ hand them to its workers); ``load`` reads the data at the site.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from fedscan.common.data import SiteData, load_dicom_site, load_npz_shard
+from fedscan.common.data import SiteData, load_npz_shard, load_site
+from fedscan.common.decode_pool import PoolSettings
+from fedscan.common.dicom import DecodeOptions
 from fedscan.common.errors import DataError
+from fedscan.common.labels import LabelSpec
 
 
 class SiteSource(Protocol):
@@ -22,17 +25,28 @@ class SiteSource(Protocol):
 
 
 @dataclass(frozen=True)
-class DicomSource:
-    """A folder of DICOM files with ``labels.csv`` (columns file, label)."""
+class FolderSource:
+    """A site folder: images (DICOM, PNG, JPEG; any depth) plus a labels CSV.
+
+    ``cache_dir`` "" disables the decode-once cache; ``workers`` and
+    ``decode_timeout_s`` set the decoding processes and their per-file limit.
+    """
 
     name: str
     site_dir: str
+    labels: LabelSpec = field(default_factory=LabelSpec)
+    frames: str = "middle"
+    cache_dir: str = ""
+    workers: int = 2
+    decode_timeout_s: float = 60.0
     val_fraction: float = 0.25
     seed: int = 0
 
     def load(self, size: int) -> SiteData:
-        return load_dicom_site(Path(self.site_dir), size=size, val_fraction=self.val_fraction,
-                               seed=self.seed)
+        return load_site(Path(self.site_dir), size=size, labels=self.labels,
+                         decode=DecodeOptions(frames=self.frames),
+                         pool=PoolSettings(workers=self.workers, timeout_s=self.decode_timeout_s),
+                         cache_dir=self.cache_dir, val_fraction=self.val_fraction, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,7 @@ class NpzShardSource:
                               partition=self.partition, seed=self.seed, size=size)
 
 
-_KINDS = {"dicom": DicomSource, "npz": NpzShardSource}
+_KINDS = {"folder": FolderSource, "npz": NpzShardSource}
 
 
 def sources_to_json(sources: tuple[SiteSource, ...]) -> str:
@@ -62,6 +76,13 @@ def sources_to_json(sources: tuple[SiteSource, ...]) -> str:
 
 def sources_from_json(text: str) -> tuple[SiteSource, ...]:
     try:
-        return tuple(_KINDS[entry.pop("kind")](**entry) for entry in json.loads(text))
+        return tuple(_source_from_dict(entry) for entry in json.loads(text))
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError("The simulation's site list is malformed.") from exc
+
+
+def _source_from_dict(entry: dict) -> SiteSource:
+    kind = _KINDS[entry.pop("kind")]
+    if kind is FolderSource and isinstance(entry.get("labels"), dict):
+        entry["labels"] = LabelSpec(**entry["labels"])
+    return kind(**entry)

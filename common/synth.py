@@ -21,11 +21,11 @@ from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, gene
 
 from fedscan.common import defaults
 from fedscan.common.errors import ConfigError
+from fedscan.common.labels import DEFAULT_LABELS_FILE as LABELS_FILE
 
 log = logging.getLogger(__name__)
 
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
-LABELS_FILE = "labels.csv"
 _FIRST_NAMES = ("Ada", "Bruno", "Chiara", "Dmitri", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas")
 _LAST_NAMES = ("Alvarez", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia", "Horvat")
 
@@ -136,13 +136,18 @@ def _to_stored(density: np.ndarray, profile: ScannerProfile, rng: np.random.Gene
     return stored.astype(np.uint8 if profile.bits_stored == 8 else np.uint16)
 
 
+def patient_number(case: int) -> int:
+    """Every fifth image is a follow-up of the previous case's patient (tests the patient split)."""
+    return case - 1 if case % 5 == 1 else case
+
+
 def _fake_patient(rng: np.random.Generator, site_index: int, case: int) -> dict[str, str]:
     first = _FIRST_NAMES[int(rng.integers(len(_FIRST_NAMES)))]
     last = _LAST_NAMES[int(rng.integers(len(_LAST_NAMES)))]
     birth = datetime.date(1940, 1, 1) + datetime.timedelta(days=int(rng.integers(0, 25000)))
     return {
         "PatientName": f"{last}^{first}",
-        "PatientID": f"S{site_index:02d}P{case:05d}",
+        "PatientID": f"S{site_index:02d}P{patient_number(case):05d}",
         "PatientBirthDate": birth.strftime("%Y%m%d"),
         "PatientSex": str(rng.choice(["F", "M"])),
         "AccessionNumber": f"A{site_index:02d}{case:06d}",

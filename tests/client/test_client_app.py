@@ -14,7 +14,7 @@ from fedscan.common.config import RunConfig
 from fedscan.common.errors import REPLY_CODES
 from fedscan.common.models import build_model
 from fedscan.common.privacy import PrivacyConfig
-from fedscan.common.sources import DicomSource
+from fedscan.common.sources import FolderSource
 from fedscan.common.training import TrainSettings
 from tests.helpers import instruction, node_context
 
@@ -23,7 +23,7 @@ FAST = TrainSettings(local_epochs=1, batch_size=8, augment=False)
 
 @pytest.fixture()
 def client(synthetic_sites: list[Path]):
-    sources = [DicomSource(f"site-{i}", str(p)) for i, p in enumerate(synthetic_sites)]
+    sources = [FolderSource(f"site-{i}", str(p)) for i, p in enumerate(synthetic_sites)]
     return make_client_app(lambda context: sources[int(context.node_config["partition-id"])], device="cpu")
 
 

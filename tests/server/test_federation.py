@@ -15,7 +15,7 @@ from fedscan.common.checkpoint import load_checkpoint
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import FedscanError
 from fedscan.common.privacy import PrivacyConfig
-from fedscan.common.sources import DicomSource
+from fedscan.common.sources import FolderSource
 from fedscan.common.training import TrainSettings
 from fedscan.server.app import QuorumError, run_federation
 from fedscan.server.recorder import weighted_mean
@@ -34,7 +34,7 @@ def flower_identity():
 
 
 def _grid(sites: list[Path], count: int = 3) -> LoopbackGrid:
-    sources = [DicomSource(f"site-{i}", str(p)) for i, p in enumerate(sites[:count])]
+    sources = [FolderSource(f"site-{i}", str(p)) for i, p in enumerate(sites[:count])]
     app = make_client_app(lambda context: sources[int(context.node_config["partition-id"])], device="cpu")
     return LoopbackGrid(app, count)
 
@@ -64,7 +64,7 @@ def test_a_refusing_site_is_recorded_and_the_round_goes_on(
         flower_identity, synthetic_sites: list[Path], tmp_path: Path) -> None:
     config = RunConfig(rounds=1, min_sites=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
     folders = [*synthetic_sites[:2], tmp_path / "does-not-exist"]  # site-2 lost its data
-    sources = [DicomSource(f"site-{i}", str(folder)) for i, folder in enumerate(folders)]
+    sources = [FolderSource(f"site-{i}", str(folder)) for i, folder in enumerate(folders)]
     app = make_client_app(lambda context: sources[int(context.node_config["partition-id"])], device="cpu")
     grid = LoopbackGrid(app, 3)
     result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))

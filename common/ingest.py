@@ -1,0 +1,189 @@
+"""Site ingestion: a folder tree of images plus a labels CSV → samples and a report.
+
+Every file found ends *accepted* or *rejected* with a code from
+:class:`~fedscan.common.rejections.Reason`; nothing raises past
+:func:`ingest_site` except a :class:`DataError` about the site as a whole
+(no folder, unusable CSV). Files are hashed, looked up in the decode-once
+cache, and only misses are decoded, in worker processes with a time limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import Resize
+
+from fedscan.common.cache import CachedImage, CachedRejection, DecodeCache, content_hash, settings_key
+from fedscan.common.decode_pool import DecodePool, PoolSettings
+from fedscan.common.dicom import Decoded, DecodeOptions
+from fedscan.common.errors import DataError
+from fedscan.common.ingest_report import FileRecord, IngestReport
+from fedscan.common.labels import LabelSpec, LabelTable, read_label_table
+from fedscan.common.rejections import TRANSIENT, Reason, Rejected
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Model input ``size``, decoding options, worker pool and cache folder ("" = no cache)."""
+
+    size: int
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    cache_dir: str = ""
+
+
+@dataclass(frozen=True)
+class Samples:
+    """N×C×S×S images in [0, 1], labels, and the patient group of each sample (local only)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    groups: tuple[str, ...]
+
+
+@dataclass
+class _Scan:
+    """Working state of one ingestion."""
+
+    table: LabelTable
+    spec: LabelSpec
+    records: dict[str, FileRecord] = field(default_factory=dict)
+    images: dict[str, CachedImage] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+
+
+def ingest_site(site_dir: Path, labels: LabelSpec, settings: IngestSettings) -> tuple[Samples, IngestReport]:
+    """Scan, decode (or read from cache), label and validate every file of a site."""
+    site_dir = Path(site_dir)
+    if not site_dir.is_dir():
+        raise DataError("The site data folder does not exist or is not a folder; check data-dir.")
+    started = time.monotonic()
+    scan = _Scan(read_label_table(labels, site_dir), labels)
+    cache = DecodeCache(Path(settings.cache_dir), settings_key(settings.decode, settings.size)) \
+        if settings.cache_dir else None
+    files, ignored = scan_files(site_dir, exclude=_excluded(site_dir, labels, settings))
+    jobs = [job for relative in files if (job := _triage(scan, site_dir, relative, cache)) is not None]
+    with DecodePool(settings.pool) as pool:
+        for relative, outcome in pool.decode(jobs, settings.decode):
+            _store(scan, relative, _preprocessed(outcome, settings.size), cache)
+    samples = _label_and_collect(scan, files)
+    report = IngestReport.build([scan.records[f] for f in files], scan.table, ignored,
+                                cache.stats if cache else None, time.monotonic() - started)
+    log.info("Ingested %s files: %s accepted, %s rejected", len(files), report.accepted, report.rejected)
+    return samples, report
+
+
+def scan_files(site_dir: Path, *, exclude: frozenset[Path] = frozenset()) -> tuple[list[str], int]:
+    """Relative POSIX paths of every regular file, sorted; hidden entries are counted, not read."""
+    found, ignored = [], 0
+    for root, dirs, names in os.walk(site_dir):
+        hidden = [d for d in dirs if d.startswith(".") or (Path(root) / d).resolve() in exclude]
+        ignored += len(hidden)
+        dirs[:] = sorted(d for d in dirs if d not in hidden)
+        for name in names:
+            path = Path(root) / name
+            if name.startswith(".") or path.resolve() in exclude:
+                ignored += name.startswith(".")
+                continue
+            if path.is_file():
+                found.append(path.relative_to(site_dir).as_posix())
+    return sorted(found), ignored
+
+
+def _excluded(site_dir: Path, labels: LabelSpec, settings: IngestSettings) -> frozenset[Path]:
+    paths = {labels.csv_path(site_dir).resolve()}
+    if settings.cache_dir:
+        paths.add(Path(settings.cache_dir).resolve())
+    return frozenset(paths)
+
+
+def _triage(scan: _Scan, site_dir: Path, relative: str, cache: DecodeCache | None) -> tuple[str, Path] | None:
+    """Settle a file without decoding when possible; otherwise return its decode job."""
+    if scan.spec.key == "path" and relative not in scan.table.labels and relative not in scan.table.invalid:
+        scan.records[relative] = FileRecord.rejected(relative, Reason.LABEL_MISSING,
+                                                     "No row for this file in the labels CSV.")
+        return None
+    try:
+        digest = content_hash((site_dir / relative).read_bytes())
+    except OSError as exc:
+        scan.records[relative] = FileRecord.rejected(relative, Reason.UNREADABLE,
+                                                     f"The file cannot be read ({exc.strerror}).")
+        return None
+    if digest in scan.seen:
+        scan.records[relative] = FileRecord.rejected(relative, Reason.DUPLICATE_INSTANCE,
+                                                     "Byte-identical to another file of the site.")
+        return None
+    scan.digests[relative] = digest
+    scan.seen.add(digest)
+    entry = cache.get(digest) if cache else None
+    if entry is None:
+        return relative, site_dir / relative
+    _store(scan, relative, entry, None, from_cache=True)
+    return None
+
+
+def _preprocessed(outcome: Decoded | Rejected, size: int) -> CachedImage | CachedRejection:
+    if isinstance(outcome, Rejected):
+        return CachedRejection(outcome.reason, str(outcome))
+    return CachedImage(resize_frames(outcome.frames, size), outcome.header)
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """F×C×H×W → F×C×size×size by area averaging (anti-aliased downsampling)."""
+    resize = Resize((size, size), mode="area")
+    with torch.no_grad():
+        resized = [torch.as_tensor(resize(torch.from_numpy(frame))).numpy() for frame in frames]
+    return np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32)
+
+
+def _store(scan: _Scan, relative: str, entry: CachedImage | CachedRejection, cache: DecodeCache | None,
+           *, from_cache: bool = False) -> None:
+    if cache is not None and not (isinstance(entry, CachedRejection) and entry.reason in TRANSIENT):
+        cache.put(scan.digests[relative], entry)
+    if isinstance(entry, CachedRejection):
+        scan.records[relative] = FileRecord.rejected(relative, entry.reason, entry.message, from_cache=from_cache)
+    else:
+        scan.images[relative] = entry
+        scan.records[relative] = FileRecord.accepted(relative, entry.header, len(entry.frames), from_cache)
+
+
+def _label_and_collect(scan: _Scan, files: list[str]) -> Samples:
+    """Join decoded images with their labels, in path order; reject unlabeled and duplicate ones."""
+    images, labels, groups, instances = [], [], [], set()
+    for relative in files:
+        image = scan.images.get(relative)
+        if image is None:
+            continue
+        key = relative if scan.spec.key == "path" else str(image.header.get(scan.spec.key, ""))
+        problem = _label_problem(scan.table, key, image.header, instances)
+        if problem is not None:
+            scan.records[relative] = scan.records[relative].reject(*problem)
+            continue
+        instances.add(image.header.get("SOPInstanceUID") or relative)
+        label = scan.table.labels[key]
+        scan.records[relative].label = label
+        group = scan.table.patients.get(key) or image.header.get("PatientID") or f"file:{relative}"
+        images.extend(image.frames)
+        labels.extend([label] * len(image.frames))
+        groups.extend([group] * len(image.frames))
+    stacked = np.stack(images) if images else np.zeros((0, 1, 1, 1), dtype=np.float32)
+    return Samples(stacked, np.asarray(labels, dtype=np.int64), tuple(groups))
+
+
+def _label_problem(table: LabelTable, key: str, header: dict, instances: set) -> tuple[Reason, str] | None:
+    if header.get("SOPInstanceUID") and header["SOPInstanceUID"] in instances:
+        return Reason.DUPLICATE_INSTANCE, "Another file holds the same SOP Instance UID."
+    if key in table.invalid:
+        return Reason.LABEL_INVALID, f"The label for this image is unusable ({table.invalid[key]})."
+    if not key or key not in table.labels:
+        return Reason.LABEL_MISSING, "No row in the labels CSV matches this image's key."
+    return None
