@@ -24,7 +24,7 @@ from fedscan.common.decode_pool import DecodePool, PoolSettings
 from fedscan.common.dicom import Decoded, DecodeOptions
 from fedscan.common.errors import DataError
 from fedscan.common.ingest_report import FileRecord, IngestReport
-from fedscan.common.labels import LabelSpec, LabelTable, read_label_table
+from fedscan.common.labels import DEFAULT_LABELS_FILE, LabelSpec, LabelTable, read_label_table
 from fedscan.common.rejections import TRANSIENT, Reason, Rejected
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def scan_files(site_dir: Path, *, exclude: frozenset[Path] = frozenset()) -> tup
 
 
 def _excluded(site_dir: Path, labels: LabelSpec, settings: IngestSettings) -> frozenset[Path]:
-    paths = {labels.csv_path(site_dir).resolve()}
+    paths = {labels.csv_path(site_dir).resolve(), (site_dir / DEFAULT_LABELS_FILE).resolve()}
     if settings.cache_dir:
         paths.add(Path(settings.cache_dir).resolve())
     return frozenset(paths)

@@ -90,7 +90,8 @@ def read_label_table(spec: LabelSpec, site_dir: Path) -> LabelTable:
                 raise DataError(f"The labels CSV has no '{spec.patient_column}' patient column.")
             return _collect(reader, spec, key_column)
     except OSError as exc:
-        raise DataError(f"Cannot read the labels CSV {path.name} ({exc.strerror}); pass --labels.") from exc
+        raise DataError(f"Cannot read the labels CSV ({exc.strerror}); check the labels-csv "
+                        "setting.") from exc
     except (csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"The labels CSV is not valid UTF-8 CSV ({type(exc).__name__}).") from exc
 

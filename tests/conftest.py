@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fedscan.common.synth import SynthConfig, generate_sites
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the decode cache of CLI and simulation tests out of the user's ~/.cache."""
+    os.environ["FEDSCAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="fedscan-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.pop("FEDSCAN_CACHE_DIR", ""), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ FEDSCAN = [sys.executable, "-m", "fedscan"]
 
 
 def _simulate(tmp_path: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": "200", "FEDSCAN_CACHE_DIR": str(tmp_path / "cache")}
     return subprocess.run([*FEDSCAN, "simulate", "--out", str(tmp_path / "runs"), *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -32,16 +32,19 @@ def _only_run(tmp_path: Path) -> Path:
     return run_dir
 
 
-def test_small_dp_federation_runs_on_the_simulation_engine(tmp_path: Path) -> None:
+def test_small_dp_federation_over_site_folders_runs_on_the_simulation_engine(
+        tmp_path: Path, synthetic_sites: list[Path]) -> None:
     before = _leftover_processes()
-    result = _simulate(tmp_path, "--sites", "2", "--rounds", "2", "--images-per-site", "40",
+    folders = ",".join(str(p) for p in synthetic_sites[:2])
+    result = _simulate(tmp_path, "--data", f"dicom:{folders}", "--rounds", "2",
                        "--local-epochs", "1", "--delta", "1e-4", "--epsilon", "6")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Final" in result.stdout and "Traceback" not in result.stdout + result.stderr
     run_dir = _only_run(tmp_path)
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["round"] for x in lines] == [1, 2]
-    assert sorted(lines[-1]["epsilon"]) == ["site-0", "site-1"]
+    assert sorted(lines[-1]["epsilon"]) == ["site-0", "site-1"]  # the folders' names
+    assert len(list((tmp_path / "cache").rglob("*.entry"))) == 80  # each site decoded once, into the cache
     assert all(0 < eps <= 6 * 1.001 for eps in lines[-1]["epsilon"].values())
     assert (run_dir / "final.pt").is_file() and (run_dir / "final.json").is_file()
     assert _leftover_processes() == before  # SuperLink, SuperExec and Ray all stopped

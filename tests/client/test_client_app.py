@@ -99,3 +99,15 @@ def test_training_without_dp_must_be_explicit_and_reports_infinite_epsilon(clien
     assert not reply.has_error()
     assert reply.content["metrics"]["epsilon"] == float("inf")
     assert reply.content["metrics"]["noise-multiplier"] == 0.0
+
+
+def test_a_site_with_no_usable_image_refuses_without_naming_its_files(tmp_path: Path) -> None:
+    site = tmp_path / "st-secret-hospital"
+    site.mkdir()
+    (site / "patient-jane-doe.dcm").write_bytes(b"garbage")
+    (site / "labels.csv").write_text("file,label\npatient-jane-doe.dcm,1\n")
+    app = make_client_app(lambda context: FolderSource("site-x", str(site)), device="cpu")
+    config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    reply = app(_request(config, "train", **{"server-round": 1}), node_context(7, 0))
+    assert reply.has_error() and "No usable image" in reply.error.reason and "NOT_DICOM" in reply.error.reason
+    assert "secret" not in reply.error.reason and "jane" not in reply.error.reason
