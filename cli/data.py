@@ -6,7 +6,6 @@ JSON report (``--report``), which stays on the site's disk.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from rich.console import Console
@@ -19,14 +18,6 @@ from fedscan.common.ingest import IngestSettings, Samples, ingest_site
 from fedscan.common.ingest_report import IngestReport
 from fedscan.common.labels import LabelSpec
 from fedscan.common.rejections import Reason
-
-
-def default_cache_dir() -> str:
-    """``$FEDSCAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/fedscan``, else ``~/.cache/fedscan``."""
-    if os.environ.get("FEDSCAN_CACHE_DIR"):
-        return os.environ["FEDSCAN_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(base) / "fedscan")
 
 
 def check_site(site_dir: Path, labels: LabelSpec, settings: IngestSettings) -> tuple[Samples, IngestReport]:

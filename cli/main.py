@@ -88,7 +88,7 @@ def simulate(
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's own logs.")] = False,
 ) -> None:
     """Run a whole DP federation on this machine (default: 3 synthetic DICOM hospitals)."""
-    from fedscan.cli.data import default_cache_dir
+    from fedscan.common.cache import default_cache_dir
     from fedscan.cli.simulate import DataChoice, count_sites, run_simulation
     from fedscan.common.config import RunConfig
     from fedscan.common.privacy import PrivacyConfig
@@ -153,7 +153,8 @@ def data_check(
     report: Annotated[Path | None, typer.Option(help="Write the per-file JSON report here (local: holds paths).")] = None,
 ) -> None:
     """Check a site folder: every file accepted or rejected with a reason, and what was found."""
-    from fedscan.cli.data import build_settings, check_site, default_cache_dir, print_report
+    from fedscan.cli.data import build_settings, check_site, print_report
+    from fedscan.common.cache import default_cache_dir
     from fedscan.common.labels import LabelSpec
     from fedscan.common.models import get_model_spec
 
@@ -186,7 +187,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
 ) -> None:
     """Evaluate a checkpoint on local data and print metrics as JSON."""
-    from fedscan.cli.data import default_cache_dir
+    from fedscan.common.cache import default_cache_dir
     from fedscan.cli.evaluate import evaluate_checkpoint
     from fedscan.common.labels import LabelSpec
 

@@ -15,6 +15,7 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from fedscan.client import budget, replies
+from fedscan.common.cache import default_cache_dir
 from fedscan.common.compat import VERSION_KEY, check_compatible
 from fedscan.common.config import settings_from_message
 from fedscan.common.device import resolve_device
@@ -60,7 +61,7 @@ def folder_source(node_config: Mapping[str, Any], *, default_name: str) -> Folde
     labels = LabelSpec(csv=text("labels-csv"), key=text("label-key", "path"), key_column=text("key-column"),
                        label_column=text("label-column", "label"), patient_column=text("patient-column"))
     return FolderSource(name=text("site-name", default_name), site_dir=str(data_dir), labels=labels,
-                        frames=text("frames", "middle"), cache_dir=text("cache-dir"),
+                        frames=text("frames", "middle"), cache_dir=text("cache-dir", default_cache_dir()),
                         workers=int(node_config.get("decode-workers", 2)),
                         decode_timeout_s=float(node_config.get("decode-timeout-s", 60.0)))
 

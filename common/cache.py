@@ -36,8 +36,18 @@ _DIGEST = 16
 _HEADER_LENGTH = struct.Struct("!I")
 
 
-def content_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=20).hexdigest()
+def default_cache_dir() -> str:
+    """``$FEDSCAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/fedscan``, else ``~/.cache/fedscan``."""
+    if os.environ.get("FEDSCAN_CACHE_DIR"):
+        return os.environ["FEDSCAN_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "fedscan")
+
+
+def content_hash(path: Path) -> str:
+    """Hash of a file's bytes, read in chunks (a large image never sits in memory twice)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=20)).hexdigest()
 
 
 def settings_key(options: DecodeOptions, size: int) -> str:

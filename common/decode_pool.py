@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fedscan.common.decode_worker import read_message, write_message
 from fedscan.common.dicom import Decoded, DecodeOptions, decode_file
+from fedscan.common.errors import DataError
 from fedscan.common.rejections import Reason, Rejected
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class _Worker:
         ready, _, _ = select.select([self.process.stdout], [], [], _STARTUP_TIMEOUT_S)
         if not ready or read_message(self.process.stdout.read) != "ready":
             self.kill()
-            raise RuntimeError("A decode worker process failed to start.")
+            raise DataError("A decoder process failed to start; check that fedscan imports in this "
+                            "environment (python -m fedscan --version).")
 
     def send(self, job: Job, options: DecodeOptions) -> None:
         self.job, self.started = job, time.monotonic()

@@ -138,10 +138,10 @@ def check_transfer_syntax(ds: Dataset) -> UID:
     """The transfer syntax of the pixel data; reject unknown ones or ones with no decoder here."""
     meta = getattr(ds, "file_meta", None)
     tsyntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
-    if not tsyntax:
-        tsyntax = UID("1.2.840.10008.1.2.1" if not ds.is_implicit_VR else "1.2.840.10008.1.2")
-        if not ds.is_little_endian:
-            tsyntax = UID("1.2.840.10008.1.2.2")
+    if not tsyntax:  # no meta: the encoding pydicom detected while parsing
+        implicit, little = ds.original_encoding
+        tsyntax = UID("1.2.840.10008.1.2" if implicit else
+                      "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
     if not tsyntax.is_transfer_syntax:
         raise Rejected(Reason.UNSUPPORTED_TRANSFER_SYNTAX,
                        f"Transfer syntax {tsyntax} is not a known DICOM transfer syntax.")

@@ -113,7 +113,7 @@ def _triage(scan: _Scan, site_dir: Path, relative: str, cache: DecodeCache | Non
                                                      "No row for this file in the labels CSV.")
         return None
     try:
-        digest = content_hash((site_dir / relative).read_bytes())
+        digest = content_hash(site_dir / relative)
     except OSError as exc:
         scan.records[relative] = FileRecord.rejected(relative, Reason.UNREADABLE,
                                                      f"The file cannot be read ({exc.strerror}).")

@@ -164,3 +164,16 @@ def test_declared_size_beyond_the_limit_is_rejected_before_decoding(tmp_path: Pa
     with pytest.raises(Rejected) as caught:
         decode_file(path, DecodeOptions())
     assert caught.value.reason is Reason.OUT_OF_RANGE
+
+
+def test_a_missing_decoder_is_named_in_the_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedscan.common import dicom_header
+
+    class Unavailable:
+        is_available, available_plugins = False, ()
+
+    monkeypatch.setattr(dicom_header, "get_decoder", lambda tsyntax: Unavailable())
+    with pytest.raises(Rejected) as caught:
+        decode_file(Path(get_testdata_file("MR_small_jpeg_ls_lossless.dcm")), DecodeOptions())
+    assert caught.value.reason is Reason.DECODER_MISSING
+    assert "JPEG-LS Lossless" in str(caught.value) and "install pyjpegls" in str(caught.value)
