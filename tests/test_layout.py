@@ -43,3 +43,13 @@ def test_one_distinctive_namespace() -> None:
         assert importlib.util.find_spec(f"fedscan.{role}") is not None
     assert importlib.util.find_spec("common") is None or Path.cwd() == ROOT
     assert fedscan.__version__
+
+
+def test_decode_workers_start_without_torch() -> None:
+    # Decoding runs in short-lived worker processes: they must stay light to start.
+    import subprocess
+    import sys
+
+    probe = "import sys, fedscan.common.decode_worker, fedscan.common.dicom; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
