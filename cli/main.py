@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from rich.console import Console
 from fedscan import __version__
 from fedscan.common import defaults
 from fedscan.common.errors import FedscanError
+from fedscan.common.jsonsafe import json_safe
 
 app = typer.Typer(name="fedscan", help="Federated, differentially private medical-imaging training.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -177,6 +177,30 @@ def data_check(
                    EXIT_FAILED)
 
 
+privacy_app = typer.Typer(help="The site's privacy ledger.", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
+
+
+@privacy_app.command("report")
+def privacy_report(
+    config: Annotated[Path, typer.Option(help="The site's site.toml.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """ε spent per run and over the site's lifetime (PRV, RDP beside it), from the site's ledger."""
+    from fedscan.cli.privacy import print_privacy_report
+    from fedscan.cli.privacy import privacy_report as build_report
+    from fedscan.common.site_config import load_site_config
+
+    try:
+        report = build_report(load_site_config(config))
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(json_safe(report), indent=2))
+    else:
+        print_privacy_report(console, report)
+
+
 @app.command()
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="final.pt (with final.json beside it).")],
@@ -196,8 +220,7 @@ def evaluate(
                                      labels=LabelSpec(csv=labels, key=key), cache_dir=default_cache_dir())
     except FedscanError as exc:
         raise fail(str(exc)) from None
-    print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                      for k, v in result.items()}, indent=2))
+    print(json.dumps(json_safe(result), indent=2))
 
 
 def run() -> None:

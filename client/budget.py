@@ -1,64 +1,92 @@
-"""The site's privacy spend for the current run, kept in the node's persistent state.
+"""The site's privacy budget: plan a round against its ledger and policy, then record the release.
 
-The noise multiplier is calibrated once, at the site's first round, for the
-whole run (target ε, δ, planned rounds × local epochs × steps); the Opacus
-accountant history is stored after every round and restored before the next,
-so ε accumulates and is never reset. Before training, the ε the round would
-bring is checked against the run's target: a round that would overspend is
-refused (``privacy-budget-exhausted``).
+The noise multiplier is calibrated once per run — for the smaller of the
+run's target ε and the site's per-run maximum, over the planned rounds ×
+local epochs × steps — and stored in the ledger, so a restarted site keeps
+it. Before every round, the ε this round would bring is checked against the
+run target and against the site's lifetime maximum; a round that would
+overspend either is refused (``privacy-budget-exhausted``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
-from flwr.app import ConfigRecord, Context
-
-from fedscan.common.errors import PrivacyError
-from fedscan.common.privacy import (HistoryEntry, PrivacyConfig, calibrate_noise, check_delta,
-                                    epsilon_spent, history_from_lists, history_to_lists,
-                                    sample_rate, steps_per_epoch)
+from fedscan.common.data import ImageSet
+from fedscan.common.errors import DataError, PrivacyError
+from fedscan.common.ledger import PrivacyLedger, Release, RunRecord
+from fedscan.common.privacy import HistoryEntry, PrivacyConfig, calibrate_noise, check_delta, sample_rate, steps_per_epoch
+from fedscan.common.site_config import PrivacyPolicy
 
 log = logging.getLogger(__name__)
 
-STATE_KEY = "dp-budget"
 _TOLERANCE = 1e-3  # relative slack for the accountant's numerical error
 
 
 @dataclass(frozen=True)
-class RoundBudget:
-    noise_multiplier: float
-    history: list[HistoryEntry]
+class RoundPlan:
+    """What this round may spend: the run's noise, δ and clipping, and whether noise is secure."""
+
+    run: RunRecord
+    secure_mode: bool
 
 
-def plan_round(context: Context, privacy: PrivacyConfig, *, num_samples: int, batch_size: int,
-               local_epochs: int, rounds: int) -> RoundBudget:
-    """Noise multiplier and prior history for this round, or PrivacyError."""
-    check_delta(privacy.delta, num_samples)
+def plan_round(ledger: PrivacyLedger, policy: PrivacyPolicy, privacy: PrivacyConfig, *, run_id: str,
+               server_round: int, rounds: int, num_samples: int, batch_size: int,
+               local_epochs: int) -> RoundPlan:
+    """The round's DP parameters, or PrivacyError/DataError when the site's rules forbid it."""
+    if ledger.has_release(run_id, server_round):
+        # Its stored update is gone (a later round replaced it): training again would be a
+        # second, unaccounted release of the same round.
+        raise PrivacyError(f"Round {server_round} of this run was already released and cannot be "
+                           "released again.", code="round-already-released")
+    if num_samples < policy.min_samples:
+        raise DataError(f"The site has {num_samples} training samples, fewer than its policy's minimum "
+                        f"of {policy.min_samples}.", code="too-few-samples")
+    delta = min(privacy.delta, policy.delta)
+    check_delta(delta, num_samples)
     rate = sample_rate(num_samples, batch_size)
     round_steps = local_epochs * steps_per_epoch(num_samples, batch_size)
-    stored = context.state.config_records.get(STATE_KEY)
-    if stored is None:
-        sigma = calibrate_noise(target_epsilon=privacy.epsilon, delta=privacy.delta,
-                                sample_rate=rate, total_steps=rounds * round_steps)
-        log.info("Calibrated noise multiplier %.4f for epsilon=%s over %s rounds", sigma,
-                 privacy.epsilon, rounds)
-        history: list[HistoryEntry] = []
-    else:
-        sigma, history = float(stored["noise-multiplier"]), history_from_lists(dict(stored))
-    projected = epsilon_spent(history + [(sigma, rate, round_steps)], privacy.delta)
-    if projected > privacy.epsilon * (1 + _TOLERANCE):
-        raise PrivacyError(
-            f"Training this round would bring epsilon to {projected:.3f}, above the run's "
-            f"budget of {privacy.epsilon:g}; the site declines further rounds.",
-            code="privacy-budget-exhausted")
-    return RoundBudget(sigma, history)
+    run = ledger.run(run_id) or _start_run(ledger, policy, privacy, run_id=run_id, rounds=rounds, delta=delta,
+                                           rate=rate, total_steps=rounds * round_steps)
+    this_round = [(run.noise_multiplier, rate, round_steps)]
+    _refuse_if_over(ledger.epsilon(run.delta, run_id=run_id, extra=this_round), run.target_epsilon,
+                    "the run's budget")
+    _refuse_if_over(ledger.epsilon(policy.delta, extra=this_round), policy.max_epsilon_lifetime,
+                    "the site's lifetime budget")
+    return RoundPlan(run, privacy.secure_mode or policy.secure_mode)
 
 
-def record_round(context: Context, noise_multiplier: float, history: list[HistoryEntry],
-                 delta: float) -> float:
-    """Persist the accountant history (before the update leaves the site); return ε so far."""
-    columns = history_to_lists(history)
-    context.state[STATE_KEY] = ConfigRecord({"noise-multiplier": noise_multiplier, **columns})
-    return epsilon_spent(history, delta)
+def _start_run(ledger: PrivacyLedger, policy: PrivacyPolicy, privacy: PrivacyConfig, *, run_id: str,
+               rounds: int, delta: float, rate: float, total_steps: int) -> RunRecord:
+    target = min(privacy.epsilon, policy.max_epsilon_per_run)
+    sigma = calibrate_noise(target_epsilon=target, delta=delta, sample_rate=rate, total_steps=total_steps)
+    log.info("Calibrated noise multiplier %.4f for epsilon=%s over %s rounds", sigma, target, rounds)
+    return ledger.start_run(RunRecord(run_id, sigma, target, delta, privacy.clip_norm, rounds))
+
+
+def _refuse_if_over(projected: float, limit: float, what: str) -> None:
+    if projected > limit * (1 + _TOLERANCE):
+        raise PrivacyError(f"Training this round would bring epsilon to {projected:.3f}, above {what} "
+                           f"({limit:g}); the site declines.", code="privacy-budget-exhausted")
+
+
+def record_release(ledger: PrivacyLedger, plan: RoundPlan, *, server_round: int,
+                   history: list[HistoryEntry], fingerprint: str) -> float:
+    """Commit this round's release (before anything is sent); return the run's ε so far."""
+    (sigma, rate, _), steps = history[0], sum(n for _, _, n in history)
+    if any(entry[:2] != (sigma, rate) for entry in history):
+        raise PrivacyError("A round mixed noise or sampling settings; refusing to send.", code="privacy-error")
+    ledger.record(Release(plan.run.run_id, server_round, sigma, rate, steps, plan.run.clip_norm,
+                          plan.run.delta, "prv", fingerprint))
+    return ledger.epsilon(plan.run.delta, run_id=plan.run.run_id)
+
+
+def dataset_fingerprint(data: ImageSet) -> str:
+    """A hash of exactly what was trained on (tensors, not files): stays at the site, in its ledger."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(data.images.detach().cpu().numpy().tobytes())
+    digest.update(data.labels.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()

@@ -1,48 +1,75 @@
-"""The one place that builds what leaves a site.
+"""The one place that builds what leaves a site — and checks it against an allow-list first.
 
-Only three things ever do: the model arrays after DP training, scalar
-metrics, and a tiny ConfigRecord naming the site and its fedscan version.
-No pixel data, patient identifiers or file paths: every value here is a
-number or one of the two strings below. Audit this file, not the handlers.
+Only three things ever leave: the model arrays after DP training (the same
+keys and shapes as the model the coordinator sent, numeric, all finite),
+scalar metrics with known names, and a tiny record naming the site and its
+fedscan version. Refusals carry a code and a fixed public reason, never an
+exception's text. Audit this file, not the handlers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
 from fedscan import __version__
 from fedscan.common.compat import VERSION_KEY
-from fedscan.common.errors import FedscanError, reply_code
+from fedscan.common.errors import public_reply
+from fedscan.common.metrics import METRIC_NAMES
 
 SITE_RECORD = "site"
+TRAIN_METRICS = frozenset({"num-examples", "train-loss", "steps", "noise-multiplier", "epsilon"})
+_ALLOWED_DTYPES = frozenset({torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64})
+EVALUATE_METRICS = frozenset({"num-examples", "precision", "positives", *METRIC_NAMES})
+
+
+class ReplyRefused(Exception):
+    """A reply failed the allow-list: a programming error, caught before anything is sent."""
 
 
 def _site_record(site_name: str) -> ConfigRecord:
     return ConfigRecord({"name": site_name, VERSION_KEY: __version__})
 
 
-def _scalars(metrics: dict[str, float]) -> MetricRecord:
-    # Only finite-or-NaN floats and ints: anything else is a programming error.
+def _scalars(metrics: Mapping[str, float], allowed: frozenset[str]) -> MetricRecord:
     record = {}
     for key, value in metrics.items():
+        if key not in allowed:
+            raise ReplyRefused(f"Metric {key!r} is not on the allow-list.")
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise TypeError(f"Metric {key!r} is not a scalar number.")
-        record[key] = int(value) if key == "num-examples" else float(value)
+            raise ReplyRefused(f"Metric {key!r} is not a scalar number.")
+        record[key] = int(value) if key in ("num-examples", "steps") else float(value)
     return MetricRecord(record)
 
 
-def train_reply(msg: Message, arrays: ArrayRecord, metrics: dict[str, float], site_name: str) -> Message:
-    content = RecordDict({"arrays": arrays, "metrics": _scalars(metrics),
+def _checked_arrays(arrays: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> ArrayRecord:
+    if set(arrays) != set(expected):
+        raise ReplyRefused("The update's parameter names differ from the model the coordinator sent.")
+    for key, value in arrays.items():
+        if value.shape != expected[key].shape:
+            raise ReplyRefused(f"Parameter {key!r} changed shape.")
+        if value.dtype not in _ALLOWED_DTYPES:
+            raise ReplyRefused(f"Parameter {key!r} has dtype {value.dtype}, not a model number type.")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ReplyRefused(f"Parameter {key!r} holds NaN or infinity.")
+    return ArrayRecord({key: arrays[key] for key in expected})
+
+
+def train_reply(msg: Message, arrays: Mapping[str, torch.Tensor], metrics: Mapping[str, float], site_name: str,
+                *, expected: Mapping[str, torch.Tensor]) -> Message:
+    content = RecordDict({"arrays": _checked_arrays(arrays, expected), "metrics": _scalars(metrics, TRAIN_METRICS),
                           SITE_RECORD: _site_record(site_name)})
     return Message(content=content, reply_to=msg)
 
 
-def evaluate_reply(msg: Message, metrics: dict[str, float], site_name: str) -> Message:
-    content = RecordDict({"metrics": _scalars(metrics), SITE_RECORD: _site_record(site_name)})
+def evaluate_reply(msg: Message, metrics: Mapping[str, float], site_name: str) -> Message:
+    content = RecordDict({"metrics": _scalars(metrics, EVALUATE_METRICS), SITE_RECORD: _site_record(site_name)})
     return Message(content=content, reply_to=msg)
 
 
-def error_reply(msg: Message, error: FedscanError) -> Message:
-    """A coded refusal. The reason is the exception text, which fedscan writes without
-    paths or patient data (see fedscan.common.errors)."""
-    return Message(error=Error(code=reply_code(error), reason=f"{error.code}: {error}"), reply_to=msg)
+def error_reply(msg: Message, code: str) -> Message:
+    """A coded refusal: the registry's number and public reason for ``code``, nothing else."""
+    code, number, reason = public_reply(code)
+    return Message(error=Error(code=number, reason=f"{code}: {reason}"), reply_to=msg)

@@ -60,7 +60,7 @@ class RunConfig:
             "momentum": train.momentum, "local-epochs": train.local_epochs,
             "batch-size": train.batch_size, "augment": train.augment, "seed": self.seed,
             "rounds": self.rounds, "dp": privacy.enabled, "epsilon": privacy.epsilon,
-            "delta": privacy.delta, "clip-norm": privacy.clip_norm,
+            "delta": privacy.delta, "clip-norm": privacy.clip_norm, "secure-mode": privacy.secure_mode,
         }
 
     def to_flat(self) -> dict[str, FlatValue]:
@@ -116,7 +116,8 @@ def settings_from_message(config: dict) -> tuple[TrainSettings, PrivacyConfig, i
             batch_size=int(config["batch-size"]), augment=bool(config["augment"]),
             proximal_mu=float(config.get("proximal-mu", 0.0)), seed=int(config["seed"]))
         privacy = PrivacyConfig(epsilon=float(config["epsilon"]), delta=float(config["delta"]),
-                                clip_norm=float(config["clip-norm"]), enabled=bool(config["dp"]))
+                                clip_norm=float(config["clip-norm"]), enabled=bool(config["dp"]),
+                                secure_mode=bool(config.get("secure-mode", False)))
         rounds = int(config["rounds"])
     except KeyError as exc:
         raise ConfigError(f"The coordinator's configuration lacks {exc.args[0]!r}.") from None

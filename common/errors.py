@@ -57,21 +57,24 @@ class VersionMismatchError(FedscanError):
     code = "version-mismatch"
 
 
-# Integer codes for Flower error replies (``flwr.app.Error`` takes an int).
-# One registry, so the coordinator can tell every refusal apart.
-REPLY_CODES: dict[str, int] = {
-    "fedscan-error": 4000,
-    "invalid-config": 4001,
-    "data-error": 4002,
-    "model-error": 4003,
-    "privacy-error": 4004,
-    "delta-too-large": 4005,
-    "privacy-budget-exhausted": 4006,
-    "ledger-corrupt": 4007,
-    "version-mismatch": 4008,
+# Flower error replies: an integer code (``flwr.app.Error`` takes an int) and a fixed public
+# reason. A site sends only these, never an exception's own text, which stays in its log.
+REPLY_CODES: dict[str, tuple[int, str]] = {
+    "fedscan-error": (4000, "the site failed locally; the details are in the site's own log"),
+    "invalid-config": (4001, "the site rejected the run configuration; see the site's log"),
+    "data-error": (4002, "the site's data is unusable for this run; `fedscan data check` at the site shows why"),
+    "model-error": (4003, "the site cannot build or load this model"),
+    "privacy-error": (4004, "training would break the site's privacy rules"),
+    "delta-too-large": (4005, "delta is not below 1/(training samples at the site); lower delta"),
+    "privacy-budget-exhausted": (4006, "this round would exceed the site's privacy budget (per run or lifetime)"),
+    "ledger-corrupt": (4007, "the site's privacy ledger is unreadable; the site will not train until it is restored"),
+    "version-mismatch": (4008, "the site runs an incompatible fedscan version (major.minor must match)"),
+    "too-few-samples": (4009, "the site has fewer training samples than its policy's minimum"),
+    "round-already-released": (4010, "the site already released this round and will not release it twice"),
 }
 
 
-def reply_code(error: FedscanError) -> int:
-    """The integer reply code of ``error`` (4000 for codes not in the registry)."""
-    return REPLY_CODES.get(error.code, REPLY_CODES["fedscan-error"])
+def public_reply(code: str) -> tuple[str, int, str]:
+    """(code, integer code, fixed public reason); unknown codes become the generic one."""
+    code = code if code in REPLY_CODES else "fedscan-error"
+    return (code, *REPLY_CODES[code])

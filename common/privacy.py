@@ -1,9 +1,8 @@
-"""DP-SGD accounting for a whole run: calibrate once, accumulate, never reset.
+"""DP-SGD accounting: calibrate the noise once per run, compose every release, never reset.
 
-A site's spend is the Opacus accountant history — (noise multiplier, sample
-rate, steps) entries — kept in the site's persistent state between rounds and
-restored into every new PrivacyEngine, so ε grows across rounds and never
-starts again at zero. ε comes from the PRV accountant, RDP beside it.
+A site's spend is a history of (noise multiplier, sample rate, steps) entries,
+kept in its privacy ledger (:mod:`fedscan.common.ledger`) across rounds, runs
+and restarts. ε comes from the PRV accountant, RDP beside it as a cross-check.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ class PrivacyConfig:
     delta: float = defaults.DELTA
     clip_norm: float = defaults.CLIP_NORM
     enabled: bool = True
+    secure_mode: bool = False
 
     def __post_init__(self) -> None:
         if self.enabled and not (self.epsilon > 0 and math.isfinite(self.epsilon)):
@@ -78,18 +78,3 @@ def epsilon_spent(history: list[HistoryEntry], delta: float, *, accountant: str 
         # PRV is the number we report.
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
         return float(engine.get_epsilon(delta=delta))
-
-
-def history_to_lists(history: list[HistoryEntry]) -> dict[str, list[float] | list[int]]:
-    """Column form for storage in a record (lists of scalars only)."""
-    return {"sigma": [float(s) for s, _, _ in history],
-            "sample-rate": [float(q) for _, q, _ in history],
-            "steps": [int(n) for _, _, n in history]}
-
-
-def history_from_lists(columns: dict) -> list[HistoryEntry]:
-    sigmas, rates, steps = (list(columns.get(key, [])) for key in ("sigma", "sample-rate", "steps"))
-    if not len(sigmas) == len(rates) == len(steps):
-        raise PrivacyError("The stored privacy history is inconsistent; refusing to train.",
-                           code="ledger-corrupt")
-    return list(zip(sigmas, rates, steps))

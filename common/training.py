@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 from opacus import PrivacyEngine
+from opacus.optimizers import DPOptimizer
 from torch import nn
 
 from fedscan.common import defaults
@@ -35,15 +36,22 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class DpStep:
-    """DP parameters of this round and the site's history before it."""
+    """DP parameters of this round.
+
+    ``secure_mode`` uses Opacus' noise sampling that resists floating-point attacks
+    and reseeds the noise generator from the OS (``secrets``) before every step.
+    (Opacus' own secure RNG needs torchcsprng, which has no build for this torch.)
+    """
 
     noise_multiplier: float
     clip_norm: float
-    history: list[HistoryEntry]
+    secure_mode: bool = False
 
 
 @dataclass(frozen=True)
 class TrainOutcome:
+    """``history``: this round's accountant entries, (noise multiplier, sample rate, steps)."""
+
     loss: float
     steps: int
     history: list[HistoryEntry]
@@ -51,10 +59,10 @@ class TrainOutcome:
 
 def train_local(model: nn.Module, data: ImageSet, settings: TrainSettings, *,
                 dp: DpStep | None, device: torch.device) -> TrainOutcome:
-    """Train ``model`` in place for ``settings.local_epochs`` epochs.
+    """Train ``model`` in place for ``settings.local_epochs`` epochs (DP-SGD when ``dp`` is given).
 
-    With ``dp``, the Opacus accountant is restored from ``dp.history`` first,
-    so the returned history covers the whole run, not this round alone.
+    Under DP every Poisson-sampled step is taken, empty batches included (a
+    pure-noise step), so the steps the accountant counts are the steps released.
     """
     # With DP, sampling and noise draw from the site's own entropy: a seed the
     # coordinator knows would let it predict (and subtract) the noise.
@@ -71,15 +79,14 @@ def train_local(model: nn.Module, data: ImageSet, settings: TrainSettings, *,
         loss, steps = _run_epochs(model, optimizer, loader, settings, anchor, device)
         return TrainOutcome(loss, steps, [])
     with warnings.catch_warnings():
-        # secure_mode (a CSPRNG for noise) arrives with the privacy-budget issue;
-        # noise already comes from the site's own entropy, never a shared seed.
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")  # see DpStep.secure_mode
         engine = PrivacyEngine(accountant="prv", secure_mode=False)
-    engine.accountant.history = list(dp.history)
     private_model, optimizer, loader = engine.make_private(
         module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=dp.noise_multiplier,
         max_grad_norm=dp.clip_norm, poisson_sampling=True,
         grad_sample_mode=get_model_spec(settings.model).grad_sample_mode, noise_generator=generator)
+    if dp.secure_mode:
+        _secure_noise(optimizer, generator)
     try:
         with warnings.catch_warnings():
             # Known, harmless: the first layer's input needs no gradient.
@@ -90,6 +97,19 @@ def train_local(model: nn.Module, data: ImageSet, settings: TrainSettings, *,
     return TrainOutcome(loss, steps, list(engine.accountant.history))
 
 
+def _secure_noise(optimizer: DPOptimizer, generator: torch.Generator) -> None:
+    """Floating-point-safe noise, from a generator reseeded by the OS after every step."""
+    optimizer.secure_mode = True
+    accounting = optimizer.step_hook  # the PrivacyEngine's accountant: keep it first
+
+    def account_then_reseed(dp_optimizer: DPOptimizer) -> None:
+        if accounting is not None:
+            accounting(dp_optimizer)
+        generator.manual_seed(secrets.randbits(63))
+
+    optimizer.attach_step_hook(account_then_reseed)
+
+
 def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: torch.utils.data.DataLoader,
                 settings: TrainSettings, anchor: list[torch.Tensor] | None,
                 device: torch.device) -> tuple[float, int]:
@@ -97,11 +117,11 @@ def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: torc
     total_loss, total_seen, steps = 0.0, 0, 0
     for _ in range(settings.local_epochs):
         for images, labels in loader:
-            if images.shape[0] == 0:  # Poisson sampling can draw an empty batch
-                continue
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(images), labels)
+            outputs = model(images)
+            # Poisson sampling can draw an empty batch: still a (pure-noise) DP step.
+            loss = criterion(outputs, labels) if images.shape[0] else outputs.sum()
             loss.backward()
             optimizer.step()
             if anchor is not None:

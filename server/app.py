@@ -69,9 +69,9 @@ def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> Federatio
     run_dir.write_config(config.to_json())
     num_sites = wait_for_sites(grid, config.min_sites, config.join_timeout_s)
     model = build_model(config.train.model, seed=config.seed)
-    recorder = RoundRecorder(run_dir, config.train.model)
+    recorder = RoundRecorder(run_dir, config.train.model, config.min_sites)
     strategy = build_strategy(config, recorder, num_sites)
-    message_config = config.to_message()
+    message_config = {**config.to_message(), "run-id": run_dir.run_id}  # keys each site's ledger
     log.info("Starting %s rounds of %s with %s sites", config.rounds, config.strategy, num_sites)
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
                             num_rounds=config.rounds, timeout=config.round_timeout_s,

@@ -12,7 +12,7 @@ from typing import Any
 from flwr.app import ArrayRecord, Message
 
 from fedscan.common.compat import VERSION_KEY, check_compatible
-from fedscan.common.errors import VersionMismatchError
+from fedscan.common.errors import FedscanError, VersionMismatchError
 from fedscan.common.metrics import METRIC_NAMES
 from fedscan.server.rundir import RunDirectory
 
@@ -38,6 +38,7 @@ class RoundRecorder:
 
     run_dir: RunDirectory
     model_name: str
+    min_sites: int = 1
     started: float = field(default_factory=time.monotonic)
     history: list[dict[str, Any]] = field(default_factory=list)
     _current: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +68,19 @@ class RoundRecorder:
                 continue
             accepted.append(reply)
             record.setdefault(phase, {})[name] = dict(next(iter(reply.content.metric_records.values())))
+        if phase == "train" and len(accepted) < self.min_sites:
+            self._end_without_quorum(server_round, len(accepted))
         return accepted
+
+    def _end_without_quorum(self, server_round: int, trained: int) -> None:
+        """Fewer sites than min-sites trained: record the round with its refusals, then stop the run."""
+        record, self._current = self._current, {}
+        record["elapsed_s"] = round(time.monotonic() - self.started, 2)
+        self.run_dir.append_metrics(record)
+        self.history.append(record)
+        refused = "; ".join(f"{r['site']}: {r['reason']}" for r in record.get("refusals", []))
+        raise FedscanError(f"Round {server_round}: only {trained} of the required {self.min_sites} sites "
+                           f"trained ({refused or 'no replies'}).", code="quorum-lost")
 
     @staticmethod
     def _refusal(record: dict[str, Any], phase: str, name: str, reason: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,22 +16,12 @@ from typing import Any
 import torch
 
 from fedscan.common.checkpoint import atomic_write_bytes, save_checkpoint
+from fedscan.common.jsonsafe import json_safe
 
 
 def new_run_id() -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(3)}"
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf become null: metrics.jsonl stays standard JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -51,18 +40,18 @@ class RunDirectory:
     def write_status(self, state: str, **details: Any) -> None:
         """``status.json``: running, completed or failed (with a reason a person can act on)."""
         record = {"state": state, "run_id": self.run_id, **details}
-        atomic_write_bytes(self.path / "status.json", json.dumps(_json_safe(record), indent=2).encode())
+        atomic_write_bytes(self.path / "status.json", json.dumps(json_safe(record), indent=2).encode())
 
     def read_status(self) -> dict[str, Any]:
         path = self.path / "status.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
     def write_config(self, config: dict[str, Any]) -> None:
-        atomic_write_bytes(self.path / "config.json", json.dumps(_json_safe(config), indent=2).encode())
+        atomic_write_bytes(self.path / "config.json", json.dumps(json_safe(config), indent=2).encode())
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(_json_safe(record)) + "\n")
+            handle.write(json.dumps(json_safe(record)) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"

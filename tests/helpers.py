@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Message, Metadata, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
+
+from fedscan.client.site import Site, SiteResolver
+from fedscan.common.site_config import PrivacyPolicy
+from fedscan.common.sources import SiteSource
+
+# Permissive enough that only the run's own settings decide (tests of the policy set their own).
+OPEN_POLICY = PrivacyPolicy(max_epsilon_per_run=100.0, max_epsilon_lifetime=1000.0, delta=0.5, min_samples=1)
+
+
+def site_resolver(sources: Sequence[SiteSource], state_root: Path,
+                  policies: Sequence[PrivacyPolicy] | None = None) -> SiteResolver:
+    """Simulated-node resolver: node ``partition-id`` i is ``sources[i]``, with its own state folder."""
+    sites = [Site(source, Path(state_root) / source.name, (policies or [OPEN_POLICY] * len(sources))[i])
+             for i, source in enumerate(sources)]
+    return lambda context: sites[int(context.node_config["partition-id"])]
 
 
 def instruction(content: RecordDict, message_type: str, node_id: int = 1, run_id: int = 1) -> Message:

@@ -16,15 +16,15 @@ from fedscan.common.models import build_model
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.sources import FolderSource
 from fedscan.common.training import TrainSettings
-from tests.helpers import instruction, node_context
+from tests.helpers import instruction, node_context, site_resolver
 
 FAST = TrainSettings(local_epochs=1, batch_size=8, augment=False)
 
 
 @pytest.fixture()
-def client(synthetic_sites: list[Path]):
+def client(synthetic_sites: list[Path], tmp_path: Path):
     sources = [FolderSource(f"site-{i}", str(p)) for i, p in enumerate(synthetic_sites)]
-    return make_client_app(lambda context: sources[int(context.node_config["partition-id"])], device="cpu")
+    return make_client_app(site_resolver(sources, tmp_path / "state"), device="cpu")
 
 
 def _request(config: RunConfig, message_type: str, **overrides) -> object:
@@ -67,20 +67,20 @@ def test_epsilon_grows_across_rounds_and_budget_is_enforced(client) -> None:
         spent.append(reply.content["metrics"]["epsilon"])
     assert 0 < spent[0] < spent[1] <= 4.0 * 1.001
     extra = client(_request(config, "train", **{"server-round": 3}), context)  # beyond the plan
-    assert extra.has_error() and extra.error.code == REPLY_CODES["privacy-budget-exhausted"]
+    assert extra.has_error() and extra.error.code == REPLY_CODES["privacy-budget-exhausted"][0]
 
 
 def test_incompatible_coordinator_version_is_refused_with_a_code(client) -> None:
     config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(delta=1e-4))
     reply = client(_request(config, "train", **{"fedscan-version": "9.0.0"}), node_context(100, 0))
-    assert reply.has_error() and reply.error.code == REPLY_CODES["version-mismatch"]
-    assert "9.0.0" in reply.error.reason
+    assert reply.has_error() and reply.error.code == REPLY_CODES["version-mismatch"][0]
+    assert reply.error.reason.startswith("version-mismatch:")
 
 
 def test_delta_too_large_for_the_site_is_refused(client) -> None:
     config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(delta=0.2))
     reply = client(_request(config, "train"), node_context(100, 0))
-    assert reply.error.code == REPLY_CODES["delta-too-large"]
+    assert reply.error.code == REPLY_CODES["delta-too-large"][0]
 
 
 def test_unexpected_failure_sends_no_local_details(synthetic_sites: list[Path]) -> None:
@@ -106,8 +106,8 @@ def test_a_site_with_no_usable_image_refuses_without_naming_its_files(tmp_path: 
     site.mkdir()
     (site / "patient-jane-doe.dcm").write_bytes(b"garbage")
     (site / "labels.csv").write_text("file,label\npatient-jane-doe.dcm,1\n")
-    app = make_client_app(lambda context: FolderSource("site-x", str(site)), device="cpu")
+    app = make_client_app(site_resolver([FolderSource("site-x", str(site))], tmp_path / "state"), device="cpu")
     config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
     reply = app(_request(config, "train", **{"server-round": 1}), node_context(7, 0))
-    assert reply.has_error() and "No usable image" in reply.error.reason and "NOT_DICOM" in reply.error.reason
+    assert reply.has_error() and reply.error.reason.startswith("data-error:")
     assert "secret" not in reply.error.reason and "jane" not in reply.error.reason

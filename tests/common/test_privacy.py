@@ -9,8 +9,7 @@ import torch
 
 from fedscan.common.data import ImageSet
 from fedscan.common.errors import ConfigError, PrivacyError
-from fedscan.common.privacy import (PrivacyConfig, calibrate_noise, check_delta, epsilon_spent,
-                                    history_from_lists, history_to_lists, sample_rate, steps_per_epoch)
+from fedscan.common.privacy import PrivacyConfig, calibrate_noise, check_delta, epsilon_spent, sample_rate, steps_per_epoch
 from fedscan.common.models import build_model
 from fedscan.common.training import DpStep, TrainSettings, train_local
 
@@ -34,10 +33,11 @@ def test_calibrated_noise_spends_the_target_exactly_at_the_last_round() -> None:
 def test_epsilon_strictly_increases_across_rounds_and_never_resets() -> None:
     data, settings = _tiny_set(), TrainSettings(local_epochs=1, batch_size=16, augment=False)
     model, history, spent = build_model("small-cnn", seed=0), [], []
-    for _ in range(3):  # three rounds, each with a fresh PrivacyEngine, as at a real site
-        outcome = train_local(model, data, settings, dp=DpStep(1.1, 1.0, history), device=torch.device("cpu"))
+    for _ in range(3):  # three rounds, each with a fresh PrivacyEngine, composed as the ledger does
+        outcome = train_local(model, data, settings, dp=DpStep(1.1, 1.0), device=torch.device("cpu"))
         assert outcome.steps == steps_per_epoch(64, 16)
-        history = history_from_lists(history_to_lists(outcome.history))  # through storage
+        assert outcome.history == [(1.1, 1 / steps_per_epoch(64, 16), steps_per_epoch(64, 16))]
+        history += outcome.history
         spent.append(epsilon_spent(history, 1e-5))
     assert spent[0] > 0 and spent[0] < spent[1] < spent[2]
     assert sum(n for _, _, n in history) == 3 * steps_per_epoch(64, 16)
@@ -57,6 +57,9 @@ def test_invalid_privacy_settings_are_rejected(kwargs: dict) -> None:
         PrivacyConfig(**kwargs)
 
 
-def test_inconsistent_stored_history_is_refused() -> None:
-    with pytest.raises(PrivacyError):
-        history_from_lists({"sigma": [1.0], "sample-rate": [0.1, 0.1], "steps": [3]})
+def test_secure_mode_trains_and_counts_every_step() -> None:
+    data, settings = _tiny_set(40), TrainSettings(local_epochs=2, batch_size=8, augment=False)
+    outcome = train_local(build_model("small-cnn", seed=0), data, settings, dp=DpStep(1.0, 1.0, secure_mode=True),
+                          device=torch.device("cpu"))
+    assert outcome.history == [(1.0, 1 / 5, 10)] and outcome.steps == 10
+    assert math.isfinite(outcome.loss)

@@ -15,12 +15,13 @@ from fedscan.common.checkpoint import load_checkpoint
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import FedscanError
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.site_config import PrivacyPolicy
 from fedscan.common.sources import FolderSource
 from fedscan.common.training import TrainSettings
 from fedscan.server.app import QuorumError, run_federation
 from fedscan.server.recorder import weighted_mean
 from fedscan.server.rundir import RunDirectory
-from tests.helpers import LoopbackGrid
+from tests.helpers import OPEN_POLICY, LoopbackGrid, site_resolver
 
 FAST = TrainSettings(local_epochs=1, batch_size=8, augment=False)
 
@@ -33,10 +34,10 @@ def flower_identity():
     TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = None
 
 
-def _grid(sites: list[Path], count: int = 3) -> LoopbackGrid:
+def _grid(sites: list[Path], state: Path, count: int = 3,
+          policies: list[PrivacyPolicy] | None = None) -> LoopbackGrid:
     sources = [FolderSource(f"site-{i}", str(p)) for i, p in enumerate(sites[:count])]
-    app = make_client_app(lambda context: sources[int(context.node_config["partition-id"])], device="cpu")
-    return LoopbackGrid(app, count)
+    return LoopbackGrid(make_client_app(site_resolver(sources, state, policies), device="cpu"), count)
 
 
 @pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "fedadam"])
@@ -44,8 +45,8 @@ def test_federation_writes_run_directory_and_every_site_reports(
         strategy: str, flower_identity, synthetic_sites: list[Path], tmp_path: Path) -> None:
     config = RunConfig(rounds=2, min_sites=3, strategy=strategy, train=FAST,
                        privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
-    grid = _grid(synthetic_sites)
-    result = run_federation(grid, config, RunDirectory.create(tmp_path))
+    grid = _grid(synthetic_sites, tmp_path / "state")
+    result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
     lines = [json.loads(line) for line in (result.run_dir.path / "metrics.jsonl").read_text().splitlines()]
     assert [line["round"] for line in lines] == [1, 2]
     for line in lines:
@@ -65,8 +66,7 @@ def test_a_refusing_site_is_recorded_and_the_round_goes_on(
     config = RunConfig(rounds=1, min_sites=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
     folders = [*synthetic_sites[:2], tmp_path / "does-not-exist"]  # site-2 lost its data
     sources = [FolderSource(f"site-{i}", str(folder)) for i, folder in enumerate(folders)]
-    app = make_client_app(lambda context: sources[int(context.node_config["partition-id"])], device="cpu")
-    grid = LoopbackGrid(app, 3)
+    grid = LoopbackGrid(make_client_app(site_resolver(sources, tmp_path / "state"), device="cpu"), 3)
     result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
     line = result.history[0]
     assert sorted(line["train"]) == ["site-0", "site-1"]
@@ -77,7 +77,8 @@ def test_a_refusing_site_is_recorded_and_the_round_goes_on(
 def test_too_few_sites_ends_within_the_join_timeout(flower_identity, synthetic_sites, tmp_path) -> None:
     config = RunConfig(rounds=1, min_sites=3, join_timeout_s=0.1, train=FAST)
     with pytest.raises(QuorumError, match="3 required"):
-        run_federation(_grid(synthetic_sites, count=2), config, RunDirectory.create(tmp_path))
+        run_federation(_grid(synthetic_sites, tmp_path / "state", count=2), config,
+                       RunDirectory.create(tmp_path / "runs"))
 
 
 def test_weighted_mean_ignores_sites_where_the_metric_is_undefined() -> None:
@@ -88,8 +89,30 @@ def test_weighted_mean_ignores_sites_where_the_metric_is_undefined() -> None:
 
 def test_a_run_where_every_site_refuses_fails_clearly(flower_identity, synthetic_sites, tmp_path) -> None:
     config = RunConfig(rounds=1, min_sites=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=0.2))
-    with pytest.raises(FedscanError, match="No site completed") as raised:
-        run_federation(_grid(synthetic_sites, count=2), config, RunDirectory.create(tmp_path))
-    assert raised.value.code == "run-failed"
-    line = json.loads((next(tmp_path.iterdir()) / "metrics.jsonl").read_text())
+    runs = tmp_path / "runs"
+    with pytest.raises(FedscanError, match="only 0 of the required 2 sites trained") as raised:
+        run_federation(_grid(synthetic_sites, tmp_path / "state", count=2), config, RunDirectory.create(runs))
+    assert raised.value.code == "quorum-lost"
+    run_dir = next(runs.iterdir())
+    line = json.loads((run_dir / "metrics.jsonl").read_text())
     assert {r["reason"].split(":")[0] for r in line["refusals"]} == {"delta-too-large"}
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+
+
+def test_a_site_out_of_budget_leaves_and_the_run_goes_on_or_ends_cleanly(
+        flower_identity, synthetic_sites: list[Path], tmp_path: Path) -> None:
+    # site-2's lifetime budget equals one run: after run A, it refuses every later round.
+    tight = PrivacyPolicy(max_epsilon_per_run=8.0, max_epsilon_lifetime=8.0, delta=1e-4, min_samples=1)
+    grid = _grid(synthetic_sites, tmp_path / "state", policies=[OPEN_POLICY, OPEN_POLICY, tight])
+    config = RunConfig(rounds=1, min_sites=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    first = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+    assert sorted(first.history[0]["train"]) == ["site-0", "site-1", "site-2"]
+    second = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+    assert sorted(second.history[0]["train"]) == ["site-0", "site-1"]
+    # A refusal carries no site record: a site never seen in this run shows as its node id.
+    assert [(r["site"], r["reason"].split(":")[0]) for r in second.history[0]["refusals"]
+            if r["phase"] == "train"] == [("node-102", "privacy-budget-exhausted")]
+    strict = RunConfig(rounds=1, min_sites=3, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    with pytest.raises(FedscanError, match="Round 1: only 2 of the required 3") as raised:
+        run_federation(grid, strict, RunDirectory.create(tmp_path / "runs"))
+    assert raised.value.code == "quorum-lost"

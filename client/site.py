@@ -1,0 +1,63 @@
+"""Which site this ClientApp serves: its data, its state folder and its privacy policy.
+
+Deployment: the SuperNode is started with ``--node-config 'site-config="/etc/fedscan/site.toml"'``
+and everything comes from that file (see :mod:`fedscan.common.site_config`).
+Simulation: the engine numbers its virtual nodes (``partition-id``), the run
+config lists the simulated sites, and each keeps its ledger in the run directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.app import Context
+
+from fedscan.common.config import RunConfig
+from fedscan.common.errors import ConfigError, DataError
+from fedscan.common.site_config import PrivacyPolicy, load_site_config
+from fedscan.common.sources import SiteSource, sources_from_json
+
+SIMULATION_NODE_KEY = "partition-id"  # set by Flower's Simulation Engine only
+SITE_CONFIG_KEY = "site-config"
+
+
+@dataclass(frozen=True)
+class Site:
+    """Everything a handler needs to know about the hospital it runs in."""
+
+    source: SiteSource
+    state_dir: Path
+    policy: PrivacyPolicy
+    device: str = "auto"
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
+SiteResolver = Callable[[Context], Site]
+
+
+def resolve_site(context: Context) -> Site:
+    if SIMULATION_NODE_KEY in context.node_config:
+        return simulated_site(context)
+    path = context.node_config.get(SITE_CONFIG_KEY)
+    if not path:
+        raise ConfigError("This SuperNode has no site configuration; start it with "
+                          "--node-config 'site-config=\"/path/to/site.toml\"'.")
+    config = load_site_config(Path(str(path)))
+    return Site(config.data, config.state_dir, config.policy, config.device)
+
+
+def simulated_site(context: Context) -> Site:
+    run_config = dict(context.run_config)
+    sites = sources_from_json(str(run_config.get("simulation-sites", "[]")))
+    index = int(context.node_config[SIMULATION_NODE_KEY])
+    if index >= len(sites):
+        raise DataError(f"Simulated node {index} has no site in the run configuration.")
+    privacy = RunConfig.from_flat(run_config).privacy
+    run_dir = Path(str(run_config.get("runs-dir", "runs"))) / str(run_config.get("run-id", "simulation"))
+    return Site(sites[index], run_dir / "sites" / sites[index].name, PrivacyPolicy.for_simulation(privacy),
+                str(run_config.get("device", "auto")))

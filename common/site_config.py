@@ -1,0 +1,160 @@
+"""A hospital's own settings (``site.toml``): identity, data, and the privacy policy it enforces.
+
+Example::
+
+    [site]
+    name = "st-marys"
+    state-dir = "/var/lib/fedscan"      # privacy ledger and last releases: back it up, never delete it
+    device = "auto"
+
+    [data]
+    dir = "/archive/chest-xray"         # relative paths are relative to this file
+    labels-csv = ""                     # default: labels.csv in dir
+    key = "path"                        # or SOPInstanceUID | StudyInstanceUID | AccessionNumber | PatientID
+    label-column = "label"
+    cache-dir = "/var/cache/fedscan"
+
+    [privacy]
+    max-epsilon-per-run = 8.0
+    max-epsilon-lifetime = 20.0
+    delta = 1e-5
+    secure-mode = true
+    min-samples = 50
+
+The coordinator cannot change any of this: the site checks every request against it.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedscan.common.cache import default_cache_dir
+from fedscan.common.errors import ConfigError
+from fedscan.common.labels import LabelSpec
+from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.sources import FolderSource
+
+_SECTIONS = {
+    "site": {"name", "state-dir", "device"},
+    "data": {"dir", "labels-csv", "key", "key-column", "label-column", "patient-column", "frames",
+             "cache-dir", "decode-workers", "decode-timeout-s", "val-fraction"},
+    "privacy": {"max-epsilon-per-run", "max-epsilon-lifetime", "delta", "secure-mode", "min-samples"},
+}
+# Sections other issues add (coordinator address, certificates) pass through unchecked here.
+_PASSED_THROUGH = {"coordinator", "auth", "logging"}
+
+
+@dataclass(frozen=True)
+class PrivacyPolicy:
+    """What the site allows, whatever a run asks for.
+
+    Parameters
+    ----------
+    max_epsilon_per_run : float
+        No run may spend more on this site's data.
+    max_epsilon_lifetime : float
+        Total over every run the site ever joined (composed by the PRV accountant).
+    delta : float, default 1e-5
+        The site's δ; a run asking for a larger one is held to this.
+    secure_mode : bool, default False
+        Force Opacus' floating-point-safe noise, freshly seeded from the OS at every step.
+    min_samples : int, default 50
+        Refuse to train on fewer training samples (tiny sets make DP noise overwhelming).
+    """
+
+    max_epsilon_per_run: float
+    max_epsilon_lifetime: float
+    delta: float = 1e-5
+    secure_mode: bool = False
+    min_samples: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("max_epsilon_per_run", "max_epsilon_lifetime"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"privacy.{name.replace('_', '-')} must be a positive number.")
+        if self.max_epsilon_lifetime < self.max_epsilon_per_run:
+            raise ConfigError("privacy.max-epsilon-lifetime must be at least max-epsilon-per-run.")
+        if not 0 < self.delta < 1:
+            raise ConfigError("privacy.delta must be in (0, 1), e.g. 1e-5.")
+        if self.min_samples < 1:
+            raise ConfigError("privacy.min-samples must be at least 1.")
+
+    @classmethod
+    def for_simulation(cls, privacy: PrivacyConfig) -> "PrivacyPolicy":
+        """Simulated sites accept the run's own target; their ledger lives in the run directory."""
+        return cls(max_epsilon_per_run=privacy.epsilon, max_epsilon_lifetime=math.inf,
+                   delta=privacy.delta, secure_mode=privacy.secure_mode, min_samples=1)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    name: str
+    state_dir: Path
+    data: FolderSource
+    policy: PrivacyPolicy
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_site_config(path: Path) -> SiteConfig:
+    """Read and validate ``site.toml``; every problem is a ConfigError naming the key."""
+    path = Path(path).expanduser()
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the site configuration {path} ({exc.strerror}).") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}.") from exc
+    _check_keys(document, path)
+    base = path.parent
+    site, data, privacy = (document.get(name, {}) for name in ("site", "data", "privacy"))
+    name = _required(site, "site", "name")
+    return SiteConfig(
+        name=str(name), state_dir=_path(base, _required(site, "site", "state-dir")),
+        data=_folder_source(str(name), data, base),
+        policy=PrivacyPolicy(
+            max_epsilon_per_run=float(_required(privacy, "privacy", "max-epsilon-per-run")),
+            max_epsilon_lifetime=float(_required(privacy, "privacy", "max-epsilon-lifetime")),
+            delta=float(privacy.get("delta", 1e-5)), secure_mode=bool(privacy.get("secure-mode", False)),
+            min_samples=int(privacy.get("min-samples", 50))),
+        device=str(site.get("device", "auto")),
+        extra={key: value for key, value in document.items() if key in _PASSED_THROUGH})
+
+
+def _check_keys(document: dict[str, Any], path: Path) -> None:
+    for section, values in document.items():
+        if section in _PASSED_THROUGH:
+            continue
+        if section not in _SECTIONS or not isinstance(values, dict):
+            raise ConfigError(f"{path}: unknown section [{section}]; expected {', '.join(sorted(_SECTIONS))}.")
+        unknown = sorted(set(values) - _SECTIONS[section])
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(unknown)}; valid: "
+                              f"{', '.join(sorted(_SECTIONS[section]))}.")
+
+
+def _required(section: dict[str, Any], name: str, key: str) -> Any:
+    if key not in section or section[key] in ("", None):
+        raise ConfigError(f"site configuration: [{name}] {key} is required.")
+    return section[key]
+
+
+def _path(base: Path, value: Any) -> Path:
+    return (base / Path(str(value)).expanduser()).resolve()
+
+
+def _folder_source(name: str, data: dict[str, Any], base: Path) -> FolderSource:
+    labels = LabelSpec(csv=str(_path(base, data["labels-csv"])) if data.get("labels-csv") else "",
+                       key=str(data.get("key", "path")), key_column=str(data.get("key-column", "")),
+                       label_column=str(data.get("label-column", "label")),
+                       patient_column=str(data.get("patient-column", "")))
+    return FolderSource(name=name, site_dir=str(_path(base, _required(data, "data", "dir"))), labels=labels,
+                        frames=str(data.get("frames", "middle")),
+                        cache_dir=str(_path(base, data["cache-dir"])) if data.get("cache-dir") else default_cache_dir(),
+                        workers=int(data.get("decode-workers", 2)),
+                        decode_timeout_s=float(data.get("decode-timeout-s", 60.0)),
+                        val_fraction=float(data.get("val-fraction", 0.25)))
