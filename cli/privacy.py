@@ -42,24 +42,41 @@ def privacy_report(config: SiteConfig) -> dict[str, Any]:
     }
 
 
-def print_privacy_report(console: Console, report: dict[str, Any]) -> None:
-    table = Table("run", "rounds", "ε (PRV)", "ε (RDP)", "δ", "σ", "clip", "steps", "sample rate",
-                  "run budget", "remaining", title=f"Privacy spent by site {report['site']}",
-                  title_justify="left")
-    for run in report["runs"]:
-        rates = ", ".join(f"{rate:.4f}" for rate in run["sample_rate"]) or "–"
-        table.add_row(run["run_id"], f"{run['rounds_released']}/{run['rounds_planned']}",
-                      _eps(run["epsilon_prv"]), _eps(run["epsilon_rdp"]), f"{run['delta']:g}",
-                      f"{run['noise_multiplier']:.4f}", f"{run['clip_norm']:g}", str(run["steps"]), rates,
-                      f"{run['target_epsilon']:g}", _eps(run["remaining"]))
-    life = report["lifetime"]
-    table.add_section()
-    table.add_row("lifetime", str(life["releases"]), _eps(life["epsilon_prv"]), _eps(life["epsilon_rdp"]),
-                  f"{life['delta']:g}", "", "", str(life["steps"]), "",
-                  f"{report['policy']['max_epsilon_lifetime']:g}", _eps(life["remaining"]), style="bold")
-    console.print(table)
+_ROWS = (("rounds released", "rounds"), ("ε (PRV)", "epsilon_prv"), ("ε (RDP, cross-check)", "epsilon_rdp"),
+         ("δ", "delta"), ("noise multiplier σ", "noise_multiplier"), ("clipping norm", "clip_norm"),
+         ("DP-SGD steps", "steps"), ("sample rate", "sample_rate"), ("ε budget", "budget"),
+         ("remaining", "remaining"))
+
+
+def print_privacy_report(console: Console, report: dict[str, Any], runs_per_table: int = 3) -> None:
+    """One column per run plus the lifetime total (quantities as rows, so it fits a terminal)."""
+    columns = [_run_column(run) for run in report["runs"]] + [_lifetime_column(report)]
+    for start in range(0, len(columns), runs_per_table):
+        chunk = columns[start:start + runs_per_table]
+        title = f"Privacy spent by site {report['site']}" if start == 0 else None
+        table = Table("", *[name for name, _ in chunk], title=title, title_justify="left")
+        for label, key in _ROWS:
+            table.add_row(label, *[values.get(key, "") for _, values in chunk])
+        console.print(table)
     console.print(f"Ledger: {report['ledger']} (back it up; deleting it would reset the site's budget).",
                   highlight=False, soft_wrap=True)
+
+
+def _run_column(run: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    return run["run_id"], {
+        "rounds": f"{run['rounds_released']} of {run['rounds_planned']}", "epsilon_prv": _eps(run["epsilon_prv"]),
+        "epsilon_rdp": _eps(run["epsilon_rdp"]), "delta": f"{run['delta']:g}",
+        "noise_multiplier": f"{run['noise_multiplier']:.4f}", "clip_norm": f"{run['clip_norm']:g}",
+        "steps": str(run["steps"]), "sample_rate": ", ".join(f"{q:.4f}" for q in run["sample_rate"]) or "–",
+        "budget": f"{run['target_epsilon']:g}", "remaining": _eps(run["remaining"])}
+
+
+def _lifetime_column(report: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    life = report["lifetime"]
+    return "lifetime", {"rounds": str(life["releases"]), "epsilon_prv": _eps(life["epsilon_prv"]),
+                        "epsilon_rdp": _eps(life["epsilon_rdp"]), "delta": f"{life['delta']:g}",
+                        "steps": str(life["steps"]), "budget": f"{report['policy']['max_epsilon_lifetime']:g}",
+                        "remaining": _eps(life["remaining"])}
 
 
 def _eps(value: float) -> str:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pydicom
 import pytest
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fedscan.client.app import make_client_app
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import REPLY_CODES
+from fedscan.common.ledger import PrivacyLedger
 from fedscan.common.models import build_model
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.sources import FolderSource
@@ -19,6 +26,7 @@ from fedscan.common.training import TrainSettings
 from tests.helpers import instruction, node_context, site_resolver
 
 FAST = TrainSettings(local_epochs=1, batch_size=8, augment=False)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -111,3 +119,33 @@ def test_a_site_with_no_usable_image_refuses_without_naming_its_files(tmp_path: 
     reply = app(_request(config, "train", **{"server-round": 1}), node_context(7, 0))
     assert reply.has_error() and reply.error.reason.startswith("data-error:")
     assert "secret" not in reply.error.reason and "jane" not in reply.error.reason
+
+
+def test_a_round_asked_for_twice_is_answered_from_the_stored_release(client, tmp_path: Path) -> None:
+    config = RunConfig(rounds=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    first = client(_request(config, "train", **{"server-round": 1, "run-id": "r1"}), node_context(100, 0))
+    again = client(_request(config, "train", **{"server-round": 1, "run-id": "r1"}), node_context(100, 0))
+    assert not first.has_error() and not again.has_error()
+    for key, value in first.content["arrays"].to_torch_state_dict().items():
+        assert torch.equal(value, again.content["arrays"].to_torch_state_dict()[key])
+    assert again.content["metrics"]["epsilon"] == first.content["metrics"]["epsilon"]
+    assert len(PrivacyLedger(tmp_path / "state" / "site-0").releases("r1")) == 1
+
+
+def test_kill_9_mid_round_loses_no_release_and_counts_none_twice(synthetic_sites: list[Path], tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    command = [sys.executable, "-m", "tests.site_process", str(synthetic_sites[0]), str(state)]
+    site = subprocess.Popen([*command, "1", "4"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    seen = [site.stdout.readline() for _ in range(3)]  # start 1, round 1, start 2
+    assert seen[2].strip() == "start 2", seen
+    time.sleep(1.5)
+    site.send_signal(signal.SIGKILL)  # mid-round 2 (a round takes 3-4 s here)
+    site.wait()
+    before = PrivacyLedger(state / "site-k").epsilon(1e-4, run_id="crash-run")
+    restarted = subprocess.run([*command, "2", "4"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    results = [json.loads(seen[1])] + [json.loads(line) for line in restarted.stdout.splitlines() if line.startswith("{")]
+    epsilons = [r["epsilon"] for r in results]
+    ledger = PrivacyLedger(state / "site-k")
+    assert [r.round for r in ledger.releases("crash-run")] == [1, 2, 3, 4]
+    assert epsilons == sorted(epsilons) and epsilons[0] <= before <= epsilons[1]
+    assert ledger.epsilon(1e-4, run_id="crash-run") == pytest.approx(epsilons[-1]) and epsilons[-1] <= 8.0 * 1.001
