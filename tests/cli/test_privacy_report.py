@@ -77,3 +77,9 @@ def test_site_toml_mistakes_name_the_key(tmp_path: Path) -> None:
             load_site_config(broken)
     result = runner.invoke(app, ["privacy", "report", "--config", str(tmp_path / "missing.toml")])
     assert result.exit_code == 2 and "Cannot read the site configuration" in result.output
+
+
+def test_the_shipped_example_site_toml_is_valid() -> None:
+    example = load_site_config(Path(__file__).resolve().parents[2] / "deploy" / "site.example.toml")
+    assert example.name == "st-marys" and example.policy.secure_mode
+    assert example.policy.max_epsilon_per_run == 8.0 and str(example.state_dir) == "/var/lib/fedscan"
