@@ -79,6 +79,9 @@ def simulate(
     learning_rate: Annotated[float, typer.Option(help="Local SGD learning rate.")] = defaults.LEARNING_RATE,
     batch_size: Annotated[int, typer.Option(help="Expected batch size (Poisson sampling rate = batch/n).")] = defaults.BATCH_SIZE,
     strategy: Annotated[str, typer.Option(help="fedavg | fedprox | fedadam.")] = defaults.STRATEGY,
+    central_noise: Annotated[float, typer.Option(help="Central (site-level) DP on the aggregate: noise "
+                                                      "multiplier σ; 0 = off (FedAvg only).")] = 0.0,
+    central_clip: Annotated[float, typer.Option(help="Central DP: L2 bound on one site's update.")] = 1.0,
     images_per_site: Annotated[int, typer.Option(help="Images per synthetic site.")] = defaults.IMAGES_PER_SITE,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for data, partition and model initialisation.")] = 0,
@@ -101,6 +104,7 @@ def simulate(
             raise FedscanError("--sites must be at least 2: a federation needs two hospitals.")
         config = RunConfig(
             rounds=rounds, min_sites=sites, strategy=strategy, seed=seed,
+            central_noise_multiplier=central_noise, central_clip_norm=central_clip,
             train=TrainSettings(model=model, learning_rate=learning_rate, local_epochs=local_epochs,
                                 batch_size=batch_size, seed=seed),
             privacy=PrivacyConfig(epsilon=epsilon, delta=delta, enabled=not no_dp))
@@ -127,6 +131,9 @@ def _print_summary(summary: dict) -> None:
         within = "no DP" if spent is None else ("within" if spent <= target * 1.001 else "OVER")
         shown = "∞" if spent is None else f"{spent:.3f}"
         console.print(f"  ε[{name}] = {shown} (budget {target:g}: {within})", highlight=False, markup=False)
+    if final.get("central_epsilon") is not None:
+        console.print(f"  central (site-level) ε = {final['central_epsilon']:.3f} at δ = "
+                      f"{summary['central_delta']:g}, on the aggregate", highlight=False)
     console.print(f"Wall time {summary['wall_s']} s. Run directory: {summary['run_dir']}\n"
                   f"Final model: {summary['final_model']}", highlight=False)
 

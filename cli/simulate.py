@@ -169,7 +169,8 @@ def run_simulation(config: RunConfig, choice: DataChoice, *, sites: int, partiti
     history = run_dir.read_metrics()
     return {"run_id": run_dir.run_id, "run_dir": str(run_dir.path), "wall_s": round(wall, 1),
             "final": history[-1] if history else {}, "final_model": str(run_dir.path / "final.pt"),
-            "epsilon_target": config.privacy.epsilon if config.privacy.enabled else math.inf}
+            "epsilon_target": config.privacy.epsilon if config.privacy.enabled else math.inf,
+            "central_delta": config.central_delta}
 
 
 def _announce(console: Console, config: RunConfig, sites: int, run_dir: Any) -> None:

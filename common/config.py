@@ -35,6 +35,9 @@ class RunConfig:
     server_learning_rate: float = 0.05
     round_timeout_s: float = 900.0
     join_timeout_s: float = 300.0
+    central_noise_multiplier: float = 0.0
+    central_clip_norm: float = 1.0
+    central_delta: float = 1e-5
     seed: int = 0
     train: TrainSettings = field(default_factory=TrainSettings)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -51,6 +54,12 @@ class RunConfig:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
         _check_training(self.train)
+        _check_central_dp(self)
+
+    @property
+    def central_dp(self) -> bool:
+        """Server-side (site-level) DP on the aggregate, on top of each site's DP-SGD."""
+        return self.central_noise_multiplier > 0
 
     def to_message(self) -> dict[str, FlatValue]:
         """The flat settings every site receives (no paths, nothing site-specific)."""
@@ -68,7 +77,9 @@ class RunConfig:
         flat = {key: value for key, value in self.to_message().items() if key != VERSION_KEY}
         flat.update({"min-sites": self.min_sites, "strategy": self.strategy,
                      "proximal-mu": self.proximal_mu, "server-learning-rate": self.server_learning_rate,
-                     "round-timeout-s": self.round_timeout_s, "join-timeout-s": self.join_timeout_s})
+                     "round-timeout-s": self.round_timeout_s, "join-timeout-s": self.join_timeout_s,
+                     "central-noise-multiplier": self.central_noise_multiplier,
+                     "central-clip-norm": self.central_clip_norm, "central-delta": self.central_delta})
         return flat
 
     @classmethod
@@ -87,7 +98,9 @@ class RunConfig:
                    server_learning_rate=float(merged["server-learning-rate"]),
                    round_timeout_s=float(merged["round-timeout-s"]),
                    join_timeout_s=float(merged["join-timeout-s"]), seed=int(merged["seed"]),
-                   train=train, privacy=privacy)
+                   central_noise_multiplier=float(merged["central-noise-multiplier"]),
+                   central_clip_norm=float(merged["central-clip-norm"]),
+                   central_delta=float(merged["central-delta"]), train=train, privacy=privacy)
 
     def to_json(self) -> dict:
         return {"fedscan_version": __version__, **asdict(self)}
@@ -102,6 +115,19 @@ def _check_training(train: TrainSettings) -> None:
         raise ConfigError("batch-size must be at least 1.")
     if not 0 <= train.momentum < 1:
         raise ConfigError("momentum must be in [0, 1).")
+
+
+def _check_central_dp(config: RunConfig) -> None:
+    if config.central_noise_multiplier < 0:
+        raise ConfigError("central-noise-multiplier must be ≥ 0 (0 turns central DP off).")
+    if not config.central_dp:
+        return
+    if config.strategy != "fedavg":
+        raise ConfigError("Central DP adds noise to a FedAvg aggregate; use strategy fedavg with it.")
+    if config.central_clip_norm <= 0:
+        raise ConfigError("central-clip-norm must be positive (the L2 bound on one site's update).")
+    if not 0 < config.central_delta < 1:
+        raise ConfigError("central-delta must be in (0, 1); keep it below 1/(number of sites).")
 
 
 def settings_from_message(config: dict) -> tuple[TrainSettings, PrivacyConfig, int]:

@@ -39,6 +39,7 @@ class RoundRecorder:
     run_dir: RunDirectory
     model_name: str
     min_sites: int = 1
+    central_epsilon: float | None = None  # set by the central-DP strategy after each release
     started: float = field(default_factory=time.monotonic)
     history: list[dict[str, Any]] = field(default_factory=list)
     _current: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +100,8 @@ class RoundRecorder:
         record["aggregated"] = {key: weighted_mean(evaluation, key) for key in METRIC_NAMES}
         record["aggregated"]["num-examples"] = sum(m["num-examples"] for m in evaluation.values())
         record["epsilon"] = {name: m.get("epsilon") for name, m in record.get("train", {}).items()}
+        if self.central_epsilon is not None:
+            record["central_epsilon"] = self.central_epsilon
         record["elapsed_s"] = round(time.monotonic() - self.started, 2)
         self.run_dir.append_metrics(record)
         self.history.append(record)

@@ -1,14 +1,17 @@
-"""Strategies by name (FedAvg default, FedProx, FedAdam), each recording its rounds."""
+"""Strategies by name (FedAvg default, FedProx, FedAdam, FedAvg + central DP), each recording its rounds."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg, FedProx, Strategy
 
 from fedscan.common.config import RunConfig
+from fedscan.common.privacy import epsilon_spent
 from fedscan.server.recorder import RoundRecorder
+
+UNIFORM_WEIGHT = "central-dp-weight"
 
 
 class RecordingMixin:
@@ -18,16 +21,19 @@ class RecordingMixin:
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        accepted = self.recorder.accept(server_round, "train", replies)
+        accepted = self._accepted(server_round, "train", replies)
         arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
         self.recorder.train_done(server_round, arrays)
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        accepted = self.recorder.accept(server_round, "evaluate", replies)
+        accepted = self._accepted(server_round, "evaluate", replies)
         metrics = super().aggregate_evaluate(server_round, accepted)  # type: ignore[misc]
         self.recorder.round_done(server_round)
         return metrics
+
+    def _accepted(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Message]:
+        return self.recorder.accept(server_round, phase, replies)
 
 
 class RecordingFedAvg(RecordingMixin, FedAvg):
@@ -42,12 +48,50 @@ class RecordingFedAdam(RecordingMixin, FedAdam):
     """FedAdam (server-side Adam on the averaged update) that records per-site results."""
 
 
+class RecordingCentralDP(RecordingMixin, DifferentialPrivacyServerSideFixedClipping):
+    """Flower's server-side fixed-clipping DP around an equally weighted FedAvg (site-level DP).
+
+    Each round the accepted updates are clipped to L2 norm C around the global model, averaged with
+    equal weights, and Gaussian noise of standard deviation σ·C/k is added for the k sites averaged:
+    a Gaussian mechanism with noise multiplier σ on any one site's whole contribution. ε over the
+    rounds released comes from the RDP accountant (no subsampling: every site takes part).
+    """
+
+    def __init__(self, recorder: RoundRecorder, *, noise_multiplier: float, clip_norm: float, delta: float,
+                 **fedavg_options: float) -> None:
+        inner = FedAvg(weighted_by_key=UNIFORM_WEIGHT, **fedavg_options)  # type: ignore[arg-type]
+        super().__init__(inner, noise_multiplier, clip_norm, num_sampled_clients=1)
+        self.recorder, self.delta, self.releases = recorder, delta, 0
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        accepted = self._accepted(server_round, "train", replies)
+        self.num_sampled_clients = max(len(accepted), 1)  # noise scaled to the k sites actually averaged
+        arrays, metrics = DifferentialPrivacyServerSideFixedClipping.aggregate_train(self, server_round, accepted)
+        if arrays is not None:
+            self.releases += 1
+            self.recorder.central_epsilon = epsilon_spent([(self.noise_multiplier, 1.0, self.releases)],
+                                                          self.delta, accountant="rdp")
+        self.recorder.train_done(server_round, arrays)
+        return arrays, metrics
+
+    def _accepted(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Message]:
+        accepted = self.recorder.accept(server_round, phase, replies)
+        for reply in accepted:  # equal weights: a site's influence is bounded by C/k, whatever its size
+            next(iter(reply.content.metric_records.values()))[UNIFORM_WEIGHT] = 1
+        return accepted
+
+
 def build_strategy(config: RunConfig, recorder: RoundRecorder, num_sites: int) -> Strategy:
     """The configured strategy, training and evaluating on every connected site."""
     common = {"fraction_train": 1.0, "fraction_evaluate": 1.0, "min_train_nodes": config.min_sites,
               "min_evaluate_nodes": config.min_sites, "min_available_nodes": max(config.min_sites, num_sites)}
-    if config.strategy == "fedprox":
-        strategy: Strategy = RecordingFedProx(proximal_mu=config.proximal_mu, **common)
+    if config.central_dp:
+        strategy: Strategy = RecordingCentralDP(recorder, noise_multiplier=config.central_noise_multiplier,
+                                                clip_norm=config.central_clip_norm, delta=config.central_delta,
+                                                **common)
+    elif config.strategy == "fedprox":
+        strategy = RecordingFedProx(proximal_mu=config.proximal_mu, **common)
     elif config.strategy == "fedadam":
         strategy = RecordingFedAdam(eta=config.server_learning_rate, eta_l=config.train.learning_rate,
                                     **common)

@@ -6,22 +6,28 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+
+from fedscan import __version__
+from fedscan.common.compat import VERSION_KEY
 
 from fedscan.client.app import make_client_app
 from fedscan.common.checkpoint import load_checkpoint
 from fedscan.common.config import RunConfig
-from fedscan.common.errors import FedscanError
-from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.errors import ConfigError, FedscanError
+from fedscan.common.privacy import PrivacyConfig, epsilon_spent
 from fedscan.common.site_config import PrivacyPolicy
 from fedscan.common.sources import FolderSource
 from fedscan.common.training import TrainSettings
 from fedscan.server.app import QuorumError, run_federation
-from fedscan.server.recorder import weighted_mean
+from fedscan.server.recorder import RoundRecorder, weighted_mean
+from fedscan.server.strategy import RecordingCentralDP
 from fedscan.server.rundir import RunDirectory
-from tests.helpers import OPEN_POLICY, LoopbackGrid, site_resolver
+from tests.helpers import OPEN_POLICY, LoopbackGrid, instruction, site_resolver
 
 FAST = TrainSettings(local_epochs=1, batch_size=8, augment=False)
 
@@ -116,3 +122,35 @@ def test_a_site_out_of_budget_leaves_and_the_run_goes_on_or_ends_cleanly(
     with pytest.raises(FedscanError, match="Round 1: only 2 of the required 3") as raised:
         run_federation(grid, strict, RunDirectory.create(tmp_path / "runs"))
     assert raised.value.code == "quorum-lost"
+
+
+def test_central_dp_accounts_every_released_round(flower_identity, synthetic_sites: list[Path],
+                                                  tmp_path: Path) -> None:
+    config = RunConfig(rounds=2, min_sites=3, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
+                       central_noise_multiplier=1.0, central_clip_norm=0.05)
+    result = run_federation(_grid(synthetic_sites, tmp_path / "state"), config, RunDirectory.create(tmp_path / "runs"))
+    central = [line["central_epsilon"] for line in result.history]
+    assert central[0] < central[1]
+    assert central[1] == pytest.approx(epsilon_spent([(1.0, 1.0, 2)], 1e-5, accountant="rdp"))
+
+
+def test_central_dp_aggregate_is_the_equal_weight_mean_of_clipped_updates(flower_identity, tmp_path: Path) -> None:
+    recorder = RoundRecorder(RunDirectory.create(tmp_path), "small-cnn", 1)
+    strategy = RecordingCentralDP(recorder, noise_multiplier=1e-9, clip_norm=1.0, delta=1e-5,
+                                  min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1)
+    strategy.current_arrays = ArrayRecord({"w": Array(np.zeros(4, dtype=np.float32))})
+    updates = [([3.0, 4.0, 0, 0], 1000), ([0.1, 0, 0, 0], 1), ([0, 0, 0, 2.0], 1)]  # norms 5, 0.1, 2
+    request = instruction(RecordDict(), "train")
+    replies = [Message(RecordDict({"arrays": ArrayRecord({"w": Array(np.array(u, dtype=np.float32))}),
+                                   "metrics": MetricRecord({"num-examples": n}),
+                                   "site": ConfigRecord({"name": f"s{i}", VERSION_KEY: __version__})}),
+                       reply_to=request) for i, (u, n) in enumerate(updates)]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    clipped = np.array([[0.6, 0.8, 0, 0], [0.1, 0, 0, 0], [0, 0, 0, 1.0]])  # each scaled to norm ≤ 1
+    assert np.allclose(arrays["w"].numpy(), clipped.mean(axis=0), atol=1e-6)  # sizes ignored: equal weights
+    assert strategy.num_sampled_clients == 3 and recorder.central_epsilon > 0
+
+
+def test_central_dp_needs_fedavg() -> None:
+    with pytest.raises(ConfigError, match="fedavg"):
+        RunConfig(strategy="fedprox", central_noise_multiplier=1.0)
