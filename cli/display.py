@@ -29,7 +29,8 @@ class RoundTable:
 
     def _table(self) -> Table:
         table = Table(title="fedscan — federated rounds")
-        for header in ["round", "AUC (val)", "loss", "accuracy", *[f"ε {n}" for n in self.site_names], "time s"]:
+        for header in ["round", "AUC (pooled val)", "loss", "accuracy", *[f"ε {n}" for n in self.site_names],
+                       "time s"]:
             table.add_column(header, justify="right")
         for row in self.rows:
             table.add_row(*row)
@@ -47,8 +48,9 @@ class RoundTable:
 
     def update(self, record: dict[str, Any]) -> None:
         aggregated, epsilon = record.get("aggregated", {}), record.get("epsilon", {})
-        row = [str(record["round"]), _fmt(aggregated.get("auc")), _fmt(aggregated.get("loss")),
-               _fmt(aggregated.get("accuracy")), *[_fmt(epsilon.get(n), 2) for n in self.site_names],
+        pooled = record.get("pooled", aggregated)  # pooled from histograms; the mean only without them
+        row = [str(record["round"]), _fmt(pooled.get("auc")), _fmt(aggregated.get("loss")),
+               _fmt(pooled.get("accuracy")), *[_fmt(epsilon.get(n), 2) for n in self.site_names],
                _fmt(float(record.get("elapsed_s", 0.0)), 1)]
         self.rows.append(row)
         if self.live is not None:

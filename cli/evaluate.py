@@ -11,7 +11,8 @@ from fedscan.common.data import ImageSet, load_npz_split, load_site, preprocess
 from fedscan.common.labels import LabelSpec
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, DataError
-from fedscan.common.metrics import evaluate_model
+from fedscan.common.metrics import binary_metrics, predict
+from fedscan.common.pooled import ScoreHistogram, auc_confidence_interval, expected_calibration_error
 
 
 def load_eval_data(data: str, *, split: str, size: int, labels: LabelSpec | None = None,
@@ -33,8 +34,11 @@ def evaluate_checkpoint(checkpoint: Path, data: str, *, split: str, device: str,
                         labels: LabelSpec | None = None, cache_dir: str = "") -> dict:
     model, meta = load_checkpoint(checkpoint)
     images = load_eval_data(data, split=split, size=int(meta["input_size"]), labels=labels, cache_dir=cache_dir)
-    threshold = float(meta.get("threshold", 0.5))
-    metrics = evaluate_model(model, images, device=resolve_device(device), threshold=threshold)
-    metrics["n"] = int(metrics["n"])
-    metrics["positives"] = int(metrics["positives"])
+    threshold = float(meta.get("threshold", 0.5))  # chosen on the federation's pooled validation data
+    scores, loss = predict(model, images, device=resolve_device(device))
+    labels = images.labels.numpy()
+    metrics = binary_metrics(labels, scores, threshold=threshold)
+    low, high = auc_confidence_interval(metrics["auc"], int(labels.sum()), int(labels.size - labels.sum()))
+    metrics.update(loss=loss, ece=expected_calibration_error(ScoreHistogram.of(scores, labels)),
+                   auc_ci_low=low, auc_ci_high=high, n=int(metrics["n"]), positives=int(metrics["positives"]))
     return {**metrics, "threshold": threshold, "model": meta["model"]}

@@ -122,11 +122,17 @@ def simulate(
 
 def _print_summary(summary: dict) -> None:
     final = summary["final"]
-    aggregated, epsilon = final.get("aggregated", {}), final.get("epsilon", {})
+    pooled, epsilon = final.get("pooled") or {}, final.get("epsilon", {})
     target = summary["epsilon_target"]
-    console.print(f"\n[bold]Final[/bold] (round {final.get('round')}): validation AUC "
-                  f"{aggregated.get('auc', float('nan')):.3f} (example-weighted over sites), "
-                  f"accuracy {aggregated.get('accuracy', float('nan')):.3f}", highlight=False)
+
+    def number(key: str) -> float:
+        return float("nan") if pooled.get(key) is None else pooled[key]
+
+    console.print(f"\n[bold]Final[/bold] (round {final.get('round')}): pooled validation AUC "
+                  f"{number('auc'):.3f} (95 % CI {number('auc-ci-low'):.3f}–{number('auc-ci-high'):.3f}); at "
+                  f"threshold {number('threshold'):.3f}: sensitivity {number('sensitivity'):.3f}, specificity "
+                  f"{number('specificity'):.3f}, accuracy {number('accuracy'):.3f}; ECE {number('ece'):.3f}",
+                  highlight=False)
     for name, spent in epsilon.items():
         within = "no DP" if spent is None else ("within" if spent <= target * 1.001 else "OVER")
         shown = "∞" if spent is None else f"{spent:.3f}"

@@ -23,8 +23,9 @@ from fedscan.common.config import settings_from_message
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import FedscanError
 from fedscan.common.ledger import PrivacyLedger
-from fedscan.common.metrics import evaluate_model
+from fedscan.common.metrics import binary_metrics, predict
 from fedscan.common.models import build_model, get_model_spec
+from fedscan.common.pooled import ScoreHistogram
 from fedscan.common.training import DpStep, train_local
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,8 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
     metrics = {"num-examples": len(data.train), "train-loss": outcome.loss, "steps": outcome.steps,
                "noise-multiplier": dp.noise_multiplier if dp else 0.0, "epsilon": float("inf")}
     if plan is not None:
-        metrics["epsilon"] = ledger.epsilon(plan.run.delta, run_id=run_id, extra=outcome.history)
+        # Stored first, then committed to the ledger, then sent: a crash never loses a spend.
+        metrics["epsilon"] = budget.epsilon_after(ledger, plan, outcome.history)
         save_release(site.state_dir, run_id, server_round, arrays, metrics)
         budget.record_release(ledger, plan, server_round=server_round, history=outcome.history,
                               fingerprint=budget.dataset_fingerprint(data.train))
@@ -105,10 +107,13 @@ def _evaluate(msg: Message, site: Site, device: str | None) -> Message:
     data = site.source.load(get_model_spec(model_name).input_size)
     model = build_model(model_name)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    metrics = evaluate_model(model, data.val, device=resolve_device(device or site.device))
-    metrics["num-examples"] = len(data.val)
+    scores, loss = predict(model, data.val, device=resolve_device(device or site.device))
+    labels = data.val.labels.numpy()
+    metrics = binary_metrics(labels, scores, threshold=float(config.get("threshold", 0.5)))
+    metrics.update(loss=loss, **{"num-examples": len(data.val)})
     metrics.pop("n", None)
-    return replies.evaluate_reply(msg, metrics, site.name)
+    histogram = ScoreHistogram.of(scores, labels)  # counts per score bin: pooled at the coordinator
+    return replies.evaluate_reply(msg, metrics, site.name, histogram=histogram.to_lists())
 
 
 app = make_client_app()

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 
 from fedscan.common.data import ImageSet
 from fedscan.common.errors import DataError, PrivacyError
 from fedscan.common.ledger import PrivacyLedger, Release, RunRecord
-from fedscan.common.privacy import HistoryEntry, PrivacyConfig, calibrate_noise, check_delta, sample_rate, steps_per_epoch
+from fedscan.common.privacy import (HistoryEntry, PrivacyConfig, calibrate_noise, check_delta, merge_history,
+                                    sample_rate, steps_per_epoch)
 from fedscan.common.site_config import PrivacyPolicy
 
 log = logging.getLogger(__name__)
@@ -27,10 +29,13 @@ _TOLERANCE = 1e-3  # relative slack for the accountant's numerical error
 
 @dataclass(frozen=True)
 class RoundPlan:
-    """What this round may spend: the run's noise, δ and clipping, and whether noise is secure."""
+    """What this round may spend: the run's noise, δ and clipping, whether noise is secure,
+    the history entry it is planned to add and the run's ε once it has."""
 
     run: RunRecord
     secure_mode: bool
+    entry: HistoryEntry
+    projected_epsilon: float
 
 
 def plan_round(ledger: PrivacyLedger, policy: PrivacyPolicy, privacy: PrivacyConfig, *, run_id: str,
@@ -51,12 +56,13 @@ def plan_round(ledger: PrivacyLedger, policy: PrivacyPolicy, privacy: PrivacyCon
     round_steps = local_epochs * steps_per_epoch(num_samples, batch_size)
     run = ledger.run(run_id) or _start_run(ledger, policy, privacy, run_id=run_id, rounds=rounds, delta=delta,
                                            rate=rate, total_steps=rounds * round_steps)
-    this_round = [(run.noise_multiplier, rate, round_steps)]
-    _refuse_if_over(ledger.epsilon(run.delta, run_id=run_id, extra=this_round), run.target_epsilon,
-                    "the run's budget")
-    _refuse_if_over(ledger.epsilon(policy.delta, extra=this_round), policy.max_epsilon_lifetime,
-                    "the site's lifetime budget")
-    return RoundPlan(run, privacy.secure_mode or policy.secure_mode)
+    this_round = (run.noise_multiplier, rate, round_steps)
+    projected = ledger.epsilon(run.delta, run_id=run_id, extra=[this_round])
+    _refuse_if_over(projected, run.target_epsilon, "the run's budget")
+    if math.isfinite(policy.max_epsilon_lifetime):
+        _refuse_if_over(ledger.epsilon(policy.delta, extra=[this_round]), policy.max_epsilon_lifetime,
+                        "the site's lifetime budget")
+    return RoundPlan(run, privacy.secure_mode or policy.secure_mode, this_round, projected)
 
 
 def _start_run(ledger: PrivacyLedger, policy: PrivacyPolicy, privacy: PrivacyConfig, *, run_id: str,
@@ -73,15 +79,21 @@ def _refuse_if_over(projected: float, limit: float, what: str) -> None:
                            f"({limit:g}); the site declines.", code="privacy-budget-exhausted")
 
 
+def epsilon_after(ledger: PrivacyLedger, plan: RoundPlan, history: list[HistoryEntry]) -> float:
+    """The run's ε once this round's ``history`` is added (the planned value when it matches)."""
+    if merge_history(history) == [plan.entry]:
+        return plan.projected_epsilon
+    return ledger.epsilon(plan.run.delta, run_id=plan.run.run_id, extra=history)
+
+
 def record_release(ledger: PrivacyLedger, plan: RoundPlan, *, server_round: int,
-                   history: list[HistoryEntry], fingerprint: str) -> float:
-    """Commit this round's release (before anything is sent); return the run's ε so far."""
+                   history: list[HistoryEntry], fingerprint: str) -> None:
+    """Commit this round's release durably, before anything is sent."""
     (sigma, rate, _), steps = history[0], sum(n for _, _, n in history)
     if any(entry[:2] != (sigma, rate) for entry in history):
         raise PrivacyError("A round mixed noise or sampling settings; refusing to send.", code="privacy-error")
     ledger.record(Release(plan.run.run_id, server_round, sigma, rate, steps, plan.run.clip_norm,
                           plan.run.delta, "prv", fingerprint))
-    return ledger.epsilon(plan.run.delta, run_id=plan.run.run_id)
 
 
 def dataset_fingerprint(data: ImageSet) -> str:

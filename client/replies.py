@@ -1,14 +1,16 @@
 """The one place that builds what leaves a site — and checks it against an allow-list first.
 
-Only three things ever leave: the model arrays after DP training (the same
-keys and shapes as the model the coordinator sent, numeric, all finite),
-scalar metrics with known names, and a tiny record naming the site and its
-fedscan version. Refusals carry a code and a fixed public reason, never an
+Only these ever leave: the model arrays after DP training (the same keys and
+shapes as the model the coordinator sent, numeric, all finite), scalar
+metrics with known names, the validation score histogram (counts and score
+sums per fixed bin, for pooled metrics), and a tiny record naming the site
+and its fedscan version. Refusals carry a code and a fixed public reason, never an
 exception's text. Audit this file, not the handlers.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -18,9 +20,11 @@ from fedscan import __version__
 from fedscan.common.compat import VERSION_KEY
 from fedscan.common.errors import public_reply
 from fedscan.common.metrics import METRIC_NAMES
+from fedscan.common.pooled import BINS
 
 SITE_RECORD = "site"
 TRAIN_METRICS = frozenset({"num-examples", "train-loss", "steps", "noise-multiplier", "epsilon"})
+HISTOGRAM_KEYS = frozenset({"hist-pos", "hist-neg", "hist-score-sum"})
 _ALLOWED_DTYPES = frozenset({torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64})
 EVALUATE_METRICS = frozenset({"num-examples", "precision", "positives", *METRIC_NAMES})
 
@@ -64,9 +68,26 @@ def train_reply(msg: Message, arrays: Mapping[str, torch.Tensor], metrics: Mappi
     return Message(content=content, reply_to=msg)
 
 
-def evaluate_reply(msg: Message, metrics: Mapping[str, float], site_name: str) -> Message:
-    content = RecordDict({"metrics": _scalars(metrics, EVALUATE_METRICS), SITE_RECORD: _site_record(site_name)})
+def evaluate_reply(msg: Message, metrics: Mapping[str, float], site_name: str, *,
+                   histogram: Mapping[str, list] | None = None) -> Message:
+    record = _scalars(metrics, EVALUATE_METRICS)
+    for key, values in (histogram or {}).items():
+        record[key] = _histogram_values(key, values)
+    content = RecordDict({"metrics": record, SITE_RECORD: _site_record(site_name)})
     return Message(content=content, reply_to=msg)
+
+
+def _histogram_values(key: str, values: list) -> list:
+    """Per-bin counts (integers ≥ 0) or score sums (finite floats), exactly BINS of them."""
+    if key not in HISTOGRAM_KEYS or len(values) != BINS:
+        raise ReplyRefused(f"Histogram {key!r} is not on the allow-list or has the wrong length.")
+    if key == "hist-score-sum":
+        if not all(isinstance(v, float) and math.isfinite(v) for v in values):
+            raise ReplyRefused("Histogram score sums must be finite floats.")
+        return [float(v) for v in values]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ReplyRefused(f"Histogram {key!r} must hold non-negative integer counts.")
+    return [int(v) for v in values]
 
 
 def error_reply(msg: Message, code: str) -> Message:

@@ -67,12 +67,25 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float,
                                           accountant="prv", epsilon_tolerance=0.01))
 
 
+def merge_history(history: list[HistoryEntry]) -> list[HistoryEntry]:
+    """Entries with the same (σ, sample rate) as one entry with their steps summed.
+
+    Composition does not depend on order, so ε is unchanged; the PRV accountant's cost grows
+    with the number of entries, so a run's rounds cost one entry, not one each.
+    """
+    steps: dict[tuple[float, float], int] = {}
+    for sigma, rate, count in history:
+        key = (float(sigma), float(rate))
+        steps[key] = steps.get(key, 0) + int(count)
+    return [(sigma, rate, count) for (sigma, rate), count in steps.items()]
+
+
 def epsilon_spent(history: list[HistoryEntry], delta: float, *, accountant: str = "prv") -> float:
     """ε of everything in ``history`` (0.0 when nothing was released)."""
     if not history:
         return 0.0
     engine = PRVAccountant() if accountant == "prv" else RDPAccountant()
-    engine.history = [(float(s), float(q), int(n)) for s, q, n in history]
+    engine.history = merge_history(history)
     with warnings.catch_warnings():
         # RDP's "optimal order is the largest alpha" only means its bound is loose;
         # PRV is the number we report.

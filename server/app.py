@@ -80,8 +80,9 @@ def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> Federatio
     if not recorder.history or "train" not in recorder.history[-1]:
         raise FedscanError("No site completed the last round; see the refusals in metrics.jsonl.",
                            code="run-failed")
+    # The operating threshold was chosen on the pooled validation histogram; evaluation reuses it.
     final = run_dir.save_model("final", config.train.model, result.arrays.to_torch_state_dict(),
-                               rounds=config.rounds, strategy=config.strategy)
+                               rounds=config.rounds, strategy=config.strategy, threshold=recorder.threshold)
     return FederationResult(run_dir, recorder.history, final)
 
 

@@ -14,6 +14,7 @@ from flwr.app import ArrayRecord, Message
 from fedscan.common.compat import VERSION_KEY, check_compatible
 from fedscan.common.errors import FedscanError, VersionMismatchError
 from fedscan.common.metrics import METRIC_NAMES
+from fedscan.common.pooled import ScoreHistogram, pooled_metrics, youden_threshold
 from fedscan.server.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,12 @@ class RoundRecorder:
     model_name: str
     min_sites: int = 1
     central_epsilon: float | None = None  # set by the central-DP strategy after each release
+    threshold: float = 0.5  # Youden-optimal on the pooled validation histogram of the latest round
     started: float = field(default_factory=time.monotonic)
     history: list[dict[str, Any]] = field(default_factory=list)
     _current: dict[str, Any] = field(default_factory=dict)
     _names: dict[int, str] = field(default_factory=dict)  # node id → name the site reported
+    _histograms: dict[str, ScoreHistogram] = field(default_factory=dict)
 
     def site_name(self, reply: Message) -> str:
         node = reply.metadata.src_node_id
@@ -67,8 +70,11 @@ class RoundRecorder:
             except VersionMismatchError as error:
                 self._refusal(record, phase, name, f"version-mismatch: {error}")
                 continue
+            metrics = dict(next(iter(reply.content.metric_records.values())))
+            if phase == "evaluate" and not self._take_histogram(record, name, metrics):
+                continue
             accepted.append(reply)
-            record.setdefault(phase, {})[name] = dict(next(iter(reply.content.metric_records.values())))
+            record.setdefault(phase, {})[name] = metrics
         if phase == "train" and len(accepted) < self.min_sites:
             self._end_without_quorum(server_round, len(accepted))
         return accepted
@@ -82,6 +88,30 @@ class RoundRecorder:
         refused = "; ".join(f"{r['site']}: {r['reason']}" for r in record.get("refusals", []))
         raise FedscanError(f"Round {server_round}: only {trained} of the required {self.min_sites} sites "
                            f"trained ({refused or 'no replies'}).", code="quorum-lost")
+
+    def _take_histogram(self, record: dict[str, Any], name: str, metrics: dict[str, Any]) -> bool:
+        """Move a site's score histogram out of its metrics (it goes to histograms.json, pooled)."""
+        lists = {key: metrics.pop(key) for key in ("hist-pos", "hist-neg", "hist-score-sum") if key in metrics}
+        if not lists:
+            return True
+        try:
+            self._histograms[name] = ScoreHistogram.from_lists(lists)
+        except (KeyError, ValueError) as error:
+            self._refusal(record, "evaluate", name, f"malformed-histogram: {error}")
+            return False
+        return True
+
+    def _pool(self, record: dict[str, Any]) -> None:
+        """Pooled validation metrics of this round, at the threshold chosen on the pooled histogram."""
+        histograms, self._histograms = self._histograms, {}
+        if not histograms:
+            return
+        pooled = sum(histograms.values(), ScoreHistogram.empty(next(iter(histograms.values())).bins))
+        self.threshold = youden_threshold(pooled)
+        record["pooled"] = pooled_metrics(pooled, self.threshold)
+        self.run_dir.write_json("histograms.json", {
+            "round": record["round"], "threshold": self.threshold, "pooled": pooled.to_lists(),
+            "sites": {name: hist.to_lists() for name, hist in sorted(histograms.items())}})
 
     @staticmethod
     def _refusal(record: dict[str, Any], phase: str, name: str, reason: str) -> None:
@@ -99,6 +129,7 @@ class RoundRecorder:
         evaluation = record.get("evaluate", {})
         record["aggregated"] = {key: weighted_mean(evaluation, key) for key in METRIC_NAMES}
         record["aggregated"]["num-examples"] = sum(m["num-examples"] for m in evaluation.values())
+        self._pool(record)
         record["epsilon"] = {name: m.get("epsilon") for name, m in record.get("train", {}).items()}
         if self.central_epsilon is not None:
             record["central_epsilon"] = self.central_epsilon

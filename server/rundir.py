@@ -49,6 +49,9 @@ class RunDirectory:
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_bytes(self.path / "config.json", json.dumps(json_safe(config), indent=2).encode())
 
+    def write_json(self, name: str, document: dict[str, Any]) -> None:
+        atomic_write_bytes(self.path / name, json.dumps(json_safe(document)).encode())
+
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(json_safe(record)) + "\n")

@@ -62,7 +62,8 @@ def test_evaluate_prints_json_metrics_for_npz_and_dicom(tmp_path: Path, tiny_npz
                                      "--split", "val", "--device", "cpu"])
         assert result.exit_code == 0, result.output
         metrics = json.loads(result.output)
-        assert {"auc", "accuracy", "sensitivity", "specificity", "f1", "n", "threshold"} <= set(metrics)
+        assert {"auc", "auc_ci_low", "auc_ci_high", "accuracy", "sensitivity", "specificity", "f1", "ece", "n",
+                "threshold"} <= set(metrics)
         assert metrics["n"] == (60 if data.startswith("npz") else 40)
 
 

@@ -15,11 +15,13 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
+from fedscan.client import replies
 from fedscan.client.app import make_client_app
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import REPLY_CODES
 from fedscan.common.ledger import PrivacyLedger
 from fedscan.common.models import build_model
+from fedscan.common.pooled import BINS
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.sources import FolderSource
 from fedscan.common.training import TrainSettings
@@ -149,3 +151,21 @@ def test_kill_9_mid_round_loses_no_release_and_counts_none_twice(synthetic_sites
     assert [r.round for r in ledger.releases("crash-run")] == [1, 2, 3, 4]
     assert epsilons == sorted(epsilons) and epsilons[0] <= before <= epsilons[1]
     assert ledger.epsilon(1e-4, run_id="crash-run") == pytest.approx(epsilons[-1]) and epsilons[-1] <= 8.0 * 1.001
+
+
+def test_evaluate_reply_carries_a_score_histogram_of_the_validation_set(client) -> None:
+    config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    metrics = client(_request(config, "evaluate"), node_context(100, 0)).content["metrics"]
+    assert len(metrics["hist-pos"]) == len(metrics["hist-neg"]) == len(metrics["hist-score-sum"]) == BINS
+    assert sum(metrics["hist-pos"]) == metrics["positives"]
+    assert sum(metrics["hist-pos"]) + sum(metrics["hist-neg"]) == metrics["num-examples"]
+
+
+def test_the_allow_list_refuses_unknown_metrics_and_malformed_histograms() -> None:
+    request = _request(RunConfig(train=FAST), "evaluate")
+    with pytest.raises(replies.ReplyRefused, match="allow-list"):
+        replies.evaluate_reply(request, {"patient-age": 71.0}, "site-0")
+    with pytest.raises(replies.ReplyRefused, match="wrong length"):
+        replies.evaluate_reply(request, {"auc": 0.9}, "site-0", histogram={"hist-pos": [1, 2]})
+    with pytest.raises(replies.ReplyRefused, match="non-negative integer"):
+        replies.evaluate_reply(request, {"auc": 0.9}, "site-0", histogram={"hist-neg": [-1] * BINS})

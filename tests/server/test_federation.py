@@ -60,8 +60,15 @@ def test_federation_writes_run_directory_and_every_site_reports(
         assert all(0 < eps <= 8.0 * 1.001 for eps in line["epsilon"].values())
     assert all(lines[1]["epsilon"][s] > lines[0]["epsilon"][s] for s in lines[0]["epsilon"])
     assert json.loads((result.run_dir.path / "config.json").read_text())["strategy"] == strategy
+    pooled = lines[-1]["pooled"]
+    assert pooled["auc-ci-low"] <= pooled["auc"] <= pooled["auc-ci-high"]
+    assert pooled["n"] == lines[-1]["aggregated"]["num-examples"]
+    histograms = json.loads((result.run_dir.path / "histograms.json").read_text())
+    assert sorted(histograms["sites"]) == ["site-0", "site-1", "site-2"] and histograms["round"] == 2
+    assert all("hist-pos" not in m for m in lines[-1]["evaluate"].values())  # kept out of metrics.jsonl
     model, meta = load_checkpoint(result.final_model)
     assert meta["model"] == "small-cnn" and meta["rounds"] == 2
+    assert meta["threshold"] == histograms["threshold"] == pooled["threshold"]
     assert model(torch.rand(2, 1, 64, 64)).shape == (2,)
     assert all(m.metadata.message_type in ("train", "evaluate") for m in grid.delivered)
     assert all(m.content["config"]["fedscan-version"] for m in grid.delivered)
