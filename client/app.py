@@ -69,20 +69,20 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
     settings, privacy, rounds = settings_from_message(config)
     run_id, server_round = run_key(msg, config), int(config.get("server-round", 0))
     received = msg.content["arrays"].to_torch_state_dict()
-    if privacy.enabled:
-        stored = load_release(site.state_dir, run_id, server_round)
-        if stored is not None:  # asked again (coordinator retry or restart): re-send, spend nothing
-            log.info("Round %s of this run was already released; sending the same update", server_round)
-            return replies.train_reply(msg, stored[0], stored[1], site.name, expected=received)
+    ledger = PrivacyLedger(site.state_dir) if privacy.enabled else None
+    # Asked again (coordinator retry or restart): re-send the recorded release, spend nothing. A stored
+    # update the ledger lacks was never sent (the ledger commits first), so it is trained afresh.
+    stored = load_release(site.state_dir, run_id, server_round) if ledger else None
+    if stored is not None and ledger.has_release(run_id, server_round):
+        log.info("Round %s of this run was already released; sending the same update", server_round)
+        return replies.train_reply(msg, stored[0], stored[1], site.name, expected=received)
     data = site.source.load(get_model_spec(settings.model).input_size)
     model = build_model(settings.model)
     model.load_state_dict(received)
-    ledger, plan = None, None
-    if privacy.enabled:
-        ledger = PrivacyLedger(site.state_dir)
+    plan = None
+    if ledger is not None:
         plan = budget.plan_round(ledger, site.policy, privacy, run_id=run_id, server_round=server_round,
-                                 rounds=rounds,
-                                 num_samples=len(data.train), batch_size=settings.batch_size,
+                                 rounds=rounds, num_samples=len(data.train), batch_size=settings.batch_size,
                                  local_epochs=settings.local_epochs)
     else:
         log.warning("Training WITHOUT differential privacy, as the run configuration asks.")
@@ -92,7 +92,7 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
     metrics = {"num-examples": len(data.train), "train-loss": outcome.loss, "steps": outcome.steps,
                "noise-multiplier": dp.noise_multiplier if dp else 0.0, "epsilon": float("inf")}
     if plan is not None:
-        # Stored first, then committed to the ledger, then sent: a crash never loses a spend.
+        # Stored, then committed to the ledger, then sent: a crash never loses a spend.
         metrics["epsilon"] = budget.epsilon_after(ledger, plan, outcome.history)
         save_release(site.state_dir, run_id, server_round, arrays, metrics)
         budget.record_release(ledger, plan, server_round=server_round, history=outcome.history,

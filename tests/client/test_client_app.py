@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fedscan.client import replies
 from fedscan.client.app import make_client_app
+from fedscan.client.releases import save_release
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import REPLY_CODES
 from fedscan.common.ledger import PrivacyLedger
@@ -169,3 +170,13 @@ def test_the_allow_list_refuses_unknown_metrics_and_malformed_histograms() -> No
         replies.evaluate_reply(request, {"auc": 0.9}, "site-0", histogram={"hist-pos": [1, 2]})
     with pytest.raises(replies.ReplyRefused, match="non-negative integer"):
         replies.evaluate_reply(request, {"auc": 0.9}, "site-0", histogram={"hist-neg": [-1] * BINS})
+
+
+def test_a_stored_update_the_ledger_never_recorded_is_not_sent(client, tmp_path: Path) -> None:
+    # A crash between storing an update and committing it: that update never left the site.
+    config = RunConfig(rounds=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    state = tmp_path / "state" / "site-0"
+    save_release(state, "r9", 1, {"bogus": torch.zeros(1)}, {"epsilon": 0.0})
+    reply = client(_request(config, "train", **{"server-round": 1, "run-id": "r9"}), node_context(100, 0))
+    assert not reply.has_error() and "bogus" not in reply.content["arrays"]
+    assert [r.round for r in PrivacyLedger(state).releases("r9")] == [1]
