@@ -215,6 +215,18 @@ def privacy_report(
 
 
 @app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (runs/<run-id>).")]) -> None:
+    """(Re)build report.html and model_card.md of a run from its run directory."""
+    from fedscan.server.report import build_report
+
+    try:
+        html_path, card_path = build_report(run_dir)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"wrote {html_path}\nwrote {card_path}", highlight=False)
+
+
+@app.command()
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="final.pt (with final.json beside it).")],
     data: Annotated[str, typer.Option(help="npz:PATH or dicom:DIR (one site folder).")],

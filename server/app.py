@@ -61,7 +61,18 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> Fede
         run_dir.write_status("failed", reason=reason)
         raise
     run_dir.write_status("completed", rounds=config.rounds)
+    _write_report(run_dir)
     return result
+
+
+def _write_report(run_dir: RunDirectory) -> None:
+    """report.html and model_card.md; a report that fails must not fail a completed run."""
+    from fedscan.server.report import build_report
+
+    try:
+        build_report(run_dir.path)
+    except Exception:  # noqa: BLE001 - logged with its traceback; `fedscan report` can retry
+        log.exception("Could not write the run report; rebuild it with `fedscan report %s`", run_dir.path)
 
 
 def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> FederationResult:

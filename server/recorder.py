@@ -70,9 +70,10 @@ class RoundRecorder:
             except VersionMismatchError as error:
                 self._refusal(record, phase, name, f"version-mismatch: {error}")
                 continue
-            metrics = dict(next(iter(reply.content.metric_records.values())))
-            if phase == "evaluate" and not self._take_histogram(record, name, metrics):
+            metric_record = next(iter(reply.content.metric_records.values()))
+            if phase == "evaluate" and not self._take_histogram(record, name, metric_record):
                 continue
+            metrics = dict(metric_record)
             accepted.append(reply)
             record.setdefault(phase, {})[name] = metrics
         if phase == "train" and len(accepted) < self.min_sites:
@@ -89,8 +90,9 @@ class RoundRecorder:
         raise FedscanError(f"Round {server_round}: only {trained} of the required {self.min_sites} sites "
                            f"trained ({refused or 'no replies'}).", code="quorum-lost")
 
-    def _take_histogram(self, record: dict[str, Any], name: str, metrics: dict[str, Any]) -> bool:
-        """Move a site's score histogram out of its metrics (it goes to histograms.json, pooled)."""
+    def _take_histogram(self, record: dict[str, Any], name: str, metrics: Any) -> bool:
+        """Move a site's score histogram out of its reply's metrics (into histograms.json, pooled),
+        so the strategy's metric averaging and Flower's logs never see 3 000 numbers per site."""
         lists = {key: metrics.pop(key) for key in ("hist-pos", "hist-neg", "hist-score-sum") if key in metrics}
         if not lists:
             return True

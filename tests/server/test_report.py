@@ -1,0 +1,72 @@
+"""The run report: report.html with inline figures, model_card.md, `fedscan report`, and a Chromium render."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from flwr.supercore.task_identity import TaskIdentity
+from PIL import Image
+from typer.testing import CliRunner
+
+from fedscan.cli.main import app
+from fedscan.client.app import make_client_app
+from fedscan.common.config import RunConfig
+from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.sources import FolderSource
+from fedscan.common.training import TrainSettings
+from fedscan.server.app import run_federation
+from fedscan.server.rundir import RunDirectory
+from tests.helpers import LoopbackGrid, site_resolver
+
+
+@pytest.fixture(scope="module")
+def finished_run(synthetic_sites: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    try:
+        root = tmp_path_factory.mktemp("report")
+        sources = [FolderSource(f"site-{i}", str(p)) for i, p in enumerate(synthetic_sites[:2])]
+        grid = LoopbackGrid(make_client_app(site_resolver(sources, root / "state"), device="cpu"), 2)
+        config = RunConfig(rounds=2, train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
+                           privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+        return run_federation(grid, config, RunDirectory.create(root / "runs")).run_dir.path
+    finally:
+        TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = None
+
+
+def test_a_completed_run_gets_a_self_contained_report_and_model_card(finished_run: Path) -> None:
+    page = (finished_run / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 5  # AUC, loss, ε, ROC, reliability: all inline, nothing to fetch
+    for encoded in images:
+        assert Image.open(io.BytesIO(base64.b64decode(encoded))).format == "PNG"
+    assert "http://" not in page and "https://" not in page
+    card = (finished_run / "model_card.md").read_text()
+    assert "| site-0 |" in card and "| site-1 |" in card and "95 % CI" in card and "config hash" in card
+    assert "hist-pos" not in (finished_run / "metrics.jsonl").read_text()
+
+
+def test_fedscan_report_rebuilds_and_explains_a_wrong_folder(finished_run: Path, tmp_path: Path) -> None:
+    (finished_run / "report.html").unlink()
+    result = CliRunner().invoke(app, ["report", str(finished_run)])
+    assert result.exit_code == 0 and (finished_run / "report.html").is_file()
+    wrong = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert wrong.exit_code == 2 and "no metrics.jsonl" in wrong.output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed")
+def test_the_report_renders_offline_in_headless_chromium(finished_run: Path, tmp_path: Path) -> None:
+    screenshot = tmp_path / "report.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2400",
+                    f"--screenshot={screenshot}", (finished_run / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    image = Image.open(screenshot)
+    assert image.size == (1200, 2400) and len(set(image.convert("L").getdata())) > 50  # not a blank page
