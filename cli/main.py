@@ -141,7 +141,8 @@ def _print_summary(summary: dict) -> None:
         console.print(f"  central (site-level) ε = {final['central_epsilon']:.3f} at δ = "
                       f"{summary['central_delta']:g}, on the aggregate", highlight=False)
     console.print(f"Wall time {summary['wall_s']} s. Run directory: {summary['run_dir']}\n"
-                  f"Final model: {summary['final_model']}", highlight=False)
+                  f"Final model: {summary['final_model']}\n"
+                  f"Report: {Path(summary['run_dir']) / 'report.html'}", highlight=False)
 
 
 data_app = typer.Typer(help="Inspect a site's data folder.", no_args_is_help=True)
