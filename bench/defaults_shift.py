@@ -32,21 +32,18 @@ CPU = torch.device("cpu")
 
 def federate(sites: list[SiteData], settings: TrainSettings, *, rounds: int, epsilon: float,
              delta: float, seed: int) -> torch.nn.Module:
-    """FedAvg over ``sites`` with each site's DP accountant carried across rounds."""
+    """FedAvg over ``sites``, each site's noise calibrated once for the whole run (as a real site does)."""
     model = build_model(settings.model, seed=seed)
     rates = [sample_rate(len(s.train), settings.batch_size) for s in sites]
     sigmas = [calibrate_noise(target_epsilon=epsilon, delta=delta, sample_rate=q,
                               total_steps=rounds * settings.local_epochs * steps_per_epoch(len(s.train), settings.batch_size))
               for s, q in zip(sites, rates)]
-    histories: list[list] = [[] for _ in sites]
     for _ in range(rounds):
         states, weights = [], []
         for index, site in enumerate(sites):
             local = build_model(settings.model)
             local.load_state_dict(model.state_dict())
-            outcome = train_local(local, site.train, settings, device=CPU,
-                                  dp=DpStep(sigmas[index], 1.0, histories[index]))
-            histories[index] = outcome.history
+            train_local(local, site.train, settings, device=CPU, dp=DpStep(sigmas[index], 1.0))
             states.append(local.state_dict())
             weights.append(len(site.train))
         model.load_state_dict({key: sum(w * s[key] for w, s in zip(weights, states)) / sum(weights)

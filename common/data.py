@@ -67,10 +67,6 @@ def preprocess(images: list[np.ndarray], size: int) -> torch.Tensor:
     return torch.stack([convert_to_tensor(transform(image), track_meta=False).float() for image in images])
 
 
-def to_image_set(images: list[np.ndarray], labels: np.ndarray, size: int) -> ImageSet:
-    return ImageSet(preprocess(images, size), torch.as_tensor(labels, dtype=torch.int64))
-
-
 class TrainingSet(torch.utils.data.Dataset):
     """Tensor dataset with light, label-preserving augmentation per sample."""
 

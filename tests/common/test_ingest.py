@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 from PIL import Image
 
 from fedscan.common.decode_pool import PoolSettings
