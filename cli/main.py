@@ -235,6 +235,9 @@ def evaluate(
     labels: Annotated[str, typer.Option(help="Labels CSV for dicom:DIR (default: labels.csv in it).")] = "",
     key: Annotated[str, typer.Option(help="What the CSV key matches (see `data check --help`).")] = "path",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    plots: Annotated[Path | None, typer.Option(help="Write roc.png and reliability.png into this folder.")] = None,
+    predictions: Annotated[Path | None, typer.Option(help="Write one CSV row per image (key, label, score); "
+                                                          "local only: keys are file paths.")] = None,
 ) -> None:
     """Evaluate a checkpoint on local data and print metrics as JSON."""
     from fedscan.common.cache import default_cache_dir
@@ -243,7 +246,8 @@ def evaluate(
 
     try:
         result = evaluate_checkpoint(checkpoint, data, split=split, device=device,
-                                     labels=LabelSpec(csv=labels, key=key), cache_dir=default_cache_dir())
+                                     labels=LabelSpec(csv=labels, key=key), cache_dir=default_cache_dir(),
+                                     plots=plots, predictions=predictions)
     except FedscanError as exc:
         raise fail(str(exc)) from None
     print(json.dumps(json_safe(result), indent=2))

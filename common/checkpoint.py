@@ -50,7 +50,13 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         meta = json.loads(meta_path.read_text())
         model = build_model(meta["model"])
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except (KeyError, ValueError, RuntimeError, OSError) as exc:
-        raise DataError(f"Checkpoint {path} is unreadable or does not match its JSON ({exc}).") from exc
+        raise DataError(f"Checkpoint {path} or {meta_path.name} is unreadable ({type(exc).__name__}).") from exc
+    expected = model.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise DataError(f"Checkpoint {path} does not hold a {meta['model']!r} model as {meta_path.name} says "
+                        f"({len(set(expected) - set(state))} parameters missing, "
+                        f"{len(set(state) - set(expected))} unexpected); was it saved from another model?")
+    model.load_state_dict(state)
     return model, meta

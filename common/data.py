@@ -22,7 +22,7 @@ from monai.utils import convert_to_tensor
 from fedscan.common.decode_pool import PoolSettings
 from fedscan.common.dicom import DecodeOptions
 from fedscan.common.errors import ConfigError, DataError
-from fedscan.common.ingest import IngestSettings, ingest_site
+from fedscan.common.ingest import IngestSettings, Samples, ingest_site
 from fedscan.common.labels import LabelSpec
 from fedscan.common.partition import partition_indices
 
@@ -33,10 +33,12 @@ NPZ_SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images (N×1×S×S float32 in [0, 1]) and binary labels (N, int64)."""
+    """Images (N×1×S×S float32 in [0, 1]), binary labels (N, int64), and optionally each image's
+    local key (relative path, ``#frame`` for multi-frame files) — for the site's own audit only."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    keys: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -150,10 +152,14 @@ def load_site(site_dir: Path, *, size: int, labels: LabelSpec | None = None,
                         "`fedscan data check` on the site folder for the reasons.")
     train_idx, val_idx = patient_split(samples.labels, samples.groups, val_fraction, seed)
     return SiteData(
-        train=ImageSet(torch.from_numpy(samples.images[train_idx]), torch.from_numpy(samples.labels[train_idx])),
-        val=ImageSet(torch.from_numpy(samples.images[val_idx]), torch.from_numpy(samples.labels[val_idx])),
+        train=_subset(samples, train_idx), val=_subset(samples, val_idx),
         rejected=report.rejected_by_reason(),
     )
+
+
+def _subset(samples: Samples, indices: np.ndarray) -> ImageSet:
+    return ImageSet(torch.from_numpy(samples.images[indices]), torch.from_numpy(samples.labels[indices]),
+                    tuple(samples.keys[i] for i in indices))
 
 
 def patient_split(labels: np.ndarray, groups: Sequence[str], val_fraction: float,

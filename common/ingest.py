@@ -42,11 +42,12 @@ class IngestSettings:
 
 @dataclass(frozen=True)
 class Samples:
-    """N×C×S×S images in [0, 1], labels, and the patient group of each sample (local only)."""
+    """N×C×S×S images in [0, 1], labels, the patient group and local key of each sample (local only)."""
 
     images: np.ndarray
     labels: np.ndarray
     groups: tuple[str, ...]
+    keys: tuple[str, ...] = ()
 
 
 @dataclass
@@ -158,7 +159,7 @@ def _store(scan: _Scan, relative: str, entry: CachedImage | CachedRejection, cac
 
 def _label_and_collect(scan: _Scan, files: list[str]) -> Samples:
     """Join decoded images with their labels, in path order; reject unlabeled and duplicate ones."""
-    images, labels, groups, instances = [], [], [], set()
+    images, labels, groups, keys, instances = [], [], [], [], set()
     for relative in files:
         image = scan.images.get(relative)
         if image is None:
@@ -175,8 +176,9 @@ def _label_and_collect(scan: _Scan, files: list[str]) -> Samples:
         images.extend(image.frames)
         labels.extend([label] * len(image.frames))
         groups.extend([group] * len(image.frames))
+        keys.extend([relative] if len(image.frames) == 1 else [f"{relative}#{i}" for i in range(len(image.frames))])
     stacked = np.stack(images) if images else np.zeros((0, 1, 1, 1), dtype=np.float32)
-    return Samples(stacked, np.asarray(labels, dtype=np.int64), tuple(groups))
+    return Samples(stacked, np.asarray(labels, dtype=np.int64), tuple(groups), tuple(keys))
 
 
 def _label_problem(table: LabelTable, key: str, header: dict, instances: set) -> tuple[Reason, str] | None:

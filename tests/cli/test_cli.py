@@ -67,6 +67,36 @@ def test_evaluate_prints_json_metrics_for_npz_and_dicom(tmp_path: Path, tiny_npz
         assert metrics["n"] == (60 if data.startswith("npz") else 40)
 
 
+def test_evaluate_writes_plots_and_a_local_predictions_file(tmp_path: Path, synthetic_sites: list[Path]) -> None:
+    checkpoint = tmp_path / "final.pt"
+    save_checkpoint(checkpoint, "small-cnn", build_model("small-cnn", seed=0).state_dict())
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(checkpoint), "--data", f"dicom:{synthetic_sites[0]}",
+                                 "--device", "cpu", "--plots", str(tmp_path / "plots"),
+                                 "--predictions", str(tmp_path / "predictions.csv")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "plots" / "roc.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "reliability.png").stat().st_size > 1000
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "key,label,score" and len(rows) == 41
+    assert {row.split(",")[0] for row in rows[1:]} == {p.name for p in synthetic_sites[0].glob("*.dcm")}
+
+
 def test_evaluate_without_checkpoint_json_is_a_clear_error(tmp_path: Path, tiny_npz: Path) -> None:
     result = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data", f"npz:{tiny_npz}"])
     assert result.exit_code == 2 and "needs both" in result.output
+
+
+def test_evaluate_with_a_mismatched_model_or_no_usable_data_is_one_line(tmp_path: Path, tiny_npz: Path) -> None:
+    mismatched = tmp_path / "final.pt"
+    save_checkpoint(mismatched, "small-cnn", build_model("resnet18", seed=0).state_dict())
+    junk = tmp_path / "site"
+    junk.mkdir()
+    (junk / "a.dcm").write_bytes(b"junk")
+    (junk / "labels.csv").write_text("file,label\na.dcm,1\n")
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, "small-cnn", build_model("small-cnn", seed=0).state_dict())
+    for checkpoint, data, expected in ((mismatched, f"npz:{tiny_npz}", "does not hold a 'small-cnn' model"),
+                                       (good, f"dicom:{junk}", "No usable image")):
+        result = runner.invoke(app, ["evaluate", "--checkpoint", str(checkpoint), "--data", data])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and expected in result.output and len(lines) == 1, result.output
