@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS releases (
     dataset_fingerprint TEXT NOT NULL, recorded_at REAL NOT NULL, PRIMARY KEY (run_id, round));
 """
 
+_SELECT_RUNS = "SELECT run_id, noise_multiplier, target_epsilon, delta, clip_norm, planned_rounds FROM runs"
+
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -101,14 +103,12 @@ class PrivacyLedger:
             db.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (run.run_id, run.noise_multiplier, run.target_epsilon, run.delta, run.clip_norm,
                         run.planned_rounds, time.time()))
-            row = db.execute("SELECT run_id, noise_multiplier, target_epsilon, delta, clip_norm, planned_rounds "
-                             "FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+            row = db.execute(_SELECT_RUNS + " WHERE run_id = ?", (run.run_id,)).fetchone()
         return RunRecord(*row)
 
     def run(self, run_id: str) -> RunRecord | None:
         with self._connect() as db:
-            row = db.execute("SELECT run_id, noise_multiplier, target_epsilon, delta, clip_norm, planned_rounds "
-                             "FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = db.execute(_SELECT_RUNS + " WHERE run_id = ?", (run_id,)).fetchone()
         return RunRecord(*row) if row else None
 
     def record(self, release: Release) -> bool:
@@ -135,8 +135,7 @@ class PrivacyLedger:
 
     def runs(self) -> list[RunRecord]:
         with self._connect() as db:
-            rows = db.execute("SELECT run_id, noise_multiplier, target_epsilon, delta, clip_norm, planned_rounds "
-                              "FROM runs ORDER BY started_at").fetchall()
+            rows = db.execute(_SELECT_RUNS + " ORDER BY started_at").fetchall()
         return [RunRecord(*row) for row in rows]
 
     def epsilon(self, delta: float, *, run_id: str | None = None, accountant: str = "prv",

@@ -10,12 +10,9 @@ from monai.metrics import compute_roc_auc
 from torch import nn
 
 from fedscan.common.data import ImageSet
+from fedscan.common.pooled import safe_ratio
 
 METRIC_NAMES = ("auc", "accuracy", "sensitivity", "specificity", "f1", "loss")
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator else math.nan
 
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, *, threshold: float = 0.5) -> dict[str, float]:
@@ -33,13 +30,13 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, *, threshold: float =
     fn = float(np.sum(~predicted & (labels == 1)))
     both_classes = 0 < labels.sum() < labels.size
     auc = float(compute_roc_auc(torch.as_tensor(scores), torch.as_tensor(labels))) if both_classes else math.nan
-    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    precision, recall = safe_ratio(tp, tp + fp), safe_ratio(tp, tp + fn)
+    f1 = safe_ratio(2 * tp, 2 * tp + fp + fn)
     return {
         "auc": auc,
-        "accuracy": _ratio(tp + tn, labels.size),
+        "accuracy": safe_ratio(tp + tn, labels.size),
         "sensitivity": recall,
-        "specificity": _ratio(tn, tn + fp),
+        "specificity": safe_ratio(tn, tn + fp),
         "f1": f1,
         "precision": precision,
         "n": float(labels.size),

@@ -86,12 +86,13 @@ def at_threshold(hist: ScoreHistogram, threshold: float) -> dict[str, float]:
     edge = int(round(threshold * hist.bins))
     tp, fn = float(hist.positives[edge:].sum()), float(hist.positives[:edge].sum())
     fp, tn = float(hist.negatives[edge:].sum()), float(hist.negatives[:edge].sum())
-    return {"accuracy": _ratio(tp + tn, tp + tn + fp + fn), "sensitivity": _ratio(tp, tp + fn),
-            "specificity": _ratio(tn, tn + fp), "precision": _ratio(tp, tp + fp),
-            "f1": _ratio(2 * tp, 2 * tp + fp + fn)}
+    return {"accuracy": safe_ratio(tp + tn, tp + tn + fp + fn), "sensitivity": safe_ratio(tp, tp + fn),
+            "specificity": safe_ratio(tn, tn + fp), "precision": safe_ratio(tp, tp + fp),
+            "f1": safe_ratio(2 * tp, 2 * tp + fp + fn)}
 
 
-def _ratio(numerator: float, denominator: float) -> float:
+def safe_ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, NaN (undefined, not 0) when the denominator is 0."""
     return numerator / denominator if denominator else math.nan
 
 

@@ -15,6 +15,7 @@ from fedscan import __version__
 from fedscan.common.checkpoint import atomic_write_bytes
 from fedscan.common.errors import DataError
 from fedscan.common.pooled import ScoreHistogram
+from fedscan.server.rundir import RunDirectory
 
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;"
@@ -23,10 +24,9 @@ _STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
 
 
 def _read(run_dir: Path) -> dict[str, Any]:
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file():
+    if not (run_dir / "metrics.jsonl").is_file():
         raise DataError(f"{run_dir} holds no metrics.jsonl: is it a fedscan run directory?")
-    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    lines = RunDirectory(run_dir, run_dir.name).read_metrics()
     history = [line for line in lines if "aggregated" in line]  # rounds that completed
 
     def load(name: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flwr.supercore.task_identity import TaskIdentity
 
 from fedscan.common.synth import SynthConfig, generate_sites
 
@@ -43,3 +44,11 @@ def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (tri, trl), (vai, val) = split(120), split(60)
     np.savez(path, train_images=tri, train_labels=trl, val_images=vai, val_labels=val)
     return path
+
+
+@pytest.fixture()
+def flower_identity():
+    """Strategies build messages with the process' task identity; a Flower process sets it."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = None

@@ -11,7 +11,6 @@ import numpy as np
 import pydicom
 import pytest
 from flwr.common.serde import message_to_proto
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedscan.client.app import make_client_app
 from fedscan.common.config import RunConfig
@@ -55,13 +54,6 @@ class LeakySource(FolderSource):
 class LeakyDataSource(FolderSource):
     def load(self, size: int):  # noqa: ANN201
         raise DataError(f"patient CANARYDATAERROR in {self.site_dir} is unreadable")
-
-
-@pytest.fixture()
-def flower_identity():
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = None
 
 
 class RecordingGrid(LoopbackGrid):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedscan import __version__
 from fedscan.common.compat import VERSION_KEY
@@ -30,14 +29,6 @@ from fedscan.server.rundir import RunDirectory
 from tests.helpers import OPEN_POLICY, LoopbackGrid, instruction, site_resolver
 
 FAST = TrainSettings(local_epochs=1, batch_size=8, augment=False)
-
-
-@pytest.fixture()
-def flower_identity():
-    """Strategies build messages with the process' task identity; a Flower process sets it."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = None
 
 
 def _grid(sites: list[Path], state: Path, count: int = 3,
