@@ -63,3 +63,16 @@ class RoundTable:
         for refusal in record.get("refusals", []):
             self.console.print(f"  site {refusal['site']} refused {refusal['phase']}: {refusal['reason']}",
                                style="yellow", highlight=False, markup=False)
+
+
+def cross_site_table(document: dict[str, Any]) -> Table:
+    """The cross-site matrix (AUC of each model at each site, and pooled) as a table."""
+    from fedscan.common.crosssite import CrossSiteMatrix
+
+    matrix = CrossSiteMatrix.from_json(document)
+    table = Table(title="Cross-site validation — AUC of each model (rows) at each site (columns)")
+    for header in ["model", *matrix.sites, "pooled"]:
+        table.add_column(header, justify="right")
+    for model, row in zip(matrix.models, matrix.values("auc")):
+        table.add_row(model, *[_fmt(value) for value in row], _fmt(matrix.pooled.get(model, {}).get("auc")))
+    return table

@@ -11,25 +11,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from fedscan import __version__
+from fedscan.cli.certs import certs_app
+from fedscan.cli.console import EXIT_FAILED, EXIT_USAGE, console, err_console, fail
 from fedscan.common import defaults
 from fedscan.common.errors import FedscanError
 from fedscan.common.jsonsafe import json_safe
 
 app = typer.Typer(name="fedscan", help="Federated, differentially private medical-imaging training.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-console = Console()
-err_console = Console(stderr=True)
-
-EXIT_FAILED = 1  # the job ran and failed (e.g. every site refused)
-EXIT_USAGE = 2  # bad arguments or unusable input: fix and rerun
-
-
-def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+app.add_typer(certs_app, name="certs")
 
 
 def _version(value: bool) -> None:
@@ -88,6 +80,9 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path("runs"),
     cache_dir: Annotated[str, typer.Option(help="Decode-once cache (default: $FEDSCAN_CACHE_DIR or ~/.cache/fedscan).")] = "",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode images every time; use no cache.")] = False,
+    cross_site: Annotated[bool, typer.Option(help="After the last round, fine-tune at each site (DP, one more "
+                                                  "release) and evaluate every model at every site.")] = True,
+    tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard event files (RUN_DIR/tensorboard).")] = False,
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's own logs.")] = False,
 ) -> None:
     """Run a whole DP federation on this machine (default: 3 synthetic DICOM hospitals)."""
@@ -105,6 +100,7 @@ def simulate(
         config = RunConfig(
             rounds=rounds, min_sites=sites, strategy=strategy, seed=seed,
             central_noise_multiplier=central_noise, central_clip_norm=central_clip,
+            cross_site=cross_site, tensorboard=tensorboard,
             train=TrainSettings(model=model, learning_rate=learning_rate, local_epochs=local_epochs,
                                 batch_size=batch_size, seed=seed),
             privacy=PrivacyConfig(epsilon=epsilon, delta=delta, enabled=not no_dp))
@@ -133,10 +129,17 @@ def _print_summary(summary: dict) -> None:
                   f"threshold {number('threshold'):.3f}: sensitivity {number('sensitivity'):.3f}, specificity "
                   f"{number('specificity'):.3f}, accuracy {number('accuracy'):.3f}; ECE {number('ece'):.3f}",
                   highlight=False)
-    for name, spent in epsilon.items():
+    cross_site = summary.get("cross_site") or {}
+    if cross_site:
+        from fedscan.cli.display import cross_site_table
+
+        console.print(cross_site_table(cross_site))
+    fine_tuned = cross_site.get("epsilon", {})
+    for name, spent in {**epsilon, **fine_tuned}.items():
         within = "no DP" if spent is None else ("within" if spent <= target * 1.001 else "OVER")
         shown = "∞" if spent is None else f"{spent:.3f}"
-        console.print(f"  ε[{name}] = {shown} (budget {target:g}: {within})", highlight=False, markup=False)
+        after = ", after the local fine-tune" if name in fine_tuned else ""
+        console.print(f"  ε[{name}] = {shown} (budget {target:g}: {within}{after})", highlight=False, markup=False)
     if final.get("central_epsilon") is not None:
         console.print(f"  central (site-level) ε = {final['central_epsilon']:.3f} at δ = "
                       f"{summary['central_delta']:g}, on the aggregate", highlight=False)
@@ -216,15 +219,17 @@ def privacy_report(
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (runs/<run-id>).")]) -> None:
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (runs/<run-id>).")],
+           tensorboard: Annotated[bool, typer.Option(help="Also rebuild RUN_DIR/tensorboard event files.")] = False,
+           ) -> None:
     """(Re)build report.html and model_card.md of a run from its run directory."""
-    from fedscan.server.report import build_report
+    from fedscan.server.report import build_report, rebuild_events
 
     try:
-        html_path, card_path = build_report(run_dir)
+        written = [*build_report(run_dir), *([rebuild_events(run_dir)] if tensorboard else [])]
     except FedscanError as exc:
         raise fail(str(exc)) from None
-    console.print(f"wrote {html_path}\nwrote {card_path}", highlight=False)
+    console.print("\n".join(f"wrote {path}" for path in written), highlight=False)
 
 
 @app.command()

@@ -25,6 +25,7 @@ from rich.console import Console
 
 from fedscan.cli.superlink import LocalSuperLink, stop_process_group, toml_value, write_app
 from fedscan.common.config import RunConfig
+from fedscan.common.crosssite import MATRIX_FILE
 from fedscan.common.data import load_npz_split
 from fedscan.common.device import resolve_device
 from fedscan.common import defaults
@@ -167,7 +168,9 @@ def run_simulation(config: RunConfig, choice: DataChoice, *, sites: int, partiti
         reason = status.get("reason") or f"the engine stopped early; see {run_dir.path / 'coordinator.log'}"
         raise RunFailed(f"The federation failed: {reason}")
     history = run_dir.read_metrics()
+    matrix_file = run_dir.path / MATRIX_FILE
     return {"run_id": run_dir.run_id, "run_dir": str(run_dir.path), "wall_s": round(wall, 1),
+            "cross_site": json.loads(matrix_file.read_text()) if matrix_file.is_file() else None,
             "final": history[-1] if history else {}, "final_model": str(run_dir.path / "final.pt"),
             "epsilon_target": config.privacy.epsilon if config.privacy.enabled else math.inf,
             "central_delta": config.central_delta}

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from flwr.app import Context, Message
+import torch
+from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from fedscan.client import budget, replies
@@ -20,6 +21,8 @@ from fedscan.client.releases import load_release, save_release
 from fedscan.client.site import Site, SiteResolver, resolve_site
 from fedscan.common.compat import VERSION_KEY, check_compatible
 from fedscan.common.config import settings_from_message
+from fedscan.common.crosssite import CROSS_SITE_ACTION, planned_releases
+from fedscan.common.data import ImageSet
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import FedscanError
 from fedscan.common.ledger import PrivacyLedger
@@ -42,6 +45,10 @@ def make_client_app(resolve: SiteResolver = resolve_site, *, device: str | None 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         return _guarded(msg, lambda: _evaluate(msg, resolve(context), device))
+
+    @app.evaluate(CROSS_SITE_ACTION)
+    def cross_site(msg: Message, context: Context) -> Message:
+        return _guarded(msg, lambda: _cross_evaluate(msg, resolve(context), device))
 
     return app
 
@@ -82,7 +89,8 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
     plan = None
     if ledger is not None:
         plan = budget.plan_round(ledger, site.policy, privacy, run_id=run_id, server_round=server_round,
-                                 rounds=rounds, num_samples=len(data.train), batch_size=settings.batch_size,
+                                 rounds=planned_releases(rounds, bool(config.get("cross-site", False))),
+                                 num_samples=len(data.train), batch_size=settings.batch_size,
                                  local_epochs=settings.local_epochs)
     else:
         log.warning("Training WITHOUT differential privacy, as the run configuration asks.")
@@ -105,15 +113,35 @@ def _evaluate(msg: Message, site: Site, device: str | None) -> Message:
     check_compatible(config.get(VERSION_KEY))
     model_name = str(config.get("model", ""))
     data = site.source.load(get_model_spec(model_name).input_size)
-    model = build_model(model_name)
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    scores, loss = predict(model, data.val, device=resolve_device(device or site.device))
-    labels = data.val.labels.numpy()
-    metrics = binary_metrics(labels, scores, threshold=float(config.get("threshold", 0.5)))
-    metrics.update(loss=loss, **{"num-examples": len(data.val)})
-    metrics.pop("n", None)
-    histogram = ScoreHistogram.of(scores, labels)  # counts per score bin: pooled at the coordinator
+    metrics, histogram = _score(model_name, msg.content["arrays"], data.val,
+                                device=resolve_device(device or site.device),
+                                threshold=float(config.get("threshold", 0.5)))
     return replies.evaluate_reply(msg, metrics, site.name, histogram=histogram.to_lists())
+
+
+def _cross_evaluate(msg: Message, site: Site, device: str | None) -> Message:
+    """Every model in the message (global, each site's local one) on this site's validation data."""
+    config = dict(msg.content["config"])
+    check_compatible(config.get(VERSION_KEY))
+    model_name = str(config.get("model", ""))
+    data = site.source.load(get_model_spec(model_name).input_size)
+    results = {name: _score(model_name, arrays, data.val, device=resolve_device(device or site.device),
+                            threshold=float(config.get("threshold", 0.5)))
+               for name, arrays in msg.content.array_records.items()}
+    return replies.cross_site_reply(msg, results, site.name)
+
+
+def _score(model_name: str, arrays: ArrayRecord, val: ImageSet, *, device: torch.device,
+           threshold: float) -> tuple[dict[str, float], ScoreHistogram]:
+    """Metrics of one model on the site's validation images, and their score histogram."""
+    model = build_model(model_name)
+    model.load_state_dict(arrays.to_torch_state_dict())
+    scores, loss = predict(model, val, device=device)
+    labels = val.labels.numpy()
+    metrics = binary_metrics(labels, scores, threshold=threshold)
+    metrics.update(loss=loss, **{"num-examples": len(val)})
+    metrics.pop("n", None)
+    return metrics, ScoreHistogram.of(scores, labels)  # counts per score bin: pooled at the coordinator
 
 
 app = make_client_app()

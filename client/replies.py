@@ -2,7 +2,7 @@
 
 Only these ever leave: the model arrays after DP training (the same keys and
 shapes as the model the coordinator sent, numeric, all finite), scalar
-metrics with known names, the validation score histogram (counts and score
+metrics with known names (per model, for the models of a cross-site evaluation), the validation score histogram (counts and score
 sums per fixed bin, for pooled metrics), and a tiny record naming the site
 and its fedscan version. Refusals carry a code and a fixed public reason, never an
 exception's text. Audit this file, not the handlers.
@@ -20,7 +20,7 @@ from fedscan import __version__
 from fedscan.common.compat import VERSION_KEY
 from fedscan.common.errors import public_reply
 from fedscan.common.metrics import METRIC_NAMES
-from fedscan.common.pooled import BINS
+from fedscan.common.pooled import BINS, ScoreHistogram
 
 SITE_RECORD = "site"
 TRAIN_METRICS = frozenset({"num-examples", "train-loss", "steps", "noise-multiplier", "epsilon"})
@@ -74,6 +74,21 @@ def evaluate_reply(msg: Message, metrics: Mapping[str, float], site_name: str, *
     for key, values in (histogram or {}).items():
         record[key] = _histogram_values(key, values)
     content = RecordDict({"metrics": record, SITE_RECORD: _site_record(site_name)})
+    return Message(content=content, reply_to=msg)
+
+
+def cross_site_reply(msg: Message, results: Mapping[str, tuple[Mapping[str, float], ScoreHistogram]],
+                     site_name: str) -> Message:
+    """One metric record per model the coordinator sent (named as it named them), nothing else."""
+    sent = set(msg.content.array_records)
+    if set(results) != sent:
+        raise ReplyRefused("Cross-site results must cover exactly the models the coordinator sent.")
+    content = RecordDict({SITE_RECORD: _site_record(site_name)})
+    for name, (metrics, histogram) in results.items():
+        record = _scalars(metrics, EVALUATE_METRICS)
+        for key, values in histogram.to_lists().items():
+            record[key] = _histogram_values(key, values)
+        content[name] = record
     return Message(content=content, reply_to=msg)
 
 

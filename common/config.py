@@ -39,6 +39,8 @@ class RunConfig:
     central_clip_norm: float = 1.0
     central_delta: float = 1e-5
     seed: int = 0
+    cross_site: bool = True  # after the last round: local DP fine-tune at each site, models × sites matrix
+    tensorboard: bool = False  # also write TensorBoard event files into the run directory
     train: TrainSettings = field(default_factory=TrainSettings)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
@@ -70,6 +72,7 @@ class RunConfig:
             "batch-size": train.batch_size, "augment": train.augment, "seed": self.seed,
             "rounds": self.rounds, "dp": privacy.enabled, "epsilon": privacy.epsilon,
             "delta": privacy.delta, "clip-norm": privacy.clip_norm, "secure-mode": privacy.secure_mode,
+            "cross-site": self.cross_site,
         }
 
     def to_flat(self) -> dict[str, FlatValue]:
@@ -79,7 +82,8 @@ class RunConfig:
                      "proximal-mu": self.proximal_mu, "server-learning-rate": self.server_learning_rate,
                      "round-timeout-s": self.round_timeout_s, "join-timeout-s": self.join_timeout_s,
                      "central-noise-multiplier": self.central_noise_multiplier,
-                     "central-clip-norm": self.central_clip_norm, "central-delta": self.central_delta})
+                     "central-clip-norm": self.central_clip_norm, "central-delta": self.central_delta,
+                     "tensorboard": self.tensorboard})
         return flat
 
     @classmethod
@@ -100,10 +104,20 @@ class RunConfig:
                    join_timeout_s=float(merged["join-timeout-s"]), seed=int(merged["seed"]),
                    central_noise_multiplier=float(merged["central-noise-multiplier"]),
                    central_clip_norm=float(merged["central-clip-norm"]),
-                   central_delta=float(merged["central-delta"]), train=train, privacy=privacy)
+                   central_delta=float(merged["central-delta"]), cross_site=_flag(merged["cross-site"]),
+                   tensorboard=_flag(merged["tensorboard"]), train=train, privacy=privacy)
 
     def to_json(self) -> dict:
         return {"fedscan_version": __version__, **asdict(self)}
+
+
+def _flag(value: FlatValue) -> bool:
+    """A boolean run-config value; strings from ``--run-config`` overrides are read as words."""
+    if isinstance(value, str):
+        if value.lower() not in ("true", "false"):
+            raise ConfigError(f"Expected true or false, got {value!r}.")
+        return value.lower() == "true"
+    return bool(value)
 
 
 def _check_training(train: TrainSettings) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,10 @@ _SECTIONS = {
     "data": {"dir", "labels-csv", "key", "key-column", "label-column", "patient-column", "frames",
              "cache-dir", "decode-workers", "decode-timeout-s", "val-fraction"},
     "privacy": {"max-epsilon-per-run", "max-epsilon-lifetime", "delta", "secure-mode", "min-samples"},
+    "coordinator": {"address", "ca-certificate", "insecure"},
+    "auth": {"private-key"},
+    "logging": {"log-dir"},
 }
-# Sections other issues add (coordinator address, certificates) pass through unchecked here.
-_PASSED_THROUGH = {"coordinator", "auth", "logging"}
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,24 @@ class PrivacyPolicy:
 
 
 @dataclass(frozen=True)
+class Connection:
+    """How a site reaches its coordinator: the Fleet address, the CA it trusts, its own key."""
+
+    address: str
+    ca_certificate: Path | None
+    private_key: Path | None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     name: str
     state_dir: Path
     data: FolderSource
     policy: PrivacyPolicy
     device: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)
+    connection: Connection | None = None  # None: the site only simulates or checks its data
+    log_dir: Path | None = None
 
 
 def load_site_config(path: Path) -> SiteConfig:
@@ -122,13 +134,30 @@ def load_site_config(path: Path) -> SiteConfig:
             delta=float(privacy.get("delta", 1e-5)), secure_mode=bool(privacy.get("secure-mode", False)),
             min_samples=int(privacy.get("min-samples", 50))),
         device=str(site.get("device", "auto")),
-        extra={key: value for key, value in document.items() if key in _PASSED_THROUGH})
+        connection=_connection(document, base),
+        log_dir=_path(base, document["logging"]["log-dir"]) if document.get("logging", {}).get("log-dir") else None)
+
+
+def _connection(document: dict[str, Any], base: Path) -> Connection | None:
+    coordinator, auth = document.get("coordinator"), document.get("auth", {})
+    if coordinator is None:
+        return None
+    insecure = bool(coordinator.get("insecure", False))
+    if not insecure and not coordinator.get("ca-certificate"):
+        raise ConfigError("site configuration: [coordinator] ca-certificate is required (the federation's ca.crt); "
+                          "only a local experiment may set insecure = true instead.")
+    if not insecure and not auth.get("private-key"):
+        raise ConfigError("site configuration: [auth] private-key is required (make one with "
+                          "`fedscan certs site NAME`).")
+    return Connection(address=str(_required(coordinator, "coordinator", "address")),
+                      ca_certificate=_path(base, coordinator["ca-certificate"]) if coordinator.get("ca-certificate")
+                      else None,
+                      private_key=_path(base, auth["private-key"]) if auth.get("private-key") else None,
+                      insecure=insecure)
 
 
 def _check_keys(document: dict[str, Any], path: Path) -> None:
     for section, values in document.items():
-        if section in _PASSED_THROUGH:
-            continue
         if section not in _SECTIONS or not isinstance(values, dict):
             raise ConfigError(f"{path}: unknown section [{section}]; expected {', '.join(sorted(_SECTIONS))}.")
         unknown = sorted(set(values) - _SECTIONS[section])

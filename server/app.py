@@ -23,6 +23,7 @@ from fedscan.common.models import build_model
 from fedscan.server.recorder import RoundRecorder
 from fedscan.server.rundir import RunDirectory
 from fedscan.server.strategy import build_strategy
+from fedscan.server.tensorboard import require_tensorboard
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,11 @@ def _write_report(run_dir: RunDirectory) -> None:
 def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> FederationResult:
     random.seed(config.seed)  # Flower's node sampling uses the global `random`
     run_dir.write_config(config.to_json())
+    if config.tensorboard:
+        require_tensorboard()
     num_sites = wait_for_sites(grid, config.min_sites, config.join_timeout_s)
     model = build_model(config.train.model, seed=config.seed)
-    recorder = RoundRecorder(run_dir, config.train.model, config.min_sites)
+    recorder = RoundRecorder(run_dir, config.train.model, config.min_sites, tensorboard=config.tensorboard)
     strategy = build_strategy(config, recorder, num_sites)
     message_config = {**config.to_message(), "run-id": run_dir.run_id}  # keys each site's ledger
     log.info("Starting %s rounds of %s with %s sites", config.rounds, config.strategy, num_sites)
@@ -94,7 +97,20 @@ def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> Federatio
     # The operating threshold was chosen on the pooled validation histogram; evaluation reuses it.
     final = run_dir.save_model("final", config.train.model, result.arrays.to_torch_state_dict(),
                                rounds=config.rounds, strategy=config.strategy, threshold=recorder.threshold)
+    if config.cross_site:
+        _cross_validate(grid, config, recorder, result.arrays, message_config, run_dir)
     return FederationResult(run_dir, recorder.history, final)
+
+
+def _cross_validate(grid: Grid, config: RunConfig, recorder: RoundRecorder, arrays: ArrayRecord,
+                    message_config: dict[str, Any], run_dir: RunDirectory) -> None:
+    """The models × sites matrix; the run's rounds are done, so a failure here is logged, not raised."""
+    from fedscan.server.crosssite import cross_site_validation
+
+    try:
+        cross_site_validation(grid, config, recorder, arrays, message_config, run_dir)
+    except Exception:  # noqa: BLE001 - the trained model is saved; only the matrix is missing
+        log.exception("Cross-site validation failed; the run's model and metrics are complete")
 
 
 app = ServerApp()

@@ -87,3 +87,23 @@ def reliability(pooled: ScoreHistogram) -> bytes:
              title="Reliability (validation, 10 bins)", xlim=(0, 1), ylim=(0, 1))
     axis.legend(fontsize=8)
     return _png(figure)
+
+
+def cross_site_heatmap(models: list[str], sites: list[str], grid: list[list[float | None]],
+                       pooled: list[float | None]) -> bytes:
+    """AUC of each model (rows) at each site (columns), the pooled AUC as the last column."""
+    values = np.array([[np.nan if v is None else v for v in row] + [np.nan if p is None else p]
+                       for row, p in zip(grid, pooled)], dtype=float)
+    columns = [*sites, "pooled"]
+    figure, axis = plt.subplots(figsize=(1.3 * len(columns) + 2.4, 0.55 * len(models) + 1.6))
+    image = axis.imshow(values, cmap="viridis", vmin=0.5, vmax=1.0, aspect="auto")
+    axis.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    axis.set_yticks(range(len(models)), models)
+    axis.axvline(len(sites) - 0.5, color="white", lw=3)
+    for (row, column), value in np.ndenumerate(values):
+        text = "—" if np.isnan(value) else f"{value:.3f}"
+        axis.text(column, row, text, ha="center", va="center", fontsize=8,
+                  color="black" if not np.isnan(value) and value > 0.8 else "white")
+    axis.set(title="Cross-site validation AUC (model × evaluating site)")
+    figure.colorbar(image, ax=axis, fraction=0.04)
+    return _png(figure)

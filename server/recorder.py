@@ -42,6 +42,7 @@ class RoundRecorder:
     min_sites: int = 1
     central_epsilon: float | None = None  # set by the central-DP strategy after each release
     threshold: float = 0.5  # Youden-optimal on the pooled validation histogram of the latest round
+    tensorboard: bool = False  # also append each round's scalars to TensorBoard event files
     started: float = field(default_factory=time.monotonic)
     history: list[dict[str, Any]] = field(default_factory=list)
     _current: dict[str, Any] = field(default_factory=dict)
@@ -138,4 +139,14 @@ class RoundRecorder:
         record["elapsed_s"] = round(time.monotonic() - self.started, 2)
         self.run_dir.append_metrics(record)
         self.history.append(record)
+        if self.tensorboard:
+            self._write_events(record)
         return record
+
+    def _write_events(self, record: dict[str, Any]) -> None:
+        from fedscan.server.tensorboard import write_rounds
+
+        try:
+            write_rounds(self.run_dir.path, [record])
+        except Exception:  # noqa: BLE001 - metrics.jsonl has the round; `fedscan report --tensorboard` rebuilds
+            log.exception("Could not write TensorBoard events for round %s", record.get("round"))

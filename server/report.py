@@ -13,6 +13,7 @@ from typing import Any
 
 from fedscan import __version__
 from fedscan.common.checkpoint import atomic_write_bytes
+from fedscan.common.crosssite import MATRIX_FILE, CrossSiteMatrix
 from fedscan.common.errors import DataError
 from fedscan.common.pooled import ScoreHistogram
 from fedscan.server.rundir import RunDirectory
@@ -33,7 +34,8 @@ def _read(run_dir: Path) -> dict[str, Any]:
         return json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else {}
 
     return {"history": history, "config": load("config.json"), "status": load("status.json"),
-            "histograms": load("histograms.json"), "final": load("final.json"), "run_id": run_dir.name}
+            "histograms": load("histograms.json"), "final": load("final.json"), "run_id": run_dir.name,
+            "cross_site": load(MATRIX_FILE)}
 
 
 def build_report(run_dir: Path) -> tuple[Path, Path]:
@@ -57,11 +59,23 @@ def build_report(run_dir: Path) -> tuple[Path, Path]:
         sites = {name: ScoreHistogram.from_lists(h) for name, h in run["histograms"]["sites"].items()}
         figures["ROC"] = plots.roc(pooled, sites, float(run["histograms"]["threshold"]))
         figures["Reliability"] = plots.reliability(pooled)
+    if run["cross_site"]:
+        matrix = CrossSiteMatrix.from_json(run["cross_site"])
+        figures["Cross-site AUC"] = plots.cross_site_heatmap(
+            list(matrix.models), list(matrix.sites), matrix.values("auc"),
+            [matrix.pooled.get(model, {}).get("auc") for model in matrix.models])
     card = model_card(run)
     report, card_path = run_dir / "report.html", run_dir / "model_card.md"
     atomic_write_bytes(report, _html(run, figures, card).encode())
     atomic_write_bytes(card_path, card.encode())
     return report, card_path
+
+
+def rebuild_events(run_dir: Path) -> Path:
+    """TensorBoard event files for every completed round of the run (replacing earlier ones)."""
+    from fedscan.server.tensorboard import rebuild
+
+    return rebuild(Path(run_dir), _read(Path(run_dir))["history"])
 
 
 def _summary(run: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +85,7 @@ def _summary(run: dict[str, Any]) -> dict[str, Any]:
     return {"last": last, "sites": sites, "pooled": last.get("pooled") or {},
             "samples": {s: (train.get(s, {}).get("num-examples"), evaluate.get(s, {}).get("num-examples"))
                         for s in sites},
-            "epsilon": last.get("epsilon", {}), "config_hash": hashlib.sha256(
+            "epsilon": {**last.get("epsilon", {}), **run["cross_site"].get("epsilon", {})}, "config_hash": hashlib.sha256(
                 json.dumps(run["config"], sort_keys=True).encode()).hexdigest()[:16]}
 
 
@@ -104,22 +118,36 @@ def model_card(run: dict[str, Any]) -> str:
               f"- at threshold {_fmt(p.get('threshold'))}: sensitivity {_fmt(p.get('sensitivity'))}, specificity "
               f"{_fmt(p.get('specificity'))}, F1 {_fmt(p.get('f1'))}, accuracy {_fmt(p.get('accuracy'))}",
               f"- expected calibration error {_fmt(p.get('ece'))} (10 bins); n = {_fmt(p.get('n'), 0)}", "",
+              *_cross_site_markdown(run["cross_site"]),
               "Limits: validation data comes from the same sites as training; the threshold is chosen on it, "
               "so metrics at that threshold are optimistic. Evaluate at each hospital with `fedscan evaluate`."]
     return "\n".join(lines) + "\n"
+
+
+def _cross_site_markdown(document: dict[str, Any]) -> list[str]:
+    """The cross-site AUC matrix as a Markdown table (empty when the run made none)."""
+    if not document:
+        return ["Cross-site validation: not run (cross-site = false).", ""]
+    matrix = CrossSiteMatrix.from_json(document)
+    lines = ["Cross-site validation — AUC of each model (rows) at each site (columns); local models are "
+             "the final global model fine-tuned once more at that site, under its DP budget:", "",
+             "| model | " + " | ".join(matrix.sites) + " | pooled |", "|---" * (len(matrix.sites) + 2) + "|"]
+    for model, row in zip(matrix.models, matrix.values("auc")):
+        pooled = matrix.pooled.get(model, {}).get("auc")
+        lines.append(f"| {model} | " + " | ".join(_fmt(v) for v in row) + f" | {_fmt(pooled)} |")
+    return lines + [""] + [f"- {note}" for note in matrix.notes] + ([""] if matrix.notes else [])
 
 
 def _html(run: dict[str, Any], figures: dict[str, bytes], card: str) -> str:
     images = "".join(
         f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{html.escape(title)}</figcaption></figure>" for title, png in figures.items())
-    table = _sites_table(_summary(run)) + _rounds_table(run["history"])
+    table = _sites_table(_summary(run)) + _rounds_table(run["history"]) + _cross_site_html(run["cross_site"])
     card_html = "".join(_card_line(line) for line in card.splitlines()[1:] if line.strip()
                         and not line.startswith("|"))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>fedscan run {html.escape(run['run_id'])}"
             f"</title><style>{_STYLE}</style></head><body><h1>fedscan run {html.escape(run['run_id'])}</h1>"
             f"{card_html}<h2>Sites and rounds</h2>{table}<h2>Figures</h2><div class='grid'>{images}</div>"
-            "<p class='note'>Cross-site validation (local models × sites) is not part of this report yet.</p>"
             "</body></html>")
 
 
@@ -127,6 +155,17 @@ def _card_line(line: str) -> str:
     """One Markdown line of the model card as HTML (bullets and paragraphs only)."""
     text = html.escape(line.removeprefix("- ")).replace("`", "")
     return f"<li>{text}</li>" if line.startswith("- ") else f"<p>{text}</p>"
+
+
+def _cross_site_html(document: dict[str, Any]) -> str:
+    if not document:
+        return ""
+    matrix = CrossSiteMatrix.from_json(document)
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in (*matrix.sites, "pooled"))
+    rows = "".join(f"<tr><th>{html.escape(model)}</th>" + "".join(f"<td>{_fmt(v)}</td>" for v in row)
+                   + f"<td>{_fmt(matrix.pooled.get(model, {}).get('auc'))}</td></tr>"
+                   for model, row in zip(matrix.models, matrix.values("auc")))
+    return f"<h3>Cross-site validation AUC (model × site)</h3><table><tr><th>model</th>{header}</tr>{rows}</table>"
 
 
 def _sites_table(summary: dict[str, Any]) -> str:

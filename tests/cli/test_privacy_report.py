@@ -34,7 +34,7 @@ def write_site_toml(folder: Path, data_dir: Path, **privacy: object) -> Path:
 
 def train_round(site_toml: Path, run_id: str, server_round: int, epsilon: float) -> dict:
     config = RunConfig(rounds=2, train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
-                       privacy=PrivacyConfig(epsilon=epsilon, delta=1e-4))
+                       privacy=PrivacyConfig(epsilon=epsilon, delta=1e-4), cross_site=False)
     settings = {**config.to_message(), "server-round": server_round, "run-id": run_id}
     content = RecordDict({"arrays": ArrayRecord(build_model("small-cnn", seed=0).state_dict()),
                           "config": ConfigRecord(settings)})

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pydicom
+import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
@@ -22,7 +23,7 @@ from fedscan.common.config import RunConfig
 from fedscan.common.errors import REPLY_CODES
 from fedscan.common.ledger import PrivacyLedger
 from fedscan.common.models import build_model
-from fedscan.common.pooled import BINS
+from fedscan.common.pooled import BINS, ScoreHistogram
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.sources import FolderSource
 from fedscan.common.training import TrainSettings
@@ -73,11 +74,11 @@ def test_epsilon_grows_across_rounds_and_budget_is_enforced(client) -> None:
     config = RunConfig(rounds=2, train=FAST, privacy=PrivacyConfig(epsilon=4.0, delta=1e-4))
     context = node_context(100, 0)
     spent = []
-    for server_round in (1, 2):
+    for server_round in (1, 2, 3):  # 2 rounds + the local fine-tune of cross-site validation
         reply = client(_request(config, "train", **{"server-round": server_round}), context)
         spent.append(reply.content["metrics"]["epsilon"])
-    assert 0 < spent[0] < spent[1] <= 4.0 * 1.001
-    extra = client(_request(config, "train", **{"server-round": 3}), context)  # beyond the plan
+    assert 0 < spent[0] < spent[1] < spent[2] <= 4.0 * 1.001
+    extra = client(_request(config, "train", **{"server-round": 4}), context)  # beyond the plan
     assert extra.has_error() and extra.error.code == REPLY_CODES["privacy-budget-exhausted"][0]
 
 
@@ -160,6 +161,22 @@ def test_evaluate_reply_carries_a_score_histogram_of_the_validation_set(client) 
     assert len(metrics["hist-pos"]) == len(metrics["hist-neg"]) == len(metrics["hist-score-sum"]) == BINS
     assert sum(metrics["hist-pos"]) == metrics["positives"]
     assert sum(metrics["hist-pos"]) + sum(metrics["hist-neg"]) == metrics["num-examples"]
+
+
+def test_cross_site_evaluation_answers_for_exactly_the_models_sent(client) -> None:
+    config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    models = {name: ArrayRecord(build_model(config.train.model, seed=seed).state_dict())
+              for seed, name in enumerate(("global", "local:site-1"))}
+    request = instruction(RecordDict({"config": ConfigRecord(config.to_message()), **models}),
+                          "evaluate.cross_site")
+    reply = client(request, node_context(100, 0))
+    assert set(reply.content.metric_records) == set(models) and not reply.content.array_records
+    for record in reply.content.metric_records.values():
+        assert 0 <= record["auc"] <= 1 and sum(record["hist-pos"]) + sum(record["hist-neg"]) == record["num-examples"]
+    assert reply.content.metric_records["global"]["auc"] != reply.content.metric_records["local:site-1"]["auc"]
+    histogram = ScoreHistogram.of(np.array([0.2]), np.array([1]))
+    with pytest.raises(replies.ReplyRefused, match="exactly the models"):
+        replies.cross_site_reply(request, {"global": ({"auc": 0.9}, histogram)}, "site-0")
 
 
 def test_the_allow_list_refuses_unknown_metrics_and_malformed_histograms() -> None:

@@ -17,6 +17,8 @@ from fedscan.common.compat import VERSION_KEY
 from fedscan.client.app import make_client_app
 from fedscan.common.checkpoint import load_checkpoint
 from fedscan.common.config import RunConfig
+from fedscan.common.crosssite import MATRIX_FILE, CrossSiteMatrix
+from fedscan.common.ledger import PrivacyLedger
 from fedscan.common.errors import ConfigError, FedscanError
 from fedscan.common.privacy import PrivacyConfig, epsilon_spent
 from fedscan.common.site_config import PrivacyPolicy
@@ -40,7 +42,7 @@ def _grid(sites: list[Path], state: Path, count: int = 3,
 @pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "fedadam"])
 def test_federation_writes_run_directory_and_every_site_reports(
         strategy: str, flower_identity, synthetic_sites: list[Path], tmp_path: Path) -> None:
-    config = RunConfig(rounds=2, min_sites=3, strategy=strategy, train=FAST,
+    config = RunConfig(rounds=2, min_sites=3, strategy=strategy, train=FAST, cross_site=False,
                        privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
     grid = _grid(synthetic_sites, tmp_path / "state")
     result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
@@ -61,8 +63,38 @@ def test_federation_writes_run_directory_and_every_site_reports(
     assert meta["model"] == "small-cnn" and meta["rounds"] == 2
     assert meta["threshold"] == histograms["threshold"] == pooled["threshold"]
     assert model(torch.rand(2, 1, 64, 64)).shape == (2,)
-    assert all(m.metadata.message_type in ("train", "evaluate") for m in grid.delivered)
+    assert {m.metadata.message_type for m in grid.delivered} == {"train", "evaluate"}
+    assert not (result.run_dir.path / MATRIX_FILE).exists()
     assert all(m.content["config"]["fedscan-version"] for m in grid.delivered)
+
+
+def test_cross_site_matrix_evaluates_global_and_dp_fine_tuned_local_models_everywhere(
+        flower_identity, synthetic_sites: list[Path], tmp_path: Path) -> None:
+    config = RunConfig(rounds=1, min_sites=3, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    grid = _grid(synthetic_sites, tmp_path / "state")
+    result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+    matrix = CrossSiteMatrix.from_json(json.loads((result.run_dir.path / MATRIX_FILE).read_text()))
+    sites = ("site-0", "site-1", "site-2")
+    assert matrix.models == ("global", *(f"local:{s}" for s in sites)) and matrix.sites == sites
+    assert all(value is not None for row in matrix.values("auc") for value in row)
+    assert set(matrix.pooled) == set(matrix.models) and matrix.threshold == result.history[-1]["pooled"]["threshold"]
+    for site in sites:  # the fine-tune is one more release in each ledger, still within the run's ε
+        releases = PrivacyLedger(tmp_path / "state" / site).releases(result.run_dir.run_id)
+        assert [r.round for r in releases] == [1, 2]
+        assert result.history[0]["epsilon"][site] < matrix.epsilon[site] <= 8.0 * 1.001
+    cross = [m for m in grid.delivered if m.metadata.message_type == "evaluate.cross_site"]
+    assert len(cross) == 3 and set(cross[0].content.array_records) == set(matrix.models)
+
+
+def test_without_site_dp_under_central_dp_no_local_model_leaves(
+        flower_identity, synthetic_sites: list[Path], tmp_path: Path) -> None:
+    config = RunConfig(rounds=1, min_sites=3, train=FAST, privacy=PrivacyConfig(enabled=False),
+                       central_noise_multiplier=1.0, central_clip_norm=0.05)
+    grid = _grid(synthetic_sites, tmp_path / "state")
+    result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+    matrix = json.loads((result.run_dir.path / MATRIX_FILE).read_text())
+    assert matrix["models"] == ["global"] and "site DP is off" in matrix["notes"][0]
+    assert sum(m.metadata.message_type == "train" for m in grid.delivered) == 3  # one round, no fine-tune
 
 
 def test_a_refusing_site_is_recorded_and_the_round_goes_on(
@@ -108,7 +140,8 @@ def test_a_site_out_of_budget_leaves_and_the_run_goes_on_or_ends_cleanly(
     # site-2's lifetime budget equals one run: after run A, it refuses every later round.
     tight = PrivacyPolicy(max_epsilon_per_run=8.0, max_epsilon_lifetime=8.0, delta=1e-4, min_samples=1)
     grid = _grid(synthetic_sites, tmp_path / "state", policies=[OPEN_POLICY, OPEN_POLICY, tight])
-    config = RunConfig(rounds=1, min_sites=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    config = RunConfig(rounds=1, min_sites=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
+                       cross_site=False)
     first = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
     assert sorted(first.history[0]["train"]) == ["site-0", "site-1", "site-2"]
     second = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
@@ -116,7 +149,8 @@ def test_a_site_out_of_budget_leaves_and_the_run_goes_on_or_ends_cleanly(
     # A refusal carries no site record: a site never seen in this run shows as its node id.
     assert [(r["site"], r["reason"].split(":")[0]) for r in second.history[0]["refusals"]
             if r["phase"] == "train"] == [("node-102", "privacy-budget-exhausted")]
-    strict = RunConfig(rounds=1, min_sites=3, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    strict = RunConfig(rounds=1, min_sites=3, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
+                       cross_site=False)
     with pytest.raises(FedscanError, match="Round 1: only 2 of the required 3") as raised:
         run_federation(grid, strict, RunDirectory.create(tmp_path / "runs"))
     assert raised.value.code == "quorum-lost"
@@ -125,7 +159,7 @@ def test_a_site_out_of_budget_leaves_and_the_run_goes_on_or_ends_cleanly(
 def test_central_dp_accounts_every_released_round(flower_identity, synthetic_sites: list[Path],
                                                   tmp_path: Path) -> None:
     config = RunConfig(rounds=2, min_sites=3, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
-                       central_noise_multiplier=1.0, central_clip_norm=0.05)
+                       central_noise_multiplier=1.0, central_clip_norm=0.05, cross_site=False)
     result = run_federation(_grid(synthetic_sites, tmp_path / "state"), config, RunDirectory.create(tmp_path / "runs"))
     central = [line["central_epsilon"] for line in result.history]
     assert central[0] < central[1]

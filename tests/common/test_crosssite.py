@@ -1,0 +1,56 @@
+"""The cross-site matrix: pooled columns from summed histograms, gaps for missing sites."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedscan.common.crosssite import (GLOBAL_MODEL, CrossSiteMatrix, SiteEvaluation, build_matrix,
+                                      local_model_name, planned_releases)
+from fedscan.common.metrics import binary_metrics
+from fedscan.common.pooled import ScoreHistogram
+from tests.common.test_pooled import direct_auc
+
+
+def _site(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    labels = rng.integers(0, 2, n)
+    scores = np.clip(rng.normal(0.4 + shift * labels, 0.2), 0, 1)
+    return scores, labels
+
+
+def test_pooled_column_equals_the_auc_of_all_sites_scores_together() -> None:
+    rng = np.random.default_rng(4)
+    models = [GLOBAL_MODEL, local_model_name("a"), local_model_name("b")]
+    results, pooled_scores = {}, {m: ([], []) for m in models}
+    for site, n in (("a", 120), ("b", 300), ("c", 45)):
+        results[site] = {}
+        for index, model in enumerate(models):
+            scores, labels = _site(rng, n, 0.1 * (index + 1))
+            results[site][model] = SiteEvaluation(binary_metrics(labels, scores), ScoreHistogram.of(scores, labels))
+            pooled_scores[model][0].append(scores)
+            pooled_scores[model][1].append(labels)
+    matrix = build_matrix(results, models=models, threshold=0.5)
+    assert matrix.sites == ("a", "b", "c") and matrix.models == tuple(models)
+    for model in models:
+        direct = direct_auc(np.concatenate(pooled_scores[model][0]), np.concatenate(pooled_scores[model][1]))
+        assert matrix.pooled[model]["auc"] == pytest.approx(direct, abs=0.002)
+        assert matrix.pooled[model]["n"] == 465
+    grid = matrix.values("auc")
+    assert len(grid) == 3 and all(len(row) == 3 and all(0 <= v <= 1 for v in row) for row in grid)
+
+
+def test_a_site_that_did_not_evaluate_a_model_leaves_a_gap_and_the_json_round_trips() -> None:
+    rng = np.random.default_rng(1)
+    scores, labels = _site(rng, 50, 0.3)
+    evaluation = SiteEvaluation(binary_metrics(labels, scores), ScoreHistogram.of(scores, labels))
+    models = [GLOBAL_MODEL, local_model_name("a")]
+    matrix = build_matrix({"a": {GLOBAL_MODEL: evaluation, models[1]: evaluation}, "b": {GLOBAL_MODEL: evaluation}},
+                          models=models, threshold=0.3, notes=["b did not evaluate local:a"], epsilon={"a": 2.5})
+    assert matrix.values("auc")[1][1] is None and matrix.values("auc")[0][1] is not None
+    again = CrossSiteMatrix.from_json(matrix.to_json())
+    assert again.values("accuracy") == matrix.values("accuracy") and again.epsilon == {"a": 2.5}
+    assert again.notes == ("b did not evaluate local:a",) and again.threshold == 0.3
+
+
+def test_sites_plan_one_more_release_for_the_local_fine_tune() -> None:
+    assert planned_releases(5, True) == 6 and planned_releases(5, False) == 5
