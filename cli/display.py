@@ -48,6 +48,8 @@ class RoundTable:
 
     def update(self, record: dict[str, Any]) -> None:
         aggregated, epsilon = record.get("aggregated", {}), record.get("epsilon", {})
+        if not self.site_names and not self.rows:  # a deployment learns its sites from the first round
+            self.site_names = sorted(epsilon)
         pooled = record.get("pooled", aggregated)  # pooled from histograms; the mean only without them
         row = [str(record["round"]), _fmt(pooled.get("auc")), _fmt(aggregated.get("loss")),
                _fmt(pooled.get("accuracy")), *[_fmt(epsilon.get(n), 2) for n in self.site_names],

@@ -14,6 +14,7 @@ import typer
 
 from fedscan import __version__
 from fedscan.cli.certs import certs_app
+from fedscan.cli.deploy_commands import client_app, run_command, server_app, status_command
 from fedscan.cli.console import EXIT_FAILED, EXIT_USAGE, console, err_console, fail
 from fedscan.common import defaults
 from fedscan.common.errors import FedscanError
@@ -22,6 +23,10 @@ from fedscan.common.jsonsafe import json_safe
 app = typer.Typer(name="fedscan", help="Federated, differentially private medical-imaging training.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(certs_app, name="certs")
+app.add_typer(server_app, name="server")
+app.add_typer(client_app, name="client")
+app.command("run")(run_command)
+app.command("status")(status_command)
 
 
 def _version(value: bool) -> None:

@@ -63,11 +63,11 @@ def toml_value(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
-def write_app(folder: Path, run_config: dict[str, Any]) -> Path:
+def write_app(folder: Path, run_config: dict[str, Any], *, name: str = "fedscan-simulation") -> Path:
     """A Flower app folder holding configuration only: its components are the installed fedscan."""
     folder.mkdir(parents=True, exist_ok=True)
-    lines = ["[project]", 'name = "fedscan-simulation"', f'version = "{__version__}"',
-             'description = "fedscan simulation run (configuration only)"', 'license = "Apache-2.0"',
+    lines = ["[project]", f'name = "{name}"', f'version = "{__version__}"',
+             'description = "fedscan run (configuration only)"', 'license = "Apache-2.0"',
              "dependencies = []", "", "[tool.flwr.app]", 'publisher = "fedscan"', "",
              "[tool.flwr.app.components]", 'serverapp = "fedscan.server.app:app"',
              'clientapp = "fedscan.client.app:app"', "", "[tool.flwr.app.config]"]
@@ -144,6 +144,17 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 15.0) -> None
             log.warning("Flower process %s ignored SIGTERM; killing it", process.pid)
     _signal_group(process, signal.SIGKILL)  # children that outlived their parent
     process.wait()
+
+
+def forward_stop_signals(process: subprocess.Popen) -> None:
+    """SIGTERM/SIGINT to this process are passed on to ``process``'s group; the caller's wait() then returns.
+    (Only signals: waiting inside a handler would deadlock on the wait the main thread holds.)"""
+
+    def forward(signum: int, frame: Any) -> None:
+        _signal_group(process, signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
 
 
 def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:

@@ -1,0 +1,154 @@
+"""Deployment commands: ``fedscan server …`` (coordinator), ``fedscan client …`` (hospital), ``fedscan run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from fedscan.cli.console import EXIT_FAILED, console, err_console, fail
+from fedscan.common.errors import FedscanError
+
+server_app = typer.Typer(help="The coordinator: start it, manage which sites may join.", no_args_is_help=True)
+sites_app = typer.Typer(help="Sites allowed to join (their public keys).", no_args_is_help=True)
+server_app.add_typer(sites_app, name="sites")
+client_app = typer.Typer(help="A hospital site: check its setup, join the federation.", no_args_is_help=True)
+CoordinatorToml = Annotated[Path, typer.Option("--config", help="The coordinator's coordinator.toml.")]
+SiteToml = Annotated[Path, typer.Option("--config", help="The site's site.toml.")]
+
+
+def _coordinator(path: Path):  # noqa: ANN202 - CoordinatorConfig, imported lazily
+    from fedscan.server.coordinator import load_coordinator_config
+
+    try:
+        return load_coordinator_config(path)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+
+
+@server_app.command("start")
+def server_start(config: CoordinatorToml,
+                 insecure: Annotated[bool, typer.Option("--insecure", help="No TLS, no site authentication: "
+                                                        "local experiments only.")] = False) -> None:
+    """Run the coordinator (Flower SuperLink) in the foreground until stopped."""
+    from fedscan.cli.coordinator import serve
+
+    coordinator = _coordinator(config)
+    if insecure:
+        err_console.print("[bold yellow]WARNING: --insecure: sites connect WITHOUT TLS and WITHOUT "
+                          "authentication. Never use this outside a local experiment.[/]")
+    try:
+        code = serve(coordinator, insecure=insecure)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@sites_app.command("add")
+def sites_add(name: str, public_key: Path, config: CoordinatorToml) -> None:
+    """Allow the site NAME, identified by its KEY.pub (made with `fedscan certs site NAME`)."""
+    from fedscan.cli.coordinator import add_site
+
+    try:
+        entry = add_site(_coordinator(config), name, public_key)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"site {name} registered (node {entry['node_id']}, key {entry['key_sha256']})", highlight=False)
+
+
+@sites_app.command("list")
+def sites_list(config: CoordinatorToml) -> None:
+    """Registered sites and whether they are online."""
+    from fedscan.cli.coordinator import list_sites
+
+    try:
+        rows = list_sites(_coordinator(config))
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    table = Table(title="Registered sites")
+    for header in ("site", "status", "online since", "node", "key", "added"):
+        table.add_column(header)
+    for row in rows:
+        table.add_row(row["name"], row["status"], row["online_at"], row["node_id"], row["key_sha256"], row["added"])
+    console.print(table)
+
+
+@sites_app.command("remove")
+def sites_remove(name: str, config: CoordinatorToml) -> None:
+    """Stop accepting the site NAME."""
+    from fedscan.cli.coordinator import remove_site
+
+    try:
+        remove_site(_coordinator(config), name)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"site {name} removed", highlight=False)
+
+
+@client_app.command("check")
+def client_check(config: SiteToml) -> None:
+    """Run the site's pre-flight checks only."""
+    if not _preflight(config):
+        raise typer.Exit(2)
+
+
+@client_app.command("start")
+def client_start(config: SiteToml) -> None:
+    """Pre-flight checks, then join the federation (Flower SuperNode) until stopped."""
+    from fedscan.cli.site_node import run_supernode
+    from fedscan.common.site_config import load_site_config
+
+    if not _preflight(config):
+        raise fail("Pre-flight checks failed; fix the items marked FAIL and start again.")
+    code, advice = run_supernode(load_site_config(config), config)
+    if advice:
+        raise fail(advice, EXIT_FAILED)
+    raise typer.Exit(code)
+
+
+def _preflight(config: Path) -> bool:
+    from fedscan.cli.preflight import run_checks
+
+    _, checks = run_checks(config)
+    for check in checks:
+        mark = "[green]ok  [/]" if check.ok else "[bold red]FAIL[/]"
+        console.print(f"{mark} {check.name}: ", end="")
+        console.print(check.detail, highlight=False, markup=False, soft_wrap=True)
+    return all(check.ok for check in checks)
+
+
+def run_command(config: Annotated[Path, typer.Option("--config", help="run.toml: [run] settings and "
+                                                      "coordinator-config.")],
+                timeout: Annotated[float, typer.Option(help="Stop following after this many seconds "
+                                                            "(the run goes on).")] = 86400.0) -> None:
+    """Submit a run to the coordinator and follow it round by round; exit 0 only if it completed."""
+    from fedscan.cli.display import RoundTable
+    from fedscan.cli.launch import follow, load_run_request, submit
+
+    try:
+        request = load_run_request(config)
+        run_dir, flower_run_id = submit(request)
+        console.print(f"Run {run_dir.run_id} (Flower run {flower_run_id}) submitted → {run_dir.path}",
+                      highlight=False)
+        with RoundTable(console, []) as table:
+            status = follow(request, run_dir, flower_run_id, table.update, timeout_s=timeout)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    if status.get("state") != "completed":
+        raise fail(f"Run {run_dir.run_id} failed: {status.get('reason', 'unknown reason')}", EXIT_FAILED)
+    console.print(f"Run {run_dir.run_id} completed: {run_dir.path / 'final.pt'}; report: "
+                  f"{run_dir.path / 'report.html'}", highlight=False)
+
+
+def status_command(config: CoordinatorToml) -> None:
+    """Runs on this coordinator: state and rounds completed."""
+    from fedscan.cli.launch import run_statuses
+
+    table = Table(title="Runs")
+    for header in ("run", "state", "rounds", "reason"):
+        table.add_column(header)
+    for row in run_statuses(_coordinator(config)):
+        table.add_row(row["run_id"], row["state"], str(row["rounds"]), row["reason"])
+    console.print(table)

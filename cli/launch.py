@@ -1,0 +1,108 @@
+"""``fedscan run``: submit a run to the coordinator and follow it round by round.
+
+``run.toml`` holds the run's settings under ``[run]`` — the same kebab-case
+keys as ``[tool.flwr.app.config]`` — and ``coordinator-config``, the path of
+the coordinator's own ``coordinator.toml`` (``fedscan run`` runs on the
+coordinator host: it reads the run directory as rounds complete). Success is
+read from the run directory's status, never from ``flwr``'s exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedscan.cli.coordinator import CONNECTION, flwr
+from fedscan.cli.superlink import write_app
+from fedscan.common.config import RunConfig
+from fedscan.common.errors import ConfigError
+from fedscan.server.coordinator import CoordinatorConfig, load_coordinator_config
+from fedscan.server.rundir import RunDirectory
+
+_FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    coordinator: CoordinatorConfig
+    run: RunConfig
+
+
+def load_run_request(path: Path) -> RunRequest:
+    """Read ``run.toml``: ``[run]`` settings (validated by RunConfig) and the coordinator's config path."""
+    path = Path(path).expanduser()
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the run configuration {path} ({exc.strerror}).") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}.") from exc
+    if set(document) != {"run"}:
+        raise ConfigError(f"{path} must hold exactly one section, [run].")
+    settings = dict(document["run"])
+    coordinator = settings.pop("coordinator-config", None)
+    if not coordinator:
+        raise ConfigError(f"{path}: [run] coordinator-config is required (the path of coordinator.toml).")
+    return RunRequest(load_coordinator_config(path.parent / str(coordinator)), RunConfig.from_flat(settings))
+
+
+def submit(request: RunRequest) -> tuple[RunDirectory, int]:
+    """Hand the run to the SuperLink; its run directory and Flower's run id."""
+    run_dir = RunDirectory.create(request.coordinator.runs_dir)
+    run_config = {**request.run.to_flat(), "runs-dir": str(request.coordinator.runs_dir), "run-id": run_dir.run_id}
+    with tempfile.TemporaryDirectory(prefix="fedscan-run-") as tmp:
+        app_dir = write_app(Path(tmp) / "app", run_config, name="fedscan-run")
+        reply = flwr(request.coordinator, "run", str(app_dir), CONNECTION, timeout_s=120.0)
+    (run_dir.path / "flower-run.json").write_text(json.dumps({"flower_run_id": reply["run-id"]}))
+    return run_dir, int(reply["run-id"])
+
+
+def follow(request: RunRequest, run_dir: RunDirectory, flower_run_id: int,
+           on_round: Callable[[dict[str, Any]], None], *, poll_s: float = 1.0, check_every_s: float = 10.0,
+           timeout_s: float | None = None) -> dict[str, Any]:
+    """Feed each completed round to ``on_round`` until the run ends; its final status."""
+    shown, last_check = 0, time.monotonic()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        history = run_dir.read_metrics()
+        for record in history[shown:]:
+            on_round(record)
+        shown = len(history)
+        status = run_dir.read_status()
+        if status.get("state") in ("completed", "failed"):
+            return status
+        if time.monotonic() - last_check > check_every_s:
+            last_check = time.monotonic()
+            flower_status = flower_run_status(request.coordinator, flower_run_id)
+            if flower_status.startswith(_FINISHED):
+                time.sleep(poll_s)  # the ServerApp writes status.json just before it exits
+                return run_dir.read_status() or {"state": "failed", "reason": f"Flower reports {flower_status} "
+                                                 "before the run wrote its status; see `flwr log`."}
+        if deadline is not None and time.monotonic() > deadline:
+            return {"state": "failed", "reason": f"no result within {timeout_s:g} s; the run may still be going: "
+                    "`fedscan status`."}
+        time.sleep(poll_s)
+
+
+def flower_run_status(coordinator: CoordinatorConfig, flower_run_id: int) -> str:
+    """Flower's status of one run, e.g. ``running`` or ``finished:completed``."""
+    runs = flwr(coordinator, "ls", CONNECTION, "--run-id", str(flower_run_id)).get("runs", [])
+    return str(runs[0].get("status", "unknown")) if runs else "unknown"
+
+
+def run_statuses(coordinator: CoordinatorConfig) -> list[dict[str, Any]]:
+    """Every run directory on this coordinator with its state and rounds completed, newest first."""
+    rows = []
+    for path in sorted(coordinator.runs_dir.glob("*/"), reverse=True):
+        run_dir = RunDirectory(path, path.name)
+        status, history = run_dir.read_status(), run_dir.read_metrics()
+        rows.append({"run_id": path.name, "state": status.get("state", "unknown"),
+                     "rounds": len([line for line in history if "aggregated" in line]),
+                     "reason": status.get("reason", "")})
+    return rows
