@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedscan-installed
 
-.PHONY: demo test test-all bench-ingest install clean
+.PHONY: demo test test-all bench-ingest bench-deployment install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "fedscan needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -26,6 +26,9 @@ test-all: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+bench-deployment: $(STAMP)
+	$(BIN)/python bench/deployment.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

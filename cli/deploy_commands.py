@@ -152,3 +152,16 @@ def status_command(config: CoordinatorToml) -> None:
     for row in run_statuses(_coordinator(config)):
         table.add_row(row["run_id"], row["state"], str(row["rounds"]), row["reason"])
     console.print(table)
+
+
+def logs_command(run_id: Annotated[str, typer.Argument(help="A run id from `fedscan status`.")],
+                 config: CoordinatorToml) -> None:
+    """The coordinator-side log of a run (Flower's ServerApp log)."""
+    from fedscan.cli.launch import flower_run_id_of, server_log
+
+    coordinator = _coordinator(config)
+    try:
+        console.print(server_log(coordinator, flower_run_id_of(coordinator, run_id)), highlight=False,
+                      markup=False)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None

@@ -10,6 +10,7 @@ read from the run directory's status, never from ``flwr``'s exit code.
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
 import time
 import tomllib
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fedscan.cli.coordinator import CONNECTION, flwr
-from fedscan.cli.superlink import write_app
+from fedscan.cli.superlink import _BIN, flower_env, write_app
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import ConfigError
 from fedscan.server.coordinator import CoordinatorConfig, load_coordinator_config
@@ -82,8 +83,9 @@ def follow(request: RunRequest, run_dir: RunDirectory, flower_run_id: int,
             flower_status = flower_run_status(request.coordinator, flower_run_id)
             if flower_status.startswith(_FINISHED):
                 time.sleep(poll_s)  # the ServerApp writes status.json just before it exits
-                return run_dir.read_status() or {"state": "failed", "reason": f"Flower reports {flower_status} "
-                                                 "before the run wrote its status; see `flwr log`."}
+                return run_dir.read_status() or {
+                    "state": "failed", "reason": f"Flower reports {flower_status} before the run wrote its status. "
+                    f"End of the ServerApp's log:\n{server_log_tail(request.coordinator, flower_run_id)}"}
         if deadline is not None and time.monotonic() > deadline:
             return {"state": "failed", "reason": f"no result within {timeout_s:g} s; the run may still be going: "
                     "`fedscan status`."}
@@ -94,6 +96,31 @@ def flower_run_status(coordinator: CoordinatorConfig, flower_run_id: int) -> str
     """Flower's status of one run, e.g. ``running`` or ``finished:completed``."""
     runs = flwr(coordinator, "ls", CONNECTION, "--run-id", str(flower_run_id)).get("runs", [])
     return str(runs[0].get("status", "unknown")) if runs else "unknown"
+
+
+def server_log(coordinator: CoordinatorConfig, flower_run_id: int) -> str:
+    """The ServerApp's log of one run, as Flower keeps it (``flwr log RUN --show``)."""
+    command = [str(_BIN / "flwr"), "log", str(flower_run_id), CONNECTION, "--show"]
+    try:
+        result = subprocess.run(command, env=flower_env(coordinator.flwr_home), capture_output=True, text=True,
+                                timeout=60, cwd=coordinator.state_dir, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return "(flwr log did not answer)"
+    return result.stdout.strip() or "(empty)"
+
+
+def server_log_tail(coordinator: CoordinatorConfig, flower_run_id: int, lines: int = 15) -> str:
+    """The last lines of the ServerApp's log (for runs that died before writing their status)."""
+    return "\n".join(server_log(coordinator, flower_run_id).splitlines()[-lines:])
+
+
+def flower_run_id_of(coordinator: CoordinatorConfig, run_id: str) -> int:
+    """Flower's id of the fedscan run ``run_id`` (recorded by ``fedscan run``)."""
+    record = coordinator.runs_dir / run_id / "flower-run.json"
+    if not record.is_file():
+        raise ConfigError(f"No run {run_id!r} launched by `fedscan run` on this coordinator; `fedscan status` "
+                          "lists them.")
+    return int(json.loads(record.read_text())["flower_run_id"])
 
 
 def run_statuses(coordinator: CoordinatorConfig) -> list[dict[str, Any]]:

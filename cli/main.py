@@ -14,7 +14,7 @@ import typer
 
 from fedscan import __version__
 from fedscan.cli.certs import certs_app
-from fedscan.cli.deploy_commands import client_app, run_command, server_app, status_command
+from fedscan.cli.deploy_commands import client_app, logs_command, run_command, server_app, status_command
 from fedscan.cli.console import EXIT_FAILED, EXIT_USAGE, console, err_console, fail
 from fedscan.common import defaults
 from fedscan.common.errors import FedscanError
@@ -27,6 +27,7 @@ app.add_typer(server_app, name="server")
 app.add_typer(client_app, name="client")
 app.command("run")(run_command)
 app.command("status")(status_command)
+app.command("logs")(logs_command)
 
 
 def _version(value: bool) -> None:

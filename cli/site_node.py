@@ -15,7 +15,8 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-from fedscan.cli.superlink import _BIN, flower_env, forward_stop_signals, free_port, stop_process_group
+from fedscan.cli.superlink import flower_env, forward_stop_signals, free_port, stop_process_group
+from fedscan.cli.supernode_launcher import DEFAULT_POLL_S, POLL_ENV
 from fedscan.common.site_config import SiteConfig
 
 _FLOWER_EXIT = re.compile(r"Exit Code: (\d+)")
@@ -30,7 +31,7 @@ def supernode_command(config: SiteConfig, config_path: Path) -> list[str]:
     """The ``flower-supernode`` command line for this site."""
     connection = config.connection
     assert connection is not None, "pre-flight checks ensure a [coordinator] section"
-    command = [str(_BIN / "flower-supernode"), "--superlink", connection.address,
+    command = [sys.executable, "-m", "fedscan.cli.supernode_launcher", "--superlink", connection.address,
                "--node-config", f'site-config="{Path(config_path).resolve()}"',
                "--host", "127.0.0.1", "--port", str(free_port()), "--max-retries", "20", "--max-wait-time", "600"]
     if connection.insecure:
@@ -51,7 +52,8 @@ def run_supernode(config: SiteConfig, config_path: Path) -> tuple[int, str]:
     if config.log_dir is not None:
         config.log_dir.mkdir(parents=True, exist_ok=True)
         sink = open(config.log_dir / "supernode.log", "a", encoding="utf-8")
-    process = subprocess.Popen(supernode_command(config, config_path), env=flower_env(home), cwd=config.state_dir,
+    env = {**flower_env(home), POLL_ENV: str(config.connection.poll_interval_s if config.connection else DEFAULT_POLL_S)}
+    process = subprocess.Popen(supernode_command(config, config_path), env=env, cwd=config.state_dir,
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, errors="replace", start_new_session=True)
     forward_stop_signals(process)

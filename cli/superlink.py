@@ -43,7 +43,9 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     path = os.pathsep.join([str(_BIN), os.environ.get("PATH", "")])
     return {**os.environ, "PATH": path, "FLWR_HOME": str(flwr_home), "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONUNBUFFERED": "1"}
+            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONUNBUFFERED": "1",
+            # SuperExec starts an app at most this long after it is due (Flower's default: 1 s).
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
 
 
 def free_port() -> int:

@@ -23,10 +23,11 @@ from fedscan.common.metrics import METRIC_NAMES
 from fedscan.common.pooled import BINS, ScoreHistogram
 
 SITE_RECORD = "site"
-TRAIN_METRICS = frozenset({"num-examples", "train-loss", "steps", "noise-multiplier", "epsilon"})
+# site-seconds: how long the handler took at the site (load + train / evaluate), for round-overhead figures.
+TRAIN_METRICS = frozenset({"num-examples", "train-loss", "steps", "noise-multiplier", "epsilon", "site-seconds"})
 HISTOGRAM_KEYS = frozenset({"hist-pos", "hist-neg", "hist-score-sum"})
 _ALLOWED_DTYPES = frozenset({torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64})
-EVALUATE_METRICS = frozenset({"num-examples", "precision", "positives", *METRIC_NAMES})
+EVALUATE_METRICS = frozenset({"num-examples", "precision", "positives", "site-seconds", *METRIC_NAMES})
 
 
 class ReplyRefused(Exception):

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.transforms import Compose, EnsureChannelFirst, RandAffine, Resize, ScaleIntensity
-from monai.utils import convert_to_tensor
 
 from fedscan.common.decode_pool import PoolSettings
 from fedscan.common.dicom import DecodeOptions
@@ -59,6 +57,9 @@ class SiteData:
 
 def preprocess(images: list[np.ndarray], size: int) -> torch.Tensor:
     """Scale each 2-D image to [0, 1] and resize it to ``size``×``size``."""
+    from monai.transforms import Compose, EnsureChannelFirst, Resize, ScaleIntensity
+    from monai.utils import convert_to_tensor
+
     transform = Compose([
         EnsureChannelFirst(channel_dim="no_channel"),
         ScaleIntensity(minv=0.0, maxv=1.0),
@@ -73,6 +74,8 @@ class TrainingSet(torch.utils.data.Dataset):
     """Tensor dataset with light, label-preserving augmentation per sample."""
 
     def __init__(self, data: ImageSet, *, augment: bool, seed: int) -> None:
+        from monai.transforms import RandAffine
+
         self.data = data
         self.augment = (
             RandAffine(prob=0.7, rotate_range=0.08, translate_range=(3, 3), scale_range=(0.06, 0.06),
@@ -86,6 +89,8 @@ class TrainingSet(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.data.images[index]
         if self.augment is not None:
+            from monai.utils import convert_to_tensor
+
             image = convert_to_tensor(self.augment(image), track_meta=False).float()
         return image, self.data.labels[index].float()
 

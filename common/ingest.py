@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.transforms import Resize
 
 from fedscan.common.cache import CachedImage, CachedRejection, DecodeCache, content_hash, settings_key
 from fedscan.common.decode_pool import DecodePool, PoolSettings
@@ -140,6 +139,8 @@ def _preprocessed(outcome: Decoded | Rejected, size: int) -> CachedImage | Cache
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """F×C×H×W → F×C×size×size by area averaging (anti-aliased downsampling)."""
+    from monai.transforms import Resize  # only on a cache miss: MONAI's import costs ~1.5 s per process
+
     resize = Resize((size, size), mode="area")
     with torch.no_grad():
         resized = [torch.as_tensor(resize(torch.from_numpy(frame))).numpy() for frame in frames]

@@ -43,7 +43,7 @@ _SECTIONS = {
     "data": {"dir", "labels-csv", "key", "key-column", "label-column", "patient-column", "frames",
              "cache-dir", "decode-workers", "decode-timeout-s", "val-fraction"},
     "privacy": {"max-epsilon-per-run", "max-epsilon-lifetime", "delta", "secure-mode", "min-samples"},
-    "coordinator": {"address", "ca-certificate", "insecure"},
+    "coordinator": {"address", "ca-certificate", "insecure", "poll-interval-s"},
     "auth": {"private-key"},
     "logging": {"log-dir"},
 }
@@ -99,6 +99,7 @@ class Connection:
     ca_certificate: Path | None
     private_key: Path | None
     insecure: bool = False
+    poll_interval_s: float = 0.5  # how often an idle site asks the coordinator for work (Flower: 3 s)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,14 @@ def _connection(document: dict[str, Any], base: Path) -> Connection | None:
                       ca_certificate=_path(base, coordinator["ca-certificate"]) if coordinator.get("ca-certificate")
                       else None,
                       private_key=_path(base, auth["private-key"]) if auth.get("private-key") else None,
-                      insecure=insecure)
+                      insecure=insecure, poll_interval_s=_poll_interval(coordinator))
+
+
+def _poll_interval(coordinator: dict[str, Any]) -> float:
+    value = float(coordinator.get("poll-interval-s", 0.5))
+    if not 0.05 <= value <= 60:
+        raise ConfigError("[coordinator] poll-interval-s must be between 0.05 and 60 seconds.")
+    return value
 
 
 def _check_keys(document: dict[str, Any], path: Path) -> None:

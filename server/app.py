@@ -20,6 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import FedscanError
 from fedscan.common.models import build_model
+from fedscan.server.prompt_grid import PromptGrid
 from fedscan.server.recorder import RoundRecorder
 from fedscan.server.rundir import RunDirectory
 from fedscan.server.strategy import build_strategy
@@ -123,4 +124,4 @@ def main(grid: Grid, context: Context) -> None:
     config = RunConfig.from_flat(run_config)
     run_dir = RunDirectory.create(Path(str(run_config.get("runs-dir", "runs"))),
                                   str(run_config.get("run-id", "")) or None, exist_ok=True)
-    run_federation(grid, config, run_dir)
+    run_federation(PromptGrid(grid), config, run_dir)

@@ -112,6 +112,8 @@ def test_two_dp_rounds_over_tls_with_authenticated_sites(federation: dict) -> No
     assert listed.returncode == 0 and listed.stdout.count("│ online │") == 2
     status = fedscan("status", "--config", "coordinator.toml", cwd=root)
     assert run_dir.name in status.stdout and "completed" in status.stdout
+    logs = fedscan("logs", run_dir.name, "--config", "coordinator.toml", cwd=root)
+    assert logs.returncode == 0 and "ROUND 2/2" in logs.stdout
 
 
 def test_a_site_with_an_unregistered_key_is_refused(federation: dict) -> None:

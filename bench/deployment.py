@@ -1,0 +1,116 @@
+"""Round latency of a real loopback deployment: wall time per round versus the sites' own work.
+
+Starts a coordinator (`fedscan server start`, TLS + site authentication) and N site processes
+(`fedscan client start`) on 127.0.0.1, launches `fedscan run`, and reads metrics.jsonl: a round's
+wall time is the gap between consecutive rounds' `elapsed_s`; the sites' own time is the slowest
+site's train handler plus the slowest site's evaluate handler (`site-seconds`: data loading +
+training or evaluation). The rest is framework overhead: message delivery, polling, process starts.
+
+    python bench/deployment.py [--sites 2] [--rounds 4] [--images 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fedscan.cli.superlink import free_port, stop_process_group
+
+FEDSCAN = [sys.executable, "-m", "fedscan"]
+
+
+def _run(*args: str, cwd: Path) -> None:
+    result = subprocess.run([*FEDSCAN, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise SystemExit(f"fedscan {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+
+
+def _start(args: list[str], cwd: Path, log: str) -> subprocess.Popen:
+    with open(cwd / log, "w") as output:
+        return subprocess.Popen([*FEDSCAN, *args], cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_for_port(port: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise SystemExit(f"nothing listens on port {port}")
+
+
+def _prepare(root: Path, sites: int, images: int, fleet: int, control: int) -> list[str]:
+    _run("synth", "--sites", str(sites), "--out", "sites", "--images-per-site", str(images), cwd=root)
+    _run("certs", "init", cwd=root)
+    _run("certs", "server", "--host", "127.0.0.1", cwd=root)
+    (root / "coordinator.toml").write_text(
+        f'[coordinator]\nfleet-address = "127.0.0.1:{fleet}"\ncontrol-address = "127.0.0.1:{control}"\n'
+        'state-dir = "coordinator"\n\n[tls]\nca-certificate = "certs/ca.crt"\ncertificate = "certs/server.crt"\n'
+        'private-key = "certs/server.key"\n')
+    names = [f"site-{i}" for i in range(sites)]
+    for name in names:
+        _run("certs", "site", name, "--out", "keys", cwd=root)
+        (root / f"{name}.toml").write_text(
+            f'[site]\nname = "{name}"\nstate-dir = "{name}-state"\n\n[data]\ndir = "sites/{name}"\n'
+            'cache-dir = "cache"\n\n[privacy]\nmax-epsilon-per-run = 8.0\nmax-epsilon-lifetime = 1000.0\n'
+            f'delta = 1e-4\nmin-samples = 10\n\n[coordinator]\naddress = "127.0.0.1:{fleet}"\n'
+            f'ca-certificate = "certs/ca.crt"\n\n[auth]\nprivate-key = "keys/{name}.key"\n')
+    return names
+
+
+def _rows(run_dir: Path) -> list[tuple[int, float, float]]:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows, previous = [], 0.0
+    for line in lines:
+        wall = line["elapsed_s"] - previous
+        previous = line["elapsed_s"]
+        site = (max(m.get("site-seconds", 0.0) for m in line["train"].values())
+                + max(m.get("site-seconds", 0.0) for m in line["evaluate"].values()))
+        rows.append((line["round"], wall, site))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sites", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--images", type=int, default=120)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fedscan-bench-") as tmp:
+        root, fleet, control = Path(tmp), free_port(), free_port()
+        names = _prepare(root, args.sites, args.images, fleet, control)
+        processes = [_start(["server", "start", "--config", "coordinator.toml"], root, "coordinator.log")]
+        try:
+            _wait_for_port(control)
+            for name in names:
+                _run("server", "sites", "add", name, f"keys/{name}.pub", "--config", "coordinator.toml", cwd=root)
+                processes.append(_start(["client", "start", "--config", f"{name}.toml"], root, f"{name}.log"))
+            (root / "run.toml").write_text(
+                f'[run]\ncoordinator-config = "coordinator.toml"\nrounds = {args.rounds}\nmin-sites = {args.sites}\n'
+                'local-epochs = 1\nbatch-size = 32\ndelta = 1e-4\ncross-site = false\njoin-timeout-s = 120\n')
+            _run("run", "--config", "run.toml", cwd=root)
+            rows = _rows(next((root / "coordinator" / "runs").iterdir()))
+        finally:
+            for process in reversed(processes):
+                stop_process_group(process)
+    print(f"\n{args.sites} sites × {args.images} synthetic images, small-cnn, DP ε=8, 1 local epoch, loopback TLS\n")
+    print("| round | wall s | sites' own s (train + evaluate) | overhead s | overhead % |")
+    print("|---|---|---|---|---|")
+    for number, wall, site in rows:
+        print(f"| {number} | {wall:.1f} | {site:.1f} | {wall - site:.1f} | {100 * (wall - site) / wall:.0f} % |")
+    later = rows[1:] or rows
+    mean_wall, mean_site = (sum(r[1] for r in later) / len(later), sum(r[2] for r in later) / len(later))
+    print(f"| mean of rounds ≥ 2 | {mean_wall:.1f} | {mean_site:.1f} | {mean_wall - mean_site:.1f} | "
+          f"{100 * (mean_wall - mean_site) / mean_wall:.0f} % |")
+
+
+if __name__ == "__main__":
+    main()
