@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, Re
 
 from fedscan import __version__
 from fedscan.common.compat import VERSION_KEY
+from fedscan.common.config import EVALUATION_RECORD
 from fedscan.common.errors import public_reply
 from fedscan.common.metrics import METRIC_NAMES
 from fedscan.common.pooled import BINS, ScoreHistogram
@@ -63,10 +64,21 @@ def _checked_arrays(arrays: Mapping[str, torch.Tensor], expected: Mapping[str, t
 
 
 def train_reply(msg: Message, arrays: Mapping[str, torch.Tensor], metrics: Mapping[str, float], site_name: str,
-                *, expected: Mapping[str, torch.Tensor]) -> Message:
+                *, expected: Mapping[str, torch.Tensor],
+                evaluation: tuple[Mapping[str, float], ScoreHistogram] | None = None) -> Message:
+    """The update and its metrics; ``evaluation``: the received model scored on validation data."""
     content = RecordDict({"arrays": _checked_arrays(arrays, expected), "metrics": _scalars(metrics, TRAIN_METRICS),
                           SITE_RECORD: _site_record(site_name)})
+    if evaluation is not None:
+        content[EVALUATION_RECORD] = _evaluation_record(*evaluation)
     return Message(content=content, reply_to=msg)
+
+
+def _evaluation_record(metrics: Mapping[str, float], histogram: ScoreHistogram) -> MetricRecord:
+    record = _scalars(metrics, EVALUATE_METRICS)
+    for key, values in histogram.to_lists().items():
+        record[key] = _histogram_values(key, values)
+    return record
 
 
 def evaluate_reply(msg: Message, metrics: Mapping[str, float], site_name: str, *,
@@ -86,10 +98,7 @@ def cross_site_reply(msg: Message, results: Mapping[str, tuple[Mapping[str, floa
         raise ReplyRefused("Cross-site results must cover exactly the models the coordinator sent.")
     content = RecordDict({SITE_RECORD: _site_record(site_name)})
     for name, (metrics, histogram) in results.items():
-        record = _scalars(metrics, EVALUATE_METRICS)
-        for key, values in histogram.to_lists().items():
-            record[key] = _histogram_values(key, values)
-        content[name] = record
+        content[name] = _evaluation_record(metrics, histogram)
     return Message(content=content, reply_to=msg)
 
 

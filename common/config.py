@@ -22,6 +22,9 @@ STRATEGIES = ("fedavg", "fedprox", "fedadam")
 FlatValue = bool | int | float | str
 # Run-config keys that describe where a run is written or simulated, not how it trains.
 IGNORED_FLAT_KEYS = ("runs-dir", "run-id", "simulation-sites", "device")
+# Message key: score the received model on validation data before training on it (see server/rounds.py).
+EVALUATE_FIRST = "evaluate-first"
+EVALUATION_RECORD = "evaluation"  # the train reply's record holding that evaluation
 
 
 @dataclass(frozen=True)

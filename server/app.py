@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedscan.common.config import RunConfig
@@ -22,6 +22,7 @@ from fedscan.common.errors import FedscanError
 from fedscan.common.models import build_model
 from fedscan.server.prompt_grid import PromptGrid
 from fedscan.server.recorder import RoundRecorder
+from fedscan.server.rounds import run_rounds
 from fedscan.server.rundir import RunDirectory
 from fedscan.server.strategy import build_strategy
 from fedscan.server.tensorboard import require_tensorboard
@@ -88,18 +89,16 @@ def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> Federatio
     strategy = build_strategy(config, recorder, num_sites)
     message_config = {**config.to_message(), "run-id": run_dir.run_id}  # keys each site's ledger
     log.info("Starting %s rounds of %s with %s sites", config.rounds, config.strategy, num_sites)
-    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
-                            num_rounds=config.rounds, timeout=config.round_timeout_s,
-                            train_config=ConfigRecord(dict(message_config)),
-                            evaluate_config=ConfigRecord(dict(message_config)))
+    arrays = run_rounds(strategy, grid, recorder, initial_arrays=ArrayRecord(model.state_dict()),
+                        rounds=config.rounds, timeout=config.round_timeout_s, message_config=message_config)
     if not recorder.history or "train" not in recorder.history[-1]:
         raise FedscanError("No site completed the last round; see the refusals in metrics.jsonl.",
                            code="run-failed")
     # The operating threshold was chosen on the pooled validation histogram; evaluation reuses it.
-    final = run_dir.save_model("final", config.train.model, result.arrays.to_torch_state_dict(),
+    final = run_dir.save_model("final", config.train.model, arrays.to_torch_state_dict(),
                                rounds=config.rounds, strategy=config.strategy, threshold=recorder.threshold)
     if config.cross_site:
-        _cross_validate(grid, config, recorder, result.arrays, message_config, run_dir)
+        _cross_validate(grid, config, recorder, arrays, message_config, run_dir)
     return FederationResult(run_dir, recorder.history, final)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from flwr.app import ArrayRecord, Message
 
 from fedscan.common.compat import VERSION_KEY, check_compatible
+from fedscan.common.config import EVALUATION_RECORD
 from fedscan.common.errors import FedscanError, VersionMismatchError
 from fedscan.common.metrics import METRIC_NAMES
 from fedscan.common.pooled import ScoreHistogram, pooled_metrics, youden_threshold
@@ -80,6 +81,21 @@ class RoundRecorder:
         if phase == "train" and len(accepted) < self.min_sites:
             self._end_without_quorum(server_round, len(accepted))
         return accepted
+
+    def take_evaluations(self, evaluated_round: int, replies: list[Message]) -> None:
+        """Move the evaluations riding on train replies (of ``evaluated_round``'s aggregate) out of them,
+        into that round's record, and close the round. Flower's aggregation then sees plain train replies."""
+        record = self._current
+        record.setdefault("round", evaluated_round)
+        for reply in sorted(replies, key=self.site_name):
+            if reply.has_error() or EVALUATION_RECORD not in reply.content:
+                continue
+            metrics = reply.content.metric_records[EVALUATION_RECORD]
+            del reply.content[EVALUATION_RECORD]
+            name = self.site_name(reply)
+            if self._take_histogram(record, name, metrics):
+                record.setdefault("evaluate", {})[name] = dict(metrics)
+        self.round_done(evaluated_round)
 
     def _end_without_quorum(self, server_round: int, trained: int) -> None:
         """Fewer sites than min-sites trained: record the round with its refusals, then stop the run."""

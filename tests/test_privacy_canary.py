@@ -82,8 +82,9 @@ def test_no_canary_reaches_the_coordinator(flower_identity, synthetic_sites: lis
     coordinator_logs = "\n".join(r.getMessage() for r in caplog.records
                                  if not r.name.startswith(("fedscan.client", "fedscan.common"))).encode()
     run_files = b"".join(p.read_bytes() for p in result.run_dir.path.rglob("*") if p.is_file())
-    # rounds × (train, evaluate) × sites, then the cross-site fine-tune and evaluation; errors included
-    assert len(grid.wire) == 2 * 2 * 4 + 2 * 4
+    # a train message per round and site (each also scoring the previous aggregate), the last round's
+    # evaluation, then the cross-site fine-tune and evaluation; errors included
+    assert len(grid.wire) == (2 + 1) * 4 + 2 * 4
     for canary in canaries:
         for where, blob in (("messages", b"".join(grid.wire)), ("logs", coordinator_logs), ("run dir", run_files)):
             assert canary not in blob, f"{canary!r} leaked into the coordinator's {where}"

@@ -163,6 +163,18 @@ def test_evaluate_reply_carries_a_score_histogram_of_the_validation_set(client) 
     assert sum(metrics["hist-pos"]) + sum(metrics["hist-neg"]) == metrics["num-examples"]
 
 
+def test_a_train_reply_scores_the_received_model_first_only_when_asked(client) -> None:
+    config = RunConfig(rounds=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    context = node_context(100, 0)
+    plain = client(_request(config, "train", **{"server-round": 1}), context)
+    assert set(plain.content.metric_records) == {"metrics"}
+    asked = client(_request(config, "train", **{"server-round": 2, "evaluate-first": True}), context)
+    evaluation = asked.content.metric_records["evaluation"]
+    direct = client(_request(config, "evaluate"), context).content["metrics"]  # the same model, evaluated alone
+    assert evaluation["auc"] == direct["auc"] and evaluation["hist-pos"] == direct["hist-pos"]
+    assert set(evaluation) <= replies.EVALUATE_METRICS | replies.HISTOGRAM_KEYS
+
+
 def test_cross_site_evaluation_answers_for_exactly_the_models_sent(client) -> None:
     config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
     models = {name: ArrayRecord(build_model(config.train.model, seed=seed).state_dict())

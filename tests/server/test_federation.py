@@ -64,6 +64,12 @@ def test_federation_writes_run_directory_and_every_site_reports(
     assert meta["threshold"] == histograms["threshold"] == pooled["threshold"]
     assert model(torch.rand(2, 1, 64, 64)).shape == (2,)
     assert {m.metadata.message_type for m in grid.delivered} == {"train", "evaluate"}
+    # One exchange per round: round 2's train message asks each site to score round 1's aggregate first,
+    # so only the last aggregate needs an evaluate message.
+    assert sum(m.metadata.message_type == "evaluate" for m in grid.delivered) == 3
+    assert [bool(m.content["config"]["evaluate-first"]) for m in grid.delivered
+            if m.metadata.message_type == "train"] == [False] * 3 + [True] * 3
+    assert all("evaluation" not in line["train"][site] for line in lines for site in line["train"])
     assert not (result.run_dir.path / MATRIX_FILE).exists()
     assert all(m.content["config"]["fedscan-version"] for m in grid.delivered)
 

@@ -1,0 +1,45 @@
+"""The round loop: one exchange per round, not two.
+
+Flower's ``Strategy.start`` sends every round twice to every site — train,
+then evaluate the new aggregate — and in a deployment each exchange costs a
+SuperNode poll, a fresh ClientApp process and a reply poll. Here the
+evaluation of round r's aggregate rides on round r+1's train message: the
+site scores the model it receives on its validation data before training on
+it, and returns both. Only the last round's aggregate needs a separate
+evaluate exchange. The strategy's own ``configure_train``, ``aggregate_train``
+(FedAvg, FedProx, FedAdam, central DP) and ``configure_evaluate`` do the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedscan.common.config import EVALUATE_FIRST
+from fedscan.server.recorder import RoundRecorder
+
+log = logging.getLogger(__name__)
+
+
+def run_rounds(strategy: Strategy, grid: Grid, recorder: RoundRecorder, *, initial_arrays: ArrayRecord,
+               rounds: int, timeout: float, message_config: dict[str, Any]) -> ArrayRecord:
+    """Train for ``rounds`` rounds; every round's aggregate is evaluated at every site. The final arrays."""
+    arrays = initial_arrays
+    for server_round in range(1, rounds + 1):
+        log.info("Round %s of %s", server_round, rounds)
+        config = ConfigRecord({**message_config, EVALUATE_FIRST: server_round > 1})
+        replies: list[Message] = list(grid.send_and_receive(
+            strategy.configure_train(server_round, arrays, config, grid), timeout=timeout))
+        if server_round > 1:
+            recorder.take_evaluations(server_round - 1, replies)  # the previous aggregate, scored by each site
+        aggregated, _ = strategy.aggregate_train(server_round, replies)
+        if aggregated is not None:
+            arrays = aggregated
+    replies = list(grid.send_and_receive(
+        strategy.configure_evaluate(rounds, arrays, ConfigRecord(dict(message_config)), grid), timeout=timeout))
+    strategy.aggregate_evaluate(rounds, replies)
+    return arrays
