@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedscan.cli.superlink import free_port, stop_process_group
+from fedscan.cli.processes import stop_process_group
+from fedscan.cli.superlink import free_port
 
 FEDSCAN = [sys.executable, "-m", "fedscan"]
 

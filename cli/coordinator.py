@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedscan.cli.superlink import _BIN, flower_env, forward_stop_signals, stop_process_group
+from fedscan.cli.processes import forward_stop_signals, stop_process_group
+from fedscan.cli.superlink import _BIN, flower_env
 from fedscan.common.checkpoint import atomic_write_bytes
 from fedscan.common.errors import ConfigError, FedscanError
 from fedscan.server.coordinator import CoordinatorConfig, split_address

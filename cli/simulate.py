@@ -23,7 +23,8 @@ from typing import Any
 
 from rich.console import Console
 
-from fedscan.cli.superlink import LocalSuperLink, stop_process_group, toml_value, write_app
+from fedscan.cli.processes import stop_process_group
+from fedscan.cli.superlink import LocalSuperLink, toml_value, write_app
 from fedscan.common.config import RunConfig
 from fedscan.common.crosssite import MATRIX_FILE
 from fedscan.common.data import load_npz_split

@@ -15,7 +15,8 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-from fedscan.cli.superlink import flower_env, forward_stop_signals, free_port, stop_process_group
+from fedscan.cli.processes import forward_stop_signals, stop_process_group
+from fedscan.cli.superlink import flower_env, free_port
 from fedscan.cli.supernode_launcher import DEFAULT_POLL_S, POLL_ENV
 from fedscan.common.site_config import SiteConfig
 

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from fedscan import __version__
+from fedscan.cli.processes import stop_process_group
 from fedscan.common.errors import FedscanError
 
 log = logging.getLogger(__name__)
@@ -134,33 +134,3 @@ class LocalSuperLink:
             stop_process_group(self.process)
         if self._log is not None:
             self._log.close()
-
-
-def stop_process_group(process: subprocess.Popen, grace_s: float = 15.0) -> None:
-    """SIGTERM the process and its children, then SIGKILL whatever is left."""
-    if process.poll() is None:
-        _signal_group(process, signal.SIGTERM)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            log.warning("Flower process %s ignored SIGTERM; killing it", process.pid)
-    _signal_group(process, signal.SIGKILL)  # children that outlived their parent
-    process.wait()
-
-
-def forward_stop_signals(process: subprocess.Popen) -> None:
-    """SIGTERM/SIGINT to this process are passed on to ``process``'s group; the caller's wait() then returns.
-    (Only signals: waiting inside a handler would deadlock on the wait the main thread holds.)"""
-
-    def forward(signum: int, frame: Any) -> None:
-        _signal_group(process, signal.SIGTERM)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
-
-
-def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

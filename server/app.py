@@ -1,7 +1,8 @@
-"""The coordinator's ServerApp: R rounds of train + evaluate at every site.
+"""The coordinator's ServerApp: R rounds at every site, then cross-site validation.
 
-Every round the global model is evaluated at every site, saved to the run
-directory, and one line is appended to metrics.jsonl. The coordinator sends
+Every round's global model is evaluated at every site (with the next round's
+training, see :mod:`fedscan.server.rounds`), saved to the run directory, and
+one line is appended to metrics.jsonl. The coordinator sends
 configuration only (the flat dict of :meth:`RunConfig.to_message`), never code.
 """
 
@@ -113,12 +114,22 @@ def _cross_validate(grid: Grid, config: RunConfig, recorder: RoundRecorder, arra
         log.exception("Cross-site validation failed; the run's model and metrics are complete")
 
 
+def _log_to_stderr() -> None:
+    """This process's output is the run's log (`fedscan logs`, coordinator.log): fedscan's INFO goes there."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("fedscan")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Entry point on a SuperLink (simulation or deployment): settings from the run config."""
+    _log_to_stderr()
     run_config = dict(context.run_config)
     config = RunConfig.from_flat(run_config)
     run_dir = RunDirectory.create(Path(str(run_config.get("runs-dir", "runs"))),

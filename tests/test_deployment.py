@@ -19,7 +19,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from fedscan.cli.superlink import free_port, stop_process_group
+from fedscan.cli.processes import alive, descendants, stop_process_group
+from fedscan.cli.superlink import free_port
 from fedscan.common.synth import SynthConfig, generate_sites
 
 FEDSCAN = [sys.executable, "-m", "fedscan"]
@@ -88,9 +89,11 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                                    f"{name}.log"))
         yield {"root": root, "fleet": fleet, "processes": processes}
     finally:
+        tree = [pid for p in processes for pid in (p.pid, *descendants(p.pid))]  # Flower's helpers included
         for process in reversed(processes):
             stop_process_group(process, grace_s=20)
         assert all(group_gone(p) for p in processes), "a deployment process outlived the test"
+        assert not [pid for pid in tree if alive(pid)], "a Flower helper outlived the test"
 
 
 def test_two_dp_rounds_over_tls_with_authenticated_sites(federation: dict) -> None:
@@ -113,7 +116,7 @@ def test_two_dp_rounds_over_tls_with_authenticated_sites(federation: dict) -> No
     status = fedscan("status", "--config", "coordinator.toml", cwd=root)
     assert run_dir.name in status.stdout and "completed" in status.stdout
     logs = fedscan("logs", run_dir.name, "--config", "coordinator.toml", cwd=root)
-    assert logs.returncode == 0 and "ROUND 2/2" in logs.stdout
+    assert logs.returncode == 0 and "Round 2 of 2" in logs.stdout
 
 
 def test_a_site_with_an_unregistered_key_is_refused(federation: dict) -> None:
