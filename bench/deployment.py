@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from fedscan.cli.processes import stop_process_group
+from fedscan.cli.processes import stop_process_group, wait_for_port
 from fedscan.cli.superlink import free_port
 
 FEDSCAN = [sys.executable, "-m", "fedscan"]
@@ -37,16 +35,6 @@ def _start(args: list[str], cwd: Path, log: str) -> subprocess.Popen:
     with open(cwd / log, "w") as output:
         return subprocess.Popen([*FEDSCAN, *args], cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def _wait_for_port(port: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.3)
-    raise SystemExit(f"nothing listens on port {port}")
 
 
 def _prepare(root: Path, sites: int, images: int, fleet: int, control: int) -> list[str]:
@@ -88,7 +76,8 @@ def main() -> None:
         names = _prepare(root, args.sites, args.images, fleet, control)
         processes = [_start(["server", "start", "--config", "coordinator.toml"], root, "coordinator.log")]
         try:
-            _wait_for_port(control)
+            if not wait_for_port(control):
+                raise SystemExit(f"the coordinator did not start; see {root / 'coordinator.log'}")
             for name in names:
                 _run("server", "sites", "add", name, f"keys/{name}.pub", "--config", "coordinator.toml", cwd=root)
                 processes.append(_start(["client", "start", "--config", f"{name}.toml"], root, f"{name}.log"))

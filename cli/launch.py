@@ -13,7 +13,6 @@ import json
 import subprocess
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from fedscan.cli.coordinator import CONNECTION, flwr
 from fedscan.cli.superlink import _BIN, flower_env, write_app
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import ConfigError
+from fedscan.common.tomlfile import read_toml
 from fedscan.server.coordinator import CoordinatorConfig, load_coordinator_config
 from fedscan.server.rundir import RunDirectory
 
@@ -38,12 +38,7 @@ class RunRequest:
 def load_run_request(path: Path) -> RunRequest:
     """Read ``run.toml``: ``[run]`` settings (validated by RunConfig) and the coordinator's config path."""
     path = Path(path).expanduser()
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"Cannot read the run configuration {path} ({exc.strerror}).") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}.") from exc
+    document = read_toml(path, "run")
     if set(document) != {"run"}:
         raise ConfigError(f"{path} must hold exactly one section, [run].")
     settings = dict(document["run"])

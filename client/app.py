@@ -81,7 +81,11 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
     run_id, server_round = run_key(msg, config), int(config.get("server-round", 0))
     received = msg.content["arrays"].to_torch_state_dict()
     started = time.monotonic()
-    evaluation = _evaluation_of_received(msg, config, site, device)
+    data = site.source.load(get_model_spec(settings.model).input_size)
+    # The previous round's aggregate (the model just received), scored before training on it when the
+    # coordinator asks: it saves a separate evaluate exchange per round.
+    evaluation = (_score(settings.model, msg.content["arrays"], data.val, threshold=0.5,
+                         device=resolve_device(device or site.device)) if config.get(EVALUATE_FIRST) else None)
     ledger = PrivacyLedger(site.state_dir) if privacy.enabled else None
     # Asked again (coordinator retry or restart): re-send the recorded release, spend nothing. A stored
     # update the ledger lacks was never sent (the ledger commits first), so it is trained afresh.
@@ -89,7 +93,6 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
     if stored is not None and ledger.has_release(run_id, server_round):
         log.info("Round %s of this run was already released; sending the same update", server_round)
         return replies.train_reply(msg, stored[0], stored[1], site.name, expected=received, evaluation=evaluation)
-    data = site.source.load(get_model_spec(settings.model).input_size)
     model = build_model(settings.model)
     model.load_state_dict(received)
     plan = None
@@ -113,18 +116,6 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
         budget.record_release(ledger, plan, server_round=server_round, history=outcome.history,
                               fingerprint=budget.dataset_fingerprint(data.train))
     return replies.train_reply(msg, arrays, metrics, site.name, expected=received, evaluation=evaluation)
-
-
-def _evaluation_of_received(msg: Message, config: dict, site: Site, device: str | None
-                            ) -> tuple[dict[str, float], ScoreHistogram] | None:
-    """The previous round's aggregate (the model just received) scored on validation data, when asked:
-    it saves the coordinator a separate evaluate exchange per round."""
-    if not config.get(EVALUATE_FIRST):
-        return None
-    model_name = str(config["model"])
-    data = site.source.load(get_model_spec(model_name).input_size)
-    return _score(model_name, msg.content["arrays"], data.val, device=resolve_device(device or site.device),
-                  threshold=float(config.get("threshold", 0.5)))
 
 
 def _evaluate(msg: Message, site: Site, device: str | None) -> Message:

@@ -27,13 +27,13 @@ The coordinator cannot change any of this: the site checks every request against
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedscan.common.cache import default_cache_dir
 from fedscan.common.errors import ConfigError
+from fedscan.common.tomlfile import read_toml
 from fedscan.common.labels import LabelSpec
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.sources import FolderSource
@@ -116,12 +116,7 @@ class SiteConfig:
 def load_site_config(path: Path) -> SiteConfig:
     """Read and validate ``site.toml``; every problem is a ConfigError naming the key."""
     path = Path(path).expanduser()
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"Cannot read the site configuration {path} ({exc.strerror}).") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}.") from exc
+    document = read_toml(path, "site")
     _check_keys(document, path)
     base = path.parent
     site, data, privacy = (document.get(name, {}) for name in ("site", "data", "privacy"))

@@ -18,12 +18,12 @@ Relative paths are relative to the file.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedscan.common.errors import ConfigError
+from fedscan.common.tomlfile import read_toml
 
 _SECTIONS = {"coordinator": {"fleet-address", "control-address", "state-dir", "site-authentication",
                              "health-address"},
@@ -72,12 +72,7 @@ class CoordinatorConfig:
 def load_coordinator_config(path: Path) -> CoordinatorConfig:
     """Read and validate ``coordinator.toml``; every problem names the key to fix."""
     path = Path(path).expanduser()
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"Cannot read the coordinator configuration {path} ({exc.strerror}).") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}.") from exc
+    document = read_toml(path, "coordinator")
     for section, values in document.items():
         if section not in _SECTIONS or not isinstance(values, dict):
             raise ConfigError(f"{path}: unknown section [{section}]; expected {', '.join(sorted(_SECTIONS))}.")

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from fedscan.cli.processes import alive, descendants, stop_process_group
+from fedscan.cli.processes import alive, descendants, stop_process_group, wait_for_port
 from fedscan.cli.superlink import free_port
 from fedscan.common.synth import SynthConfig, generate_sites
 
@@ -35,16 +33,6 @@ def start(args: list[str], cwd: Path, log: str) -> subprocess.Popen:
     with open(cwd / log, "w") as output:
         return subprocess.Popen([*FEDSCAN, *args], cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def wait_for_port(port: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.3)
-    raise AssertionError(f"nothing listens on {port} after {timeout_s} s")
 
 
 def group_gone(process: subprocess.Popen) -> bool:
@@ -80,8 +68,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     coordinator = start(["server", "start", "--config", "coordinator.toml"], root, "coordinator.log")
     processes = [coordinator]
     try:
-        wait_for_port(control)
-        wait_for_port(fleet)
+        assert wait_for_port(control) and wait_for_port(fleet), "the coordinator did not start listening"
         for name in ("site-0", "site-1"):
             added = fedscan("server", "sites", "add", name, f"keys/{name}.pub", "--config", "coordinator.toml", cwd=root)
             assert added.returncode == 0, added.stderr
