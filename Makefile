@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedscan-installed
 
-.PHONY: demo test test-all bench-ingest bench-deployment install clean
+.PHONY: demo test test-all bench-ingest bench-deployment bench-byzantine install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "fedscan needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -29,6 +29,9 @@ bench-ingest: $(STAMP)
 
 bench-deployment: $(STAMP)
 	$(BIN)/python bench/deployment.py
+
+bench-byzantine: $(STAMP)
+	$(BIN)/python bench/byzantine.py --npz ../shared/data/pneumoniamnist_trainval.npz
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -76,7 +76,7 @@ def simulate(
     local_epochs: Annotated[int, typer.Option(help="Local epochs per round at each site.")] = defaults.LOCAL_EPOCHS,
     learning_rate: Annotated[float, typer.Option(help="Local SGD learning rate.")] = defaults.LEARNING_RATE,
     batch_size: Annotated[int, typer.Option(help="Expected batch size (Poisson sampling rate = batch/n).")] = defaults.BATCH_SIZE,
-    strategy: Annotated[str, typer.Option(help="fedavg | fedprox | fedadam.")] = defaults.STRATEGY,
+    strategy: Annotated[str, typer.Option(help="fedavg | fedprox | fedadam | median | trimmed-mean | krum.")] = defaults.STRATEGY,
     central_noise: Annotated[float, typer.Option(help="Central (site-level) DP on the aggregate: noise "
                                                       "multiplier σ; 0 = off (FedAvg only).")] = 0.0,
     central_clip: Annotated[float, typer.Option(help="Central DP: L2 bound on one site's update.")] = 1.0,

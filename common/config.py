@@ -18,7 +18,7 @@ from fedscan.common.models import get_model_spec
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.training import TrainSettings
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean", "krum")
 FlatValue = bool | int | float | str
 # Run-config keys that describe where a run is written or simulated, not how it trains.
 IGNORED_FLAT_KEYS = ("runs-dir", "run-id", "simulation-sites", "device")
@@ -36,6 +36,9 @@ class RunConfig:
     strategy: str = defaults.STRATEGY
     proximal_mu: float = 0.01
     server_learning_rate: float = 0.05
+    trim_fraction: float = 0.2  # trimmed-mean: the fraction cut from each end, per parameter
+    byzantine_sites: int = 1  # krum: how many sites may be malicious (Multi-Krum averages the n − f best)
+    norm_gate: float = 10.0  # refuse updates whose norm exceeds this × the round's median (0 = off)
     round_timeout_s: float = 900.0
     join_timeout_s: float = 300.0
     central_noise_multiplier: float = 0.0
@@ -59,6 +62,7 @@ class RunConfig:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
         _check_training(self.train)
+        _check_robust(self)
         _check_central_dp(self)
 
     @property
@@ -83,6 +87,8 @@ class RunConfig:
         flat = {key: value for key, value in self.to_message().items() if key != VERSION_KEY}
         flat.update({"min-sites": self.min_sites, "strategy": self.strategy,
                      "proximal-mu": self.proximal_mu, "server-learning-rate": self.server_learning_rate,
+                     "trim-fraction": self.trim_fraction, "byzantine-sites": self.byzantine_sites,
+                     "norm-gate": self.norm_gate,
                      "round-timeout-s": self.round_timeout_s, "join-timeout-s": self.join_timeout_s,
                      "central-noise-multiplier": self.central_noise_multiplier,
                      "central-clip-norm": self.central_clip_norm, "central-delta": self.central_delta,
@@ -103,6 +109,8 @@ class RunConfig:
         return cls(rounds=rounds, min_sites=int(merged["min-sites"]), strategy=str(merged["strategy"]),
                    proximal_mu=float(merged["proximal-mu"]),
                    server_learning_rate=float(merged["server-learning-rate"]),
+                   trim_fraction=float(merged["trim-fraction"]), byzantine_sites=int(merged["byzantine-sites"]),
+                   norm_gate=float(merged["norm-gate"]),
                    round_timeout_s=float(merged["round-timeout-s"]),
                    join_timeout_s=float(merged["join-timeout-s"]), seed=int(merged["seed"]),
                    central_noise_multiplier=float(merged["central-noise-multiplier"]),
@@ -132,6 +140,15 @@ def _check_training(train: TrainSettings) -> None:
         raise ConfigError("batch-size must be at least 1.")
     if not 0 <= train.momentum < 1:
         raise ConfigError("momentum must be in [0, 1).")
+
+
+def _check_robust(config: RunConfig) -> None:
+    if not 0 <= config.trim_fraction < 0.5:
+        raise ConfigError("trim-fraction must be in [0, 0.5): the share cut from each end per parameter.")
+    if config.byzantine_sites < 0:
+        raise ConfigError("byzantine-sites must be ≥ 0.")
+    if config.norm_gate < 0 or (0 < config.norm_gate < 1):
+        raise ConfigError("norm-gate must be 0 (off) or ≥ 1 (a multiple of the round's median update norm).")
 
 
 def _check_central_dp(config: RunConfig) -> None:

@@ -22,6 +22,7 @@ from fedscan.common.config import RunConfig
 from fedscan.common.errors import FedscanError
 from fedscan.common.models import build_model
 from fedscan.server.prompt_grid import PromptGrid
+from fedscan.server.gate import UpdateGate
 from fedscan.server.recorder import RoundRecorder
 from fedscan.server.rounds import run_rounds
 from fedscan.server.rundir import RunDirectory
@@ -86,7 +87,8 @@ def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> Federatio
         require_tensorboard()
     num_sites = wait_for_sites(grid, config.min_sites, config.join_timeout_s)
     model = build_model(config.train.model, seed=config.seed)
-    recorder = RoundRecorder(run_dir, config.train.model, config.min_sites, tensorboard=config.tensorboard)
+    recorder = RoundRecorder(run_dir, config.train.model, config.min_sites, tensorboard=config.tensorboard,
+                             gate=UpdateGate(norm_factor=config.norm_gate))
     strategy = build_strategy(config, recorder, num_sites)
     message_config = {**config.to_message(), "run-id": run_dir.run_id}  # keys each site's ledger
     log.info("Starting %s rounds of %s with %s sites", config.rounds, config.strategy, num_sites)

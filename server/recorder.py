@@ -16,6 +16,7 @@ from fedscan.common.config import EVALUATION_RECORD
 from fedscan.common.errors import FedscanError, VersionMismatchError
 from fedscan.common.metrics import METRIC_NAMES
 from fedscan.common.pooled import ScoreHistogram, pooled_metrics, youden_threshold
+from fedscan.server.gate import Candidate, UpdateGate
 from fedscan.server.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class RoundRecorder:
     central_epsilon: float | None = None  # set by the central-DP strategy after each release
     threshold: float = 0.5  # Youden-optimal on the pooled validation histogram of the latest round
     tensorboard: bool = False  # also append each round's scalars to TensorBoard event files
+    gate: UpdateGate = field(default_factory=UpdateGate)
+    _sent: dict[str, Any] | None = None  # the global model of the current round, for the gate
     started: float = field(default_factory=time.monotonic)
     history: list[dict[str, Any]] = field(default_factory=list)
     _current: dict[str, Any] = field(default_factory=dict)
@@ -75,12 +78,31 @@ class RoundRecorder:
             metric_record = next(iter(reply.content.metric_records.values()))
             if phase == "evaluate" and not self._take_histogram(record, name, metric_record):
                 continue
-            metrics = dict(metric_record)
             accepted.append(reply)
-            record.setdefault(phase, {})[name] = metrics
+        if phase == "train":
+            accepted = self._through_gate(record, accepted)
+        for reply in accepted:
+            record.setdefault(phase, {})[self.site_name(reply)] = dict(next(iter(reply.content.metric_records.values())))
         if phase == "train" and len(accepted) < self.min_sites:
             self._end_without_quorum(server_round, len(accepted))
         return accepted
+
+    def expect(self, arrays: ArrayRecord) -> None:
+        """The global model this round's train messages carry: what the gate checks updates against."""
+        self._sent = {key: value.numpy() for key, value in arrays.to_torch_state_dict().items()}
+
+    def _through_gate(self, record: dict[str, Any], replies: list[Message]) -> list[Message]:
+        """Drop (and note) updates the sanity gate refuses; before any aggregation sees them."""
+        if self._sent is None:
+            return replies
+        candidates = [Candidate(self.site_name(reply), {k: v.numpy() for k, v in
+                                                        reply.content["arrays"].to_torch_state_dict().items()},
+                                int(next(iter(reply.content.metric_records.values())).get("num-examples", 0)))
+                      for reply in replies]
+        refused = self.gate.refusals(candidates, self._sent)
+        for site, reason in refused.items():
+            self._refusal(record, "train", site, f"update-rejected: {reason}")
+        return [reply for reply in replies if self.site_name(reply) not in refused]
 
     def take_evaluations(self, evaluated_round: int, replies: list[Message]) -> None:
         """Move the evaluations riding on train replies (of ``evaluated_round``'s aggregate) out of them,

@@ -32,6 +32,7 @@ def run_rounds(strategy: Strategy, grid: Grid, recorder: RoundRecorder, *, initi
     for server_round in range(1, rounds + 1):
         log.info("Round %s of %s", server_round, rounds)
         config = ConfigRecord({**message_config, EVALUATE_FIRST: server_round > 1})
+        recorder.expect(arrays)
         replies: list[Message] = list(grid.send_and_receive(
             strategy.configure_train(server_round, arrays, config, grid), timeout=timeout))
         if server_round > 1:

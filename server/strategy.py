@@ -1,11 +1,13 @@
-"""Strategies by name (FedAvg default, FedProx, FedAdam, FedAvg + central DP), each recording its rounds."""
+"""Strategies by name, each recording its rounds: FedAvg (default), FedProx, FedAdam, FedAvg + central DP, and
+the robust median, trimmed mean and Multi-Krum (Flower's)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import (DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg, FedMedian,
+                                     FedProx, FedTrimmedAvg, MultiKrum, Strategy)
 
 from fedscan.common.config import RunConfig
 from fedscan.common.privacy import epsilon_spent
@@ -46,6 +48,18 @@ class RecordingFedProx(RecordingMixin, FedProx):
 
 class RecordingFedAdam(RecordingMixin, FedAdam):
     """FedAdam (server-side Adam on the averaged update) that records per-site results."""
+
+
+class RecordingFedMedian(RecordingMixin, FedMedian):
+    """Coordinate-wise median of the updates (robust to a minority of arbitrary updates)."""
+
+
+class RecordingFedTrimmedAvg(RecordingMixin, FedTrimmedAvg):
+    """Coordinate-wise mean after cutting the largest and smallest ``beta`` share of values."""
+
+
+class RecordingMultiKrum(RecordingMixin, MultiKrum):
+    """Multi-Krum: averages the updates closest to their neighbours, given at most f malicious sites."""
 
 
 class RecordingCentralDP(RecordingMixin, DifferentialPrivacyServerSideFixedClipping):
@@ -95,6 +109,13 @@ def build_strategy(config: RunConfig, recorder: RoundRecorder, num_sites: int) -
     elif config.strategy == "fedadam":
         strategy = RecordingFedAdam(eta=config.server_learning_rate, eta_l=config.train.learning_rate,
                                     **common)
+    elif config.strategy == "median":
+        strategy = RecordingFedMedian(**common)
+    elif config.strategy == "trimmed-mean":
+        strategy = RecordingFedTrimmedAvg(beta=config.trim_fraction, **common)
+    elif config.strategy == "krum":
+        strategy = RecordingMultiKrum(num_malicious_nodes=config.byzantine_sites,
+                                      num_nodes_to_select=max(1, num_sites - config.byzantine_sites), **common)
     else:
         strategy = RecordingFedAvg(**common)
     strategy.recorder = recorder  # type: ignore[attr-defined]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedscan.common.synth import SynthConfig, generate_sites
+from fedscan.server.inprocess import flower_identity as in_flower_process
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +49,5 @@ def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def flower_identity():
     """Strategies build messages with the process' task identity; a Flower process sets it."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = None
+    with in_flower_process():
+        yield

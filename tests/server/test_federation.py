@@ -192,3 +192,33 @@ def test_central_dp_aggregate_is_the_equal_weight_mean_of_clipped_updates(flower
 def test_central_dp_needs_fedavg() -> None:
     with pytest.raises(ConfigError, match="fedavg"):
         RunConfig(strategy="fedprox", central_noise_multiplier=1.0)
+
+
+class SignFlipper:
+    """Wraps a ClientApp: node ``byzantine`` sends its update sign-flipped and scaled ×``scale``."""
+
+    def __init__(self, app, byzantine: int, scale: float = 50.0) -> None:
+        self.app, self.byzantine, self.scale = app, byzantine, scale
+
+    def __call__(self, msg: Message, context) -> Message:
+        reply = self.app(msg, context)
+        if context.node_id == self.byzantine and msg.metadata.message_type == "train" and not reply.has_error():
+            sent = msg.content["arrays"].to_torch_state_dict()
+            flipped = {k: sent[k] - self.scale * (v - sent[k]) if v.is_floating_point() else v
+                       for k, v in reply.content["arrays"].to_torch_state_dict().items()}
+            reply.content["arrays"] = ArrayRecord(flipped)
+        return reply
+
+
+@pytest.mark.parametrize("strategy", ["median", "trimmed-mean", "krum"])
+def test_robust_strategies_complete_and_the_gate_refuses_a_sign_flipped_update(
+        strategy: str, flower_identity, synthetic_sites: list[Path], tmp_path: Path) -> None:
+    config = RunConfig(rounds=2, min_sites=2, strategy=strategy, train=FAST, cross_site=False,
+                       privacy=PrivacyConfig(epsilon=8.0, delta=1e-4), norm_gate=5.0)
+    grid = _grid(synthetic_sites, tmp_path / "state")
+    grid.client_app = SignFlipper(grid.client_app, byzantine=102)
+    result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+    for line in result.history:
+        assert sorted(line["train"]) == ["site-0", "site-1"]  # site-2's update never reached aggregation
+        assert [(r["site"], r["reason"]) for r in line["refusals"]] == [("site-2", "update-rejected: update-norm-outlier")]
+    assert json.loads((result.run_dir.path / "config.json").read_text())["strategy"] == strategy
