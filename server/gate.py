@@ -1,8 +1,8 @@
 """The update sanity gate: what a site's update must pass before any aggregation sees it.
 
 Checked against the global model the coordinator sent this round: the same
-parameter names, shapes and dtypes; every value finite; an update norm
-(‖site − global‖₂) no more than ``norm_factor`` times the median norm of the
+parameter names, shapes and kinds of number (float / integer); every value
+finite; an update norm (‖site − global‖₂) no more than ``norm_factor`` times the median norm of the
 round's updates (0 turns that check off; it needs 3 or more updates to mean
 anything); and a ``num-examples`` no larger than the first one the site
 reported in this run — a hospital's training set does not grow mid-run, and
@@ -34,7 +34,8 @@ def structural_problem(update: Arrays, sent: Arrays) -> str | None:
     if set(update) != set(sent):
         return "wrong-parameters"
     for key, value in update.items():
-        if value.shape != sent[key].shape or value.dtype != sent[key].dtype:
+        # Same kind of number, not the same width: FedAdam's float64 global comes back as the site's float32.
+        if value.shape != sent[key].shape or value.dtype.kind != sent[key].dtype.kind:
             return "wrong-shape-or-dtype"
         if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
             return "non-finite-values"

@@ -20,7 +20,7 @@ def test_honest_updates_pass_and_outliers_malformed_or_overclaiming_ones_do_not(
     gate = UpdateGate(norm_factor=5.0)
     nan = _update(1, 4)
     nan["w"][0, 0] = np.nan
-    wrong_dtype = {**_update(1, 5), "b": np.zeros(2, np.float64)}
+    wrong_dtype = {**_update(1, 5), "b": np.zeros(2, np.int64)}  # float64 for float32 would pass (FedAdam)
     candidates = [Candidate(f"honest-{i}", _update(1, i), 100) for i in range(4)]
     candidates += [Candidate("flipped", {k: -50 * v if v.dtype.kind == "f" else v for k, v in _update(1, 9).items()}, 100),
                    Candidate("nan", nan, 100), Candidate("dtype", wrong_dtype, 100),
