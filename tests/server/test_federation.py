@@ -222,3 +222,18 @@ def test_robust_strategies_complete_and_the_gate_refuses_a_sign_flipped_update(
         assert sorted(line["train"]) == ["site-0", "site-1"]  # site-2's update never reached aggregation
         assert [(r["site"], r["reason"]) for r in line["refusals"]] == [("site-2", "update-rejected: update-norm-outlier")]
     assert json.loads((result.run_dir.path / "config.json").read_text())["strategy"] == strategy
+
+
+def test_the_same_seed_gives_bit_identical_global_weights_without_dp(
+        flower_identity, synthetic_sites: list[Path], tmp_path: Path) -> None:
+    # DP noise comes from the sites' own entropy by design; without DP everything follows the run's seed,
+    # and replies reach aggregation ordered by site, not by arrival.
+    config = RunConfig(rounds=2, min_sites=3, train=FAST, cross_site=False, seed=7,
+                       privacy=PrivacyConfig(enabled=False))
+    finals = []
+    for attempt in range(2):
+        grid = _grid(synthetic_sites, tmp_path / f"state-{attempt}")
+        grid.contexts = dict(reversed(list(grid.contexts.items())))  # sites answer in another order
+        result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+        finals.append(load_checkpoint(result.final_model)[0].state_dict())
+    assert all(torch.equal(finals[0][key], finals[1][key]) for key in finals[0])
