@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedscan.cli.processes import forward_stop_signals, stop_process_group
-from fedscan.cli.superlink import _BIN, flower_env
+from fedscan.cli.superlink import FLOWER_BIN, flower_env
 from fedscan.common.checkpoint import atomic_write_bytes
 from fedscan.common.errors import ConfigError, FedscanError
 from fedscan.server.coordinator import CoordinatorConfig, split_address
@@ -28,7 +28,7 @@ SITES_FILE = "sites.json"
 def superlink_command(config: CoordinatorConfig, *, insecure: bool) -> list[str]:
     """The ``flower-superlink`` command line for ``config``."""
     host, port = split_address(config.control_address)
-    command = [str(_BIN / "flower-superlink"), "--fleet-api-address", config.fleet_address, "--host", host,
+    command = [str(FLOWER_BIN / "flower-superlink"), "--fleet-api-address", config.fleet_address, "--host", host,
                "--port", str(port), "--database", str(config.state_dir / "superlink.db"),
                "--disable-runtime-dependency-installation"]
     if config.health_address:
@@ -71,7 +71,7 @@ def serve(config: CoordinatorConfig, *, insecure: bool) -> int:
 
 def flwr(config: CoordinatorConfig, *args: str, timeout_s: float = 60.0) -> dict[str, Any]:
     """A ``flwr`` command against this coordinator, JSON output parsed; its error message raised."""
-    command = [str(_BIN / "flwr"), *args, "--format", "json"]
+    command = [str(FLOWER_BIN / "flwr"), *args, "--format", "json"]
     result = subprocess.run(command, env=flower_env(config.flwr_home), capture_output=True, text=True,
                             timeout=timeout_s, cwd=config.state_dir, stdin=subprocess.DEVNULL)
     try:

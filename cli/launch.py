@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fedscan.cli.coordinator import CONNECTION, flwr
-from fedscan.cli.superlink import _BIN, flower_env, write_app
+from fedscan.cli.superlink import FLOWER_BIN, flower_env, write_app
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import ConfigError
 from fedscan.common.tomlfile import read_toml
@@ -95,7 +95,7 @@ def flower_run_status(coordinator: CoordinatorConfig, flower_run_id: int) -> str
 
 def server_log(coordinator: CoordinatorConfig, flower_run_id: int) -> str:
     """The ServerApp's log of one run, as Flower keeps it (``flwr log RUN --show``)."""
-    command = [str(_BIN / "flwr"), "log", str(flower_run_id), CONNECTION, "--show"]
+    command = [str(FLOWER_BIN / "flwr"), "log", str(flower_run_id), CONNECTION, "--show"]
     try:
         result = subprocess.run(command, env=flower_env(coordinator.flwr_home), capture_output=True, text=True,
                                 timeout=60, cwd=coordinator.state_dir, stdin=subprocess.DEVNULL)

@@ -28,7 +28,7 @@ from fedscan.common.errors import FedscanError
 log = logging.getLogger(__name__)
 
 CONNECTION = "fedscan-simulation"
-_BIN = Path(sys.executable).parent
+FLOWER_BIN = Path(sys.executable).parent  # flwr, flower-superlink, … of this environment
 
 
 class EngineError(FedscanError):
@@ -40,7 +40,7 @@ class EngineError(FedscanError):
 def flower_env(flwr_home: Path) -> dict[str, str]:
     """Environment for every Flower process this command starts."""
     # The SuperLink starts its helpers (flower-superexec, flwr-simulation) by name.
-    path = os.pathsep.join([str(_BIN), os.environ.get("PATH", "")])
+    path = os.pathsep.join([str(FLOWER_BIN), os.environ.get("PATH", "")])
     return {**os.environ, "PATH": path, "FLWR_HOME": str(flwr_home), "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
             "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONUNBUFFERED": "1",
@@ -100,7 +100,7 @@ class LocalSuperLink:
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
             f'address = "127.0.0.1:{self.port}"\ninsecure = true\n', encoding="utf-8")
         self._log = open(self.log_file, "a", encoding="utf-8")
-        command = [str(_BIN / "flower-superlink"), "--simulation", "--insecure",
+        command = [str(FLOWER_BIN / "flower-superlink"), "--simulation", "--insecure",
                    "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
                    "--port", str(self.port), "--health-server-address", f"127.0.0.1:{free_port()}"]
         # Started in the private work folder: Ray workers import from the SuperLink's cwd first.
@@ -123,7 +123,7 @@ class LocalSuperLink:
 
     def submit(self, app_dir: Path, federation_config: str, output: IO[str]) -> subprocess.Popen:
         """``flwr run --stream``: returns the process, which ends when the run ends."""
-        command = [str(_BIN / "flwr"), "run", str(app_dir), CONNECTION, "--stream",
+        command = [str(FLOWER_BIN / "flwr"), "run", str(app_dir), CONNECTION, "--stream",
                    "--federation-config", federation_config]
         return subprocess.Popen(command, env=self.env, stdout=output, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=app_dir, start_new_session=True)

@@ -119,28 +119,29 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
 
 
 def _evaluate(msg: Message, site: Site, device: str | None) -> Message:
-    config = dict(msg.content["config"])
-    check_compatible(config.get(VERSION_KEY))
-    model_name = str(config.get("model", ""))
     started = time.monotonic()
-    data = site.source.load(get_model_spec(model_name).input_size)
-    metrics, histogram = _score(model_name, msg.content["arrays"], data.val,
-                                device=resolve_device(device or site.device),
-                                threshold=float(config.get("threshold", 0.5)))
+    model_name, val, on, threshold = _evaluation_inputs(msg, site, device)
+    metrics, histogram = _score(model_name, msg.content["arrays"], val, device=on, threshold=threshold)
     metrics["site-seconds"] = time.monotonic() - started
     return replies.evaluate_reply(msg, metrics, site.name, histogram=histogram.to_lists())
 
 
 def _cross_evaluate(msg: Message, site: Site, device: str | None) -> Message:
     """Every model in the message (global, each site's local one) on this site's validation data."""
+    model_name, val, on, threshold = _evaluation_inputs(msg, site, device)
+    results = {name: _score(model_name, arrays, val, device=on, threshold=threshold)
+               for name, arrays in msg.content.array_records.items()}
+    return replies.cross_site_reply(msg, results, site.name)
+
+
+def _evaluation_inputs(msg: Message, site: Site, device: str | None
+                       ) -> tuple[str, ImageSet, torch.device, float]:
+    """(model name, validation images, device, threshold) of an evaluation request, after the version check."""
     config = dict(msg.content["config"])
     check_compatible(config.get(VERSION_KEY))
     model_name = str(config.get("model", ""))
     data = site.source.load(get_model_spec(model_name).input_size)
-    results = {name: _score(model_name, arrays, data.val, device=resolve_device(device or site.device),
-                            threshold=float(config.get("threshold", 0.5)))
-               for name, arrays in msg.content.array_records.items()}
-    return replies.cross_site_reply(msg, results, site.name)
+    return model_name, data.val, resolve_device(device or site.device), float(config.get("threshold", 0.5))
 
 
 def _score(model_name: str, arrays: ArrayRecord, val: ImageSet, *, device: torch.device,
