@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedscan-installed
 
-.PHONY: demo test test-all bench-ingest bench-deployment bench-byzantine install clean
+.PHONY: demo test test-all bench-ingest bench-deployment bench-byzantine bench-soak install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "fedscan needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -32,6 +32,9 @@ bench-deployment: $(STAMP)
 
 bench-byzantine: $(STAMP)
 	$(BIN)/python bench/byzantine.py --npz ../shared/data/pneumoniamnist_trainval.npz
+
+bench-soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -72,8 +72,12 @@ def serve(config: CoordinatorConfig, *, insecure: bool) -> int:
 def flwr(config: CoordinatorConfig, *args: str, timeout_s: float = 60.0) -> dict[str, Any]:
     """A ``flwr`` command against this coordinator, JSON output parsed; its error message raised."""
     command = [str(FLOWER_BIN / "flwr"), *args, "--format", "json"]
-    result = subprocess.run(command, env=flower_env(config.flwr_home), capture_output=True, text=True,
-                            timeout=timeout_s, cwd=config.state_dir, stdin=subprocess.DEVNULL)
+    try:
+        result = subprocess.run(command, env=flower_env(config.flwr_home), capture_output=True, text=True,
+                                timeout=timeout_s, cwd=config.state_dir, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise FedscanError(f"`flwr {args[0]}` got no answer within {timeout_s:g} s; is `fedscan server start` "
+                           "running?") from None
     try:
         reply = json.loads(result.stdout[result.stdout.index("{"):])
     except ValueError:

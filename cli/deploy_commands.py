@@ -122,20 +122,26 @@ def _preflight(config: Path) -> bool:
 def run_command(config: Annotated[Path, typer.Option("--config", help="run.toml: [run] settings and "
                                                       "coordinator-config.")],
                 timeout: Annotated[float, typer.Option(help="Stop following after this many seconds "
-                                                            "(the run goes on).")] = 86400.0) -> None:
+                                                            "(the run goes on).")] = 86400.0,
+                resume: Annotated[str, typer.Option(help="Continue this run id from its last checkpoint "
+                                                         "(after the coordinator stopped), with its own "
+                                                         "settings.")] = "") -> None:
     """Submit a run to the coordinator and follow it round by round; exit 0 only if it completed."""
     from fedscan.cli.display import RoundTable
     from fedscan.cli.launch import follow, load_run_request, submit
 
+    run_dir = None
     try:
         request = load_run_request(config)
-        run_dir, flower_run_id = submit(request)
-        console.print(f"Run {run_dir.run_id} (Flower run {flower_run_id}) submitted → {run_dir.path}",
-                      highlight=False)
+        run_dir, flower_run_id = submit(request, resume_id=resume or None)
+        console.print(f"Run {run_dir.run_id} (Flower run {flower_run_id}) {'resumed' if resume else 'submitted'}"
+                      f" → {run_dir.path}", highlight=False)
         with RoundTable(console, []) as table:
             status = follow(request, run_dir, flower_run_id, table.update, timeout_s=timeout)
     except FedscanError as exc:
-        raise fail(str(exc)) from None
+        hint = (f"\nIf the coordinator stopped, restart it, then continue with `fedscan run --config {config} "
+                f"--resume {run_dir.run_id}`." if run_dir is not None else "")
+        raise fail(f"{exc}{hint}") from None
     if status.get("state") != "completed":
         raise fail(f"Run {run_dir.run_id} failed: {status.get('reason', 'unknown reason')}", EXIT_FAILED)
     console.print(f"Run {run_dir.run_id} completed: {run_dir.path / 'final.pt'}; report: "
@@ -157,11 +163,11 @@ def status_command(config: CoordinatorToml) -> None:
 def logs_command(run_id: Annotated[str, typer.Argument(help="A run id from `fedscan status`.")],
                  config: CoordinatorToml) -> None:
     """The coordinator-side log of a run (Flower's ServerApp log)."""
-    from fedscan.cli.launch import flower_run_id_of, server_log
+    from fedscan.cli.launch import flower_run_ids_of, server_log
 
     coordinator = _coordinator(config)
     try:
-        console.print(server_log(coordinator, flower_run_id_of(coordinator, run_id)), highlight=False,
-                      markup=False)
+        for flower_run_id in flower_run_ids_of(coordinator, run_id):  # the first submission, then each resume
+            console.print(server_log(coordinator, flower_run_id), highlight=False, markup=False)
     except FedscanError as exc:
         raise fail(str(exc)) from None

@@ -21,12 +21,15 @@ from typing import Any
 from fedscan.cli.coordinator import CONNECTION, flwr
 from fedscan.cli.superlink import FLOWER_BIN, flower_env, write_app
 from fedscan.common.config import RunConfig
-from fedscan.common.errors import ConfigError
+from fedscan.common.errors import ConfigError, FedscanError
 from fedscan.common.tomlfile import read_toml
 from fedscan.server.coordinator import CoordinatorConfig, load_coordinator_config
+from fedscan.server.resume import resumable_config
 from fedscan.server.rundir import RunDirectory
 
 _FINISHED = "finished"
+_FINAL_STATES = ("completed", "failed")
+FLOWER_RUN_FILE = "flower-run.json"  # the Flower run id of the run's latest submission
 
 
 @dataclass(frozen=True)
@@ -48,15 +51,35 @@ def load_run_request(path: Path) -> RunRequest:
     return RunRequest(load_coordinator_config(path.parent / str(coordinator)), RunConfig.from_flat(settings))
 
 
-def submit(request: RunRequest) -> tuple[RunDirectory, int]:
-    """Hand the run to the SuperLink; its run directory and Flower's run id."""
-    run_dir = RunDirectory.create(request.coordinator.runs_dir)
-    run_config = {**request.run.to_flat(), "runs-dir": str(request.coordinator.runs_dir), "run-id": run_dir.run_id}
+def submit(request: RunRequest, *, resume_id: str | None = None) -> tuple[RunDirectory, int]:
+    """Hand the run to the SuperLink; its run directory and Flower's run id.
+
+    With ``resume_id``, that run continues from its last checkpoint with the settings it was started
+    with (``[run]`` in run.toml is not used then); it gets a new Flower run id.
+    """
+    if resume_id is None:
+        run_dir = RunDirectory.create(request.coordinator.runs_dir)
+        settings: dict[str, Any] = dict(request.run.to_flat())
+    else:
+        run_dir = RunDirectory(request.coordinator.runs_dir / resume_id, resume_id)
+        settings = {**resumable_config(run_dir).to_flat(), "resume": True}
+        run_dir.write_status("resuming")  # not the dead run's last word: `follow` waits for the new one
+    run_config = {**settings, "runs-dir": str(request.coordinator.runs_dir), "run-id": run_dir.run_id}
     with tempfile.TemporaryDirectory(prefix="fedscan-run-") as tmp:
         app_dir = write_app(Path(tmp) / "app", run_config, name="fedscan-run")
         reply = flwr(request.coordinator, "run", str(app_dir), CONNECTION, timeout_s=120.0)
-    (run_dir.path / "flower-run.json").write_text(json.dumps({"flower_run_id": reply["run-id"]}))
+    record = run_dir.path / FLOWER_RUN_FILE
+    earlier = flower_run_ids(record)
+    record.write_text(json.dumps({"flower_run_id": reply["run-id"], "earlier": earlier}))
     return run_dir, int(reply["run-id"])
+
+
+def flower_run_ids(record: Path) -> list[int]:
+    """Every Flower run id a fedscan run was submitted under, oldest first (one more per resume)."""
+    if not record.is_file():
+        return []
+    stored = json.loads(record.read_text())
+    return [*stored.get("earlier", []), int(stored["flower_run_id"])]
 
 
 def follow(request: RunRequest, run_dir: RunDirectory, flower_run_id: int,
@@ -71,14 +94,15 @@ def follow(request: RunRequest, run_dir: RunDirectory, flower_run_id: int,
             on_round(record)
         shown = len(history)
         status = run_dir.read_status()
-        if status.get("state") in ("completed", "failed"):
+        if status.get("state") in _FINAL_STATES:
             return status
         if time.monotonic() - last_check > check_every_s:
             last_check = time.monotonic()
             flower_status = flower_run_status(request.coordinator, flower_run_id)
             if flower_status.startswith(_FINISHED):
                 time.sleep(poll_s)  # the ServerApp writes status.json just before it exits
-                return run_dir.read_status() or {
+                status = run_dir.read_status()
+                return status if status.get("state") in _FINAL_STATES else {
                     "state": "failed", "reason": f"Flower reports {flower_status} before the run wrote its status. "
                     f"End of the ServerApp's log:\n{server_log_tail(request.coordinator, flower_run_id)}"}
         if deadline is not None and time.monotonic() > deadline:
@@ -101,6 +125,9 @@ def server_log(coordinator: CoordinatorConfig, flower_run_id: int) -> str:
                                 timeout=60, cwd=coordinator.state_dir, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return "(flwr log did not answer)"
+    if result.returncode != 0:
+        raise FedscanError(f"`flwr log` failed (exit {result.returncode}): "
+                           f"{(result.stderr or result.stdout).strip()[-300:]} (is `fedscan server start` running?)")
     return result.stdout.strip() or "(empty)"
 
 
@@ -109,13 +136,13 @@ def server_log_tail(coordinator: CoordinatorConfig, flower_run_id: int, lines: i
     return "\n".join(server_log(coordinator, flower_run_id).splitlines()[-lines:])
 
 
-def flower_run_id_of(coordinator: CoordinatorConfig, run_id: str) -> int:
-    """Flower's id of the fedscan run ``run_id`` (recorded by ``fedscan run``)."""
-    record = coordinator.runs_dir / run_id / "flower-run.json"
-    if not record.is_file():
+def flower_run_ids_of(coordinator: CoordinatorConfig, run_id: str) -> list[int]:
+    """Flower's ids of the fedscan run ``run_id`` (recorded by ``fedscan run``; a resume adds one)."""
+    ids = flower_run_ids(coordinator.runs_dir / run_id / FLOWER_RUN_FILE)
+    if not ids:
         raise ConfigError(f"No run {run_id!r} launched by `fedscan run` on this coordinator; `fedscan status` "
                           "lists them.")
-    return int(json.loads(record.read_text())["flower_run_id"])
+    return ids
 
 
 def run_statuses(coordinator: CoordinatorConfig) -> list[dict[str, Any]]:

@@ -90,15 +90,22 @@ def simulate(
                                                   "release) and evaluate every model at every site.")] = True,
     tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard event files (RUN_DIR/tensorboard).")] = False,
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's own logs.")] = False,
+    resume: Annotated[str, typer.Option(help="Continue this run id (in --out) from its last checkpoint, "
+                                             "with its own settings; other options are ignored.")] = "",
 ) -> None:
     """Run a whole DP federation on this machine (default: 3 synthetic DICOM hospitals)."""
     from fedscan.common.cache import default_cache_dir
-    from fedscan.cli.simulate import DataChoice, count_sites, run_simulation
+    from fedscan.cli.simulate import DataChoice, count_sites, resume_simulation, run_simulation
     from fedscan.common.config import RunConfig
     from fedscan.common.privacy import PrivacyConfig
     from fedscan.common.training import TrainSettings
 
     try:
+        if resume:
+            summary = resume_simulation(out, resume, console=console, verbose=verbose,
+                                        cache_dir="" if no_cache else (cache_dir or default_cache_dir()))
+            _print_summary(summary)
+            return
         choice = DataChoice.parse(data)
         sites = count_sites(choice, sites)
         if sites < 2:

@@ -39,6 +39,9 @@ from fedscan.common.synth import SynthConfig, generate_sites
 log = logging.getLogger(__name__)
 
 
+SIMULATION_FILE = "simulation.json"  # how the sites were simulated: what --resume rebuilds them from
+
+
 class RunFailed(FedscanError):
     """The federation started but did not finish with a model."""
 
@@ -142,22 +145,27 @@ def federation_config(sites: int, device: str, verbose: bool) -> str:
 
 def run_simulation(config: RunConfig, choice: DataChoice, *, sites: int, partition: str,
                    images_per_site: int, device: str, out: Path, console: Console,
-                   cache_dir: str = "", verbose: bool = False) -> dict[str, Any]:
-    """Run one simulated federation; return a summary dict for display."""
+                   cache_dir: str = "", verbose: bool = False, resume_id: str | None = None) -> dict[str, Any]:
+    """Run one simulated federation (or continue run ``resume_id`` in ``out``); a summary for display."""
     from fedscan.cli.display import RoundTable
     from fedscan.server.rundir import RunDirectory
 
     with tempfile.TemporaryDirectory(prefix="fedscan-sim-") as tmp:
         workdir = Path(tmp)
+        # Synthetic sites and npz partitions follow the run's seed: a resumed run sees the same data.
         sources = plan_sources(choice, sites=sites, partition=partition, seed=config.seed,
                                images_per_site=images_per_site, workdir=workdir, cache_dir=cache_dir)
-        run_dir = RunDirectory.create(out.resolve())
-        described = {"data": choice.describe(),
-                     "sites": sites, "partition": partition, "device": device,
-                     "images_per_site": images_per_site if choice.kind == "synthetic" else None}
-        (run_dir.path / "simulation.json").write_text(json.dumps(described, indent=2))
+        if resume_id is None:
+            run_dir = RunDirectory.create(out.resolve())
+            described = {"data": choice.describe(),
+                         "sites": sites, "partition": partition, "device": device,
+                         "images_per_site": images_per_site if choice.kind == "synthetic" else None}
+            (run_dir.path / SIMULATION_FILE).write_text(json.dumps(described, indent=2))
+        else:
+            run_dir = RunDirectory(out.resolve() / resume_id, resume_id)
         run_config = {**config.to_flat(), "runs-dir": str(run_dir.path.parent), "run-id": run_dir.run_id,
-                      "device": device, "simulation-sites": sources_to_json(sources)}
+                      "device": device, "simulation-sites": sources_to_json(sources),
+                      "resume": resume_id is not None}
         app_dir = write_app(workdir / "app", run_config)
         _announce(console, config, sites, run_dir)
         started = time.monotonic()
@@ -175,6 +183,26 @@ def run_simulation(config: RunConfig, choice: DataChoice, *, sites: int, partiti
             "final": history[-1] if history else {}, "final_model": str(run_dir.path / "final.pt"),
             "epsilon_target": config.privacy.epsilon if config.privacy.enabled else math.inf,
             "central_delta": config.central_delta}
+
+
+def resume_simulation(out: Path, run_id: str, *, console: Console, cache_dir: str = "",
+                      verbose: bool = False) -> dict[str, Any]:
+    """Continue simulated run ``run_id`` in ``out`` after its coordinator stopped (killed, crashed)."""
+    from fedscan.server.resume import resumable_config
+    from fedscan.server.rundir import RunDirectory
+
+    run_dir = RunDirectory(out.resolve() / run_id, run_id)
+    described_file = run_dir.path / SIMULATION_FILE
+    if not described_file.is_file():
+        raise ConfigError(f"{run_dir.path} is not a simulated run (no {SIMULATION_FILE}); "
+                          "check --out and the run id.")
+    described = json.loads(described_file.read_text())
+    config = resumable_config(run_dir)
+    console.print(f"Resuming run {run_id} from its last checkpoint", highlight=False)
+    return run_simulation(config, DataChoice.parse(described["data"]), sites=int(described["sites"]),
+                          partition=str(described["partition"]), device=str(described["device"]),
+                          images_per_site=int(described.get("images_per_site") or defaults.IMAGES_PER_SITE),
+                          out=out, console=console, cache_dir=cache_dir, verbose=verbose, resume_id=run_id)
 
 
 def _announce(console: Console, config: RunConfig, sites: int, run_dir: Any) -> None:

@@ -8,10 +8,12 @@ configuration (``--node-config site-config=...``).
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -20,11 +22,19 @@ from fedscan.cli.superlink import flower_env, free_port
 from fedscan.cli.supernode_launcher import DEFAULT_POLL_S, POLL_ENV
 from fedscan.common.site_config import SiteConfig
 
+log = logging.getLogger(__name__)
+
+RUNNING_MARKER = "supernode.running"  # present while a SuperNode runs; left behind by an unclean stop
+# Flower marks a silent SuperNode offline after 2 missed 30 s heartbeats; until then it refuses a new one.
+STILL_ONLINE_S = 2 * 30 + 20
+RETRY_S = 5.0
+MARKER_TOUCH_S = 5.0
 _FLOWER_EXIT = re.compile(r"Exit Code: (\d+)")
 # Flower's SuperNode exit codes worth translating (flower.ai/docs/framework/ref-exit-codes).
 EXIT_ADVICE = {
     305: "The coordinator refused this site's key: send NAME.pub to the coordinator operator, who runs "
-         "`fedscan server sites add NAME NAME.pub`; then start again.",
+         "`fedscan server sites add NAME NAME.pub`; then start again.",  # also Flower's answer to a site it
+    # still lists as online: run_supernode retries that case after an unclean stop.
 }
 
 
@@ -44,6 +54,34 @@ def supernode_command(config: SiteConfig, config_path: Path) -> list[str]:
 def run_supernode(config: SiteConfig, config_path: Path) -> tuple[int, str]:
     """Run the SuperNode until it exits or this process is stopped; its exit code and advice.
 
+    After this site's previous SuperNode died without signing off (killed, power cut), the
+    coordinator lists it as online until its heartbeats are missed, and refuses to activate it again
+    meanwhile: that refusal is retried until the coordinator lets go, instead of failing the restart.
+    """
+    marker = config.state_dir / RUNNING_MARKER
+    last_alive = marker.stat().st_mtime if marker.is_file() else None  # the previous process died unclean
+    while True:
+        code, printed = _supernode_once(config, config_path, marker)
+        flower_code = printed[-1] if printed else code
+        if flower_code != 305 or last_alive is None or time.time() - last_alive > STILL_ONLINE_S:
+            break
+        print(f"The coordinator still lists this site as online after an unclean stop; retrying in {RETRY_S:g} s.",
+              file=sys.stderr, flush=True)
+        time.sleep(RETRY_S)
+    marker.unlink(missing_ok=True)
+    return code, EXIT_ADVICE.get(flower_code, "")
+
+
+def _keep_touching(marker: Path, process: subprocess.Popen) -> None:
+    """Refresh the marker's time while the SuperNode runs: how recently it was alive, after a crash."""
+    while process.poll() is None:
+        marker.touch()
+        time.sleep(MARKER_TOUCH_S)
+
+
+def _supernode_once(config: SiteConfig, config_path: Path, marker: Path) -> tuple[int, list[int]]:
+    """One SuperNode process: its exit code and the Flower exit codes it printed.
+
     Its output is passed through (to ``[logging] log-dir/supernode.log`` when set) and read for Flower's
     exit code, which the SuperNode prints but does not always exit with.
     """
@@ -62,6 +100,7 @@ def run_supernode(config: SiteConfig, config_path: Path) -> tuple[int, str]:
     # Read on a thread: the SuperNode's helpers inherit its output, so EOF only comes once they are gone.
     reader = threading.Thread(target=_pass_through, args=(process, sink, codes), daemon=True)
     reader.start()
+    threading.Thread(target=_keep_touching, args=(marker, process), daemon=True).start()
     try:
         code = process.wait()
     finally:
@@ -69,7 +108,7 @@ def run_supernode(config: SiteConfig, config_path: Path) -> tuple[int, str]:
         reader.join(timeout=10)
         if sink is not sys.stdout:
             sink.close()
-    return code, EXIT_ADVICE.get(codes[-1] if codes else code, "")
+    return code, codes
 
 
 def _pass_through(process: subprocess.Popen, sink: TextIO, codes: list[int]) -> None:

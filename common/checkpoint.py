@@ -20,12 +20,28 @@ from fedscan.common.models import build_model, get_model_spec
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """``path`` holds either its old content or all of ``payload``, even across a power cut."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(payload)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def save_checkpoint(path: Path, model_name: str, state_dict: dict[str, torch.Tensor],

@@ -21,7 +21,7 @@ from fedscan.common.training import TrainSettings
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean", "krum")
 FlatValue = bool | int | float | str
 # Run-config keys that describe where a run is written or simulated, not how it trains.
-IGNORED_FLAT_KEYS = ("runs-dir", "run-id", "simulation-sites", "device")
+IGNORED_FLAT_KEYS = ("runs-dir", "run-id", "simulation-sites", "device", "resume")
 # Message key: score the received model on validation data before training on it (see server/rounds.py).
 EVALUATE_FIRST = "evaluate-first"
 EVALUATION_RECORD = "evaluation"  # the train reply's record holding that evaluation

@@ -24,6 +24,7 @@ from fedscan.common.models import build_model
 from fedscan.server.prompt_grid import PromptGrid
 from fedscan.server.gate import UpdateGate
 from fedscan.server.recorder import RoundRecorder
+from fedscan.server.resume import restore_run, resumable_config, save_round
 from fedscan.server.rounds import run_rounds
 from fedscan.server.rundir import RunDirectory
 from fedscan.server.strategy import build_strategy
@@ -56,11 +57,15 @@ def wait_for_sites(grid: Grid, min_sites: int, timeout_s: float) -> int:
     return connected
 
 
-def run_federation(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> FederationResult:
-    """Run the whole federation on ``grid``; ``run_dir/status.json`` tells how it ended."""
-    run_dir.write_status("running")
+def run_federation(grid: Grid, config: RunConfig, run_dir: RunDirectory, *,
+                   resume: bool = False) -> FederationResult:
+    """Run the whole federation on ``grid``; ``run_dir/status.json`` tells how it ended.
+
+    With ``resume``, continue ``run_dir``'s run from its newest valid checkpoint.
+    """
+    run_dir.write_status("running", resumed=resume)
     try:
-        result = _federate(grid, config, run_dir)
+        result = _federate(grid, config, run_dir, resume=resume)
     except Exception as exc:
         reason = str(exc) if isinstance(exc, FedscanError) else f"{type(exc).__name__}: {exc}"
         run_dir.write_status("failed", reason=reason)
@@ -80,9 +85,10 @@ def _write_report(run_dir: RunDirectory) -> None:
         log.exception("Could not write the run report; rebuild it with `fedscan report %s`", run_dir.path)
 
 
-def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> FederationResult:
+def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory, *, resume: bool) -> FederationResult:
     random.seed(config.seed)  # Flower's node sampling uses the global `random`
     run_dir.write_config(config.to_json())
+    run_dir.write_run_config(config.to_flat())
     if config.tensorboard:
         require_tensorboard()
     num_sites = wait_for_sites(grid, config.min_sites, config.join_timeout_s)
@@ -91,9 +97,14 @@ def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory) -> Federatio
                              gate=UpdateGate(norm_factor=config.norm_gate))
     strategy = build_strategy(config, recorder, num_sites)
     message_config = {**config.to_message(), "run-id": run_dir.run_id}  # keys each site's ledger
-    log.info("Starting %s rounds of %s with %s sites", config.rounds, config.strategy, num_sites)
-    arrays = run_rounds(strategy, grid, recorder, initial_arrays=ArrayRecord(model.state_dict()),
-                        rounds=config.rounds, timeout=config.round_timeout_s, message_config=message_config)
+    last_round, arrays = (restore_run(run_dir, recorder, strategy) if resume else None) or (
+        0, ArrayRecord(model.state_dict()))
+    log.info("Starting %s rounds of %s with %s sites", config.rounds - last_round, config.strategy, num_sites)
+    arrays = run_rounds(
+        strategy, grid, recorder, initial_arrays=arrays, rounds=config.rounds, first_round=last_round + 1,
+        timeout=config.round_timeout_s, message_config=message_config,
+        before_round=lambda _: wait_for_sites(grid, config.min_sites, config.join_timeout_s),
+        after_round=lambda done, new: save_round(run_dir, config, recorder, strategy, done, new))
     if not recorder.history or "train" not in recorder.history[-1]:
         raise FedscanError("No site completed the last round; see the refusals in metrics.jsonl.",
                            code="run-failed")
@@ -133,7 +144,9 @@ def main(grid: Grid, context: Context) -> None:
     """Entry point on a SuperLink (simulation or deployment): settings from the run config."""
     _log_to_stderr()
     run_config = dict(context.run_config)
-    config = RunConfig.from_flat(run_config)
     run_dir = RunDirectory.create(Path(str(run_config.get("runs-dir", "runs"))),
                                   str(run_config.get("run-id", "")) or None, exist_ok=True)
-    run_federation(PromptGrid(grid), config, run_dir)
+    resume = str(run_config.get("resume", "false")).lower() == "true"
+    # A resumed run continues with the settings it was started with, whatever the request carried.
+    config = resumable_config(run_dir) if resume else RunConfig.from_flat(run_config)
+    run_federation(PromptGrid(grid), config, run_dir, resume=resume)

@@ -48,14 +48,24 @@ class PromptGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push, then pull until every message has its reply or ``timeout`` seconds have passed."""
-        pending = set(self.push_messages(messages))
+        messages = list(messages)
+        destinations = dict(zip(self.push_messages(messages), (m.metadata.dst_node_id for m in messages)))
+        pending = set(destinations)
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending:
-            arrived = list(self.pull_messages(pending))
+            arrived = [_from_destination(reply, destinations) for reply in self.pull_messages(pending)]
             replies.extend(arrived)
             pending.difference_update(reply.metadata.reply_to_message_id for reply in arrived)
             if not pending or (deadline is not None and time.monotonic() >= deadline):
                 break
             time.sleep(self.interval_s)
         return replies
+
+
+def _from_destination(reply: Message, destinations: dict[str, int]) -> Message:
+    """An error the SuperLink wrote for an unreachable site names the SuperLink as its sender: name the site."""
+    site = destinations.get(reply.metadata.reply_to_message_id)
+    if reply.has_error() and site is not None and reply.metadata.src_node_id != site:
+        reply.metadata.__dict__["_src_node_id"] = site  # Flower's own code sets metadata fields this way
+    return reply

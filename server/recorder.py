@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from flwr.app import ArrayRecord, Message
@@ -25,6 +26,18 @@ def reported_site_name(reply: Message) -> str | None:
     """The name a site gave in its reply (error replies carry none)."""
     record = reply.content.config_records.get("site") if not reply.has_error() else None
     return str(record["name"]) if record and "name" in record else None
+
+
+def resident_memory_mb() -> float | None:
+    """This process's resident set size now (Linux /proc); None where that is not available."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
 
 
 def weighted_mean(per_site: dict[str, dict[str, float]], key: str) -> float:
@@ -86,6 +99,27 @@ class RoundRecorder:
         if phase == "train" and len(accepted) < self.min_sites:
             self._end_without_quorum(server_round, len(accepted))
         return accepted
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue this log seamlessly (JSON-safe)."""
+        return {"history": self.history, "current": self._current, "threshold": self.threshold,
+                "names": {str(node): name for node, name in self._names.items()},
+                "central_epsilon": self.central_epsilon, "declared": dict(self.gate.declared),
+                "elapsed_s": time.monotonic() - self.started}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Continue from :meth:`snapshot`; metrics.jsonl is rewritten to exactly its history, so rounds
+        logged after that checkpoint (and about to be redone) are not listed twice."""
+        self.history, self._current = list(snapshot["history"]), dict(snapshot["current"])
+        self.threshold, self.central_epsilon = float(snapshot["threshold"]), snapshot["central_epsilon"]
+        self._names = {int(node): name for node, name in snapshot["names"].items()}
+        self.gate.declared = {site: int(count) for site, count in snapshot["declared"].items()}
+        self.started = time.monotonic() - float(snapshot["elapsed_s"])
+        self.run_dir.rewrite_metrics(self.history)
+        if self.tensorboard:  # event files may hold rounds that will be redone
+            from fedscan.server.tensorboard import rebuild
+
+            rebuild(self.run_dir.path, self.history)
 
     def expect(self, arrays: ArrayRecord) -> None:
         """The global model this round's train messages carry: what the gate checks updates against."""
@@ -175,6 +209,7 @@ class RoundRecorder:
         if self.central_epsilon is not None:
             record["central_epsilon"] = self.central_epsilon
         record["elapsed_s"] = round(time.monotonic() - self.started, 2)
+        record["coordinator_rss_mb"] = resident_memory_mb()  # a leak shows here long before it hurts
         self.run_dir.append_metrics(record)
         self.history.append(record)
         if self.tensorboard:

@@ -13,6 +13,7 @@ evaluate exchange. The strategy's own ``configure_train``, ``aggregate_train``
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
@@ -25,12 +26,24 @@ from fedscan.server.recorder import RoundRecorder
 log = logging.getLogger(__name__)
 
 
+RoundHook = Callable[[int, ArrayRecord], None]
+
+
 def run_rounds(strategy: Strategy, grid: Grid, recorder: RoundRecorder, *, initial_arrays: ArrayRecord,
-               rounds: int, timeout: float, message_config: dict[str, Any]) -> ArrayRecord:
-    """Train for ``rounds`` rounds; every round's aggregate is evaluated at every site. The final arrays."""
+               rounds: int, timeout: float, message_config: dict[str, Any], first_round: int = 1,
+               before_round: Callable[[int], None] | None = None,
+               after_round: RoundHook | None = None) -> ArrayRecord:
+    """Train rounds ``first_round``..``rounds`` from ``initial_arrays`` (the global model after round
+    ``first_round - 1``); every aggregate is evaluated at every site. The final arrays.
+
+    ``before_round`` may wait for sites (or end the run); ``after_round`` sees each new global model
+    (the coordinator checkpoints it there).
+    """
     arrays = initial_arrays
-    for server_round in range(1, rounds + 1):
+    for server_round in range(first_round, rounds + 1):
         log.info("Round %s of %s", server_round, rounds)
+        if before_round is not None:
+            before_round(server_round)
         config = ConfigRecord({**message_config, EVALUATE_FIRST: server_round > 1})
         recorder.expect(arrays)
         replies: list[Message] = list(grid.send_and_receive(
@@ -40,6 +53,8 @@ def run_rounds(strategy: Strategy, grid: Grid, recorder: RoundRecorder, *, initi
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = aggregated
+        if after_round is not None:
+            after_round(server_round, arrays)
     replies = list(grid.send_and_receive(
         strategy.configure_evaluate(rounds, arrays, ConfigRecord(dict(message_config)), grid), timeout=timeout))
     strategy.aggregate_evaluate(rounds, replies)

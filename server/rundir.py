@@ -19,6 +19,9 @@ from fedscan.common.checkpoint import atomic_write_bytes, save_checkpoint
 from fedscan.common.jsonsafe import json_safe
 
 
+RUN_CONFIG_FILE = "run-config.json"
+
+
 def new_run_id() -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(3)}"
@@ -55,6 +58,19 @@ class RunDirectory:
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(json_safe(record)) + "\n")
+
+    def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
+        """metrics.jsonl holding exactly ``records`` (a resumed run drops rounds it will redo)."""
+        lines = "".join(json.dumps(json_safe(record)) + "\n" for record in records)
+        atomic_write_bytes(self.path / "metrics.jsonl", lines.encode())
+
+    def write_run_config(self, flat: dict[str, Any]) -> None:
+        """The run's settings in run-config form: what ``--resume`` continues with."""
+        atomic_write_bytes(self.path / RUN_CONFIG_FILE, json.dumps(flat, indent=2).encode())
+
+    def read_run_config(self) -> dict[str, Any] | None:
+        path = self.path / RUN_CONFIG_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"

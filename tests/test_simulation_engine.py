@@ -69,3 +69,36 @@ def test_default_demo_reaches_the_auc_target_within_budget(tmp_path: Path) -> No
     final = [json.loads(x) for x in (_only_run(tmp_path) / "metrics.jsonl").read_text().splitlines()][-1]
     assert final["aggregated"]["auc"] >= 0.85
     assert all(eps <= 8.0 * 1.001 for eps in final["epsilon"].values())
+
+
+def test_a_simulation_killed_mid_run_resumes_from_its_checkpoint(tmp_path: Path,
+                                                                  synthetic_sites: list[Path]) -> None:
+    from fedscan.cli.processes import descendants
+    from tests.test_deployment_resilience import wait_until
+
+    before = _leftover_processes()
+    folders = ",".join(str(p) for p in synthetic_sites[:2])
+    args = ["--data", f"dicom:{folders}", "--rounds", "3", "--local-epochs", "1", "--delta", "1e-4",
+            "--no-cross-site"]
+    env = {**os.environ, "COLUMNS": "200", "FEDSCAN_CACHE_DIR": str(tmp_path / "cache")}
+    runner = subprocess.Popen([*FEDSCAN, "simulate", "--out", str(tmp_path / "runs"), *args], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "runs"
+    wait_until(lambda: any(checkpoints.glob("*/checkpoints/round-00001.ckpt")), 300, "round 1")
+    for pid in [runner.pid, *descendants(runner.pid)]:  # the CLI, its SuperLink, the ServerApp, Ray
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    runner.wait(timeout=30)
+    run_dir = _only_run(tmp_path)
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "running"  # no handler ran
+    result = _simulate(tmp_path, "--resume", run_dir.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Resuming run" in result.stdout
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["round"] for x in lines] == [1, 2, 3]
+    assert all(0 < eps <= 8 * 1.001 for eps in lines[-1]["epsilon"].values())
+    again = _simulate(tmp_path, "--resume", run_dir.name)
+    assert again.returncode == 2 and "already completed" in again.stderr
+    wait_until(lambda: _leftover_processes() == before, 30, "the killed run's processes to go")
