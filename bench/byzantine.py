@@ -19,16 +19,12 @@ from pathlib import Path
 
 from flwr.app import ArrayRecord, Context, Message
 
-from fedscan.client.app import make_client_app
-from fedscan.client.site import Site
 from fedscan.common.config import RunConfig
 from fedscan.common.privacy import PrivacyConfig
-from fedscan.common.site_config import PrivacyPolicy
-from fedscan.common.sources import NpzShardSource
 from fedscan.common.training import TrainSettings
-from fedscan.server.app import run_federation
-from fedscan.server.inprocess import InProcessGrid, flower_identity
-from fedscan.server.rundir import RunDirectory
+from fedscan.server.inprocess import flower_identity
+
+from npz_federation import npz_federation  # bench/ is on sys.path when a bench script runs
 
 SITES, BYZANTINE = 10, (100, 101)  # node ids of the two attackers
 
@@ -56,12 +52,8 @@ def _federation(npz: Path, root: Path, strategy: str, *, attack: bool, norm_gate
                        byzantine_sites=len(BYZANTINE), cross_site=False, seed=1,
                        train=TrainSettings(local_epochs=1, batch_size=32, learning_rate=0.05, augment=False),
                        privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
-    sources = [NpzShardSource(f"site-{i}", str(npz), i, SITES, "iid", 1) for i in range(SITES)]
-    policy = PrivacyPolicy.for_simulation(config.privacy)
-    sites = [Site(source, root / "state" / source.name, policy) for source in sources]
-    app = make_client_app(lambda context: sites[int(context.node_config["partition-id"])], device="cpu")
-    grid = InProcessGrid(SignFlip(app, BYZANTINE) if attack else app, SITES)
-    result = run_federation(grid, config, RunDirectory.create(root / "runs"))
+    result = npz_federation(npz, root, config, sites=SITES, partition="iid",
+                            wrap=(lambda app: SignFlip(app, BYZANTINE)) if attack else None)
     return float(result.history[-1]["pooled"]["auc"])
 
 

@@ -69,7 +69,10 @@ def simulate(
     data: Annotated[str, typer.Option(help="synthetic | npz:PATH | dicom:DIR_A,DIR_B,... (site folders, each with "
                                            "labels.csv) | dicom:DIR (a folder of site folders).")] = "synthetic",
     partition: Annotated[str, typer.Option(help="How npz data is split: iid | dirichlet:ALPHA.")] = "iid",
-    model: Annotated[str, typer.Option(help="small-cnn | densenet121 | resnet18.")] = defaults.MODEL,
+    model: Annotated[str, typer.Option(help="small-cnn | densenet121 | resnet18 | hog-svm | hog-logreg | lbp-svm "
+                                            "| lbp-logreg (classical: features → linear model).")] = defaults.MODEL,
+    classical: Annotated[str, typer.Option(help="Classical models' settings, e.g. median=3,equalize=clahe,roi=otsu,"
+                                                "hog-cell=8,lbp-grid=4 (see README).")] = "",
     epsilon: Annotated[float, typer.Option(help="Privacy budget ε for the whole run, per site.")] = defaults.EPSILON,
     delta: Annotated[float, typer.Option(help="Privacy δ; must be below 1/(samples at a site).")] = defaults.DELTA,
     no_dp: Annotated[bool, typer.Option("--no-dp", help="Train WITHOUT differential privacy (benchmarks only).")] = False,
@@ -115,7 +118,7 @@ def simulate(
             central_noise_multiplier=central_noise, central_clip_norm=central_clip,
             cross_site=cross_site, tensorboard=tensorboard,
             train=TrainSettings(model=model, learning_rate=learning_rate, local_epochs=local_epochs,
-                                batch_size=batch_size, seed=seed),
+                                batch_size=batch_size, seed=seed, classical=classical),
             privacy=PrivacyConfig(epsilon=epsilon, delta=delta, enabled=not no_dp))
         if no_dp:
             err_console.print("[bold yellow]WARNING: differential privacy is OFF (--no-dp); "

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 RUNNING_MARKER = "supernode.running"  # present while a SuperNode runs; left behind by an unclean stop
 # Flower marks a silent SuperNode offline after 2 missed 30 s heartbeats; until then it refuses a new one.
 STILL_ONLINE_S = 2 * 30 + 20
-RETRY_S = 5.0
+RETRY_S = 2.0
 MARKER_TOUCH_S = 5.0
 _FLOWER_EXIT = re.compile(r"Exit Code: (\d+)")
 # Flower's SuperNode exit codes worth translating (flower.ai/docs/framework/ref-exit-codes).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from flwr.app import ArrayRecord, Context, Message
@@ -26,9 +27,13 @@ from fedscan.common.crosssite import CROSS_SITE_ACTION, planned_releases
 from fedscan.common.data import ImageSet
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import FedscanError
+from fedscan.common.feature_stats import STATS_ACTION
 from fedscan.common.metrics import binary_metrics, predict
 from fedscan.common.models import build_model, get_model_spec
 from fedscan.common.pooled import ScoreHistogram
+
+if TYPE_CHECKING:
+    from fedscan.common.training import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,12 @@ def make_client_app(resolve: SiteResolver = resolve_site, *, device: str | None 
     @app.evaluate(CROSS_SITE_ACTION)
     def cross_site(msg: Message, context: Context) -> Message:
         return _guarded(msg, lambda: _cross_evaluate(msg, resolve(context), device))
+
+    @app.query(STATS_ACTION)
+    def statistics(msg: Message, context: Context) -> Message:
+        from fedscan.client.feature_stats import feature_stats
+
+        return _guarded(msg, lambda: feature_stats(msg, resolve(context), run_key(msg, dict(msg.content["config"]))))
 
     return app
 
@@ -84,7 +95,7 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
     data = site.source.load(get_model_spec(settings.model).input_size)
     # The previous round's aggregate (the model just received), scored before training on it when the
     # coordinator asks: it saves a separate evaluate exchange per round.
-    evaluation = (_score(settings.model, msg.content["arrays"], data.val, threshold=0.5,
+    evaluation = (_score((settings.model, settings.classical), msg.content["arrays"], data.val, threshold=0.5,
                          device=resolve_device(device or site.device)) if config.get(EVALUATE_FIRST) else None)
     ledger = PrivacyLedger(site.state_dir) if privacy.enabled else None
     # Asked again (coordinator retry or restart): re-send the recorded release, spend nothing. A stored
@@ -93,14 +104,14 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
     if stored is not None and ledger.has_release(run_id, server_round):
         log.info("Round %s of this run was already released; sending the same update", server_round)
         return replies.train_reply(msg, stored[0], stored[1], site.name, expected=received, evaluation=evaluation)
-    model = build_model(settings.model)
+    model = build_model(settings.model, options=settings.classical)
     model.load_state_dict(received)
     plan = None
     if ledger is not None:
         plan = budget.plan_round(ledger, site.policy, privacy, run_id=run_id, server_round=server_round,
                                  rounds=planned_releases(rounds, bool(config.get("cross-site", False))),
                                  num_samples=len(data.train), batch_size=settings.batch_size,
-                                 local_epochs=settings.local_epochs)
+                                 local_epochs=settings.local_epochs, extra=_other_releases(settings))
     else:
         log.warning("Training WITHOUT differential privacy, as the run configuration asks.")
     dp = DpStep(plan.run.noise_multiplier, plan.run.clip_norm, plan.secure_mode) if plan else None
@@ -118,38 +129,51 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
     return replies.train_reply(msg, arrays, metrics, site.name, expected=received, evaluation=evaluation)
 
 
+def _other_releases(settings: TrainSettings) -> list[tuple[float, float, int]]:
+    """The run's releases besides its rounds, which its noise is calibrated for: the classical models'
+    feature statistics."""
+    if not get_model_spec(settings.model).classical:
+        return []
+    from fedscan.common.classical import ClassicalConfig
+
+    return [(ClassicalConfig.parse(settings.classical).stats_noise, 1.0, 1)]
+
+
 def _evaluate(msg: Message, site: Site, device: str | None) -> Message:
     started = time.monotonic()
-    model_name, val, on, threshold = _evaluation_inputs(msg, site, device)
-    metrics, histogram = _score(model_name, msg.content["arrays"], val, device=on, threshold=threshold)
+    model, val, on, threshold = _evaluation_inputs(msg, site, device)
+    metrics, histogram = _score(model, msg.content["arrays"], val, device=on, threshold=threshold)
     metrics["site-seconds"] = time.monotonic() - started
     return replies.evaluate_reply(msg, metrics, site.name, histogram=histogram.to_lists())
 
 
 def _cross_evaluate(msg: Message, site: Site, device: str | None) -> Message:
     """Every model in the message (global, each site's local one) on this site's validation data."""
-    model_name, val, on, threshold = _evaluation_inputs(msg, site, device)
-    results = {name: _score(model_name, arrays, val, device=on, threshold=threshold)
+    model, val, on, threshold = _evaluation_inputs(msg, site, device)
+    results = {name: _score(model, arrays, val, device=on, threshold=threshold)
                for name, arrays in msg.content.array_records.items()}
     return replies.cross_site_reply(msg, results, site.name)
 
 
 def _evaluation_inputs(msg: Message, site: Site, device: str | None
-                       ) -> tuple[str, ImageSet, torch.device, float]:
-    """(model name, validation images, device, threshold) of an evaluation request, after the version check."""
+                       ) -> tuple[tuple[str, str], ImageSet, torch.device, float]:
+    """((model name, classical options), validation images, device, threshold) of an evaluation request,
+    after the version check."""
     config = dict(msg.content["config"])
     check_compatible(config.get(VERSION_KEY))
-    model_name = str(config.get("model", ""))
-    data = site.source.load(get_model_spec(model_name).input_size)
-    return model_name, data.val, resolve_device(device or site.device), float(config.get("threshold", 0.5))
+    model = (str(config.get("model", "")), str(config.get("classical", "")))
+    data = site.source.load(get_model_spec(model[0]).input_size)
+    return model, data.val, resolve_device(device or site.device), float(config.get("threshold", 0.5))
 
 
-def _score(model_name: str, arrays: ArrayRecord, val: ImageSet, *, device: torch.device,
+def _score(model: tuple[str, str], arrays: ArrayRecord, val: ImageSet, *, device: torch.device,
            threshold: float) -> tuple[dict[str, float], ScoreHistogram]:
-    """Metrics of one model on the site's validation images, and their score histogram."""
-    model = build_model(model_name, check_dp=False)  # evaluation only: no DP-SGD, no Opacus import
-    model.load_state_dict(arrays.to_torch_state_dict())
-    scores, loss = predict(model, val, device=device)
+    """Metrics of one model (name, classical options) on the site's validation images, and their score
+    histogram."""
+    name, options = model
+    built = build_model(name, check_dp=False, options=options)  # evaluation only: no DP-SGD, no Opacus import
+    built.load_state_dict(arrays.to_torch_state_dict())
+    scores, loss = predict(built, val, device=device)
     labels = val.labels.numpy()
     metrics = binary_metrics(labels, scores, threshold=threshold)
     metrics.update(loss=loss, **{"num-examples": len(val)})

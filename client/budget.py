@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedscan.common.data import ImageSet
@@ -40,8 +41,33 @@ class RoundPlan:
 
 def plan_round(ledger: PrivacyLedger, policy: PrivacyPolicy, privacy: PrivacyConfig, *, run_id: str,
                server_round: int, rounds: int, num_samples: int, batch_size: int,
-               local_epochs: int) -> RoundPlan:
-    """The round's DP parameters, or PrivacyError/DataError when the site's rules forbid it."""
+               local_epochs: int, extra: list[HistoryEntry] | None = None) -> RoundPlan:
+    """The round's DP parameters, or PrivacyError/DataError when the site's rules forbid it.
+
+    ``extra``: releases of the run other than its training rounds (the classical models' feature
+    statistics), planned for when the run's noise is calibrated.
+    """
+    rate = sample_rate(num_samples, batch_size)
+    round_steps = local_epochs * steps_per_epoch(num_samples, batch_size)
+    return _plan(ledger, policy, privacy, run_id=run_id, server_round=server_round, num_samples=num_samples,
+                 schedule=(rate, rounds * round_steps, extra or []),
+                 entry=lambda run: (run.noise_multiplier, rate, round_steps), rounds=rounds)
+
+
+def plan_feature_stats(ledger: PrivacyLedger, policy: PrivacyPolicy, privacy: PrivacyConfig, *, run_id: str,
+                       server_round: int, rounds: int, num_samples: int, batch_size: int, local_epochs: int,
+                       noise_multiplier: float) -> RoundPlan:
+    """The feature-statistics release (one Gaussian mechanism, noise multiplier ``noise_multiplier``)."""
+    entry: HistoryEntry = (noise_multiplier, 1.0, 1)
+    rate = sample_rate(num_samples, batch_size)
+    total_steps = rounds * local_epochs * steps_per_epoch(num_samples, batch_size)
+    return _plan(ledger, policy, privacy, run_id=run_id, server_round=server_round, num_samples=num_samples,
+                 schedule=(rate, total_steps, [entry]), entry=lambda run: entry, rounds=rounds)
+
+
+def _plan(ledger: PrivacyLedger, policy: PrivacyPolicy, privacy: PrivacyConfig, *, run_id: str,
+          server_round: int, num_samples: int, schedule: tuple[float, int, list[HistoryEntry]],
+          entry: Callable[[RunRecord], HistoryEntry], rounds: int) -> RoundPlan:
     if ledger.has_release(run_id, server_round):
         # Its stored update is gone (a later round replaced it): training again would be a
         # second, unaccounted release of the same round.
@@ -52,23 +78,23 @@ def plan_round(ledger: PrivacyLedger, policy: PrivacyPolicy, privacy: PrivacyCon
                         f"of {policy.min_samples}.", code="too-few-samples")
     delta = min(privacy.delta, policy.delta)
     check_delta(delta, num_samples)
-    rate = sample_rate(num_samples, batch_size)
-    round_steps = local_epochs * steps_per_epoch(num_samples, batch_size)
+    rate, total_steps, extra = schedule
     run = ledger.run(run_id) or _start_run(ledger, policy, privacy, run_id=run_id, rounds=rounds, delta=delta,
-                                           rate=rate, total_steps=rounds * round_steps)
-    this_round = (run.noise_multiplier, rate, round_steps)
-    projected = ledger.epsilon(run.delta, run_id=run_id, extra=[this_round])
+                                           rate=rate, total_steps=total_steps, extra=extra)
+    this_release = entry(run)
+    projected = ledger.epsilon(run.delta, run_id=run_id, extra=[this_release])
     _refuse_if_over(projected, run.target_epsilon, "the run's budget")
     if math.isfinite(policy.max_epsilon_lifetime):
-        _refuse_if_over(ledger.epsilon(policy.delta, extra=[this_round]), policy.max_epsilon_lifetime,
+        _refuse_if_over(ledger.epsilon(policy.delta, extra=[this_release]), policy.max_epsilon_lifetime,
                         "the site's lifetime budget")
-    return RoundPlan(run, privacy.secure_mode or policy.secure_mode, this_round, projected)
+    return RoundPlan(run, privacy.secure_mode or policy.secure_mode, this_release, projected)
 
 
 def _start_run(ledger: PrivacyLedger, policy: PrivacyPolicy, privacy: PrivacyConfig, *, run_id: str,
-               rounds: int, delta: float, rate: float, total_steps: int) -> RunRecord:
+               rounds: int, delta: float, rate: float, total_steps: int, extra: list[HistoryEntry]) -> RunRecord:
     target = min(privacy.epsilon, policy.max_epsilon_per_run)
-    sigma = calibrate_noise(target_epsilon=target, delta=delta, sample_rate=rate, total_steps=total_steps)
+    sigma = calibrate_noise(target_epsilon=target, delta=delta, sample_rate=rate, total_steps=total_steps,
+                            extra=extra)
     log.info("Calibrated noise multiplier %.4f for epsilon=%s over %s rounds", sigma, target, rounds)
     return ledger.start_run(RunRecord(run_id, sigma, target, delta, privacy.clip_norm, rounds))
 

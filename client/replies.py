@@ -4,7 +4,8 @@ Only these ever leave: the model arrays after DP training (the same keys and
 shapes as the model the coordinator sent, numeric, all finite), scalar
 metrics with known names (per model, for the models of a cross-site evaluation), the validation score histogram (counts and score
 sums per fixed bin, for pooled metrics), and a tiny record naming the site
-and its fedscan version. Refusals carry a code and a fixed public reason, never an
+and its fedscan version; for the classical models, per-feature sums and sums of squares over the site's
+images (noised under DP). Refusals carry a code and a fixed public reason, never an
 exception's text. Audit this file, not the handlers.
 """
 
@@ -28,6 +29,7 @@ SITE_RECORD = "site"
 TRAIN_METRICS = frozenset({"num-examples", "train-loss", "steps", "noise-multiplier", "epsilon", "site-seconds"})
 HISTOGRAM_KEYS = frozenset({"hist-pos", "hist-neg", "hist-score-sum"})
 _ALLOWED_DTYPES = frozenset({torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64})
+STATS_ARRAYS = ("sum", "squares")  # the classical models' feature statistics (common/feature_stats.py)
 EVALUATE_METRICS = frozenset({"num-examples", "precision", "positives", "site-seconds", *METRIC_NAMES})
 
 
@@ -119,3 +121,17 @@ def error_reply(msg: Message, code: str) -> Message:
     """A coded refusal: the registry's number and public reason for ``code``, nothing else."""
     code, number, reason = public_reply(code)
     return Message(error=Error(code=number, reason=f"{code}: {reason}"), reply_to=msg)
+
+
+def feature_stats_reply(msg: Message, sums: Mapping[str, torch.Tensor], count: int, site_name: str, *,
+                        dimension: int) -> Message:
+    """Per-feature sums and sums of squares (noised under DP) and the image count: never a feature vector."""
+    if set(sums) != set(STATS_ARRAYS):
+        raise ReplyRefused("Feature statistics must be exactly the sums and the sums of squares.")
+    for key, value in sums.items():
+        if value.shape != (dimension,) or not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+            raise ReplyRefused(f"Feature statistic {key!r} must be {dimension} finite numbers.")
+    content = RecordDict({"arrays": ArrayRecord(dict(sums)), "metrics": _scalars({"num-examples": count},
+                                                                                    TRAIN_METRICS),
+                          SITE_RECORD: _site_record(site_name)})
+    return Message(content=content, reply_to=msg)

@@ -65,7 +65,7 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         raise DataError(f"Checkpoint {path} needs both {path.name} and {meta_path.name}.")
     try:
         meta = json.loads(meta_path.read_text())
-        model = build_model(meta["model"])
+        model = build_model(meta["model"], options=str(meta.get("classical", "")))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (KeyError, ValueError, RuntimeError, OSError) as exc:
         raise DataError(f"Checkpoint {path} or {meta_path.name} is unreadable ({type(exc).__name__}).") from exc

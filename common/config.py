@@ -79,7 +79,7 @@ class RunConfig:
             "batch-size": train.batch_size, "augment": train.augment, "seed": self.seed,
             "rounds": self.rounds, "dp": privacy.enabled, "epsilon": privacy.epsilon,
             "delta": privacy.delta, "clip-norm": privacy.clip_norm, "secure-mode": privacy.secure_mode,
-            "cross-site": self.cross_site,
+            "cross-site": self.cross_site, "classical": train.classical,
         }
 
     def to_flat(self) -> dict[str, FlatValue]:
@@ -140,6 +140,10 @@ def _check_training(train: TrainSettings) -> None:
         raise ConfigError("batch-size must be at least 1.")
     if not 0 <= train.momentum < 1:
         raise ConfigError("momentum must be in [0, 1).")
+    if train.classical:
+        from fedscan.common.classical import ClassicalConfig
+
+        ClassicalConfig.parse(train.classical)  # raises with the valid keys
 
 
 def _check_robust(config: RunConfig) -> None:
@@ -174,7 +178,8 @@ def settings_from_message(config: dict) -> tuple[TrainSettings, PrivacyConfig, i
             model=str(config["model"]), learning_rate=float(config["learning-rate"]),
             momentum=float(config["momentum"]), local_epochs=int(config["local-epochs"]),
             batch_size=int(config["batch-size"]), augment=bool(config["augment"]),
-            proximal_mu=float(config.get("proximal-mu", 0.0)), seed=int(config["seed"]))
+            proximal_mu=float(config.get("proximal-mu", 0.0)), seed=int(config["seed"]),
+            classical=str(config.get("classical", "")))
         privacy = PrivacyConfig(epsilon=float(config["epsilon"]), delta=float(config["delta"]),
                                 clip_norm=float(config["clip-norm"]), enabled=bool(config["dp"]),
                                 secure_mode=bool(config.get("secure-mode", False)))

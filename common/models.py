@@ -24,10 +24,12 @@ class ModelSpec:
     """
 
     name: str
-    build: Callable[[], nn.Module]
+    build: Callable[..., nn.Module]
     input_size: int
     grad_sample_mode: str = "hooks"
     description: str = ""
+    loss: str = "bce"  # "hinge" for the linear SVM
+    classical: bool = False  # built from run config ``classical``; standardised by federated statistics
 
 
 class SmallCNN(nn.Module):
@@ -95,12 +97,27 @@ def _resnet18() -> nn.Module:
     return _SqueezeLogit(_no_inplace(net))
 
 
+def _classical(kind: str) -> Callable[..., nn.Module]:
+    def build(options: str = "") -> nn.Module:
+        from fedscan.common.classical_model import FeatureClassifier
+
+        return FeatureClassifier(kind, input_size=CLASSICAL_INPUT_SIZE, options=options)
+    return build
+
+
+CLASSICAL_INPUT_SIZE = 64
+_CLASSICAL = tuple(
+    ModelSpec(f"{kind}-{head}", _classical(kind), CLASSICAL_INPUT_SIZE, loss="hinge" if head == "svm" else "bce",
+              classical=True, description=f"{kind.upper()} features → {'linear SVM' if head == 'svm' else 'logistic regression'}")
+    for kind in ("hog", "lbp") for head in ("svm", "logreg"))
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec for spec in (
         ModelSpec("small-cnn", SmallCNN, 64, description="3-block CNN, ~25k parameters (default)"),
         ModelSpec("densenet121", _densenet121, 64, description="MONAI DenseNet121, GroupNorm"),
         ModelSpec("resnet18", _resnet18, 64, grad_sample_mode="ew",
                   description="MONAI ResNet-18, GroupNorm"),
+        *_CLASSICAL,
     )
 }
 
@@ -113,13 +130,16 @@ def get_model_spec(name: str) -> ModelSpec:
         raise ModelError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.") from None
 
 
-def build_model(name: str, *, seed: int | None = None, check_dp: bool = True) -> nn.Module:
-    """A fresh model, identical for the same seed; ``check_dp`` runs Opacus' validator on it."""
+def build_model(name: str, *, seed: int | None = None, check_dp: bool = True, options: str = "") -> nn.Module:
+    """A fresh model, identical for the same seed; ``check_dp`` runs Opacus' validator on it.
+
+    ``options`` (run config ``classical``) configures the classical models' preprocessing and features.
+    """
     spec = get_model_spec(name)
     with torch.random.fork_rng():  # seeding must not leak into the caller's RNG
         if seed is not None:
             torch.manual_seed(seed)
-        model = spec.build()
+        model = spec.build(options) if spec.classical else spec.build()
     if not check_dp:
         return model
     from opacus.validators import ModuleValidator

@@ -58,8 +58,12 @@ def check_delta(delta: float, num_samples: int) -> None:
 
 
 def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float,
-                    total_steps: int) -> float:
-    """Noise multiplier σ so that ``total_steps`` steps at ``sample_rate`` spend ``target_epsilon``."""
+                    total_steps: int, extra: list[HistoryEntry] | None = None) -> float:
+    """Noise multiplier σ so that ``total_steps`` steps at ``sample_rate`` spend ``target_epsilon``
+    — together with the fixed releases in ``extra``, when given."""
+    if extra:
+        return _calibrate_with(extra, target_epsilon=target_epsilon, delta=delta, sample_rate=sample_rate,
+                               total_steps=total_steps)
     from opacus.accountants.utils import get_noise_multiplier
 
     with warnings.catch_warnings():
@@ -67,6 +71,24 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float,
         return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
                                           sample_rate=sample_rate, steps=total_steps,
                                           accountant="prv", epsilon_tolerance=0.01))
+
+
+def _calibrate_with(extra: list[HistoryEntry], *, target_epsilon: float, delta: float, sample_rate: float,
+                    total_steps: int) -> float:
+    """Bisection on σ (ε falls as σ grows); raises when ``extra`` alone spends the target."""
+    if epsilon_spent(extra, delta) >= target_epsilon:
+        raise PrivacyError(f"The run's other releases already spend epsilon {epsilon_spent(extra, delta):.2f} "
+                           f"of {target_epsilon:g}; raise epsilon or their noise.", code="privacy-budget-exhausted")
+    low, high = 0.3, 2.0
+    while epsilon_spent([*extra, (high, sample_rate, total_steps)], delta) > target_epsilon:
+        low, high = high, high * 2
+    for _ in range(20):
+        middle = (low + high) / 2
+        if epsilon_spent([*extra, (middle, sample_rate, total_steps)], delta) > target_epsilon:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def merge_history(history: list[HistoryEntry]) -> list[HistoryEntry]:
@@ -94,4 +116,7 @@ def epsilon_spent(history: list[HistoryEntry], delta: float, *, accountant: str 
         # RDP's "optimal order is the largest alpha" only means its bound is loose;
         # PRV is the number we report.
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        # A release without subsampling (rate 1: the classical models' feature statistics) takes log(0) in
+        # a branch of the PRV that np.where then discards.
+        warnings.filterwarnings("ignore", message="divide by zero encountered in log", category=RuntimeWarning)
         return float(engine.get_epsilon(delta=delta))

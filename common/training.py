@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ class TrainSettings:
     augment: bool = True
     proximal_mu: float = 0.0
     seed: int = 0
+    classical: str = ""  # the classical models' preprocessing and features (see common/classical.py)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,9 @@ def train_local(model: nn.Module, data: ImageSet, settings: TrainSettings, *,
     # coordinator knows would let it predict (and subtract) the noise.
     seed = secrets.randbits(63) if dp is not None else settings.seed
     generator = torch.Generator().manual_seed(seed)
-    dataset = TrainingSet(data, augment=settings.augment, seed=seed % 2**32)
+    # The classical pipeline trains on fixed features of the images as they are (and caches them).
+    augment = settings.augment and not get_model_spec(settings.model).classical
+    dataset = TrainingSet(data, augment=augment, seed=seed % 2**32)
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=True,
                                          generator=generator)
     model.to(device).train()
@@ -117,7 +121,7 @@ def _secure_noise(optimizer: "DPOptimizer", generator: torch.Generator) -> None:
 def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: torch.utils.data.DataLoader,
                 settings: TrainSettings, anchor: list[torch.Tensor] | None,
                 device: torch.device) -> tuple[float, int]:
-    criterion = nn.BCEWithLogitsLoss()
+    criterion = training_loss(get_model_spec(settings.model).loss)
     total_loss, total_seen, steps = 0.0, 0, 0
     for _ in range(settings.local_epochs):
         for images, labels in loader:
@@ -134,6 +138,15 @@ def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: torc
             total_seen += images.shape[0]
             steps += 1
     return total_loss / max(total_seen, 1), steps
+
+
+def training_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The model's training loss: log-loss on logits, or the SVM's hinge loss on margins."""
+    if name == "hinge":
+        from fedscan.common.classical_model import hinge_loss
+
+        return hinge_loss
+    return nn.BCEWithLogitsLoss()
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import FedscanError
-from fedscan.common.models import build_model
+from fedscan.common.models import build_model, get_model_spec
 from fedscan.server.prompt_grid import PromptGrid
 from fedscan.server.gate import UpdateGate
 from fedscan.server.recorder import RoundRecorder
@@ -92,13 +92,13 @@ def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory, *, resume: b
     if config.tensorboard:
         require_tensorboard()
     num_sites = wait_for_sites(grid, config.min_sites, config.join_timeout_s)
-    model = build_model(config.train.model, seed=config.seed)
+    model = build_model(config.train.model, seed=config.seed, options=config.train.classical)
     recorder = RoundRecorder(run_dir, config.train.model, config.min_sites, tensorboard=config.tensorboard,
-                             gate=UpdateGate(norm_factor=config.norm_gate))
+                             gate=UpdateGate(norm_factor=config.norm_gate), model_options=config.train.classical)
     strategy = build_strategy(config, recorder, num_sites)
     message_config = {**config.to_message(), "run-id": run_dir.run_id}  # keys each site's ledger
     last_round, arrays = (restore_run(run_dir, recorder, strategy) if resume else None) or (
-        0, ArrayRecord(model.state_dict()))
+        0, _initial_arrays(grid, config, recorder, model, message_config))
     log.info("Starting %s rounds of %s with %s sites", config.rounds - last_round, config.strategy, num_sites)
     arrays = run_rounds(
         strategy, grid, recorder, initial_arrays=arrays, rounds=config.rounds, first_round=last_round + 1,
@@ -110,10 +110,22 @@ def _federate(grid: Grid, config: RunConfig, run_dir: RunDirectory, *, resume: b
                            code="run-failed")
     # The operating threshold was chosen on the pooled validation histogram; evaluation reuses it.
     final = run_dir.save_model("final", config.train.model, arrays.to_torch_state_dict(),
-                               rounds=config.rounds, strategy=config.strategy, threshold=recorder.threshold)
+                               classical=config.train.classical, rounds=config.rounds, strategy=config.strategy,
+                               threshold=recorder.threshold)
     if config.cross_site:
         _cross_validate(grid, config, recorder, arrays, message_config, run_dir)
     return FederationResult(run_dir, recorder.history, final)
+
+
+def _initial_arrays(grid: Grid, config: RunConfig, recorder: RoundRecorder, model: Any,
+                    message_config: dict[str, Any]) -> ArrayRecord:
+    """The round-1 global model; the classical models' feature standardisation comes from the sites."""
+    arrays = ArrayRecord(model.state_dict())
+    if not get_model_spec(config.train.model).classical:
+        return arrays
+    from fedscan.server.feature_stats import standardise
+
+    return standardise(grid, config, recorder, arrays, message_config)
 
 
 def _cross_validate(grid: Grid, config: RunConfig, recorder: RoundRecorder, arrays: ArrayRecord,

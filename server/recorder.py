@@ -59,6 +59,7 @@ class RoundRecorder:
     threshold: float = 0.5  # Youden-optimal on the pooled validation histogram of the latest round
     tensorboard: bool = False  # also append each round's scalars to TensorBoard event files
     gate: UpdateGate = field(default_factory=UpdateGate)
+    model_options: str = ""  # run config ``classical``: rebuilds a classical model from its checkpoint
     _sent: dict[str, Any] | None = None  # the global model of the current round, for the gate
     started: float = field(default_factory=time.monotonic)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -196,6 +197,7 @@ class RoundRecorder:
     def train_done(self, server_round: int, arrays: ArrayRecord | None) -> None:
         if arrays is not None:
             self.run_dir.save_model("global", self.model_name, arrays.to_torch_state_dict(),
+                                    classical=self.model_options,
                                     round=server_round)
 
     def round_done(self, server_round: int) -> dict[str, Any]:

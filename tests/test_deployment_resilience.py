@@ -137,7 +137,7 @@ def _finish(process: subprocess.Popen, timeout: float = 420) -> tuple[int, str]:
 def test_a_site_killed_mid_round_does_not_stall_it_and_rejoins_later(deployment: Deployment) -> None:
     deployment.wait_online(3)
     before = deployment.existing_runs()
-    runner = deployment.submit("rounds = 4\nmin-sites = 2\nround-timeout-s = 40\njoin-timeout-s = 120\n"
+    runner = deployment.submit("rounds = 6\nmin-sites = 2\nround-timeout-s = 40\njoin-timeout-s = 120\n"
                                "epsilon = 8.0\ndelta = 1e-4\n", "churn")
     run_dir = deployment.new_run_dir(before)
     # Round 1 is aggregated: round 2's messages are out and the sites are training.
@@ -152,7 +152,8 @@ def test_a_site_killed_mid_round_does_not_stall_it_and_rejoins_later(deployment:
                                                                     .read_text().splitlines())}
     assert trained[1] == list(SITES)
     assert trained[2] == ["site-0", "site-1"]  # the round went on with the two that answered
-    assert any("site-2" in trained[r] for r in (3, 4)), f"site-2 never rejoined: {trained}"
+    # Flower lists the dead process as online for up to 2 missed 30 s heartbeats; then the restarted one joins.
+    assert any("site-2" in trained[r] for r in (3, 4, 5, 6)), f"site-2 never rejoined: {trained}"
 
 
 @pytest.mark.slow
