@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedscan-installed
 
-.PHONY: demo test test-all bench-ingest bench-deployment bench-byzantine bench-soak bench-classical install clean
+.PHONY: demo test test-all bench-ingest bench-deployment bench-byzantine bench-soak bench-classical bench install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "fedscan needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -35,6 +35,9 @@ bench-byzantine: $(STAMP)
 
 bench-soak: $(STAMP)
 	$(BIN)/python bench/soak.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/all.py --npz ../shared/data/pneumoniamnist_trainval.npz
 
 bench-classical: $(STAMP)
 	$(BIN)/python bench/classical.py --npz ../shared/data/pneumoniamnist_trainval.npz
