@@ -27,7 +27,7 @@ from fedscan.common.crosssite import CROSS_SITE_ACTION, planned_releases
 from fedscan.common.data import ImageSet
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import FedscanError
-from fedscan.common.feature_stats import STATS_ACTION
+from fedscan.common.feature_stats import STATS_ACTION, stats_release
 from fedscan.common.metrics import binary_metrics, predict
 from fedscan.common.models import build_model, get_model_spec
 from fedscan.common.pooled import ScoreHistogram
@@ -132,11 +132,7 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
 def _other_releases(settings: TrainSettings) -> list[tuple[float, float, int]]:
     """The run's releases besides its rounds, which its noise is calibrated for: the classical models'
     feature statistics."""
-    if not get_model_spec(settings.model).classical:
-        return []
-    from fedscan.common.classical import ClassicalConfig
-
-    return [(ClassicalConfig.parse(settings.classical).stats_noise, 1.0, 1)]
+    return [stats_release(settings.classical)] if get_model_spec(settings.model).classical else []
 
 
 def _evaluate(msg: Message, site: Site, device: str | None) -> Message:

@@ -56,9 +56,8 @@ def plan_round(ledger: PrivacyLedger, policy: PrivacyPolicy, privacy: PrivacyCon
 
 def plan_feature_stats(ledger: PrivacyLedger, policy: PrivacyPolicy, privacy: PrivacyConfig, *, run_id: str,
                        server_round: int, rounds: int, num_samples: int, batch_size: int, local_epochs: int,
-                       noise_multiplier: float) -> RoundPlan:
-    """The feature-statistics release (one Gaussian mechanism, noise multiplier ``noise_multiplier``)."""
-    entry: HistoryEntry = (noise_multiplier, 1.0, 1)
+                       entry: HistoryEntry) -> RoundPlan:
+    """The feature-statistics release ``entry`` (one Gaussian mechanism, see ``stats_release``)."""
     rate = sample_rate(num_samples, batch_size)
     total_steps = rounds * local_epochs * steps_per_epoch(num_samples, batch_size)
     return _plan(ledger, policy, privacy, run_id=run_id, server_round=server_round, num_samples=num_samples,

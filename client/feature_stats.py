@@ -18,14 +18,16 @@ from flwr.app import Message
 from fedscan.client import replies
 from fedscan.client.releases import load_release, save_release
 from fedscan.client.site import Site
-from fedscan.common.classical import ClassicalConfig
 from fedscan.common.compat import VERSION_KEY, check_compatible
 from fedscan.common.config import settings_from_message
 from fedscan.common.crosssite import planned_releases
 from fedscan.common.errors import ConfigError
 from fedscan.common.data import ImageSet
-from fedscan.common.feature_stats import STATS_ROUND, FeatureSums, model_norm_bound, site_sums
+from fedscan.common.feature_stats import (STATS_ROUND, FeatureSums, model_norm_bound, site_sums,
+                                          stats_release)
 from fedscan.common.models import build_model, get_model_spec
+from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,6 @@ def feature_stats(msg: Message, site: Site, run_id: str) -> Message:
     spec = get_model_spec(settings.model)
     if not spec.classical:
         raise ConfigError(f"Model {settings.model!r} uses no feature statistics.")
-    classical = ClassicalConfig.parse(settings.classical)
-    data = site.source.load(spec.input_size)
     stored = load_release(site.state_dir, release_key(run_id), STATS_ROUND) if privacy.enabled else None
     if stored is not None:
         from fedscan.common.ledger import PrivacyLedger
@@ -51,13 +51,14 @@ def feature_stats(msg: Message, site: Site, run_id: str) -> Message:
         if PrivacyLedger(site.state_dir).has_release(run_id, STATS_ROUND):
             log.info("Feature statistics of this run were already released; sending the same sums")
             return _reply(msg, site, stored[0], int(stored[1]["num-examples"]))
+    data = site.source.load(spec.input_size)
     model = build_model(settings.model, check_dp=False, options=settings.classical)
     features = model.features(data.train.images).numpy()
     clip = model_norm_bound(settings.model, settings.classical, features.shape[1])
-    noise = classical.stats_noise if privacy.enabled else 0.0
     if privacy.enabled:
-        return _private_release(msg, site, run_id, features, clip, config, fingerprint_of=data.train,
-                                rounds=rounds, noise=noise)
+        rounds = planned_releases(rounds, bool(config.get("cross-site", False)))
+        return _private_release(msg, site, run_id, features, clip, settings, privacy,
+                                fingerprint_of=data.train, rounds=rounds)
     sums = site_sums(features, clip_norm=clip, noise_multiplier=0.0)
     return _reply(msg, site, _arrays(sums), sums.count)
 
@@ -67,18 +68,17 @@ def _arrays(sums: FeatureSums) -> dict[str, torch.Tensor]:
             "squares": torch.from_numpy(sums.squares.astype(np.float32))}
 
 
-def _private_release(msg: Message, site: Site, run_id: str, features: np.ndarray, clip: float, config: dict,
-                     *, fingerprint_of: ImageSet, rounds: int, noise: float) -> Message:
+def _private_release(msg: Message, site: Site, run_id: str, features: np.ndarray, clip: float,
+                     settings: TrainSettings, privacy: PrivacyConfig, *, fingerprint_of: ImageSet,
+                     rounds: int) -> Message:
     from fedscan.client import budget
     from fedscan.common.ledger import PrivacyLedger
 
-    settings, privacy, _ = settings_from_message(config)
     ledger = PrivacyLedger(site.state_dir)
     plan = budget.plan_feature_stats(ledger, site.policy, privacy, run_id=run_id, server_round=STATS_ROUND,
-                                     rounds=planned_releases(rounds, bool(config.get("cross-site", False))),
-                                     num_samples=len(features), batch_size=settings.batch_size,
-                                     local_epochs=settings.local_epochs, noise_multiplier=noise)
-    sums = site_sums(features, clip_norm=clip, noise_multiplier=noise)  # OS entropy: unpredictable noise
+                                     rounds=rounds, num_samples=len(features), batch_size=settings.batch_size,
+                                     local_epochs=settings.local_epochs, entry=stats_release(settings.classical))
+    sums = site_sums(features, clip_norm=clip, noise_multiplier=plan.entry[0])  # OS entropy: unpredictable
     arrays = _arrays(sums)
     # Stored, then committed to the ledger, then sent: a crash never loses a spend.
     save_release(site.state_dir, release_key(run_id), STATS_ROUND, arrays, {"num-examples": sums.count})

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedscan.common.classical import ClassicalConfig
+from fedscan.common.privacy import HistoryEntry
 
 STATS_ACTION = "feature_stats"  # the query's action: Flower message type "query.feature_stats"
 STATS_ROUND = 0  # the ledger's round number for this release (training rounds start at 1)
@@ -36,6 +37,12 @@ class FeatureSums:
 
     def __add__(self, other: "FeatureSums") -> "FeatureSums":
         return FeatureSums(self.total + other.total, self.squares + other.squares, self.count + other.count)
+
+
+def stats_release(options: str) -> HistoryEntry:
+    """The ledger entry of the statistics release (noise multiplier, sample rate 1, one step), as the
+    run's classical settings ``options`` set it."""
+    return (ClassicalConfig.parse(options).stats_noise, 1.0, 1)
 
 
 def model_norm_bound(model_name: str, options: str, dimension: int) -> float:
