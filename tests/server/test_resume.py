@@ -89,9 +89,14 @@ def test_the_newest_valid_checkpoint_is_loaded_and_old_ones_are_pruned(tmp_path:
 
 
 _WRITER = """
-import sys, torch
+import os, sys, time, torch
 from pathlib import Path
 from fedscan.server.checkpoint import RoundCheckpoint, write_checkpoint
+real_replace = os.replace
+def slow_replace(source, target):  # a busy disk: the temp file lives long enough for kills to land in it
+    time.sleep(0.3)
+    real_replace(source, target)
+os.replace = slow_replace
 root = Path(sys.argv[1])
 start = int(sys.argv[2])
 arrays = {f"w{i}": torch.randn(1_000_000) for i in range(8)}  # 32 MB: each write takes a while
