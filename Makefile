@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedscan-installed
 
-.PHONY: demo test test-all bench-ingest bench-deployment bench-byzantine bench-soak bench-classical bench install clean
+.PHONY: demo test test-all bench-ingest bench-deployment bench-byzantine bench-soak bench-classical bench-segmentation bench-site-training bench install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "fedscan needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -44,3 +44,9 @@ bench-classical: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
+
+bench-segmentation: $(STAMP)
+	$(BIN)/python bench/segmentation.py
+
+bench-site-training: $(STAMP)
+	$(BIN)/python bench/site_training.py

@@ -20,10 +20,12 @@ from fedscan.common.labels import LabelSpec
 from fedscan.common.rejections import Reason
 
 
-def check_site(site_dir: Path, labels: LabelSpec, settings: IngestSettings) -> tuple[Samples, IngestReport]:
+def check_site(site_dir: Path, labels: LabelSpec, settings: IngestSettings, *,
+               masks: bool = False) -> tuple[Samples, IngestReport]:
+    """Ingest the folder as a run would; ``masks``: as a segmentation run (every image needs its mask)."""
     if not site_dir.is_dir():
         raise DataError(f"{site_dir} is not a folder; give the site's data folder.")
-    return ingest_site(site_dir, labels, settings)
+    return ingest_site(site_dir, labels, settings, masks=masks)
 
 
 def build_settings(*, size: int, frames: str, cache_dir: str, workers: int, timeout_s: float) -> IngestSettings:

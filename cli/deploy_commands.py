@@ -136,7 +136,7 @@ def run_command(config: Annotated[Path, typer.Option("--config", help="run.toml:
         run_dir, flower_run_id = submit(request, resume_id=resume or None)
         console.print(f"Run {run_dir.run_id} (Flower run {flower_run_id}) {'resumed' if resume else 'submitted'}"
                       f" → {run_dir.path}", highlight=False)
-        with RoundTable(console, []) as table:
+        with RoundTable(console, [], segmentation=request.run.train.task == "segmentation") as table:
             status = follow(request, run_dir, flower_run_id, table.update, timeout_s=timeout)
     except FedscanError as exc:
         hint = (f"\nIf the coordinator stopped, restart it, then continue with `fedscan run --config {config} "

@@ -21,16 +21,19 @@ def _fmt(value: Any, digits: int = 3) -> str:
 class RoundTable:
     """A table that grows by one row per round: live on a terminal, a line per round otherwise."""
 
-    def __init__(self, console: Console, site_names: list[str]) -> None:
+    def __init__(self, console: Console, site_names: list[str], *, segmentation: bool = False) -> None:
         self.console = console
         self.site_names = site_names
+        # (key, column title, line-mode label) of the two quality columns
+        self.columns = ((("dice", "Dice (pooled val)", "Dice"), ("iou", "IoU", "IoU")) if segmentation else
+                        (("auc", "AUC (pooled val)", "AUC"), ("accuracy", "accuracy", "acc")))
         self.rows: list[list[str]] = []
         self.live: Live | None = None
 
     def _table(self) -> Table:
         table = Table(title="fedscan — federated rounds")
-        for header in ["round", "AUC (pooled val)", "loss", "accuracy", *[f"ε {n}" for n in self.site_names],
-                       "time s"]:
+        first, second = self.columns
+        for header in ["round", first[1], "loss", second[1], *[f"ε {n}" for n in self.site_names], "time s"]:
             table.add_column(header, justify="right")
         for row in self.rows:
             table.add_row(*row)
@@ -51,14 +54,15 @@ class RoundTable:
         if not self.site_names and not self.rows:  # a deployment learns its sites from the first round
             self.site_names = sorted(epsilon)
         pooled = record.get("pooled", aggregated)  # pooled from histograms; the mean only without them
-        row = [str(record["round"]), _fmt(pooled.get("auc")), _fmt(aggregated.get("loss")),
-               _fmt(pooled.get("accuracy")), *[_fmt(epsilon.get(n), 2) for n in self.site_names],
+        (first, _, first_label), (second, _, second_label) = self.columns
+        row = [str(record["round"]), _fmt(pooled.get(first)), _fmt(aggregated.get("loss")),
+               _fmt(pooled.get(second)), *[_fmt(epsilon.get(n), 2) for n in self.site_names],
                _fmt(float(record.get("elapsed_s", 0.0)), 1)]
         self.rows.append(row)
         if self.live is not None:
             self.live.update(self._table())
         else:
-            cells = [f"round {row[0]}", f"AUC {row[1]}", f"loss {row[2]}", f"acc {row[3]}"]
+            cells = [f"round {row[0]}", f"{first_label} {row[1]}", f"loss {row[2]}", f"{second_label} {row[3]}"]
             cells += [f"ε[{n}] {value}" for n, value in zip(self.site_names, row[4:-1])]
             self.console.print(" | ".join(cells + [f"{row[-1]} s"]), highlight=False, markup=False,
                                soft_wrap=True)
@@ -78,3 +82,42 @@ def cross_site_table(document: dict[str, Any]) -> Table:
     for model, row in zip(matrix.models, matrix.values("auc")):
         table.add_row(model, *[_fmt(value) for value in row], _fmt(matrix.pooled.get(model, {}).get("auc")))
     return table
+
+
+def print_summary(console: Console, summary: dict[str, Any]) -> None:
+    """The end of a simulation: final pooled metrics, ε per site against the budget, where things are."""
+    from pathlib import Path
+
+    final = summary["final"]
+    pooled, epsilon = final.get("pooled") or {}, final.get("epsilon", {})
+    target = summary["epsilon_target"]
+
+    def number(key: str) -> float:
+        return float("nan") if pooled.get(key) is None else pooled[key]
+
+    if "dice" in pooled:
+        console.print(f"\n[bold]Final[/bold] (round {final.get('round')}): pooled validation Dice "
+                      f"{number('dice'):.3f}, IoU {number('iou'):.3f} over {number('n'):.0f} images; per site: "
+                      + ", ".join(f"{name} Dice {_fmt(m.get('dice'))} HD95 {_fmt(m.get('hd95'), 1)} px"
+                                  for name, m in sorted(final.get("evaluate", {}).items())), highlight=False)
+    else:
+        console.print(f"\n[bold]Final[/bold] (round {final.get('round')}): pooled validation AUC "
+                      f"{number('auc'):.3f} (95 % CI {number('auc-ci-low'):.3f}–{number('auc-ci-high'):.3f}); at "
+                      f"threshold {number('threshold'):.3f}: sensitivity {number('sensitivity'):.3f}, specificity "
+                      f"{number('specificity'):.3f}, accuracy {number('accuracy'):.3f}; ECE {number('ece'):.3f}",
+                      highlight=False)
+    cross_site = summary.get("cross_site") or {}
+    if cross_site:
+        console.print(cross_site_table(cross_site))
+    fine_tuned = cross_site.get("epsilon", {})
+    for name, spent in {**epsilon, **fine_tuned}.items():
+        within = "no DP" if spent is None else ("within" if spent <= target * 1.001 else "OVER")
+        shown = "∞" if spent is None else f"{spent:.3f}"
+        after = ", after the local fine-tune" if name in fine_tuned else ""
+        console.print(f"  ε[{name}] = {shown} (budget {target:g}: {within}{after})", highlight=False, markup=False)
+    if final.get("central_epsilon") is not None:
+        console.print(f"  central (site-level) ε = {final['central_epsilon']:.3f} at δ = "
+                      f"{summary['central_delta']:g}, on the aggregate", highlight=False)
+    console.print(f"Wall time {summary['wall_s']} s. Run directory: {summary['run_dir']}\n"
+                  f"Final model: {summary['final_model']}\n"
+                  f"Report: {Path(summary['run_dir']) / 'report.html'}", highlight=False)

@@ -15,6 +15,7 @@ from fedscan.common.labels import LabelSpec
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.metrics import binary_metrics, predict
+from fedscan.common.models import get_model_spec
 from fedscan.common.pooled import ScoreHistogram, auc_confidence_interval, expected_calibration_error
 
 
@@ -38,6 +39,14 @@ def evaluate_checkpoint(checkpoint: Path, data: str, *, split: str, device: str,
                         labels: LabelSpec | None = None, cache_dir: str = "", plots: Path | None = None,
                         predictions: Path | None = None) -> dict:
     model, meta = load_checkpoint(checkpoint)
+    if get_model_spec(meta["model"]).task == "segmentation":
+        from fedscan.cli.evaluate_segmentation import evaluate_segmentation_checkpoint
+
+        if plots is not None:
+            raise ConfigError("--plots draws ROC and calibration curves, which a segmentation model has not; "
+                              "leave it out (--predictions writes each image's Dice).")
+        return evaluate_segmentation_checkpoint(model, meta, data, device=device, labels=labels,
+                                                cache_dir=cache_dir, predictions=predictions)
     images = load_eval_data(data, split=split, size=int(meta["input_size"]), labels=labels, cache_dir=cache_dir)
     threshold = float(meta.get("threshold", 0.5))  # chosen on the federation's pooled validation data
     scores, loss = predict(model, images, device=resolve_device(device))

@@ -69,15 +69,21 @@ def simulate(
     data: Annotated[str, typer.Option(help="synthetic | npz:PATH | dicom:DIR_A,DIR_B,... (site folders, each with "
                                            "labels.csv) | dicom:DIR (a folder of site folders).")] = "synthetic",
     partition: Annotated[str, typer.Option(help="How npz data is split: iid | dirichlet:ALPHA.")] = "iid",
-    model: Annotated[str, typer.Option(help="small-cnn | densenet121 | resnet18 | hog-svm | hog-logreg | lbp-svm "
-                                            "| lbp-logreg (classical: features → linear model).")] = defaults.MODEL,
+    task: Annotated[str, typer.Option(help="classification | segmentation (a mask per image; U-Net, Dice).")
+                     ] = "classification",
+    model: Annotated[str | None, typer.Option(help="small-cnn | densenet121 | resnet18 | hog-svm | hog-logreg | lbp-svm "
+                                                   "| lbp-logreg (classical: features → linear model) | unet "
+                                                   "(segmentation). Default: small-cnn, or unet for segmentation.",
+                                              show_default=False)] = None,
     classical: Annotated[str, typer.Option(help="Classical models' settings, e.g. median=3,equalize=clahe,roi=otsu,"
                                                 "hog-cell=8,lbp-grid=4 (see README).")] = "",
     epsilon: Annotated[float, typer.Option(help="Privacy budget ε for the whole run, per site.")] = defaults.EPSILON,
     delta: Annotated[float, typer.Option(help="Privacy δ; must be below 1/(samples at a site).")] = defaults.DELTA,
     no_dp: Annotated[bool, typer.Option("--no-dp", help="Train WITHOUT differential privacy (benchmarks only).")] = False,
     local_epochs: Annotated[int, typer.Option(help="Local epochs per round at each site.")] = defaults.LOCAL_EPOCHS,
-    learning_rate: Annotated[float, typer.Option(help="Local SGD learning rate.")] = defaults.LEARNING_RATE,
+    learning_rate: Annotated[float | None, typer.Option(help=f"Local SGD learning rate (default {defaults.LEARNING_RATE}"
+                                                             f", {defaults.SEGMENTATION['learning-rate']} for "
+                                                             "segmentation).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Expected batch size (Poisson sampling rate = batch/n).")] = defaults.BATCH_SIZE,
     strategy: Annotated[str, typer.Option(help="fedavg | fedprox | fedadam | median | trimmed-mean | krum.")] = defaults.STRATEGY,
     central_noise: Annotated[float, typer.Option(help="Central (site-level) DP on the aggregate: noise "
@@ -89,8 +95,10 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path("runs"),
     cache_dir: Annotated[str, typer.Option(help="Decode-once cache (default: $FEDSCAN_CACHE_DIR or ~/.cache/fedscan).")] = "",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode images every time; use no cache.")] = False,
-    cross_site: Annotated[bool, typer.Option(help="After the last round, fine-tune at each site (DP, one more "
-                                                  "release) and evaluate every model at every site.")] = True,
+    cross_site: Annotated[bool | None, typer.Option("--cross-site/--no-cross-site", help="After the last round, "
+                                                    "fine-tune at each site (DP, one more release) and evaluate every "
+                                                    "model at every site (default: on for classification).",
+                                                    show_default=False)] = None,
     tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard event files (RUN_DIR/tensorboard).")] = False,
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's own logs.")] = False,
     resume: Annotated[str, typer.Option(help="Continue this run id (in --out) from its last checkpoint, "
@@ -113,12 +121,15 @@ def simulate(
         sites = count_sites(choice, sites)
         if sites < 2:
             raise FedscanError("--sites must be at least 2: a federation needs two hospitals.")
+        preset = {"model": defaults.MODEL, "learning-rate": defaults.LEARNING_RATE, "cross-site": True,
+                  **defaults.task_defaults(task)}
         config = RunConfig(
             rounds=rounds, min_sites=sites, strategy=strategy, seed=seed,
             central_noise_multiplier=central_noise, central_clip_norm=central_clip,
-            cross_site=cross_site, tensorboard=tensorboard,
-            train=TrainSettings(model=model, learning_rate=learning_rate, local_epochs=local_epochs,
-                                batch_size=batch_size, seed=seed, classical=classical),
+            cross_site=preset["cross-site"] if cross_site is None else cross_site, tensorboard=tensorboard,
+            train=TrainSettings(model=model or preset["model"], task=task, seed=seed, classical=classical,
+                                learning_rate=preset["learning-rate"] if learning_rate is None else learning_rate,
+                                local_epochs=local_epochs, batch_size=batch_size),
             privacy=PrivacyConfig(epsilon=epsilon, delta=delta, enabled=not no_dp))
         if no_dp:
             err_console.print("[bold yellow]WARNING: differential privacy is OFF (--no-dp); "
@@ -133,35 +144,9 @@ def simulate(
 
 
 def _print_summary(summary: dict) -> None:
-    final = summary["final"]
-    pooled, epsilon = final.get("pooled") or {}, final.get("epsilon", {})
-    target = summary["epsilon_target"]
+    from fedscan.cli.display import print_summary
 
-    def number(key: str) -> float:
-        return float("nan") if pooled.get(key) is None else pooled[key]
-
-    console.print(f"\n[bold]Final[/bold] (round {final.get('round')}): pooled validation AUC "
-                  f"{number('auc'):.3f} (95 % CI {number('auc-ci-low'):.3f}–{number('auc-ci-high'):.3f}); at "
-                  f"threshold {number('threshold'):.3f}: sensitivity {number('sensitivity'):.3f}, specificity "
-                  f"{number('specificity'):.3f}, accuracy {number('accuracy'):.3f}; ECE {number('ece'):.3f}",
-                  highlight=False)
-    cross_site = summary.get("cross_site") or {}
-    if cross_site:
-        from fedscan.cli.display import cross_site_table
-
-        console.print(cross_site_table(cross_site))
-    fine_tuned = cross_site.get("epsilon", {})
-    for name, spent in {**epsilon, **fine_tuned}.items():
-        within = "no DP" if spent is None else ("within" if spent <= target * 1.001 else "OVER")
-        shown = "∞" if spent is None else f"{spent:.3f}"
-        after = ", after the local fine-tune" if name in fine_tuned else ""
-        console.print(f"  ε[{name}] = {shown} (budget {target:g}: {within}{after})", highlight=False, markup=False)
-    if final.get("central_epsilon") is not None:
-        console.print(f"  central (site-level) ε = {final['central_epsilon']:.3f} at δ = "
-                      f"{summary['central_delta']:g}, on the aggregate", highlight=False)
-    console.print(f"Wall time {summary['wall_s']} s. Run directory: {summary['run_dir']}\n"
-                  f"Final model: {summary['final_model']}\n"
-                  f"Report: {Path(summary['run_dir']) / 'report.html'}", highlight=False)
+    print_summary(console, summary)
 
 
 data_app = typer.Typer(help="Inspect a site's data folder.", no_args_is_help=True)
@@ -177,6 +162,9 @@ def data_check(
     key_column: Annotated[str, typer.Option(help="CSV column holding the key (default: file / the attribute).")] = "",
     label_column: Annotated[str, typer.Option(help="CSV column holding the 0/1 label.")] = "label",
     patient_column: Annotated[str, typer.Option(help="CSV column grouping images by patient (default: PatientID).")] = "",
+    task: Annotated[str, typer.Option(help="classification | segmentation (also check every image's mask).")
+                    ] = "classification",
+    mask_column: Annotated[str, typer.Option(help="CSV column naming each image's mask file (segmentation).")] = "mask",
     frames: Annotated[str, typer.Option(help="Multi-frame policy: middle | all.")] = "middle",
     model: Annotated[str, typer.Option(help="Model whose input size the cache entries are built for.")] = defaults.MODEL,
     cache_dir: Annotated[str, typer.Option(help="Decode-once cache (default: $FEDSCAN_CACHE_DIR or ~/.cache/fedscan).")] = "",
@@ -192,12 +180,14 @@ def data_check(
     from fedscan.common.models import get_model_spec
 
     try:
+        if task not in ("classification", "segmentation"):
+            raise FedscanError(f"Unknown --task {task!r}; use classification or segmentation.")
         spec = LabelSpec(csv=labels, key=key, key_column=key_column, label_column=label_column,
-                         patient_column=patient_column)
+                         patient_column=patient_column, mask_column=mask_column)
         settings = build_settings(size=get_model_spec(model).input_size, frames=frames,
                                   cache_dir="" if no_cache else (cache_dir or default_cache_dir()),
                                   workers=workers, timeout_s=timeout)
-        _, found = check_site(folder, spec, settings)
+        _, found = check_site(folder, spec, settings, masks=task == "segmentation")
     except FedscanError as exc:
         raise fail(str(exc)) from None
     print_report(console, found)
@@ -257,10 +247,11 @@ def evaluate(
     key: Annotated[str, typer.Option(help="What the CSV key matches (see `data check --help`).")] = "path",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     plots: Annotated[Path | None, typer.Option(help="Write roc.png and reliability.png into this folder.")] = None,
-    predictions: Annotated[Path | None, typer.Option(help="Write one CSV row per image (key, label, score); "
-                                                          "local only: keys are file paths.")] = None,
+    predictions: Annotated[Path | None, typer.Option(help="Write one CSV row per image (key, label, score; for "
+                                                          "segmentation its pixels and Dice); local only: keys are "
+                                                          "file paths.")] = None,
 ) -> None:
-    """Evaluate a checkpoint on local data and print metrics as JSON."""
+    """Evaluate a checkpoint on local data and print metrics as JSON (Dice and IoU for segmentation)."""
     from fedscan.common.cache import default_cache_dir
     from fedscan.cli.evaluate import evaluate_checkpoint
     from fedscan.common.labels import LabelSpec

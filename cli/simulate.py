@@ -169,7 +169,7 @@ def run_simulation(config: RunConfig, choice: DataChoice, *, sites: int, partiti
         app_dir = write_app(workdir / "app", run_config)
         _announce(console, config, sites, run_dir)
         started = time.monotonic()
-        with RoundTable(console, [s.name for s in sources]) as table:
+        with RoundTable(console, [s.name for s in sources], segmentation=config.train.task == "segmentation") as table:
             _run_engine(workdir, app_dir, run_dir, federation_config(sites, device, verbose), table.update)
         wall = time.monotonic() - started
     status = run_dir.read_status()

@@ -24,7 +24,7 @@ from fedscan.client.site import Site, SiteResolver, resolve_site
 from fedscan.common.compat import VERSION_KEY, check_compatible
 from fedscan.common.config import EVALUATE_FIRST, settings_from_message
 from fedscan.common.crosssite import CROSS_SITE_ACTION, planned_releases
-from fedscan.common.data import ImageSet
+from fedscan.common.data import ImageSet, SiteData
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import FedscanError
 from fedscan.common.feature_stats import STATS_ACTION, stats_release
@@ -92,7 +92,7 @@ def _train(msg: Message, site: Site, device: str | None) -> Message:
     run_id, server_round = run_key(msg, config), int(config.get("server-round", 0))
     received = msg.content["arrays"].to_torch_state_dict()
     started = time.monotonic()
-    data = site.source.load(get_model_spec(settings.model).input_size)
+    data = load_for(site, settings.model)
     # The previous round's aggregate (the model just received), scored before training on it when the
     # coordinator asks: it saves a separate evaluate exchange per round.
     evaluation = (_score((settings.model, settings.classical), msg.content["arrays"], data.val, threshold=0.5,
@@ -135,12 +135,20 @@ def _other_releases(settings: TrainSettings) -> list[tuple[float, float, int]]:
     return [stats_release(settings.classical)] if get_model_spec(settings.model).classical else []
 
 
+def load_for(site: Site, model: str) -> SiteData:
+    """The site's data at ``model``'s input size; with every image's mask when the model segments."""
+    spec = get_model_spec(model)
+    if spec.task == "segmentation":
+        return site.source.load(spec.input_size, masks=True)
+    return site.source.load(spec.input_size)
+
+
 def _evaluate(msg: Message, site: Site, device: str | None) -> Message:
     started = time.monotonic()
     model, val, on, threshold = _evaluation_inputs(msg, site, device)
     metrics, histogram = _score(model, msg.content["arrays"], val, device=on, threshold=threshold)
     metrics["site-seconds"] = time.monotonic() - started
-    return replies.evaluate_reply(msg, metrics, site.name, histogram=histogram.to_lists())
+    return replies.evaluate_reply(msg, metrics, site.name, histogram=histogram.to_lists() if histogram else None)
 
 
 def _cross_evaluate(msg: Message, site: Site, device: str | None) -> Message:
@@ -158,17 +166,22 @@ def _evaluation_inputs(msg: Message, site: Site, device: str | None
     config = dict(msg.content["config"])
     check_compatible(config.get(VERSION_KEY))
     model = (str(config.get("model", "")), str(config.get("classical", "")))
-    data = site.source.load(get_model_spec(model[0]).input_size)
+    data = load_for(site, model[0])
     return model, data.val, resolve_device(device or site.device), float(config.get("threshold", 0.5))
 
 
 def _score(model: tuple[str, str], arrays: ArrayRecord, val: ImageSet, *, device: torch.device,
-           threshold: float) -> tuple[dict[str, float], ScoreHistogram]:
+           threshold: float) -> tuple[dict[str, float], ScoreHistogram | None]:
     """Metrics of one model (name, classical options) on the site's validation images, and their score
-    histogram."""
+    histogram; for segmentation Dice, IoU, Hausdorff-95 and the overlap counts (no histogram)."""
     name, options = model
     built = build_model(name, check_dp=False, options=options)  # evaluation only: no DP-SGD, no Opacus import
     built.load_state_dict(arrays.to_torch_state_dict())
+    if get_model_spec(name).task == "segmentation":
+        from fedscan.common.segmentation import evaluate_segmentation
+
+        metrics, counts = evaluate_segmentation(built, val, device=device)
+        return {**metrics, **counts.to_metrics(), "num-examples": len(val)}, None  # counts: pooled centrally
     scores, loss = predict(built, val, device=device)
     labels = val.labels.numpy()
     metrics = binary_metrics(labels, scores, threshold=threshold)

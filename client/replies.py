@@ -3,7 +3,8 @@
 Only these ever leave: the model arrays after DP training (the same keys and
 shapes as the model the coordinator sent, numeric, all finite), scalar
 metrics with known names (per model, for the models of a cross-site evaluation), the validation score histogram (counts and score
-sums per fixed bin, for pooled metrics), and a tiny record naming the site
+sums per fixed bin, for pooled metrics) or, for segmentation, three foreground pixel counts summed over
+the validation masks (for pooled Dice), and a tiny record naming the site
 and its fedscan version; for the classical models, per-feature sums and sums of squares over the site's
 images (noised under DP). Refusals carry a code and a fixed public reason, never an
 exception's text. Audit this file, not the handlers.
@@ -23,6 +24,7 @@ from fedscan.common.config import EVALUATION_RECORD
 from fedscan.common.errors import public_reply
 from fedscan.common.metrics import METRIC_NAMES
 from fedscan.common.pooled import BINS, ScoreHistogram
+from fedscan.common.segmentation import COUNT_KEYS, SEGMENTATION_METRICS
 
 SITE_RECORD = "site"
 # site-seconds: how long the handler took at the site (load + train / evaluate), for round-overhead figures.
@@ -30,7 +32,8 @@ TRAIN_METRICS = frozenset({"num-examples", "train-loss", "steps", "noise-multipl
 HISTOGRAM_KEYS = frozenset({"hist-pos", "hist-neg", "hist-score-sum"})
 _ALLOWED_DTYPES = frozenset({torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64})
 STATS_ARRAYS = ("sum", "squares")  # the classical models' feature statistics (common/feature_stats.py)
-EVALUATE_METRICS = frozenset({"num-examples", "precision", "positives", "site-seconds", *METRIC_NAMES})
+EVALUATE_METRICS = frozenset({"num-examples", "precision", "positives", "site-seconds", *METRIC_NAMES,
+                              *SEGMENTATION_METRICS, *COUNT_KEYS})
 
 
 class ReplyRefused(Exception):
@@ -67,7 +70,7 @@ def _checked_arrays(arrays: Mapping[str, torch.Tensor], expected: Mapping[str, t
 
 def train_reply(msg: Message, arrays: Mapping[str, torch.Tensor], metrics: Mapping[str, float], site_name: str,
                 *, expected: Mapping[str, torch.Tensor],
-                evaluation: tuple[Mapping[str, float], ScoreHistogram] | None = None) -> Message:
+                evaluation: tuple[Mapping[str, float], ScoreHistogram | None] | None = None) -> Message:
     """The update and its metrics; ``evaluation``: the received model scored on validation data."""
     content = RecordDict({"arrays": _checked_arrays(arrays, expected), "metrics": _scalars(metrics, TRAIN_METRICS),
                           SITE_RECORD: _site_record(site_name)})
@@ -76,9 +79,9 @@ def train_reply(msg: Message, arrays: Mapping[str, torch.Tensor], metrics: Mappi
     return Message(content=content, reply_to=msg)
 
 
-def _evaluation_record(metrics: Mapping[str, float], histogram: ScoreHistogram) -> MetricRecord:
+def _evaluation_record(metrics: Mapping[str, float], histogram: ScoreHistogram | None) -> MetricRecord:
     record = _scalars(metrics, EVALUATE_METRICS)
-    for key, values in histogram.to_lists().items():
+    for key, values in (histogram.to_lists() if histogram is not None else {}).items():
         record[key] = _histogram_values(key, values)
     return record
 

@@ -14,7 +14,7 @@ from fedscan import __version__
 from fedscan.common import defaults
 from fedscan.common.compat import VERSION_KEY
 from fedscan.common.errors import ConfigError
-from fedscan.common.models import get_model_spec
+from fedscan.common.models import TASKS, get_model_spec, models_for
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.training import TrainSettings
 
@@ -62,6 +62,9 @@ class RunConfig:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
         _check_training(self.train)
+        if self.train.task == "segmentation" and self.cross_site:
+            raise ConfigError("Cross-site validation ranks classifiers (AUC); for task segmentation set "
+                              "cross-site = false (`fedscan simulate --task segmentation` does).")
         _check_robust(self)
         _check_central_dp(self)
 
@@ -79,7 +82,7 @@ class RunConfig:
             "batch-size": train.batch_size, "augment": train.augment, "seed": self.seed,
             "rounds": self.rounds, "dp": privacy.enabled, "epsilon": privacy.epsilon,
             "delta": privacy.delta, "clip-norm": privacy.clip_norm, "secure-mode": privacy.secure_mode,
-            "cross-site": self.cross_site, "classical": train.classical,
+            "cross-site": self.cross_site, "classical": train.classical, "task": train.task,
         }
 
     def to_flat(self) -> dict[str, FlatValue]:
@@ -97,8 +100,9 @@ class RunConfig:
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, FlatValue]) -> "RunConfig":
-        """Inverse of :meth:`to_flat`; missing keys take defaults, unknown keys are refused."""
-        baseline = cls().to_flat()
+        """Inverse of :meth:`to_flat`; missing keys take (the task's) defaults, unknown keys are refused."""
+        # Keys left out take the defaults of the run's task (segmentation: the U-Net, its learning rate).
+        baseline = {**cls().to_flat(), **defaults.task_defaults(str(flat.get("task", "classification")))}
         unknown = sorted(set(flat) - set(baseline) - set(IGNORED_FLAT_KEYS))
         if unknown:
             raise ConfigError(f"Unknown run configuration keys: {', '.join(unknown)}; "
@@ -140,6 +144,11 @@ def _check_training(train: TrainSettings) -> None:
         raise ConfigError("batch-size must be at least 1.")
     if not 0 <= train.momentum < 1:
         raise ConfigError("momentum must be in [0, 1).")
+    if train.task not in TASKS:
+        raise ConfigError(f"Unknown task {train.task!r}; use one of {', '.join(TASKS)}.")
+    if get_model_spec(train.model).task != train.task:
+        raise ConfigError(f"Model {train.model!r} does {get_model_spec(train.model).task}; for task "
+                          f"{train.task} choose one of: {', '.join(models_for(train.task))}.")
     if train.classical:
         from fedscan.common.classical import ClassicalConfig
 
@@ -179,7 +188,7 @@ def settings_from_message(config: dict) -> tuple[TrainSettings, PrivacyConfig, i
             momentum=float(config["momentum"]), local_epochs=int(config["local-epochs"]),
             batch_size=int(config["batch-size"]), augment=bool(config["augment"]),
             proximal_mu=float(config.get("proximal-mu", 0.0)), seed=int(config["seed"]),
-            classical=str(config.get("classical", "")))
+            classical=str(config.get("classical", "")), task=str(config.get("task", "classification")))
         privacy = PrivacyConfig(epsilon=float(config["epsilon"]), delta=float(config["delta"]),
                                 clip_norm=float(config["clip-norm"]), enabled=bool(config["dp"]),
                                 secure_mode=bool(config.get("secure-mode", False)))

@@ -32,11 +32,13 @@ NPZ_SPLITS = ("train", "val", "test")
 @dataclass(frozen=True)
 class ImageSet:
     """Images (N×1×S×S float32 in [0, 1]), binary labels (N, int64), and optionally each image's
-    local key (relative path, ``#frame`` for multi-frame files) — for the site's own audit only."""
+    local key (relative path, ``#frame`` for multi-frame files) — for the site's own audit only.
+    Segmentation: ``masks`` N×1×S×S in {0, 1}, and each label says whether the mask marks anything."""
 
     images: torch.Tensor
     labels: torch.Tensor
     keys: tuple[str, ...] = ()
+    masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -70,27 +72,41 @@ def preprocess(images: list[np.ndarray], size: int) -> torch.Tensor:
     return torch.stack([convert_to_tensor(transform(image), track_meta=False).float() for image in images])
 
 
+_AFFINE = {"prob": 0.7, "rotate_range": 0.08, "translate_range": (3, 3), "scale_range": (0.06, 0.06),
+           "padding_mode": "border"}
+
+
 class TrainingSet(torch.utils.data.Dataset):
-    """Tensor dataset with light, label-preserving augmentation per sample."""
+    """Tensor dataset with light, label-preserving augmentation per sample: (image, label), or for
+    segmentation (image, mask) with one random affine applied to both (the mask by nearest neighbour)."""
 
-    def __init__(self, data: ImageSet, *, augment: bool, seed: int) -> None:
-        from monai.transforms import RandAffine
+    def __init__(self, data: ImageSet, *, augment: bool, seed: int, segmentation: bool = False) -> None:
+        from monai.transforms import RandAffine, RandAffined
 
-        self.data = data
-        self.augment = (
-            RandAffine(prob=0.7, rotate_range=0.08, translate_range=(3, 3), scale_range=(0.06, 0.06),
-                       padding_mode="border").set_random_state(seed)
-            if augment else None
-        )
+        if segmentation and data.masks is None:
+            raise DataError("Segmentation trains on masks, and these images have none; load the site with masks.")
+        self.data, self.segmentation = data, segmentation
+        self.augment = None
+        if augment and not segmentation:
+            self.augment = RandAffine(**_AFFINE).set_random_state(seed)
+        elif augment:
+            self.augment = RandAffined(keys=("image", "mask"), mode=("bilinear", "nearest"),
+                                       **_AFFINE).set_random_state(seed)
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.data.images[index]
-        if self.augment is not None:
-            from monai.utils import convert_to_tensor
+        from monai.utils import convert_to_tensor
 
+        image = self.data.images[index]
+        if self.segmentation:
+            pair = {"image": image, "mask": self.data.masks[index]}
+            if self.augment is not None:
+                pair = self.augment(pair)
+            return (convert_to_tensor(pair["image"], track_meta=False).float(),
+                    convert_to_tensor(pair["mask"], track_meta=False).float())
+        if self.augment is not None:
             image = convert_to_tensor(self.augment(image), track_meta=False).float()
         return image, self.data.labels[index].float()
 
@@ -141,13 +157,14 @@ def load_npz_shard(path: Path, *, site: int, sites: int, partition: str, seed: i
 
 def load_site(site_dir: Path, *, size: int, labels: LabelSpec | None = None,
               decode: DecodeOptions | None = None, pool: PoolSettings | None = None, cache_dir: str = "",
-              val_fraction: float = 0.25, seed: int = 0) -> SiteData:
-    """Ingest a site folder (see :mod:`fedscan.common.ingest`) and split it by patient.
+              val_fraction: float = 0.25, seed: int = 0, masks: bool = False) -> SiteData:
+    """Ingest a site folder (see :mod:`fedscan.common.ingest`) and split it by patient; ``masks``:
+    segmentation, every image with its mask.
 
     Raises :class:`DataError` when not one file is usable; the message holds counts only.
     """
     settings = IngestSettings(size, decode or DecodeOptions(), pool or PoolSettings(), cache_dir)
-    samples, report = ingest_site(Path(site_dir), labels or LabelSpec(), settings)
+    samples, report = ingest_site(Path(site_dir), labels or LabelSpec(), settings, masks=masks)
     if report.rejected:
         log.warning("Rejected %s of %s files: %s", report.rejected, len(report.records),
                     report.rejected_by_reason())
@@ -163,8 +180,9 @@ def load_site(site_dir: Path, *, size: int, labels: LabelSpec | None = None,
 
 
 def _subset(samples: Samples, indices: np.ndarray) -> ImageSet:
+    masks = None if samples.masks is None else torch.from_numpy(samples.masks[indices])
     return ImageSet(torch.from_numpy(samples.images[indices]), torch.from_numpy(samples.labels[indices]),
-                    tuple(samples.keys[i] for i in indices))
+                    tuple(samples.keys[i] for i in indices), masks)
 
 
 def patient_split(labels: np.ndarray, groups: Sequence[str], val_fraction: float,

@@ -20,3 +20,13 @@ CLIP_NORM = 1.0
 STRATEGY = "fedavg"
 SITES = 3
 IMAGES_PER_SITE = 300
+
+# Segmentation (task = "segmentation") differs where the task needs it: the U-Net, and lr 0.1. On the
+# synthetic sites' finding masks (3 × 300 images, 5 rounds, batch 64, 3 local epochs) lr 0.1 reached pooled
+# Dice 0.868 without DP against 0.816 at 0.05, and 0.684 at ε = 8. Cross-site validation ranks classifiers.
+SEGMENTATION = {"model": "unet", "learning-rate": 0.1, "cross-site": False}
+
+
+def task_defaults(task: str) -> dict[str, str | float | bool]:
+    """Run-config keys whose default depends on the task (run-config spelling)."""
+    return dict(SEGMENTATION) if task == "segmentation" else {}

@@ -5,6 +5,8 @@ Every file found ends *accepted* or *rejected* with a code from
 :func:`ingest_site` except a :class:`DataError` about the site as a whole
 (no folder, unusable CSV). Files are hashed, looked up in the decode-once
 cache, and only misses are decoded, in worker processes with a time limit.
+For segmentation every accepted image also needs its mask
+(:mod:`fedscan.common.masks`); files named as masks are never scanned as images.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fedscan.common.dicom import Decoded, DecodeOptions
 from fedscan.common.errors import DataError
 from fedscan.common.ingest_report import FileRecord, IngestReport
 from fedscan.common.labels import DEFAULT_LABELS_FILE, LabelSpec, LabelTable, read_label_table
+from fedscan.common.masks import load_mask
 from fedscan.common.rejections import TRANSIENT, Reason, Rejected
 
 log = logging.getLogger(__name__)
@@ -41,12 +44,14 @@ class IngestSettings:
 
 @dataclass(frozen=True)
 class Samples:
-    """N×C×S×S images in [0, 1], labels, the patient group and local key of each sample (local only)."""
+    """N×C×S×S images in [0, 1], labels, the patient group and local key of each sample (local only);
+    for segmentation N×1×S×S masks in {0, 1} (and each label says whether its mask marks anything)."""
 
     images: np.ndarray
     labels: np.ndarray
     groups: tuple[str, ...]
     keys: tuple[str, ...] = ()
+    masks: np.ndarray | None = None
 
 
 @dataclass
@@ -55,22 +60,28 @@ class _Scan:
 
     table: LabelTable
     spec: LabelSpec
+    site_dir: Path
+    size: int
+    masks: dict[str, np.ndarray] | None = None  # relative path → F×1×S×S, when masks are required
     records: dict[str, FileRecord] = field(default_factory=dict)
     images: dict[str, CachedImage] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
 
 
-def ingest_site(site_dir: Path, labels: LabelSpec, settings: IngestSettings) -> tuple[Samples, IngestReport]:
-    """Scan, decode (or read from cache), label and validate every file of a site."""
+def ingest_site(site_dir: Path, labels: LabelSpec, settings: IngestSettings, *,
+                masks: bool = False) -> tuple[Samples, IngestReport]:
+    """Scan, decode (or read from cache), label and validate every file of a site; with ``masks``
+    (segmentation) each image also needs a valid mask."""
     site_dir = Path(site_dir)
     if not site_dir.is_dir():
         raise DataError("The site data folder does not exist or is not a folder; check data-dir.")
     started = time.monotonic()
-    scan = _Scan(read_label_table(labels, site_dir), labels)
+    scan = _Scan(read_label_table(labels, site_dir, masks=masks), labels, site_dir, settings.size,
+                 {} if masks else None)
     cache = DecodeCache(Path(settings.cache_dir), settings_key(settings.decode, settings.size)) \
         if settings.cache_dir else None
-    files, ignored = scan_files(site_dir, exclude=_excluded(site_dir, labels, settings))
+    files, ignored = scan_files(site_dir, exclude=_excluded(site_dir, labels, settings, scan.table))
     jobs = [job for relative in files if (job := _triage(scan, site_dir, relative, cache)) is not None]
     with DecodePool(settings.pool) as pool:
         for relative, outcome in pool.decode(jobs, settings.decode):
@@ -99,8 +110,9 @@ def scan_files(site_dir: Path, *, exclude: frozenset[Path] = frozenset()) -> tup
     return sorted(found), ignored
 
 
-def _excluded(site_dir: Path, labels: LabelSpec, settings: IngestSettings) -> frozenset[Path]:
+def _excluded(site_dir: Path, labels: LabelSpec, settings: IngestSettings, table: LabelTable) -> frozenset[Path]:
     paths = {labels.csv_path(site_dir).resolve(), (site_dir / DEFAULT_LABELS_FILE).resolve()}
+    paths.update((site_dir / mask).resolve() for mask in table.masks.values())
     if settings.cache_dir:
         paths.add(Path(settings.cache_dir).resolve())
     return frozenset(paths)
@@ -160,18 +172,23 @@ def _store(scan: _Scan, relative: str, entry: CachedImage | CachedRejection, cac
 
 def _label_and_collect(scan: _Scan, files: list[str]) -> Samples:
     """Join decoded images with their labels, in path order; reject unlabeled and duplicate ones."""
-    images, labels, groups, keys, instances = [], [], [], [], set()
+    images, labels, groups, keys, masks, instances = [], [], [], [], [], set()
     for relative in files:
         image = scan.images.get(relative)
         if image is None:
             continue
         key = relative if scan.spec.key == "path" else str(image.header.get(scan.spec.key, ""))
         problem = _label_problem(scan.table, key, image.header, instances)
+        mask = None
+        if problem is None and scan.masks is not None:
+            mask, problem = _mask_of(scan, key, image)
         if problem is not None:
             scan.records[relative] = scan.records[relative].reject(*problem)
             continue
         instances.add(image.header.get("SOPInstanceUID") or relative)
-        label = scan.table.labels[key]
+        label = scan.table.labels[key] if mask is None else int(mask.any())
+        if mask is not None:
+            masks.extend(mask)
         scan.records[relative].label = label
         group = scan.table.patients.get(key) or image.header.get("PatientID") or f"file:{relative}"
         images.extend(image.frames)
@@ -179,7 +196,21 @@ def _label_and_collect(scan: _Scan, files: list[str]) -> Samples:
         groups.extend([group] * len(image.frames))
         keys.extend([relative] if len(image.frames) == 1 else [f"{relative}#{i}" for i in range(len(image.frames))])
     stacked = np.stack(images) if images else np.zeros((0, 1, 1, 1), dtype=np.float32)
-    return Samples(stacked, np.asarray(labels, dtype=np.int64), tuple(groups), tuple(keys))
+    stacked_masks = None if scan.masks is None else (
+        np.stack(masks) if masks else np.zeros((0, 1, scan.size, scan.size), dtype=np.float32))
+    return Samples(stacked, np.asarray(labels, dtype=np.int64), tuple(groups), tuple(keys), stacked_masks)
+
+
+def _mask_of(scan: _Scan, key: str, image: CachedImage) -> tuple[np.ndarray | None, tuple[Reason, str] | None]:
+    """(F×1×S×S mask, None) or (None, the rejection) for an image of a segmentation site."""
+    if key not in scan.table.masks:
+        return None, (Reason.MASK_MISSING, "The labels CSV names no mask for this image.")
+    try:
+        return load_mask(scan.site_dir / scan.table.masks[key], rows=int(image.header.get("Rows", 0)),
+                         columns=int(image.header.get("Columns", 0)), frames=len(image.frames),
+                         size=scan.size), None
+    except Rejected as rejected:
+        return None, (rejected.reason, str(rejected))
 
 
 def _label_problem(table: LabelTable, key: str, header: dict, instances: set) -> tuple[Reason, str] | None:

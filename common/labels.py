@@ -1,10 +1,12 @@
-"""A site's labels CSV: which column identifies an image, which holds its class.
+"""A site's labels CSV: which column identifies an image, which holds its class (and its mask).
 
 The key column matches either the file's path relative to the site folder
 (``key = "path"``) or a DICOM attribute (SOPInstanceUID, StudyInstanceUID,
 AccessionNumber, PatientID); a study- or patient-level key labels every image
 it matches. An optional patient column groups images for the split when the
-files carry no PatientID (PNG/JPEG sites).
+files carry no PatientID (PNG/JPEG sites). For segmentation a mask column names
+each image's mask file; the class column is then not needed (an image's class
+is whether its mask marks anything).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class LabelSpec:
     key_column : str, default "" ("file" for path keys, else the attribute's name or snake_case)
     label_column : str, default "label"
     patient_column : str, default "" (use the DICOM PatientID)
+    mask_column : str, default "mask"
+        The mask file of each image (segmentation), relative to the site folder.
     """
 
     csv: str = ""
@@ -41,6 +45,7 @@ class LabelSpec:
     key_column: str = ""
     label_column: str = "label"
     patient_column: str = ""
+    mask_column: str = "mask"
 
     def __post_init__(self) -> None:
         if self.key not in KEY_KINDS:
@@ -63,6 +68,7 @@ class LabelTable:
     invalid: dict[str, str] = field(default_factory=dict)
     patients: dict[str, str] = field(default_factory=dict)
     rows: int = 0
+    masks: dict[str, str] = field(default_factory=dict)  # key → mask path (relative, POSIX)
 
 
 def normalise_path(text: str) -> str:
@@ -75,20 +81,29 @@ def parse_label(text: str) -> int | None:
     return 1 if value in _TRUE else 0 if value in _FALSE else None
 
 
-def read_label_table(spec: LabelSpec, site_dir: Path) -> LabelTable:
-    """Read the CSV; raise :class:`DataError` (with what to fix) when it is unusable as a whole."""
+def read_label_table(spec: LabelSpec, site_dir: Path, *, masks: bool = False) -> LabelTable:
+    """Read the CSV; raise :class:`DataError` (with what to fix) when it is unusable as a whole.
+
+    ``masks`` (segmentation): the mask column is required and the class column ignored; every keyed
+    row counts as labelled, and images without a mask are rejected later, one by one.
+    """
     path = spec.csv_path(site_dir)
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = reader.fieldnames or []
             key_column = _pick_key_column(spec, columns)
-            if spec.label_column not in columns:
+            if masks and spec.mask_column not in columns:
+                raise DataError(f"The labels CSV has no '{spec.mask_column}' column (columns: "
+                                f"{', '.join(columns) or 'none'}); segmentation needs one naming each "
+                                "image's mask file; set mask-column.")
+            if not masks and spec.label_column not in columns:
                 raise DataError(f"The labels CSV has no '{spec.label_column}' column (columns: "
                                 f"{', '.join(columns) or 'none'}); set --label-column.")
             if spec.patient_column and spec.patient_column not in columns:
                 raise DataError(f"The labels CSV has no '{spec.patient_column}' patient column.")
-            return _collect(reader, spec, key_column)
+            return _collect(reader, spec, key_column, masks=masks,
+                            mask_column=spec.mask_column if spec.mask_column in columns else "")
     except OSError as exc:
         raise DataError(f"Cannot read the labels CSV ({exc.strerror}); check the labels-csv "
                         "setting.") from exc
@@ -105,10 +120,12 @@ def _pick_key_column(spec: LabelSpec, columns: list[str]) -> str:
                     "set --key-column.")
 
 
-def _collect(reader: csv.DictReader, spec: LabelSpec, key_column: str) -> LabelTable:
+def _collect(reader: csv.DictReader, spec: LabelSpec, key_column: str, *, masks: bool,
+             mask_column: str) -> LabelTable:
     labels: dict[str, int] = {}
     invalid: dict[str, str] = {}
     patients: dict[str, str] = {}
+    mask_paths: dict[str, str] = {}
     rows = 0
     for row in reader:
         rows += 1
@@ -116,7 +133,10 @@ def _collect(reader: csv.DictReader, spec: LabelSpec, key_column: str) -> LabelT
         if not key:
             continue
         key = normalise_path(key) if spec.key == "path" else key
-        label = parse_label(row.get(spec.label_column) or "")
+        if mask_column and (row.get(mask_column) or "").strip():
+            mask_paths[key] = normalise_path(row[mask_column])
+        # Segmentation: the class is derived from the mask (placeholder 0 until then).
+        label = 0 if masks else parse_label(row.get(spec.label_column) or "")
         if label is None:
             invalid[key] = "not 0/1"
         elif key in labels and labels[key] != label:
@@ -127,4 +147,4 @@ def _collect(reader: csv.DictReader, spec: LabelSpec, key_column: str) -> LabelT
             patients[key] = row[spec.patient_column].strip()
     for key in invalid:
         labels.pop(key, None)
-    return LabelTable(labels, invalid, patients, rows)
+    return LabelTable(labels, invalid, patients, rows, mask_paths)

@@ -33,6 +33,9 @@ class Reason(StrEnum):
     LABEL_MISSING = "LABEL_MISSING"
     LABEL_INVALID = "LABEL_INVALID"
     DUPLICATE_INSTANCE = "DUPLICATE_INSTANCE"
+    MASK_MISSING = "MASK_MISSING"
+    MASK_UNREADABLE = "MASK_UNREADABLE"
+    MASK_MISMATCH = "MASK_MISMATCH"
 
     @property
     def advice(self) -> str:
@@ -62,6 +65,12 @@ _ADVICE = {
     Reason.LABEL_INVALID: "labels must be 0 or 1, and one key must not have two different labels",
     Reason.DUPLICATE_INSTANCE: "another file holds the same SOP Instance UID or bytes; "
                                "remove the copy",
+    Reason.MASK_MISSING: "segmentation needs a mask per image: fill the image's cell in the labels CSV's "
+                         "mask column with the mask file's path (relative to the site folder)",
+    Reason.MASK_UNREADABLE: "the mask file is missing, corrupt or not PNG, NumPy (.npy) or DICOM "
+                            "(SEG or an image): re-export it",
+    Reason.MASK_MISMATCH: "the mask's size (rows × columns, frames) must equal its image's: re-export the "
+                          "mask for this image",
 }
 
 #: Rejections that depend on this machine or moment, not on the file: never cached.

@@ -40,7 +40,7 @@ from fedscan.common.sources import FolderSource
 
 _SECTIONS = {
     "site": {"name", "state-dir", "device"},
-    "data": {"dir", "labels-csv", "key", "key-column", "label-column", "patient-column", "frames",
+    "data": {"dir", "labels-csv", "key", "key-column", "label-column", "patient-column", "mask-column", "frames",
              "cache-dir", "decode-workers", "decode-timeout-s", "val-fraction"},
     "privacy": {"max-epsilon-per-run", "max-epsilon-lifetime", "delta", "secure-mode", "min-samples"},
     "coordinator": {"address", "ca-certificate", "insecure", "poll-interval-s"},
@@ -183,7 +183,8 @@ def _folder_source(name: str, data: dict[str, Any], base: Path) -> FolderSource:
     labels = LabelSpec(csv=str(_path(base, data["labels-csv"])) if data.get("labels-csv") else "",
                        key=str(data.get("key", "path")), key_column=str(data.get("key-column", "")),
                        label_column=str(data.get("label-column", "label")),
-                       patient_column=str(data.get("patient-column", "")))
+                       patient_column=str(data.get("patient-column", "")),
+                       mask_column=str(data.get("mask-column", "mask")))
     return FolderSource(name=name, site_dir=str(_path(base, _required(data, "data", "dir"))), labels=labels,
                         frames=str(data.get("frames", "middle")),
                         cache_dir=str(_path(base, data["cache-dir"])) if data.get("cache-dir") else default_cache_dir(),

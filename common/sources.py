@@ -21,7 +21,7 @@ from fedscan.common.labels import LabelSpec
 class SiteSource(Protocol):
     name: str
 
-    def load(self, size: int) -> SiteData: ...
+    def load(self, size: int, *, masks: bool = False) -> SiteData: ...
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,11 @@ class FolderSource:
     val_fraction: float = 0.25
     seed: int = 0
 
-    def load(self, size: int) -> SiteData:
+    def load(self, size: int, *, masks: bool = False) -> SiteData:
         return load_site(Path(self.site_dir), size=size, labels=self.labels,
                          decode=DecodeOptions(frames=self.frames),
                          pool=PoolSettings(workers=self.workers, timeout_s=self.decode_timeout_s),
-                         cache_dir=self.cache_dir, val_fraction=self.val_fraction, seed=self.seed)
+                         cache_dir=self.cache_dir, val_fraction=self.val_fraction, seed=self.seed, masks=masks)
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,10 @@ class NpzShardSource:
     partition: str = "iid"
     seed: int = 0
 
-    def load(self, size: int) -> SiteData:
+    def load(self, size: int, *, masks: bool = False) -> SiteData:
+        if masks:
+            raise DataError("An npz site has no masks; segmentation needs a site folder whose labels CSV "
+                            "names a mask per image.")
         return load_npz_shard(Path(self.path), site=self.site, sites=self.sites,
                               partition=self.partition, seed=self.seed, size=size)
 

@@ -2,9 +2,11 @@
 
 Each site imitates a different scanner (bit depth, rescale, photometric
 interpretation, size, noise) and a different case mix. Positives carry soft
-"opacities" in the lungs, a learnable finding. Headers hold realistic but fake
-patient data so privacy tests have identifiers to look for. Output is
-byte-for-byte deterministic for a seed.
+"opacities" in the lungs, a learnable finding; every image also gets a mask of
+its findings (``masks/IMnnnnn.png``, named in the CSV's ``mask`` column, empty for
+negatives) for the segmentation task. Headers hold realistic but fake patient
+data so privacy tests have identifiers to look for. Output is byte-for-byte
+deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from fedscan.common.labels import DEFAULT_LABELS_FILE as LABELS_FILE
 log = logging.getLogger(__name__)
 
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+FINDING_DENSITY = 0.1  # an opacity's added density where its mask ends (peaks are 0.25–0.4)
+MASKS_FOLDER = "masks"
 _FIRST_NAMES = ("Ada", "Bruno", "Chiara", "Dmitri", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas")
 _LAST_NAMES = ("Alvarez", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia", "Horvat")
 
@@ -94,6 +98,12 @@ def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx
 
 def render_phantom(rng: np.random.Generator, rows: int, cols: int, positive: bool) -> np.ndarray:
     """A chest-radiograph-like density map in [0, 1] (1 = dense, bright on display)."""
+    return render_case(rng, rows, cols, positive)[0]
+
+
+def render_case(rng: np.random.Generator, rows: int, cols: int, positive: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(density map, finding mask): the mask marks where the opacities add at least
+    :data:`FINDING_DENSITY` (a visible change; all False for a negative)."""
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
     yy, xx = yy / rows, xx / cols
     jitter = rng.normal(0.0, 0.015, size=4)
@@ -107,9 +117,8 @@ def render_phantom(rng: np.random.Generator, rows: int, cols: int, positive: boo
     for rib in range(6):  # faint rib arcs
         arc = np.abs(yy - (0.25 + 0.08 * rib) - 0.06 * np.cos((xx - 0.5) * 6.0)) < 0.008
         image[arc] += 0.08
-    if positive:
-        image += _opacities(rng, yy, xx, lungs, lung_ry, lung_rx)
-    return np.clip(image, 0.0, 1.0)
+    finding = _opacities(rng, yy, xx, lungs, lung_ry, lung_rx) if positive else np.zeros_like(image)
+    return np.clip(image + finding, 0.0, 1.0), finding >= FINDING_DENSITY
 
 
 def _opacities(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray,
@@ -195,19 +204,29 @@ def generate_site(out_dir: Path, site_index: int, config: SynthConfig) -> int:
     labels = _balanced_labels(rng, config.images_per_site, profile.prevalence)
     rows = []
     for case, label in enumerate(labels):
-        density = render_phantom(rng, profile.rows, profile.columns, bool(label))
+        density, finding = render_case(rng, profile.rows, profile.columns, bool(label))
         pixels = _to_stored(density, profile, rng)
         study_date = (datetime.date(2024, 1, 1) + datetime.timedelta(days=int(rng.integers(0, 700)))).strftime("%Y%m%d")
         ds = build_dataset(pixels, profile, _fake_patient(rng, site_index, case),
                            f"{config.seed}-{site_index}-{case}", study_date)
         name = f"IM{case:05d}.dcm"
         ds.save_as(out_dir / name, enforce_file_format=True)
-        rows.append((name, str(ds.SOPInstanceUID), int(label)))
+        mask = f"{MASKS_FOLDER}/IM{case:05d}.png"
+        _write_mask(out_dir / mask, finding)
+        rows.append((name, str(ds.SOPInstanceUID), int(label), mask))
     with open(out_dir / LABELS_FILE, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "sop_instance_uid", "label"])
+        writer.writerow(["file", "sop_instance_uid", "label", "mask"])
         writer.writerows(rows)
     return int(sum(labels))
+
+
+def _write_mask(path: Path, mask: np.ndarray) -> None:
+    """An 8-bit PNG, 255 inside the finding: what annotation tools export."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path, format="PNG")
 
 
 def _balanced_labels(rng: np.random.Generator, count: int, prevalence: float) -> np.ndarray:

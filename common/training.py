@@ -36,6 +36,7 @@ class TrainSettings:
     proximal_mu: float = 0.0
     seed: int = 0
     classical: str = ""  # the classical models' preprocessing and features (see common/classical.py)
+    task: str = "classification"  # or "segmentation": masks at the site, a U-Net, Dice
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,9 @@ def train_local(model: nn.Module, data: ImageSet, settings: TrainSettings, *,
     seed = secrets.randbits(63) if dp is not None else settings.seed
     generator = torch.Generator().manual_seed(seed)
     # The classical pipeline trains on fixed features of the images as they are (and caches them).
-    augment = settings.augment and not get_model_spec(settings.model).classical
-    dataset = TrainingSet(data, augment=augment, seed=seed % 2**32)
+    spec = get_model_spec(settings.model)
+    augment = settings.augment and not spec.classical
+    dataset = TrainingSet(data, augment=augment, seed=seed % 2**32, segmentation=spec.task == "segmentation")
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=True,
                                          generator=generator)
     model.to(device).train()
@@ -89,12 +91,15 @@ def train_local(model: nn.Module, data: ImageSet, settings: TrainSettings, *,
         from opacus import PrivacyEngine  # ≈ 1.2 s: only in processes that train with DP
 
         engine = PrivacyEngine(accountant="prv", secure_mode=False)
+    # Noise is drawn where the parameters live (a CPU generator cannot feed CUDA noise), from its own
+    # OS seed; the loader's Poisson sampling keeps the CPU generator.
+    noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
     private_model, optimizer, loader = engine.make_private(
         module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=dp.noise_multiplier,
         max_grad_norm=dp.clip_norm, poisson_sampling=True,
-        grad_sample_mode=get_model_spec(settings.model).grad_sample_mode, noise_generator=generator)
+        grad_sample_mode=spec.grad_sample_mode, noise_generator=noise)
     if dp.secure_mode:
-        _secure_noise(optimizer, generator)
+        _secure_noise(optimizer, noise)
     try:
         with warnings.catch_warnings():
             # Known, harmless: the first layer's input needs no gradient.
@@ -141,11 +146,20 @@ def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: torc
 
 
 def training_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The model's training loss: log-loss on logits, or the SVM's hinge loss on margins."""
+    """The model's training loss: log-loss on logits, the SVM's hinge loss on margins, or for
+    segmentation Dice + pixel log-loss on logit maps.
+
+    Every loss is a mean over the batch of per-image losses, as Opacus' per-sample clipping assumes:
+    the Dice term is computed per image (``batch=False``), never over the batch's pooled pixels.
+    """
     if name == "hinge":
         from fedscan.common.classical_model import hinge_loss
 
         return hinge_loss
+    if name == "dice-ce":
+        from monai.losses import DiceCELoss
+
+        return DiceCELoss(sigmoid=True, batch=False)
     return nn.BCEWithLogitsLoss()
 
 

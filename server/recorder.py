@@ -17,6 +17,7 @@ from fedscan.common.config import EVALUATION_RECORD
 from fedscan.common.errors import FedscanError, VersionMismatchError
 from fedscan.common.metrics import METRIC_NAMES
 from fedscan.common.pooled import ScoreHistogram, pooled_metrics, youden_threshold
+from fedscan.common.segmentation import COUNT_KEYS, SEGMENTATION_METRICS, OverlapCounts, pooled_overlap
 from fedscan.server.gate import Candidate, UpdateGate
 from fedscan.server.rundir import RunDirectory
 
@@ -66,6 +67,7 @@ class RoundRecorder:
     _current: dict[str, Any] = field(default_factory=dict)
     _names: dict[int, str] = field(default_factory=dict)  # node id → name the site reported
     _histograms: dict[str, ScoreHistogram] = field(default_factory=dict)
+    _overlaps: dict[str, OverlapCounts] = field(default_factory=dict)  # segmentation: pixel counts per site
 
     def site_name(self, reply: Message) -> str:
         node = reply.metadata.src_node_id
@@ -166,7 +168,10 @@ class RoundRecorder:
 
     def _take_histogram(self, record: dict[str, Any], name: str, metrics: Any) -> bool:
         """Move a site's score histogram out of its reply's metrics (into histograms.json, pooled),
-        so the strategy's metric averaging and Flower's logs never see 3 000 numbers per site."""
+        so the strategy's metric averaging and Flower's logs never see 3 000 numbers per site. Segmentation
+        overlap counts are moved out the same way."""
+        if not self._take_overlap(record, name, metrics):
+            return False
         lists = {key: metrics.pop(key) for key in ("hist-pos", "hist-neg", "hist-score-sum") if key in metrics}
         if not lists:
             return True
@@ -177,8 +182,24 @@ class RoundRecorder:
             return False
         return True
 
+    def _take_overlap(self, record: dict[str, Any], name: str, metrics: Any) -> bool:
+        counts = {key: metrics.pop(key) for key in COUNT_KEYS if key in metrics}
+        if not counts:
+            return True
+        try:
+            self._overlaps[name] = OverlapCounts.from_metrics(counts)
+        except (KeyError, ValueError, TypeError) as error:
+            self._refusal(record, "evaluate", name, f"malformed-overlap-counts: {error}")
+            return False
+        return True
+
     def _pool(self, record: dict[str, Any]) -> None:
-        """Pooled validation metrics of this round, at the threshold chosen on the pooled histogram."""
+        """Pooled validation metrics of this round: Dice and IoU from the sites' summed overlap counts, or
+        classification metrics at the threshold chosen on the pooled histogram."""
+        overlaps, self._overlaps = self._overlaps, {}
+        if overlaps:
+            images = sum(int(m.get("num-examples", 0)) for m in record.get("evaluate", {}).values())
+            record["pooled"] = pooled_overlap(sum(overlaps.values(), OverlapCounts()), images)
         histograms, self._histograms = self._histograms, {}
         if not histograms:
             return
@@ -204,7 +225,9 @@ class RoundRecorder:
         record, self._current = self._current, {}
         record["round"] = server_round
         evaluation = record.get("evaluate", {})
-        record["aggregated"] = {key: weighted_mean(evaluation, key) for key in METRIC_NAMES}
+        reported = {key for metrics in evaluation.values() for key in metrics}
+        record["aggregated"] = {key: weighted_mean(evaluation, key) for key in (*METRIC_NAMES, *SEGMENTATION_METRICS)
+                                if key in reported or (key in METRIC_NAMES and not evaluation)}
         record["aggregated"]["num-examples"] = sum(m["num-examples"] for m in evaluation.values())
         self._pool(record)
         record["epsilon"] = {name: m.get("epsilon") for name, m in record.get("train", {}).items()}

@@ -8,6 +8,7 @@ import hashlib
 import html
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from fedscan.common.checkpoint import atomic_write_bytes
 from fedscan.common.crosssite import MATRIX_FILE, CrossSiteMatrix
 from fedscan.common.errors import DataError
 from fedscan.common.pooled import ScoreHistogram
+from fedscan.server import report_segmentation as segmentation
 from fedscan.server.rundir import RunDirectory
 
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
@@ -47,9 +49,10 @@ def build_report(run_dir: Path) -> tuple[Path, Path]:
     if not run["history"]:
         raise DataError("The run completed no round; there is nothing to report.")
     delta = float(run["config"].get("privacy", {}).get("delta", math.nan))
+    metric, name = ("dice", "Dice") if segmentation.is_segmentation(run) else ("auc", "AUC")
     figures = {
-        "AUC per round": plots.per_round(run["history"], metric="auc", title="Validation AUC per round",
-                                         pooled=any("pooled" in line for line in run["history"])),
+        f"{name} per round": plots.per_round(run["history"], metric=metric, title=f"Validation {name} per round",
+                                             pooled=any("pooled" in line for line in run["history"])),
         "Loss per round": plots.per_round(run["history"], metric="loss", title="Validation loss per round",
                                           pooled=False),
         "ε per site": plots.epsilon_per_round(run["history"], delta),
@@ -107,21 +110,31 @@ def model_card(run: dict[str, Any]) -> str:
              f"status: {run['status'].get('state', 'unknown')}",
              f"- Privacy: DP-SGD at each site, target ε = {privacy.get('epsilon')}, δ = {privacy.get('delta')}, "
              f"clipping norm {privacy.get('clip_norm')}" + ("" if privacy.get("enabled", True) else " — DP OFF"),
-             f"- Operating threshold: {_fmt(run['final'].get('threshold'))} (Youden, pooled validation)", "",
+             *_threshold_line(run),
              "| site | training samples | validation samples | ε spent (δ = {}) |".format(privacy.get("delta")),
              "|---|---|---|---|"]
     lines += [f"| {name} | {s['samples'][name][0]} | {s['samples'][name][1]} | {_fmt(s['epsilon'].get(name))} |"
               for name in s["sites"]]
+    if segmentation.is_segmentation(run):
+        return "\n".join([*lines, "", *segmentation.card_lines(run), _LIMITS]) + "\n"
     lines += ["", "Pooled validation metrics (from summed score histograms):", "",
               f"- AUC {_fmt(p.get('auc'))} (95 % CI {_fmt(p.get('auc-ci-low'))}–{_fmt(p.get('auc-ci-high'))}, "
               "Hanley–McNeil)",
               f"- at threshold {_fmt(p.get('threshold'))}: sensitivity {_fmt(p.get('sensitivity'))}, specificity "
               f"{_fmt(p.get('specificity'))}, F1 {_fmt(p.get('f1'))}, accuracy {_fmt(p.get('accuracy'))}",
               f"- expected calibration error {_fmt(p.get('ece'))} (10 bins); n = {_fmt(p.get('n'), 0)}", "",
-              *_cross_site_markdown(run["cross_site"]),
-              "Limits: validation data comes from the same sites as training; the threshold is chosen on it, "
-              "so metrics at that threshold are optimistic. Evaluate at each hospital with `fedscan evaluate`."]
+              *_cross_site_markdown(run["cross_site"]), _LIMITS]
     return "\n".join(lines) + "\n"
+
+
+_LIMITS = ("Limits: validation data comes from the same sites as training (and a classifier's threshold is "
+           "chosen on it), so these metrics are optimistic. Evaluate at each hospital with `fedscan evaluate`.")
+
+
+def _threshold_line(run: dict[str, Any]) -> list[str]:
+    if segmentation.is_segmentation(run):
+        return ["- Task: segmentation (one finding mask per image, DiceCE loss); pixel threshold 0.5", ""]
+    return [f"- Operating threshold: {_fmt(run['final'].get('threshold'))} (Youden, pooled validation)", ""]
 
 
 def _cross_site_markdown(document: dict[str, Any]) -> list[str]:
@@ -142,7 +155,9 @@ def _html(run: dict[str, Any], figures: dict[str, bytes], card: str) -> str:
     images = "".join(
         f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{html.escape(title)}</figcaption></figure>" for title, png in figures.items())
-    table = _sites_table(_summary(run)) + _rounds_table(run["history"]) + _cross_site_html(run["cross_site"])
+    rounds = (_rounds_table(run["history"], segmentation.ROUND_HEADERS, segmentation.round_cells)
+              if segmentation.is_segmentation(run) else _rounds_table(run["history"]))
+    table = _sites_table(_summary(run)) + rounds + _cross_site_html(run["cross_site"])
     card_html = "".join(_card_line(line) for line in card.splitlines()[1:] if line.strip()
                         and not line.startswith("|"))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>fedscan run {html.escape(run['run_id'])}"
@@ -176,13 +191,19 @@ def _sites_table(summary: dict[str, Any]) -> str:
             f"{rows}</table>")
 
 
-def _rounds_table(history: list[dict[str, Any]]) -> str:
-    header = "<tr><th>round</th><th>pooled AUC</th><th>95 % CI</th><th>ECE</th><th>refusals</th></tr>"
+def _classification_cells(pooled: dict[str, Any]) -> list[str]:
+    return [_fmt(pooled.get("auc")), f"{_fmt(pooled.get('auc-ci-low'))}–{_fmt(pooled.get('auc-ci-high'))}",
+            _fmt(pooled.get("ece"))]
+
+
+def _rounds_table(history: list[dict[str, Any]], headers: tuple[str, ...] = ("pooled AUC", "95 % CI", "ECE"),
+                  cells: Callable[[dict[str, Any]], list[str]] = _classification_cells) -> str:
+    """One row per round: its pooled metrics (``cells`` of the pooled record) and the refusals."""
+    header = "<tr><th>round</th>" + "".join(f"<th>{name}</th>" for name in headers) + "<th>refusals</th></tr>"
     rows = []
     for line in history:
-        p = line.get("pooled") or {}
         refusals = ", ".join(f"{r['site']}: {r['reason'].split(':')[0]}" for r in line.get("refusals", []))
-        rows.append(f"<tr><td>{line['round']}</td><td>{_fmt(p.get('auc'))}</td><td>{_fmt(p.get('auc-ci-low'))}–"
-                    f"{_fmt(p.get('auc-ci-high'))}</td><td>{_fmt(p.get('ece'))}</td>"
-                    f"<td>{html.escape(refusals) or '—'}</td></tr>")
+        rows.append(f"<tr><td>{line['round']}</td>" + "".join(f"<td>{cell}</td>" for cell in
+                                                              cells(line.get("pooled") or {}))
+                    + f"<td>{html.escape(refusals) or '—'}</td></tr>")
     return f"<table>{header}{''.join(rows)}</table>"

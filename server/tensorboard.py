@@ -19,8 +19,10 @@ from typing import Any
 from fedscan.common.errors import ConfigError
 
 EVENTS_DIR = "tensorboard"
-_POOLED = ("auc", "auc-ci-low", "auc-ci-high", "ece", "accuracy", "sensitivity", "specificity", "f1")
-_PER_SITE = (("evaluate", "auc", "auc"), ("evaluate", "loss", "val_loss"), ("train", "train-loss", "train_loss"))
+_POOLED = ("auc", "auc-ci-low", "auc-ci-high", "ece", "accuracy", "sensitivity", "specificity", "f1",
+           "dice", "iou")  # absent keys (the other task's) are left out
+_PER_SITE = (("evaluate", "auc", "auc"), ("evaluate", "dice", "dice"), ("evaluate", "hd95", "hd95"),
+             ("evaluate", "loss", "val_loss"), ("train", "train-loss", "train_loss"))
 
 
 def require_tensorboard() -> None:

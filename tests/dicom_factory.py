@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.pixels import pack_bits
 from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit, PYDICOM_IMPLEMENTATION_UID,
                          UID, generate_uid)
 
@@ -106,3 +107,31 @@ def htj2k_copy(path: Path, window: tuple[float, float]) -> Path:
     ds.PixelData = encapsulate([(FIXTURES / "htj2k_lossless.j2c").read_bytes()])
     ds["PixelData"].VR = "OB"
     return write(ds, path)
+
+
+def segmentation_dataset(mask: np.ndarray, segments: int = 1) -> Dataset:
+    """A minimal binary DICOM Segmentation of one single-frame image: ``segments`` frames, the first
+    holding the mask's left half and the last its right half (so they merge back into ``mask``)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality, ds.SegmentationType = "SEG", "BINARY"
+    ds.Rows, ds.Columns = mask.shape
+    ds.NumberOfFrames, ds.SamplesPerPixel, ds.PhotometricInterpretation = segments, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 1, 0, 0
+    ds.SegmentSequence = [Dataset() for _ in range(segments)]
+    for number, item in enumerate(ds.SegmentSequence, start=1):
+        item.SegmentNumber, item.SegmentLabel = number, f"finding {number}"
+    reference = Dataset()
+    reference.ReferencedSOPInstanceUID = generate_uid()
+    series = Dataset()
+    series.ReferencedInstanceSequence = [reference]
+    ds.ReferencedSeriesSequence = [series]
+    halves = np.zeros((segments, *mask.shape), dtype=np.uint8)
+    halves[0, :, : mask.shape[1] // 2] = mask[:, : mask.shape[1] // 2]
+    halves[-1, :, mask.shape[1] // 2:] = mask[:, mask.shape[1] // 2:]
+    ds.PixelData = pack_bits(halves)
+    return ds

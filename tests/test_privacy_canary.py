@@ -47,12 +47,12 @@ def plant_canaries(source: Path, target: Path, site: int) -> list[bytes]:
 class LeakySource(FolderSource):
     """A site whose loader fails with its secrets in the exception text."""
 
-    def load(self, size: int):  # noqa: ANN201
+    def load(self, size: int, *, masks: bool = False):  # noqa: ANN201
         raise RuntimeError(f"cannot open {self.site_dir}/CANARYEXCEPTION-RuntimeError")
 
 
 class LeakyDataSource(FolderSource):
-    def load(self, size: int):  # noqa: ANN201
+    def load(self, size: int, *, masks: bool = False):  # noqa: ANN201
         raise DataError(f"patient CANARYDATAERROR in {self.site_dir} is unreadable")
 
 
@@ -63,8 +63,9 @@ class RecordingGrid(LoopbackGrid):
         return replies
 
 
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
 def test_no_canary_reaches_the_coordinator(flower_identity, synthetic_sites: list[Path], tmp_path: Path,
-                                          caplog: pytest.LogCaptureFixture) -> None:
+                                          caplog: pytest.LogCaptureFixture, task: str) -> None:
     canaries = [b"CANARYEXCEPTION", b"CANARYDATAERROR", b"canary-vault"]
     sources = []
     for site in range(2):
@@ -74,7 +75,10 @@ def test_no_canary_reaches_the_coordinator(flower_identity, synthetic_sites: lis
     sources += [LeakySource("site-2", str(tmp_path / "canary-vault" / "x")),
                 LeakyDataSource("site-3", str(tmp_path / "canary-vault" / "y"))]
     grid = RecordingGrid(make_client_app(site_resolver(sources, tmp_path / "state"), device="cpu"), 4)
-    config = RunConfig(rounds=2, min_sites=2, train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
+    segmentation = task == "segmentation"  # the masks travel with the copied folders
+    config = RunConfig(rounds=2, min_sites=2, cross_site=not segmentation,
+                       train=TrainSettings(local_epochs=1, batch_size=8, augment=False, task=task,
+                                           model="unet" if segmentation else "small-cnn"),
                        privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
     with caplog.at_level(logging.DEBUG):
         result = run_federation(grid, config, RunDirectory.create(tmp_path / "coordinator" / "runs"))
@@ -84,7 +88,7 @@ def test_no_canary_reaches_the_coordinator(flower_identity, synthetic_sites: lis
     run_files = b"".join(p.read_bytes() for p in result.run_dir.path.rglob("*") if p.is_file())
     # a train message per round and site (each also scoring the previous aggregate), the last round's
     # evaluation, then the cross-site fine-tune and evaluation; errors included
-    assert len(grid.wire) == (2 + 1) * 4 + 2 * 4
+    assert len(grid.wire) == (2 + 1) * 4 + (0 if segmentation else 2 * 4)
     for canary in canaries:
         for where, blob in (("messages", b"".join(grid.wire)), ("logs", coordinator_logs), ("run dir", run_files)):
             assert canary not in blob, f"{canary!r} leaked into the coordinator's {where}"

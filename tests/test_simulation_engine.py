@@ -102,3 +102,37 @@ def test_a_simulation_killed_mid_run_resumes_from_its_checkpoint(tmp_path: Path,
     again = _simulate(tmp_path, "--resume", run_dir.name)
     assert again.returncode == 2 and "already completed" in again.stderr
     wait_until(lambda: _leftover_processes() == before, 30, "the killed run's processes to go")
+
+
+def test_a_dp_segmentation_federation_runs_on_the_simulation_engine_and_evaluates(
+        tmp_path: Path, synthetic_sites: list[Path]) -> None:
+    before = _leftover_processes()
+    folders = ",".join(str(p) for p in synthetic_sites[:2])
+    result = _simulate(tmp_path, "--task", "segmentation", "--data", f"dicom:{folders}", "--rounds", "2",
+                       "--local-epochs", "1", "--batch-size", "16", "--delta", "1e-4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "model unet" in result.stdout and "pooled validation Dice" in result.stdout
+    run_dir = _only_run(tmp_path)
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["round"] for x in lines] == [1, 2]
+    pooled = lines[-1]["pooled"]
+    assert pooled["dice"] == 2 * pooled["intersection"] / (pooled["predicted"] + pooled["truth"])
+    assert all(0 < eps <= 8 * 1.001 for eps in lines[-1]["epsilon"].values())
+    assert not (run_dir / "cross_site.json").exists()  # segmentation runs skip the AUC matrix
+    assert "Dice per round" in (run_dir / "report.html").read_text()
+    evaluated = subprocess.run([*FEDSCAN, "evaluate", "--checkpoint", str(run_dir / "final.pt"), "--data",
+                                f"dicom:{synthetic_sites[2]}", "--device", "cpu"], capture_output=True, text=True,
+                               timeout=300, env={**os.environ, "FEDSCAN_CACHE_DIR": str(tmp_path / "cache")})
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout)
+    assert metrics["task"] == "segmentation" and metrics["n"] == 40 and {"dice", "iou", "hd95"} <= set(metrics)
+    assert _leftover_processes() == before
+
+
+@pytest.mark.slow
+def test_default_segmentation_demo_reaches_the_dice_target(tmp_path: Path) -> None:
+    """Acceptance: `fedscan simulate --task segmentation` on the default synthetic sites, DP off."""
+    result = _simulate(tmp_path, "--task", "segmentation", "--no-dp")
+    assert result.returncode == 0, result.stdout + result.stderr
+    final = [json.loads(x) for x in (_only_run(tmp_path) / "metrics.jsonl").read_text().splitlines()][-1]
+    assert final["pooled"]["dice"] >= 0.80

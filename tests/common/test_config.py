@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
     RunConfig(rounds=7, strategy="fedprox", proximal_mu=0.1, seed=3,
               train=TrainSettings(model="resnet18", learning_rate=0.01, batch_size=16, augment=False)),
     RunConfig(privacy=PrivacyConfig(enabled=False)),
+    RunConfig(cross_site=False, train=TrainSettings(model="unet", task="segmentation", learning_rate=0.3)),
 ])
 def test_flat_round_trip(config: RunConfig) -> None:
     assert RunConfig.from_flat(config.to_flat()) == config
@@ -46,3 +47,18 @@ def test_pyproject_run_config_lists_every_setting() -> None:
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     assert RunConfig.from_flat(declared) == RunConfig()
     assert set(RunConfig().to_flat()) <= set(declared)
+
+
+def test_the_task_and_the_model_must_agree_and_segmentation_takes_its_own_defaults() -> None:
+    with pytest.raises(ConfigError, match="choose one of: unet"):
+        RunConfig(train=TrainSettings(task="segmentation"))
+    with pytest.raises(ConfigError, match="choose one of: small-cnn"):
+        RunConfig(train=TrainSettings(model="unet"))
+    with pytest.raises(ConfigError, match="cross-site = false"):
+        RunConfig(train=TrainSettings(model="unet", task="segmentation"))
+    with pytest.raises(ConfigError, match="Unknown task 'detection'"):
+        RunConfig.from_flat({"task": "detection"})
+    segmentation = RunConfig.from_flat({"task": "segmentation"})
+    assert (segmentation.train.model, segmentation.train.learning_rate, segmentation.cross_site) == ("unet", 0.1, False)
+    assert RunConfig.from_flat({"task": "segmentation", "learning-rate": 0.02}).train.learning_rate == 0.02
+    assert segmentation.to_message()["task"] == "segmentation"

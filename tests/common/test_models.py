@@ -1,4 +1,5 @@
-"""Every model name builds, passes Opacus' validator and takes a real DP-SGD step."""
+"""Every model name builds, passes Opacus' validator and takes a real DP-SGD step; the U-Net's
+per-sample gradients are the true ones."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from opacus.validators import ModuleValidator
 
 from fedscan.common.errors import ModelError
 from fedscan.common.models import MODELS, build_model, get_model_spec
+from fedscan.common.training import training_loss
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -18,7 +20,8 @@ def test_model_is_dp_compatible_and_trains_one_private_step(name: str) -> None:
     assert ModuleValidator.validate(model, strict=False) == []
     assert not any(getattr(m, "inplace", False) for m in model.modules())
     images = torch.rand(4, 1, spec.input_size, spec.input_size)
-    labels = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    segmentation = spec.task == "segmentation"
+    labels = (images > 0.9).float() if segmentation else torch.tensor([0.0, 1.0, 0.0, 1.0])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=2)
     before = [p.detach().clone() for p in model.parameters()]
     engine = PrivacyEngine(accountant="prv")
@@ -27,8 +30,8 @@ def test_model_is_dp_compatible_and_trains_one_private_step(name: str) -> None:
         noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode=spec.grad_sample_mode)
     x, y = images[:2], labels[:2]
     logits = private(x)
-    assert logits.shape == (2,)
-    torch.nn.functional.binary_cross_entropy_with_logits(logits, y).backward()
+    assert logits.shape == ((2, 1, spec.input_size, spec.input_size) if segmentation else (2,))
+    training_loss(spec.loss)(logits, y).backward()
     optimizer.step()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
@@ -45,3 +48,25 @@ def test_same_seed_same_weights_without_touching_global_rng() -> None:
 def test_unknown_model_lists_the_valid_names() -> None:
     with pytest.raises(ModelError, match="small-cnn"):
         get_model_spec("vgg16")
+
+
+def test_unet_per_sample_gradients_under_opacus_equal_each_image_alone() -> None:
+    """The clipping bound holds only if Opacus' per-sample gradients are right: the transposed
+    convolutions (functorch inside hooks mode) and the per-image Dice loss included."""
+    from opacus import GradSampleModule
+
+    torch.manual_seed(0)
+    images = torch.rand(3, 1, 64, 64)
+    masks = (torch.rand(3, 1, 64, 64) > 0.95).float()
+    loss = training_loss("dice-ce")
+    model = build_model("unet", seed=1)
+    expected = []
+    for index in range(3):
+        model.zero_grad()
+        loss(model(images[index:index + 1]), masks[index:index + 1]).backward()
+        expected.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    wrapped = GradSampleModule(build_model("unet", seed=1), loss_reduction="mean")
+    loss(wrapped(images), masks).backward()
+    for name, param in wrapped._module.named_parameters():
+        for index in range(3):
+            assert torch.allclose(param.grad_sample[index], expected[index][name], atol=1e-5, rtol=1e-3), name
