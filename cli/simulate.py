@@ -150,6 +150,9 @@ def run_simulation(config: RunConfig, choice: DataChoice, *, sites: int, partiti
     from fedscan.cli.display import RoundTable
     from fedscan.server.rundir import RunDirectory
 
+    if config.train.task == "segmentation" and choice.kind == "npz":
+        raise ConfigError("An npz file holds no masks: segmentation runs on site folders whose labels CSV names "
+                          "a mask per image (--data synthetic or dicom:DIR,...).")
     with tempfile.TemporaryDirectory(prefix="fedscan-sim-") as tmp:
         workdir = Path(tmp)
         # Synthetic sites and npz partitions follow the run's seed: a resumed run sees the same data.

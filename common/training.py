@@ -72,13 +72,8 @@ def train_local(model: nn.Module, data: ImageSet, settings: TrainSettings, *,
     # With DP, sampling and noise draw from the site's own entropy: a seed the
     # coordinator knows would let it predict (and subtract) the noise.
     seed = secrets.randbits(63) if dp is not None else settings.seed
-    generator = torch.Generator().manual_seed(seed)
-    # The classical pipeline trains on fixed features of the images as they are (and caches them).
     spec = get_model_spec(settings.model)
-    augment = settings.augment and not spec.classical
-    dataset = TrainingSet(data, augment=augment, seed=seed % 2**32, segmentation=spec.task == "segmentation")
-    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=True,
-                                         generator=generator)
+    loader = _loader(data, settings, seed)
     model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate,
                                 momentum=settings.momentum)
@@ -108,6 +103,16 @@ def train_local(model: nn.Module, data: ImageSet, settings: TrainSettings, *,
     finally:
         private_model._close()  # remove Opacus hooks so ``model`` is a plain module again
     return TrainOutcome(loss, steps, list(engine.accountant.history))
+
+
+def _loader(data: ImageSet, settings: TrainSettings, seed: int) -> torch.utils.data.DataLoader:
+    """Shuffled batches of (image, label), or (image, mask) for segmentation, augmented unless the model is
+    classical (it trains on fixed features of the images as they are, and caches them)."""
+    spec = get_model_spec(settings.model)
+    dataset = TrainingSet(data, augment=settings.augment and not spec.classical, seed=seed % 2**32,
+                          segmentation=spec.task == "segmentation")
+    return torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=True,
+                                       generator=torch.Generator().manual_seed(seed))
 
 
 def _secure_noise(optimizer: "DPOptimizer", generator: torch.Generator) -> None:

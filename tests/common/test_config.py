@@ -62,3 +62,14 @@ def test_the_task_and_the_model_must_agree_and_segmentation_takes_its_own_defaul
     assert (segmentation.train.model, segmentation.train.learning_rate, segmentation.cross_site) == ("unet", 0.1, False)
     assert RunConfig.from_flat({"task": "segmentation", "learning-rate": 0.02}).train.learning_rate == 0.02
     assert segmentation.to_message()["task"] == "segmentation"
+
+
+def test_simulate_refuses_segmentation_on_an_npz_before_anything_starts(tiny_npz: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedscan.cli.main import app
+
+    result = CliRunner().invoke(app, ["simulate", "--task", "segmentation", "--data", f"npz:{tiny_npz}",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "npz file holds no masks" in result.output
+    assert not any(tmp_path.iterdir())  # no run directory was made
