@@ -13,7 +13,7 @@ from fedscan.common.data import ImageSet, load_site
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.labels import LabelSpec
-from fedscan.common.segmentation import OverlapCounts, evaluate_segmentation, predict_masks
+from fedscan.common.segmentation import OverlapCounts, predict_masks, score_masks
 
 
 def load_masked_folder(data: str, *, size: int, labels: LabelSpec | None, cache_dir: str) -> ImageSet:
@@ -33,10 +33,9 @@ def evaluate_segmentation_checkpoint(model: nn.Module, meta: dict[str, Any], dat
                                      predictions: Path | None) -> dict[str, Any]:
     """Pooled Dice and IoU over the folder's images (from overlap counts), mean Hausdorff-95, loss."""
     images = load_masked_folder(data, size=int(meta["input_size"]), labels=labels, cache_dir=cache_dir)
-    on = resolve_device(device)
-    metrics, counts = evaluate_segmentation(model, images, device=on)
+    probabilities, loss = predict_masks(model, images, device=resolve_device(device))
+    metrics, counts = score_masks(probabilities >= 0.5, images.masks.numpy() >= 0.5, loss=loss)
     if predictions is not None:
-        probabilities, _ = predict_masks(model, images, device=on)
         write_overlaps(predictions, images, probabilities >= 0.5)
     return {**metrics, "n": len(images), "with_finding": int(images.labels.sum()),
             **{key.removeprefix("seg-"): value for key, value in counts.to_metrics().items()},

@@ -119,6 +119,10 @@ def evaluate_segmentation(model: nn.Module, data: ImageSet, *, device: torch.dev
                           threshold: float = 0.5) -> tuple[dict[str, float], OverlapCounts]:
     """(Dice, IoU, Hausdorff-95, loss of ``model`` on ``data``; the overlap counts to pool)."""
     probabilities, loss = predict_masks(model, data, device=device)
-    predicted, truth = probabilities >= threshold, data.masks.numpy() >= 0.5
+    return score_masks(probabilities >= threshold, data.masks.numpy() >= 0.5, loss=loss)
+
+
+def score_masks(predicted: np.ndarray, truth: np.ndarray, *, loss: float) -> tuple[dict[str, float], OverlapCounts]:
+    """(Dice, IoU, Hausdorff-95 and ``loss``; the overlap counts) of predicted against true N×1×S×S masks."""
     counts = OverlapCounts.of(predicted, truth)
     return {"dice": counts.dice, "iou": counts.iou, "hd95": hausdorff95(predicted, truth), "loss": loss}, counts
