@@ -62,7 +62,7 @@ class _Scan:
     spec: LabelSpec
     site_dir: Path
     size: int
-    masks: dict[str, np.ndarray] | None = None  # relative path → F×1×S×S, when masks are required
+    with_masks: bool = False  # segmentation: every image needs its mask
     records: dict[str, FileRecord] = field(default_factory=dict)
     images: dict[str, CachedImage] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
@@ -77,8 +77,7 @@ def ingest_site(site_dir: Path, labels: LabelSpec, settings: IngestSettings, *,
     if not site_dir.is_dir():
         raise DataError("The site data folder does not exist or is not a folder; check data-dir.")
     started = time.monotonic()
-    scan = _Scan(read_label_table(labels, site_dir, masks=masks), labels, site_dir, settings.size,
-                 {} if masks else None)
+    scan = _Scan(read_label_table(labels, site_dir, masks=masks), labels, site_dir, settings.size, masks)
     cache = DecodeCache(Path(settings.cache_dir), settings_key(settings.decode, settings.size)) \
         if settings.cache_dir else None
     files, ignored = scan_files(site_dir, exclude=_excluded(site_dir, labels, settings, scan.table))
@@ -180,7 +179,7 @@ def _label_and_collect(scan: _Scan, files: list[str]) -> Samples:
         key = relative if scan.spec.key == "path" else str(image.header.get(scan.spec.key, ""))
         problem = _label_problem(scan.table, key, image.header, instances)
         mask = None
-        if problem is None and scan.masks is not None:
+        if problem is None and scan.with_masks:
             mask, problem = _mask_of(scan, key, image)
         if problem is not None:
             scan.records[relative] = scan.records[relative].reject(*problem)
@@ -196,7 +195,7 @@ def _label_and_collect(scan: _Scan, files: list[str]) -> Samples:
         groups.extend([group] * len(image.frames))
         keys.extend([relative] if len(image.frames) == 1 else [f"{relative}#{i}" for i in range(len(image.frames))])
     stacked = np.stack(images) if images else np.zeros((0, 1, 1, 1), dtype=np.float32)
-    stacked_masks = None if scan.masks is None else (
+    stacked_masks = None if not scan.with_masks else (
         np.stack(masks) if masks else np.zeros((0, 1, scan.size, scan.size), dtype=np.float32))
     return Samples(stacked, np.asarray(labels, dtype=np.int64), tuple(groups), tuple(keys), stacked_masks)
 
