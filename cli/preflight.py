@@ -88,17 +88,29 @@ def _state_dir(config: SiteConfig) -> Check:
 
 
 def _data(config: SiteConfig) -> Check:
-    from fedscan.common.models import get_model_spec
+    """The site's images decode and are enough for the policy, for each task its labels CSV serves
+    (a class column: classification; a mask column: segmentation, every mask checked too)."""
     from fedscan.common import defaults
+    from fedscan.common.labels import tasks_supported
+    from fedscan.common.models import get_model_spec
+
+    models = {"classification": defaults.MODEL, "segmentation": str(defaults.SEGMENTATION["model"])}
 
     try:
-        data = config.data.load(get_model_spec(defaults.MODEL).input_size)
+        tasks = tasks_supported(config.data.labels, Path(config.data.site_dir))
+        if not tasks:
+            return Check("data", False, f"The labels CSV has neither a '{config.data.labels.label_column}' nor a "
+                                        f"'{config.data.labels.mask_column}' column; set label-column or mask-column.")
+        found = {task: config.data.load(get_model_spec(models[task]).input_size, masks=task == "segmentation")
+                 for task in tasks}
     except FedscanError as exc:
         return Check("data", False, str(exc))
-    if len(data.train) < config.policy.min_samples:
-        return Check("data", False, f"{len(data.train)} training images, fewer than the policy's min-samples "
-                     f"({config.policy.min_samples}); run `fedscan data check` to see what was rejected.")
-    return Check("data", True, f"{len(data.train)} training and {len(data.val)} validation images")
+    detail = "; ".join(f"{task}: {len(data.train)} training and {len(data.val)} validation images"
+                       for task, data in found.items())
+    if all(len(data.train) < config.policy.min_samples for data in found.values()):
+        return Check("data", False, f"{detail}: fewer than the policy's min-samples ({config.policy.min_samples}); "
+                     "run `fedscan data check` (with --task segmentation for masks) to see what was rejected.")
+    return Check("data", True, detail)
 
 
 def _device(config: SiteConfig) -> Check:

@@ -111,6 +111,20 @@ def read_label_table(spec: LabelSpec, site_dir: Path, *, masks: bool = False) ->
         raise DataError(f"The labels CSV is not valid UTF-8 CSV ({type(exc).__name__}).") from exc
 
 
+def tasks_supported(spec: LabelSpec, site_dir: Path) -> tuple[str, ...]:
+    """The tasks a site's labels CSV can serve, from its header: classification with a class column,
+    segmentation with a mask column. Raises :class:`DataError` when the CSV cannot be read."""
+    try:
+        with open(spec.csv_path(site_dir), newline="", encoding="utf-8-sig") as handle:
+            columns = next(csv.reader(handle), [])
+    except OSError as exc:
+        raise DataError(f"Cannot read the labels CSV ({exc.strerror}); check the labels-csv setting.") from exc
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(f"The labels CSV is not valid UTF-8 CSV ({type(exc).__name__}).") from exc
+    found = (("classification", spec.label_column), ("segmentation", spec.mask_column))
+    return tuple(task for task, column in found if column in columns)
+
+
 def _pick_key_column(spec: LabelSpec, columns: list[str]) -> str:
     for candidate in spec.key_columns():
         if candidate in columns:

@@ -65,3 +65,41 @@ def test_simulate_checks_listed_site_folders_before_starting(synthetic_sites: li
         result = runner.invoke(app, ["simulate", "--out", str(tmp_path / "runs"), "--data", *args])
         assert result.exit_code == 2, result.output
         assert expected in one_line_error(result.output)
+
+
+def test_data_check_of_a_segmentation_site_checks_every_mask(synthetic_sites: list[Path], tmp_path: Path) -> None:
+    import shutil
+
+    from PIL import Image
+
+    site = Path(shutil.copytree(synthetic_sites[2], tmp_path / "site"))
+    first_mask = sorted((site / "masks").glob("*.png"))[0]
+    Image.new("L", (7, 7)).save(first_mask)  # the wrong size for its image
+    result = runner.invoke(app, ["data", "check", str(site), "--task", "segmentation"])
+    assert result.exit_code == 0, result.output
+    assert "MASK_MISMATCH" in result.output and "│ 39" in result.output
+    assert first_mask.name not in result.output
+    plain = runner.invoke(app, ["data", "check", str(site)])  # as classification: masks are not images
+    assert plain.exit_code == 0 and "│ 40" in plain.output and "MASK" not in plain.output
+
+
+def test_the_preflight_checks_the_data_for_every_task_its_labels_csv_serves(synthetic_sites: list[Path],
+                                                                           tmp_path: Path) -> None:
+    import csv
+    import shutil
+
+    from fedscan.cli.preflight import _data
+    from fedscan.common.site_config import load_site_config
+    from tests.cli.test_privacy_report import write_site_toml
+
+    both = _data(load_site_config(write_site_toml(tmp_path, synthetic_sites[0])))
+    assert both.ok and "classification: " in both.detail and "segmentation: " in both.detail
+    site = Path(shutil.copytree(synthetic_sites[0], tmp_path / "masks-only"))
+    rows = list(csv.DictReader(open(site / "labels.csv", newline="")))
+    with open(site / "labels.csv", "w", newline="") as handle:  # a segmentation site: no class column
+        writer = csv.writer(handle)
+        writer.writerow(["file", "mask"])
+        writer.writerows((row["file"], row["mask"]) for row in rows)
+    (tmp_path / "seg").mkdir()
+    only = _data(load_site_config(write_site_toml(tmp_path / "seg", site)))
+    assert only.ok and only.detail.startswith("segmentation: ") and "classification" not in only.detail
