@@ -106,6 +106,26 @@ def test_two_dp_rounds_over_tls_with_authenticated_sites(federation: dict) -> No
     assert logs.returncode == 0 and "Round 2 of 2" in logs.stdout
 
 
+def test_the_same_sites_serve_a_dp_segmentation_run(federation: dict) -> None:
+    """The sites' labels CSV names masks too: a segmentation run needs no change at the sites."""
+    root = federation["root"]
+    (root / "segmentation.toml").write_text('[run]\ncoordinator-config = "coordinator.toml"\ntask = "segmentation"\n'
+                                            'rounds = 1\nmin-sites = 2\nlocal-epochs = 1\nbatch-size = 16\n'
+                                            'delta = 1e-4\njoin-timeout-s = 120\nround-timeout-s = 300\n')
+    before = set((root / "coordinator-state" / "runs").iterdir())
+    result = fedscan("run", "--config", "segmentation.toml", "--timeout", "420", cwd=root, timeout=480)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Dice" in result.stdout and "completed" in result.stdout
+    (run_dir,) = set((root / "coordinator-state" / "runs").iterdir()) - before
+    final = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    pooled = final["pooled"]
+    assert pooled["dice"] == 2 * pooled["intersection"] / (pooled["predicted"] + pooled["truth"])
+    assert sorted(final["evaluate"]) == ["site-0", "site-1"] and "auc" not in final["aggregated"]
+    assert all(0 < eps <= 8.0 * 1.001 for eps in final["epsilon"].values())
+    assert json.loads((run_dir / "final.json").read_text())["model"] == "unet"
+    assert not (run_dir / "cross_site.json").exists()
+
+
 def test_a_site_with_an_unregistered_key_is_refused(federation: dict) -> None:
     root = federation["root"]
     config = site_toml(root, "intruder", port=federation["fleet"])
