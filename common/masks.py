@@ -106,16 +106,14 @@ def _read_dicom(path: Path, rows: int, columns: int) -> np.ndarray:
     from pydicom.errors import InvalidDicomError
 
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        # One parse; the pixel data is read (and decoded) only after the size check passes.
+        dataset = pydicom.dcmread(path, defer_size="64 KB")
         _check_size((int(dataset.Rows), int(dataset.Columns)), rows, columns)
-        dataset = pydicom.dcmread(path)
-        values = np.asarray(dataset.pixel_array)
+        values = np.asarray(dataset.pixel_array).reshape(_declared_frames(dataset), rows, columns)
     except Rejected:
         raise
     except (InvalidDicomError, AttributeError, KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:
         raise Rejected(Reason.MASK_UNREADABLE, f"The DICOM mask cannot be decoded ({type(exc).__name__}).") from exc
-    frames = _declared_frames(dataset)
-    values = values.reshape(frames, rows, columns)
     if str(dataset.get("SOPClassUID", "")) == SEGMENTATION_STORAGE:
         return _segments_of_one_image(values, dataset)
     return _foreground(values)
@@ -133,7 +131,7 @@ def _segments_of_one_image(values: np.ndarray, dataset: Any) -> np.ndarray:
     merged into one finding mask. Multi-frame sources need the frame mapping: refused, with the fix."""
     references = {str(ref.ReferencedSOPInstanceUID) for item in dataset.get("ReferencedSeriesSequence", [])
                   for ref in item.get("ReferencedInstanceSequence", [])}
-    if len(references) > 1 or int(dataset.get("NumberOfFrames", 1) or 1) > len(dataset.get("SegmentSequence", [1])):
+    if len(references) > 1 or len(values) > max(len(dataset.get("SegmentSequence", [])), 1):
         raise Rejected(Reason.MASK_MISMATCH, "The SEG covers several source frames or images; export one SEG "
                                              "per single-frame image, or masks as .npy (F×H×W).")
     return _foreground(values).any(axis=0, keepdims=True)

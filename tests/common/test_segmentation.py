@@ -87,7 +87,8 @@ def test_a_bad_mask_is_rejected_with_a_code_and_no_path(tmp_path: Path) -> None:
     (tmp_path / "junk.png").write_bytes(b"not an image at all")
     (tmp_path / "m.nii.gz").write_bytes(b"\x1f\x8b")
     np.save(tmp_path / "frames.npy", np.zeros((2, 20, 24), dtype=np.uint8))
-    cases = {"wide.png": Reason.MASK_MISMATCH, "junk.png": Reason.MASK_UNREADABLE,
+    write(image_dataset(np.ones((20, 24, 3), dtype=np.uint8), photometric="RGB"), tmp_path / "colour.dcm")
+    cases = {"colour.dcm": Reason.MASK_UNREADABLE, "wide.png": Reason.MASK_MISMATCH, "junk.png": Reason.MASK_UNREADABLE,
              "m.nii.gz": Reason.MASK_UNREADABLE, "absent.png": Reason.MASK_UNREADABLE,
              "frames.npy": Reason.MASK_MISMATCH}
     for name, reason in cases.items():
