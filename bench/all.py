@@ -15,13 +15,13 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-
 import accuracy
 import dp_step
 import scale
+import torch
+
 from fedscan.common import defaults
-from fedscan.common.models import MODELS
+from fedscan.common.models.registry import MODELS
 
 
 def _print(row: tuple[str, ...]) -> None:
@@ -30,20 +30,28 @@ def _print(row: tuple[str, ...]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--npz", type=Path, default=Path("../shared/data/pneumoniamnist_trainval.npz"))
-    parser.add_argument("--quick", action="store_true", help="1 seed, small-cnn only, 10 and 50 sites")
+    parser.add_argument(
+        "--npz", type=Path, default=Path("../shared/data/pneumoniamnist_trainval.npz")
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 seed, small-cnn only, 10 and 50 sites"
+    )
     args = parser.parse_args()
     logging.getLogger("flwr").setLevel(logging.WARNING)
     started = time.monotonic()
     print(f"\nfedscan benchmarks — torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("| measurement | setting | result | target |\n|---|---|---|---|")
-    for name in ((defaults.MODEL,) if args.quick else tuple(MODELS)):
-        plain_ms, cells = dp_step.measure_model(name, batch=32, warmup=2, steps=5 if name != defaults.MODEL else 10)
+    for name in (defaults.MODEL,) if args.quick else tuple(MODELS):
+        plain_ms, cells = dp_step.measure_model(
+            name, batch=32, warmup=2, steps=5 if name != defaults.MODEL else 10
+        )
         for mode, ratio in cells.items():
             target = "≤ 1.5× (stretch 1.3×)" if name == defaults.MODEL else "—"
-            _print(("DP step ÷ plain step", f"{name} ({plain_ms:.0f} ms plain), {mode}", ratio, target))
+            _print(
+                ("DP step ÷ plain step", f"{name} ({plain_ms:.0f} ms plain), {mode}", ratio, target)
+            )
     _print(scale.overhead_row())
-    for sites in ((10, 50) if args.quick else (10, 50, 100)):
+    for sites in (10, 50) if args.quick else (10, 50, 100):
         _print(scale.scale_row(sites))
     seeds = [0] if args.quick else [0, 1, 2]
     for label, aucs in accuracy.measure(args.npz.resolve(), seeds, defaults.ROUNDS):

@@ -19,25 +19,44 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from fedscan.common.data import ImageSet, SiteData, load_site
-from fedscan.common.metrics import evaluate_model
-from fedscan.common.models import build_model
+from fedscan.common.config import TrainSettings
+from fedscan.common.data.imageset import ImageSet, SiteData
+from fedscan.common.data.site import load_site
+from fedscan.common.data.synth import SynthConfig, generate_site
+from fedscan.common.metrics.classification import evaluate_model
+from fedscan.common.models.networks import build_model
+from fedscan.common.models.training import DpStep, train_local
 from fedscan.common.privacy import calibrate_noise, sample_rate, steps_per_epoch
-from fedscan.common.synth import SynthConfig, generate_site
-from fedscan.common.training import DpStep, TrainSettings, train_local
 
 CPU = torch.device("cpu")
 
 
-def federate(sites: list[SiteData], settings: TrainSettings, *, rounds: int, epsilon: float,
-             delta: float, seed: int) -> torch.nn.Module:
-    """FedAvg over ``sites``, each site's noise calibrated once for the whole run (as a real site does)."""
+def federate(
+    sites: list[SiteData],
+    settings: TrainSettings,
+    *,
+    rounds: int,
+    epsilon: float,
+    delta: float,
+    seed: int,
+) -> torch.nn.Module:
+    """FedAvg over ``sites``, each site's noise calibrated once for the whole run (as a real site
+    does)."""
     model = build_model(settings.model, seed=seed)
     rates = [sample_rate(len(s.train), settings.batch_size) for s in sites]
-    sigmas = [calibrate_noise(target_epsilon=epsilon, delta=delta, sample_rate=q,
-                              total_steps=rounds * settings.local_epochs * steps_per_epoch(len(s.train), settings.batch_size))
-              for s, q in zip(sites, rates)]
+    sigmas = [
+        calibrate_noise(
+            target_epsilon=epsilon,
+            delta=delta,
+            sample_rate=q,
+            total_steps=rounds
+            * settings.local_epochs
+            * steps_per_epoch(len(s.train), settings.batch_size),
+        )
+        for s, q in zip(sites, rates, strict=True)
+    ]
     for _ in range(rounds):
         states, weights = [], []
         for index, site in enumerate(sites):
@@ -46,8 +65,12 @@ def federate(sites: list[SiteData], settings: TrainSettings, *, rounds: int, eps
             train_local(local, site.train, settings, device=CPU, dp=DpStep(sigmas[index], 1.0))
             states.append(local.state_dict())
             weights.append(len(site.train))
-        model.load_state_dict({key: sum(w * s[key] for w, s in zip(weights, states)) / sum(weights)
-                               for key in states[0]})
+        model.load_state_dict(
+            {
+                key: sum(w * s[key] for w, s in zip(weights, states, strict=True)) / sum(weights)
+                for key in states[0]
+            }
+        )
     return model
 
 
@@ -55,31 +78,56 @@ def contrast_shifted(data: ImageSet) -> ImageSet:
     return ImageSet((0.5 + (data.images - 0.5) * 0.7 + 0.1).clamp(0, 1), data.labels)
 
 
+def _auc(model: nn.Module, sets: list[ImageSet]) -> float:
+    """Mean validation AUC of ``model`` over ``sets``."""
+    return float(np.mean([evaluate_model(model, s, device=CPU)["auc"] for s in sets]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epsilon", type=float, default=8.0)
-    parser.add_argument("--settings", nargs="+", default=["0.02:32", "0.05:64"],
-                        help="LR:BATCH pairs to compare (3 local epochs each)")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=["0.02:32", "0.05:64"],
+        help="LR:BATCH pairs to compare (3 local epochs each)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         config, unseen_config = SynthConfig(3, 300, 0), SynthConfig(6, 200, 11)
         train_sites = [load_site(_site(tmp, i, config), size=64) for i in range(3)]
-        unseen = [load_site(_site(tmp, i, unseen_config), size=64, val_fraction=0.5) for i in (3, 4, 5)]
-        print("| lr | batch | seed | AUC in-distribution | AUC unseen scanners (mean) | AUC contrast shift |")
+        unseen = [
+            load_site(_site(tmp, i, unseen_config), size=64, val_fraction=0.5) for i in (3, 4, 5)
+        ]
+        print(
+            "| lr | batch | seed | AUC in-distribution | AUC unseen scanners (mean) | AUC contrast "
+            "shift |"
+        )
         print("|---|---|---|---|---|---|")
         for pair in args.settings:
             lr, batch = float(pair.split(":")[0]), int(pair.split(":")[1])
             for seed in args.seeds:
-                settings = TrainSettings(learning_rate=lr, batch_size=batch, local_epochs=3, seed=seed)
-                model = federate(train_sites, settings, rounds=args.rounds, epsilon=args.epsilon,
-                                 delta=1e-5, seed=seed)
-                auc = lambda sets: np.mean([evaluate_model(model, s, device=CPU)["auc"] for s in sets])
-                print(f"| {lr} | {batch} | {seed} | {auc([s.val for s in train_sites]):.3f} | "
-                      f"{auc([s.val for s in unseen]):.3f} | "
-                      f"{auc([contrast_shifted(s.val) for s in train_sites]):.3f} |", flush=True)
+                settings = TrainSettings(
+                    learning_rate=lr, batch_size=batch, local_epochs=3, seed=seed
+                )
+                model = federate(
+                    train_sites,
+                    settings,
+                    rounds=args.rounds,
+                    epsilon=args.epsilon,
+                    delta=1e-5,
+                    seed=seed,
+                )
+                home = _auc(model, [s.val for s in train_sites])
+                print(
+                    f"| {lr} | {batch} | {seed} | {home:.3f} | "
+                    f"{_auc(model, [s.val for s in unseen]):.3f} | "
+                    f"{_auc(model, [contrast_shifted(s.val) for s in train_sites]):.3f} |",
+                    flush=True,
+                )
 
 
 def _site(tmp: str, index: int, config: SynthConfig) -> Path:

@@ -19,8 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fedscan.cli.processes import stop_process_group, wait_for_port
-from fedscan.cli.superlink import free_port
+from fedscan.common.processes import free_port, stop_process_group, wait_for_port
 
 FEDSCAN = [sys.executable, "-m", "fedscan"]
 
@@ -33,31 +32,45 @@ def _run(*args: str, cwd: Path) -> None:
 
 def _start(args: list[str], cwd: Path, log: str) -> subprocess.Popen:
     with open(cwd / log, "w") as output:
-        return subprocess.Popen([*FEDSCAN, *args], cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            [*FEDSCAN, *args],
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _prepare(root: Path, sites: int, images: int, fleet: int, control: int) -> list[str]:
-    _run("synth", "--sites", str(sites), "--out", "sites", "--images-per-site", str(images), cwd=root)
+    _run(
+        "synth", "--sites", str(sites), "--out", "sites", "--images-per-site", str(images), cwd=root
+    )
     _run("certs", "init", cwd=root)
     _run("certs", "server", "--host", "127.0.0.1", cwd=root)
     (root / "coordinator.toml").write_text(
-        f'[coordinator]\nfleet-address = "127.0.0.1:{fleet}"\ncontrol-address = "127.0.0.1:{control}"\n'
-        'state-dir = "coordinator"\n\n[tls]\nca-certificate = "certs/ca.crt"\ncertificate = "certs/server.crt"\n'
-        'private-key = "certs/server.key"\n')
+        f'[coordinator]\nfleet-address = "127.0.0.1:{fleet}"\ncontrol-address = '
+        f'"127.0.0.1:{control}"\n'
+        'state-dir = "coordinator"\n\n[tls]\nca-certificate = "certs/ca.crt"\ncertificate = '
+        '"certs/server.crt"\n'
+        'private-key = "certs/server.key"\n'
+    )
     names = [f"site-{i}" for i in range(sites)]
     for name in names:
         _run("certs", "site", name, "--out", "keys", cwd=root)
         (root / f"{name}.toml").write_text(
             f'[site]\nname = "{name}"\nstate-dir = "{name}-state"\n\n[data]\ndir = "sites/{name}"\n'
-            'cache-dir = "cache"\n\n[privacy]\nmax-epsilon-per-run = 8.0\nmax-epsilon-lifetime = 1000.0\n'
+            'cache-dir = "cache"\n\n[privacy]\nmax-epsilon-per-run = 8.0\nmax-epsilon-lifetime = '
+            "1000.0\n"
             f'delta = 1e-4\nmin-samples = 10\n\n[coordinator]\naddress = "127.0.0.1:{fleet}"\n'
-            f'ca-certificate = "certs/ca.crt"\n\n[auth]\nprivate-key = "keys/{name}.key"\n')
+            f'ca-certificate = "certs/ca.crt"\n\n[auth]\nprivate-key = "keys/{name}.key"\n'
+        )
     return names
 
 
 def _totals(run_dir: Path) -> tuple[int, float, float]:
-    """(rounds, wall seconds to the final evaluation, the sites' own seconds over every exchange)."""
+    """(rounds, wall seconds to the final evaluation, the sites' own seconds over every
+    exchange)."""
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     own = sum(max(m.get("site-seconds", 0.0) for m in line["train"].values()) for line in lines)
     final_evaluation = lines[-1]["evaluate"].values()  # the others rode on train messages
@@ -74,26 +87,51 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fedscan-bench-") as tmp:
         root, fleet, control = Path(tmp), free_port(), free_port()
         names = _prepare(root, args.sites, args.images, fleet, control)
-        processes = [_start(["server", "start", "--config", "coordinator.toml"], root, "coordinator.log")]
+        processes = [
+            _start(["server", "start", "--config", "coordinator.toml"], root, "coordinator.log")
+        ]
         try:
             if not wait_for_port(control):
                 raise SystemExit(f"the coordinator did not start; see {root / 'coordinator.log'}")
             for name in names:
-                _run("server", "sites", "add", name, f"keys/{name}.pub", "--config", "coordinator.toml", cwd=root)
-                processes.append(_start(["client", "start", "--config", f"{name}.toml"], root, f"{name}.log"))
+                _run(
+                    "server",
+                    "sites",
+                    "add",
+                    name,
+                    f"keys/{name}.pub",
+                    "--config",
+                    "coordinator.toml",
+                    cwd=root,
+                )
+                processes.append(
+                    _start(["client", "start", "--config", f"{name}.toml"], root, f"{name}.log")
+                )
             (root / "run.toml").write_text(
-                f'[run]\ncoordinator-config = "coordinator.toml"\nrounds = {args.rounds}\nmin-sites = {args.sites}\n'
-                'local-epochs = 1\nbatch-size = 32\ndelta = 1e-4\ncross-site = false\njoin-timeout-s = 120\n')
+                '[run]\ncoordinator-config = "coordinator.toml"\nrounds = '
+                f"{args.rounds}\nmin-sites = {args.sites}\n"
+                "local-epochs = 1\nbatch-size = 32\ndelta = 1e-4\ncross-site = "
+                "false\njoin-timeout-s = 120\n"
+            )
             _run("run", "--config", "run.toml", cwd=root)
             rounds, wall, own = _totals(next((root / "coordinator" / "runs").iterdir()))
         finally:
             for process in reversed(processes):
                 stop_process_group(process)
-    print(f"\n{args.sites} sites × {args.images} synthetic images, small-cnn, DP ε=8, 1 local epoch, loopback TLS\n")
-    print("| rounds | wall s | wall s per round | sites' own s per round | overhead s per round | overhead % |")
+    print(
+        f"\n{args.sites} sites × {args.images} synthetic images, small-cnn, DP ε=8, 1 local epoch, "
+        "loopback TLS\n"
+    )
+    print(
+        "| rounds | wall s | wall s per round | sites' own s per round | overhead s per round | "
+        "overhead % |"
+    )
     print("|---|---|---|---|---|---|")
-    print(f"| {rounds} | {wall:.1f} | {wall / rounds:.1f} | {own / rounds:.1f} | {(wall - own) / rounds:.1f} | "
-          f"{100 * (wall - own) / wall:.0f} % |")
+    print(
+        f"| {rounds} | {wall:.1f} | {wall / rounds:.1f} | {own / rounds:.1f} | "
+        f"{(wall - own) / rounds:.1f} | "
+        f"{100 * (wall - own) / wall:.0f} % |"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """DP-SGD step time ÷ plain SGD step time, per model and per Opacus per-sample-gradient mode.
 
-One process, same machine, same batch (Poisson-free: a fixed batch of ``--batch`` random images at the
-model's input size, binary labels), the model's own training loss. Each cell is the median over
+One process, same machine, same batch (Poisson-free: a fixed batch of ``--batch`` random images at
+the model's input size, binary labels), the model's own training loss. Each cell is the median over
 ``--steps`` timed steps after ``--warmup`` untimed ones. Modes: ``hooks`` (Opacus default),
 ``functorch``, ``ew`` (expanded weights) and ``ghost`` (ghost clipping: no per-sample gradients are
 stored, a second backward pass instead). A mode a model cannot run is shown as "—" with the reason.
@@ -19,8 +19,9 @@ from collections.abc import Callable
 
 import torch
 
-from fedscan.common.models import MODELS, build_model, get_model_spec
-from fedscan.common.training import training_loss
+from fedscan.common.models.networks import build_model
+from fedscan.common.models.registry import MODELS, get_model_spec
+from fedscan.common.models.training import training_loss
 
 MODES = ("hooks", "functorch", "ew", "ghost")
 StepFn = Callable[[], None]
@@ -37,26 +38,39 @@ def _timed(step: StepFn, *, warmup: int, steps: int) -> float:
     return statistics.median(times)
 
 
-def _plain(model: torch.nn.Module, loss_fn: Callable, images: torch.Tensor, labels: torch.Tensor) -> StepFn:
+def _plain(
+    model: torch.nn.Module, loss_fn: Callable, images: torch.Tensor, labels: torch.Tensor
+) -> StepFn:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model(images), labels).backward()
         optimizer.step()
+
     return step
 
 
-def _private(model: torch.nn.Module, loss_fn: Callable, images: torch.Tensor, labels: torch.Tensor,
-             mode: str) -> StepFn:
+def _private(
+    model: torch.nn.Module, loss_fn: Callable, images: torch.Tensor, labels: torch.Tensor, mode: str
+) -> StepFn:
     from opacus import PrivacyEngine
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=len(images))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(images, labels), batch_size=len(images)
+    )
     engine = PrivacyEngine(accountant="prv")
-    made = engine.make_private(module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=1.0,
-                               max_grad_norm=1.0, poisson_sampling=False, grad_sample_mode=mode,
-                               **({"criterion": _Criterion(loss_fn)} if mode == "ghost" else {}))
+    made = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        poisson_sampling=False,
+        grad_sample_mode=mode,
+        **({"criterion": _Criterion(loss_fn)} if mode == "ghost" else {}),
+    )
     private, optimizer = made[0], made[1]
     criterion = made[2] if mode == "ghost" else loss_fn
 
@@ -64,11 +78,13 @@ def _private(model: torch.nn.Module, loss_fn: Callable, images: torch.Tensor, la
         optimizer.zero_grad(set_to_none=True)
         criterion(private(images), labels).backward()
         optimizer.step()
+
     return step
 
 
 class _Criterion(torch.nn.Module):
-    """Ghost clipping wraps a loss module and asks it for per-sample losses (``reduction='none'``)."""
+    """Ghost clipping wraps a loss module and asks it for per-sample losses
+    (``reduction='none'``)."""
 
     def __init__(self, loss_fn: Callable) -> None:
         super().__init__()
@@ -76,17 +92,26 @@ class _Criterion(torch.nn.Module):
 
     def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.reduction == "none":
-            return torch.stack([self.loss_fn(o.unsqueeze(0), y.unsqueeze(0)) for o, y in zip(outputs, labels)])
+            return torch.stack(
+                [
+                    self.loss_fn(o.unsqueeze(0), y.unsqueeze(0))
+                    for o, y in zip(outputs, labels, strict=True)
+                ]
+            )
         return self.loss_fn(outputs, labels)
 
 
-def measure_model(name: str, *, batch: int, warmup: int, steps: int) -> tuple[float, dict[str, str]]:
+def measure_model(
+    name: str, *, batch: int, warmup: int, steps: int
+) -> tuple[float, dict[str, str]]:
     """(plain ms per step, mode → "ratio×" or "— (reason)")."""
     spec = get_model_spec(name)
     images = torch.rand(batch, 1, spec.input_size, spec.input_size)
     labels = (torch.rand(batch) > 0.5).float()
     loss_fn = training_loss(spec.loss)
-    plain = _timed(_plain(build_model(name, seed=0), loss_fn, images, labels), warmup=warmup, steps=steps)
+    plain = _timed(
+        _plain(build_model(name, seed=0), loss_fn, images, labels), warmup=warmup, steps=steps
+    )
     cells = {}
     for mode in MODES:
         try:
@@ -94,7 +119,7 @@ def measure_model(name: str, *, batch: int, warmup: int, steps: int) -> tuple[fl
                 warnings.simplefilter("ignore")
                 step = _private(build_model(name, seed=0), loss_fn, images, labels, mode)
                 cells[mode] = f"{_timed(step, warmup=warmup, steps=steps) / plain:.2f}×"
-        except Exception as error:  # noqa: BLE001 - a mode this model cannot run is a table cell, not a crash
+        except Exception as error:  # a mode this model cannot run is a table cell, not a crash
             cells[mode] = f"— ({type(error).__name__})"
     return plain * 1000, cells
 
@@ -108,13 +133,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"\nDP-SGD step ÷ plain step; batch {args.batch}, {args.threads} threads, torch {torch.__version__}, "
-          f"median of {args.steps} steps\n")
+    print(
+        f"\nDP-SGD step ÷ plain step; batch {args.batch}, {args.threads} threads, torch "
+        f"{torch.__version__}, "
+        f"median of {args.steps} steps\n"
+    )
     print("| model | plain ms/step | " + " | ".join(MODES) + " |")
     print("|---|---|" + "---|" * len(MODES))
     for name in args.models.split(","):
-        plain_ms, cells = measure_model(name, batch=args.batch, warmup=args.warmup, steps=args.steps)
-        print(f"| {name} | {plain_ms:.1f} | " + " | ".join(cells[mode] for mode in MODES) + " |", flush=True)
+        plain_ms, cells = measure_model(
+            name, batch=args.batch, warmup=args.warmup, steps=args.steps
+        )
+        print(
+            f"| {name} | {plain_ms:.1f} | " + " | ".join(cells[mode] for mode in MODES) + " |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -19,13 +19,18 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from fedscan.common.decode_pool import PoolSettings
-from fedscan.common.dicom import DecodeOptions
-from fedscan.common.ingest import IngestSettings, ingest_site
-from fedscan.common.labels import LabelSpec
-from fedscan.common.synth import SynthConfig, generate_site
+from fedscan.common.data.synth import SynthConfig, generate_site
+from fedscan.common.ingest.decode_pool import PoolSettings
+from fedscan.common.ingest.dicom import DecodeOptions
+from fedscan.common.ingest.labels import LabelSpec
+from fedscan.common.ingest.scan import IngestSettings, ingest_site
 
-SYNTAXES = {"explicit": None, "rle": RLELossless, "jpeg-ls": JPEGLSLossless, "jpeg2000": JPEG2000Lossless}
+SYNTAXES = {
+    "explicit": None,
+    "rle": RLELossless,
+    "jpeg-ls": JPEGLSLossless,
+    "jpeg2000": JPEG2000Lossless,
+}
 
 
 def make_site(root: Path, files: int, syntax: str) -> Path:
@@ -49,12 +54,19 @@ def time_ingest(site: Path, cache: Path, workers: int) -> tuple[float, int, dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=1000)
-    parser.add_argument("--syntaxes", nargs="+", default=["explicit", "rle", "jpeg2000"], choices=list(SYNTAXES))
+    parser.add_argument(
+        "--syntaxes", nargs="+", default=["explicit", "rle", "jpeg2000"], choices=list(SYNTAXES)
+    )
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    print(f"{args.files} synthetic 160×144 12-bit CR files, {args.workers} decode workers, "
-          f"{os.cpu_count()} CPUs\n")
-    print("| transfer syntax | cold (decode) files/s | warm (cache) files/s | warm ÷ cold | cache hits |")
+    print(
+        f"{args.files} synthetic 160×144 12-bit CR files, {args.workers} decode workers, "
+        f"{os.cpu_count()} CPUs\n"
+    )
+    print(
+        "| transfer syntax | cold (decode) files/s | warm (cache) files/s | warm ÷ cold | cache "
+        "hits |"
+    )
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for syntax in args.syntaxes:
@@ -63,9 +75,13 @@ def main() -> None:
             cold_s, cold_n, _ = time_ingest(site, cache, args.workers)
             warm_s, warm_n, stats = time_ingest(site, cache, args.workers)
             assert cold_n == warm_n == args.files, (cold_n, warm_n)
-            print(f"| {pydicom.dcmread(next(site.glob('*.dcm'))).file_meta.TransferSyntaxUID.name} "
-                  f"| {args.files / cold_s:,.0f} | {args.files / warm_s:,.0f} | {cold_s / warm_s:.1f}× "
-                  f"| {stats['hits']}/{args.files} |", flush=True)
+            print(
+                f"| {pydicom.dcmread(next(site.glob('*.dcm'))).file_meta.TransferSyntaxUID.name} "
+                f"| {args.files / cold_s:,.0f} | {args.files / warm_s:,.0f} | "
+                f"{cold_s / warm_s:.1f}× "
+                f"| {stats['hits']}/{args.files} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

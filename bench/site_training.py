@@ -1,11 +1,12 @@
 """A site's local DP training on each device it has (CPU, and CUDA when present): time and quality.
 
-One synthetic hospital (the demo's first site, ``--images`` images) is ingested with its finding masks;
-each model trains on it with DP-SGD (noise multiplier ``--noise``, clip 1, Poisson batches of
-``--batch``) for ``--epochs`` local epochs through :func:`fedscan.common.training.train_local`, the
-code a site runs, then is scored on the site's validation split: AUC for small-cnn, Dice for the
-U-Net. Each with the per-image augmentation (MONAI, on the CPU, in the loader) on and off, which
-shows what the data path costs. One markdown table; rows for CUDA appear only where a GPU is visible.
+One synthetic hospital (the demo's first site, ``--images`` images) is ingested with its finding
+masks; each model trains on it with DP-SGD (noise multiplier ``--noise``, clip 1, Poisson batches of
+``--batch``) for ``--epochs`` local epochs through
+:func:`fedscan.common.models.training.train_local`, the code a site runs, then is scored on the
+site's validation split: AUC for small-cnn, Dice for the U-Net. Each with the per-image
+augmentation (MONAI, on the CPU, in the loader) on and off, which shows what the data path costs.
+One markdown table; rows for CUDA appear only where a GPU is visible.
 
     python bench/site_training.py [--epochs 10] [--models small-cnn,unet] [--threads 2]
 """
@@ -19,12 +20,15 @@ from pathlib import Path
 
 import torch
 
-from fedscan.common.data import SiteData, load_site
-from fedscan.common.metrics import evaluate_model
-from fedscan.common.models import build_model, get_model_spec
-from fedscan.common.segmentation import evaluate_segmentation
-from fedscan.common.synth import SynthConfig, generate_site
-from fedscan.common.training import DpStep, TrainSettings, train_local
+from fedscan.common.config import TrainSettings
+from fedscan.common.data.imageset import SiteData
+from fedscan.common.data.site import load_site
+from fedscan.common.data.synth import SynthConfig, generate_site
+from fedscan.common.metrics.classification import evaluate_model
+from fedscan.common.metrics.segmentation import evaluate_segmentation
+from fedscan.common.models.networks import build_model
+from fedscan.common.models.registry import get_model_spec
+from fedscan.common.models.training import DpStep, train_local
 
 
 def _site(folder: Path, images: int) -> SiteData:
@@ -32,11 +36,25 @@ def _site(folder: Path, images: int) -> SiteData:
     return load_site(folder, size=64, masks=True)
 
 
-def _row(model: str, data: SiteData, device: torch.device, *, epochs: int, batch: int, noise: float,
-         augment: bool) -> str:
+def _row(
+    model: str,
+    data: SiteData,
+    device: torch.device,
+    *,
+    epochs: int,
+    batch: int,
+    noise: float,
+    augment: bool,
+) -> str:
     spec = get_model_spec(model)
-    settings = TrainSettings(model=model, task=spec.task, local_epochs=epochs, batch_size=batch, augment=augment,
-                             learning_rate=0.1 if spec.task == "segmentation" else 0.05)
+    settings = TrainSettings(
+        model=model,
+        task=spec.task,
+        local_epochs=epochs,
+        batch_size=batch,
+        augment=augment,
+        learning_rate=0.1 if spec.task == "segmentation" else 0.05,
+    )
     network = build_model(model, seed=0)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -50,9 +68,16 @@ def _row(model: str, data: SiteData, device: torch.device, *, epochs: int, batch
         quality = f"Dice {metrics['dice']:.3f}"
     else:
         quality = f"AUC {evaluate_model(network, data.val, device=device)['auc']:.3f}"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    return (f"| {model} | {name} | {'on' if augment else 'off'} | {outcome.steps} | {seconds:.1f} | {1000 * seconds / max(outcome.steps, 1):.0f} | "
-            f"{outcome.loss:.3f} | {quality} |")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads)"
+    )
+    return (
+        f"| {model} | {name} | {'on' if augment else 'off'} | {outcome.steps} | {seconds:.1f} | "
+        f"{1000 * seconds / max(outcome.steps, 1):.0f} | "
+        f"{outcome.loss:.3f} | {quality} |"
+    )
 
 
 def main() -> None:
@@ -69,15 +94,31 @@ def main() -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     with tempfile.TemporaryDirectory() as tmp:
         data = _site(Path(tmp) / "site", args.images)
-        print(f"One synthetic site: {len(data.train)} training, {len(data.val)} validation images; DP-SGD σ "
-              f"{args.noise}, clip 1, batch {args.batch}, {args.epochs} local epochs\n")
-        print("| model | device | augmentation | DP steps | train s | ms per step | train loss | validation |")
+        print(
+            f"One synthetic site: {len(data.train)} training, {len(data.val)} validation images; "
+            "DP-SGD σ "
+            f"{args.noise}, clip 1, batch {args.batch}, {args.epochs} local epochs\n"
+        )
+        print(
+            "| model | device | augmentation | DP steps | train s | ms per step | train loss | "
+            "validation |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for model in args.models.split(","):
             for device in devices:
                 for augment in (True, False):
-                    print(_row(model, data, device, epochs=args.epochs, batch=args.batch, noise=args.noise,
-                               augment=augment), flush=True)
+                    print(
+                        _row(
+                            model,
+                            data,
+                            device,
+                            epochs=args.epochs,
+                            batch=args.batch,
+                            noise=args.noise,
+                            augment=augment,
+                        ),
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

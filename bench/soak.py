@@ -27,9 +27,28 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fedscan-soak-") as tmp:
         started = time.monotonic()
-        command = [sys.executable, "-m", "fedscan", "simulate", "--rounds", str(args.rounds), "--sites", "2",
-                   "--images-per-site", str(args.images_per_site), "--local-epochs", "1", "--batch-size", "8",
-                   "--no-cross-site", "--no-cache", "--device", "cpu", "--out", tmp]
+        command = [
+            sys.executable,
+            "-m",
+            "fedscan",
+            "simulate",
+            "--rounds",
+            str(args.rounds),
+            "--sites",
+            "2",
+            "--images-per-site",
+            str(args.images_per_site),
+            "--local-epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--no-cross-site",
+            "--no-cache",
+            "--device",
+            "cpu",
+            "--out",
+            tmp,
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         wall = time.monotonic() - started
         if result.returncode != 0:
@@ -38,15 +57,23 @@ def main() -> None:
         history = [json.loads(line) for line in metrics.read_text().splitlines()]
     rss = {line["round"]: line["coordinator_rss_mb"] for line in history}
     checkpoints = [r for r in (1, 10, 50, 100, 150, args.rounds) if r in rss]
-    print(f"Soak: {args.rounds} rounds, 2 sites × {args.images_per_site} synthetic images, small-cnn, DP ε = 8; "
-          f"wall {wall:.0f} s ({wall / args.rounds:.2f} s per round)\n")
+    print(
+        f"Soak: {args.rounds} rounds, 2 sites × {args.images_per_site} synthetic images, "
+        "small-cnn, DP ε = 8; "
+        f"wall {wall:.0f} s ({wall / args.rounds:.2f} s per round)\n"
+    )
     print("| round | coordinator RSS (MiB) | vs round 10 |")
     print("|---|---|---|")
     for server_round in checkpoints:
-        print(f"| {server_round} | {rss[server_round]:.1f} | {100 * (rss[server_round] / rss[10] - 1):+.1f} % |")
+        print(
+            f"| {server_round} | {rss[server_round]:.1f} | "
+            f"{100 * (rss[server_round] / rss[10] - 1):+.1f} % |"
+        )
     growth = 100 * (rss[args.rounds] / rss[10] - 1)
-    print(f"\nGrowth from round 10 to round {args.rounds}: {growth:+.1f} % (target ≤ 10 %): "
-          f"{'PASS' if growth <= 10 else 'FAIL'}")
+    print(
+        f"\nGrowth from round 10 to round {args.rounds}: {growth:+.1f} % (target ≤ 10 %): "
+        f"{'PASS' if growth <= 10 else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ EXIT_USAGE = 2  # bad arguments or unusable input: fix and rerun
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     """Print ``message`` as one line on stderr; raise the returned Exit."""
-    # Messages name TOML sections like [tls]: escaped, or rich would take them for markup and drop them.
-    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+    # Messages name TOML sections like [tls]: escaped, or rich would take them for markup and drop
+    # them.
+    err_console.print(
+        f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True
+    )
     return typer.Exit(code)

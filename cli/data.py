@@ -1,36 +1,182 @@
 """``fedscan data check``: what a site folder holds, before any training.
 
 The terminal shows counts only. File paths and patient identifiers go to the
-JSON report (``--report``), which stays on the site's disk.
+JSON report (``--report``), which stays on the site's disk. Option defaults are
+those of the site's ``[data]`` settings (:class:`~fedscan.common.ingest.labels.LabelSpec`,
+:class:`~fedscan.common.data.sources.FolderSource`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedscan.common.decode_pool import PoolSettings
-from fedscan.common.dicom import DecodeOptions
-from fedscan.common.errors import DataError
-from fedscan.common.ingest import IngestSettings, Samples, ingest_site
-from fedscan.common.ingest_report import IngestReport
-from fedscan.common.labels import LabelSpec
-from fedscan.common.rejections import Reason
+from fedscan.cli.console import EXIT_FAILED, console, fail
+from fedscan.common import defaults
+from fedscan.common.errors import FedscanError
+from fedscan.common.ingest.labels import LabelSpec
+
+if TYPE_CHECKING:
+    from fedscan.common.ingest import IngestReport, IngestSettings
+
+data_app = typer.Typer(help="Inspect a site's data folder.", no_args_is_help=True)
 
 
-def check_site(site_dir: Path, labels: LabelSpec, settings: IngestSettings, *,
-               masks: bool = False) -> tuple[Samples, IngestReport]:
-    """Ingest the folder as a run would; ``masks``: as a segmentation run (every image needs its mask)."""
+@data_app.command("check")
+def data_check(
+    folder: Annotated[
+        Path, typer.Argument(help="The site's data folder (any depth; DICOM, PNG, JPEG).")
+    ],
+    labels: Annotated[
+        str | None,
+        typer.Option(help="Labels CSV (default: labels.csv in the folder).", show_default=False),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help=f"What the CSV key matches ({LabelSpec.key} by default): path | SOPInstanceUID | "
+            "StudyInstanceUID | AccessionNumber | PatientID.",
+            show_default=False,
+        ),
+    ] = None,
+    key_column: Annotated[
+        str | None,
+        typer.Option(
+            help="CSV column holding the key (default: file / the attribute).", show_default=False
+        ),
+    ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(
+            help=f"CSV column holding the 0/1 label (default: {LabelSpec.label_column}).",
+            show_default=False,
+        ),
+    ] = None,
+    patient_column: Annotated[
+        str | None,
+        typer.Option(
+            help="CSV column grouping images by patient (default: PatientID).", show_default=False
+        ),
+    ] = None,
+    task: Annotated[
+        str, typer.Option(help="classification | segmentation (also check every image's mask).")
+    ] = "classification",
+    mask_column: Annotated[
+        str | None,
+        typer.Option(
+            help=f"CSV column naming each image's mask file (segmentation; default: "
+            f"{LabelSpec.mask_column}).",
+            show_default=False,
+        ),
+    ] = None,
+    frames: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Multi-frame policy: middle | all (default: {defaults.FRAMES}).",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="Model whose input size the cache entries are built for.")
+    ] = defaults.MODEL,
+    cache_dir: Annotated[
+        str,
+        typer.Option(help="Decode-once cache (default: $FEDSCAN_CACHE_DIR or ~/.cache/fedscan)."),
+    ] = "",
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Decode everything; read and write no cache.")
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Decoder processes (default: {defaults.DECODE_WORKERS}).", show_default=False
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Per-file decode time limit, seconds (default: {defaults.DECODE_TIMEOUT_S:g}).",
+            show_default=False,
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the per-file JSON report here (local: holds paths).")
+    ] = None,
+) -> None:
+    """Check a site folder: every file accepted or rejected with a reason, and what was found."""
+    from fedscan.common.ingest.cache import default_cache_dir
+    from fedscan.common.models.registry import get_model_spec
+
+    try:
+        if task not in defaults.TASKS:
+            raise FedscanError(f"Unknown --task {task!r}; use one of {', '.join(defaults.TASKS)}.")
+        spec = LabelSpec(
+            **_given(
+                csv=labels,
+                key=key,
+                key_column=key_column,
+                label_column=label_column,
+                patient_column=patient_column,
+                mask_column=mask_column,
+            )
+        )
+        settings = build_settings(
+            size=get_model_spec(model).input_size,
+            frames=frames,
+            cache_dir="" if no_cache else (cache_dir or default_cache_dir()),
+            workers=workers,
+            timeout_s=timeout,
+        )
+        found = check_site(folder, spec, settings, masks=task == "segmentation")
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    print_report(console, found)
+    if report is not None:
+        report.write_text(found.to_json(), encoding="utf-8")
+        console.print(f"Per-file report (local only, holds paths): {report}", highlight=False)
+    if found.accepted == 0:
+        reasons = found.rejected_by_reason() or "the folder holds no files"
+        raise fail(
+            f"No usable image in {folder}: 0 of {len(found.records)} files accepted ({reasons}).",
+            EXIT_FAILED,
+        )
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user set (the settings' own defaults fill in the rest)."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def check_site(
+    site_dir: Path, labels: LabelSpec, settings: IngestSettings, *, masks: bool = False
+) -> IngestReport:
+    """Ingest the folder as a run would; ``masks``: as a segmentation run (every image needs its
+    mask)."""
+    from fedscan.common.errors import DataError
+    from fedscan.common.ingest import ingest_site
+
     if not site_dir.is_dir():
         raise DataError(f"{site_dir} is not a folder; give the site's data folder.")
-    return ingest_site(site_dir, labels, settings, masks=masks)
+    return ingest_site(site_dir, labels, settings, masks=masks)[1]
 
 
-def build_settings(*, size: int, frames: str, cache_dir: str, workers: int, timeout_s: float) -> IngestSettings:
+def build_settings(
+    *, size: int, frames: str | None, cache_dir: str, workers: int | None, timeout_s: float | None
+) -> IngestSettings:
+    from fedscan.common.errors import DataError
+    from fedscan.common.ingest import DecodeOptions, IngestSettings, PoolSettings
+
     try:
-        return IngestSettings(size, DecodeOptions(frames=frames), PoolSettings(workers, timeout_s), cache_dir)
+        return IngestSettings(
+            size,
+            DecodeOptions(**_given(frames=frames)),
+            PoolSettings(**_given(workers=workers, timeout_s=timeout_s)),
+            cache_dir,
+        )
     except ValueError as exc:
         raise DataError(str(exc)) from exc
 
@@ -39,23 +185,34 @@ def print_report(console: Console, report: IngestReport) -> None:
     summary = report.summary()
     overview = Table(title="Site data check", show_header=False, title_justify="left")
     cache = summary["cache"]
-    for name, value in (("files seen", summary["files"]), ("accepted", summary["accepted"]),
-                        ("rejected", summary["rejected"]), ("samples (frames)", summary["samples"]),
-                        ("labels CSV rows", summary["label_rows"]),
-                        ("label rows matching no file", summary["labels_without_file"]),
-                        ("hidden entries ignored", summary["ignored_hidden"]),
-                        ("cache hits / decoded", f"{cache['hits']} / {cache['misses']}" if cache else "no cache"),
-                        ("time", f"{summary['elapsed_s']:.1f} s")):
+    for name, value in (
+        ("files seen", summary["files"]),
+        ("accepted", summary["accepted"]),
+        ("rejected", summary["rejected"]),
+        ("samples (frames)", summary["samples"]),
+        ("labels CSV rows", summary["label_rows"]),
+        ("label rows matching no file", summary["labels_without_file"]),
+        ("hidden entries ignored", summary["ignored_hidden"]),
+        ("cache hits / decoded", f"{cache['hits']} / {cache['misses']}" if cache else "no cache"),
+        ("time", f"{summary['elapsed_s']:.1f} s"),
+    ):
         overview.add_row(name, str(value))
     console.print(overview)
     if summary["rejected_by_reason"]:
-        rejected = Table("reason", "files", "what to do", title="Rejected files", title_justify="left")
+        rejected = Table(
+            "reason", "files", "what to do", title="Rejected files", title_justify="left"
+        )
         for code, count in summary["rejected_by_reason"].items():
-            rejected.add_row(code, str(count), Reason(code).advice)
+            rejected.add_row(code, str(count), _advice(code))
         console.print(rejected)
-    for title, key in (("Samples by label", "samples_by_label"), ("Image sizes", "image_sizes"),
-                       ("Modality", "modality"), ("Manufacturer", "manufacturer"),
-                       ("Transfer syntax", "transfersyntax"), ("File format", "format")):
+    for title, key in (
+        ("Samples by label", "samples_by_label"),
+        ("Image sizes", "image_sizes"),
+        ("Modality", "modality"),
+        ("Manufacturer", "manufacturer"),
+        ("Transfer syntax", "transfersyntax"),
+        ("File format", "format"),
+    ):
         _print_counts(console, title, summary[key])
 
 
@@ -68,3 +225,9 @@ def _print_counts(console: Console, title: str, counts: dict[str, int], limit: i
     if len(counts) > limit:
         table.add_row(f"… {len(counts) - limit} more", "")
     console.print(table)
+
+
+def _advice(code: str) -> str:
+    from fedscan.common.ingest import Reason
+
+    return Reason(code).advice

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from fedscan.common.protocol import ACCURACY, AUC, DICE, HD95, IOU, SENSITIVITY, SPECIFICITY
+from fedscan.server.rundir import REPORT_FILE
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -21,25 +25,37 @@ def _fmt(value: Any, digits: int = 3) -> str:
 class RoundTable:
     """A table that grows by one row per round: live on a terminal, a line per round otherwise."""
 
-    def __init__(self, console: Console, site_names: list[str], *, segmentation: bool = False) -> None:
+    def __init__(
+        self, console: Console, site_names: list[str], *, segmentation: bool = False
+    ) -> None:
         self.console = console
         self.site_names = site_names
         # (key, column title, line-mode label) of the two quality columns
-        self.columns = ((("dice", "Dice (pooled val)", "Dice"), ("iou", "IoU", "IoU")) if segmentation else
-                        (("auc", "AUC (pooled val)", "AUC"), ("accuracy", "accuracy", "acc")))
+        self.columns = (
+            (("dice", "Dice (pooled val)", "Dice"), ("iou", "IoU", "IoU"))
+            if segmentation
+            else (("auc", "AUC (pooled val)", "AUC"), ("accuracy", "accuracy", "acc"))
+        )
         self.rows: list[list[str]] = []
         self.live: Live | None = None
 
     def _table(self) -> Table:
         table = Table(title="fedscan — federated rounds")
         first, second = self.columns
-        for header in ["round", first[1], "loss", second[1], *[f"ε {n}" for n in self.site_names], "time s"]:
+        for header in [
+            "round",
+            first[1],
+            "loss",
+            second[1],
+            *[f"ε {n}" for n in self.site_names],
+            "time s",
+        ]:
             table.add_column(header, justify="right")
         for row in self.rows:
             table.add_row(*row)
         return table
 
-    def __enter__(self) -> "RoundTable":
+    def __enter__(self) -> RoundTable:
         if self.console.is_terminal:
             self.live = Live(self._table(), console=self.console, refresh_per_second=4)
             self.live.__enter__()
@@ -51,73 +67,122 @@ class RoundTable:
 
     def update(self, record: dict[str, Any]) -> None:
         aggregated, epsilon = record.get("aggregated", {}), record.get("epsilon", {})
-        if not self.site_names and not self.rows:  # a deployment learns its sites from the first round
+        if (
+            not self.site_names and not self.rows
+        ):  # a deployment learns its sites from the first round
             self.site_names = sorted(epsilon)
-        pooled = record.get("pooled", aggregated)  # pooled from histograms; the mean only without them
+        pooled = record.get(
+            "pooled", aggregated
+        )  # pooled from histograms; the mean only without them
         (first, _, first_label), (second, _, second_label) = self.columns
-        row = [str(record["round"]), _fmt(pooled.get(first)), _fmt(aggregated.get("loss")),
-               _fmt(pooled.get(second)), *[_fmt(epsilon.get(n), 2) for n in self.site_names],
-               _fmt(float(record.get("elapsed_s", 0.0)), 1)]
+        row = [
+            str(record["round"]),
+            _fmt(pooled.get(first)),
+            _fmt(aggregated.get("loss")),
+            _fmt(pooled.get(second)),
+            *[_fmt(epsilon.get(n), 2) for n in self.site_names],
+            _fmt(float(record.get("elapsed_s", 0.0)), 1),
+        ]
         self.rows.append(row)
         if self.live is not None:
             self.live.update(self._table())
         else:
-            cells = [f"round {row[0]}", f"{first_label} {row[1]}", f"loss {row[2]}", f"{second_label} {row[3]}"]
-            cells += [f"ε[{n}] {value}" for n, value in zip(self.site_names, row[4:-1])]
-            self.console.print(" | ".join(cells + [f"{row[-1]} s"]), highlight=False, markup=False,
-                               soft_wrap=True)
+            cells = [
+                f"round {row[0]}",
+                f"{first_label} {row[1]}",
+                f"loss {row[2]}",
+                f"{second_label} {row[3]}",
+            ]
+            cells += [
+                f"ε[{n}] {value}" for n, value in zip(self.site_names, row[4:-1], strict=True)
+            ]
+            self.console.print(
+                " | ".join(cells + [f"{row[-1]} s"]), highlight=False, markup=False, soft_wrap=True
+            )
         for refusal in record.get("refusals", []):
-            self.console.print(f"  site {refusal['site']} refused {refusal['phase']}: {refusal['reason']}",
-                               style="yellow", highlight=False, markup=False)
+            self.console.print(
+                f"  site {refusal['site']} refused {refusal['phase']}: {refusal['reason']}",
+                style="yellow",
+                highlight=False,
+                markup=False,
+            )
 
 
 def cross_site_table(document: dict[str, Any]) -> Table:
     """The cross-site matrix (AUC of each model at each site, and pooled) as a table."""
-    from fedscan.common.crosssite import CrossSiteMatrix
+    from fedscan.common.metrics.crosssite import CrossSiteMatrix
 
     matrix = CrossSiteMatrix.from_json(document)
     table = Table(title="Cross-site validation — AUC of each model (rows) at each site (columns)")
     for header in ["model", *matrix.sites, "pooled"]:
         table.add_column(header, justify="right")
-    for model, row in zip(matrix.models, matrix.values("auc")):
-        table.add_row(model, *[_fmt(value) for value in row], _fmt(matrix.pooled.get(model, {}).get("auc")))
+    for model, row in zip(matrix.models, matrix.values("auc"), strict=True):
+        table.add_row(
+            model, *[_fmt(value) for value in row], _fmt(matrix.pooled.get(model, {}).get("auc"))
+        )
     return table
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    """The end of a simulation: final pooled metrics, ε per site against the budget, where things are."""
-    from pathlib import Path
-
+    """The end of a simulation: final pooled metrics, ε per site against the budget, where things
+    are."""
     final = summary["final"]
-    pooled, epsilon = final.get("pooled") or {}, final.get("epsilon", {})
-    target = summary["epsilon_target"]
+    console.print(_final_line(final), highlight=False)
+    matrix = summary.get("matrix") or {}
+    if matrix:
+        console.print(cross_site_table(matrix))
+    _print_epsilon(
+        console, final.get("epsilon", {}), matrix.get("epsilon", {}), summary["epsilon_target"]
+    )
+    if final.get("central_epsilon") is not None:
+        console.print(
+            f"  central (site-level) ε = {final['central_epsilon']:.3f} at δ = "
+            f"{summary['central_delta']:g}, on the aggregate",
+            highlight=False,
+        )
+    run_dir = Path(summary["run_dir"])
+    console.print(
+        f"Wall time {summary['wall_s']} s. Run directory: {run_dir}\n"
+        f"Final model: {summary['final_model']}\nReport: {run_dir / REPORT_FILE}",
+        highlight=False,
+    )
+
+
+def _final_line(final: dict[str, Any]) -> str:
+    """The last round's pooled validation metrics, in one sentence."""
+    pooled = final.get("pooled") or {}
 
     def number(key: str) -> float:
         return float("nan") if pooled.get(key) is None else pooled[key]
 
-    if "dice" in pooled:
-        console.print(f"\n[bold]Final[/bold] (round {final.get('round')}): pooled validation Dice "
-                      f"{number('dice'):.3f}, IoU {number('iou'):.3f} over {number('n'):.0f} images; per site: "
-                      + ", ".join(f"{name} Dice {_fmt(m.get('dice'))} HD95 {_fmt(m.get('hd95'), 1)} px"
-                                  for name, m in sorted(final.get("evaluate", {}).items())), highlight=False)
-    else:
-        console.print(f"\n[bold]Final[/bold] (round {final.get('round')}): pooled validation AUC "
-                      f"{number('auc'):.3f} (95 % CI {number('auc-ci-low'):.3f}–{number('auc-ci-high'):.3f}); at "
-                      f"threshold {number('threshold'):.3f}: sensitivity {number('sensitivity'):.3f}, specificity "
-                      f"{number('specificity'):.3f}, accuracy {number('accuracy'):.3f}; ECE {number('ece'):.3f}",
-                      highlight=False)
-    cross_site = summary.get("cross_site") or {}
-    if cross_site:
-        console.print(cross_site_table(cross_site))
-    fine_tuned = cross_site.get("epsilon", {})
+    head = f"\n[bold]Final[/bold] (round {final.get('round')}): pooled validation "
+    if DICE in pooled:
+        sites = ", ".join(
+            f"{name} Dice {_fmt(m.get(DICE))} HD95 {_fmt(m.get(HD95), 1)} px"
+            for name, m in sorted(final.get("evaluate", {}).items())
+        )
+        return (
+            f"{head}Dice {number(DICE):.3f}, IoU {number(IOU):.3f} over {number('n'):.0f} "
+            f"images; per site: {sites}"
+        )
+    return (
+        f"{head}AUC {number(AUC):.3f} (95 % CI {number('auc-ci-low'):.3f}–"
+        f"{number('auc-ci-high'):.3f}); at threshold {number('threshold'):.3f}: sensitivity "
+        f"{number(SENSITIVITY):.3f}, specificity {number(SPECIFICITY):.3f}, accuracy "
+        f"{number(ACCURACY):.3f}; ECE {number('ece'):.3f}"
+    )
+
+
+def _print_epsilon(
+    console: Console, epsilon: dict[str, float | None], fine_tuned: dict[str, float], target: float
+) -> None:
+    """ε per site against the budget, after the local fine-tune where the run made one."""
     for name, spent in {**epsilon, **fine_tuned}.items():
         within = "no DP" if spent is None else ("within" if spent <= target * 1.001 else "OVER")
         shown = "∞" if spent is None else f"{spent:.3f}"
         after = ", after the local fine-tune" if name in fine_tuned else ""
-        console.print(f"  ε[{name}] = {shown} (budget {target:g}: {within}{after})", highlight=False, markup=False)
-    if final.get("central_epsilon") is not None:
-        console.print(f"  central (site-level) ε = {final['central_epsilon']:.3f} at δ = "
-                      f"{summary['central_delta']:g}, on the aggregate", highlight=False)
-    console.print(f"Wall time {summary['wall_s']} s. Run directory: {summary['run_dir']}\n"
-                  f"Final model: {summary['final_model']}\n"
-                  f"Report: {Path(summary['run_dir']) / 'report.html'}", highlight=False)
+        console.print(
+            f"  ε[{name}] = {shown} (budget {target:g}: {within}{after})",
+            highlight=False,
+            markup=False,
+        )

@@ -1,54 +1,140 @@
-"""Run configuration: one frozen, validated object, flattened for messages.
+"""Run configuration: one frozen, validated object, flattened for the run config and for messages.
 
-Config flows one way: CLI options or ``[tool.flwr.app.config]`` → RunConfig
-→ the flat kebab-case dict the coordinator sends to sites each round.
+Config flows one way: CLI options, ``run.toml`` or ``[tool.flwr.app.config]`` → the flat kebab-case
+run config → :meth:`RunConfig.from_flat` → RunConfig → :meth:`RunConfig.to_message`, the flat
+settings every site receives → :meth:`SiteSettings.from_message` at the site. Keys, types, defaults
+and meanings live on the dataclass fields (:func:`fedscan.common.settings.setting`); keys a run
+leaves out take the defaults of its task (:data:`fedscan.common.defaults.TASK_DEFAULTS`). Imports
+no torch: ``fedscan run`` and
+``fedscan status`` start without it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from fedscan import __version__
-from fedscan.common import defaults
-from fedscan.common.compat import VERSION_KEY
+from fedscan.common import defaults, protocol
 from fedscan.common.errors import ConfigError
-from fedscan.common.models import TASKS, get_model_spec, models_for
+from fedscan.common.models.registry import get_model_spec, models_for
 from fedscan.common.privacy import PrivacyConfig
-from fedscan.common.training import TrainSettings
+from fedscan.common.settings import Key, coerce, flatten, keys_of, nest, setting, wire_keys
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean", "krum")
 FlatValue = bool | int | float | str
-# Run-config keys that describe where a run is written or simulated, not how it trains.
-IGNORED_FLAT_KEYS = ("runs-dir", "run-id", "simulation-sites", "device", "resume")
-# Message key: score the received model on validation data before training on it (see server/rounds.py).
-EVALUATE_FIRST = "evaluate-first"
-EVALUATION_RECORD = "evaluation"  # the train reply's record holding that evaluation
+# Run-config keys that say where a run is written or simulated, not how it trains (set by the
+# launcher).
+IGNORED_FLAT_KEYS = (
+    protocol.RUNS_DIR,
+    protocol.RUN_ID,
+    protocol.SIMULATION_SITES,
+    protocol.SIMULATION_STATE_DIR,
+    protocol.DEVICE,
+    protocol.RESUME,
+)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyper-parameters of one site's local training in one round."""
+
+    model: str = setting(
+        defaults.MODEL,
+        help="The model every site trains (default: the task's: small-cnn "
+        "for classification, unet for segmentation).",
+    )
+    learning_rate: float = setting(
+        defaults.LEARNING_RATE,
+        help="Local SGD learning rate (default: the "
+        "task's: 0.05 for classification, 0.1 for segmentation).",
+    )
+    momentum: float = setting(defaults.MOMENTUM, help="Local SGD momentum, in [0, 1).")
+    local_epochs: int = setting(defaults.LOCAL_EPOCHS, help="Local epochs per round at each site.")
+    batch_size: int = setting(
+        defaults.BATCH_SIZE,
+        help="Expected batch size (DP: Poisson sampling rate = batch / training samples).",
+    )
+    augment: bool = setting(
+        True, help="Light label-preserving augmentation (random affine) while training."
+    )
+    proximal_mu: float = setting(
+        0.0, flat=False, help="FedProx's proximal weight, as the strategy sends it."
+    )
+    seed: int = setting(
+        defaults.SEED, flat=False, help="Shuffling seed without DP (the run's seed)."
+    )
+    classical: str = setting(
+        "",
+        help="The classical models' preprocessing and features, e.g. "
+        '"median=3,equalize=clahe,roi=otsu,hog-cell=8,lbp-grid=4"; empty: the defaults.',
+    )
+    task: str = setting(
+        "classification",
+        help="classification (one label per image) or segmentation (a mask per image).",
+    )
+
+
+def _wired(*, factory: Any) -> Any:
+    """A nested settings field sent to every site."""
+    return field(default_factory=factory, metadata={"wire": True})
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything the coordinator decides for a run."""
 
-    rounds: int = defaults.ROUNDS
-    min_sites: int = 2
-    strategy: str = defaults.STRATEGY
-    proximal_mu: float = 0.01
-    server_learning_rate: float = 0.05
-    trim_fraction: float = 0.2  # trimmed-mean: the fraction cut from each end, per parameter
-    byzantine_sites: int = 1  # krum: how many sites may be malicious (Multi-Krum averages the n − f best)
-    norm_gate: float = 10.0  # refuse updates whose norm exceeds this × the round's median (0 = off)
-    round_timeout_s: float = 900.0
-    join_timeout_s: float = 300.0
-    central_noise_multiplier: float = 0.0
-    central_clip_norm: float = 1.0
-    central_delta: float = 1e-5
-    seed: int = 0
-    cross_site: bool = True  # after the last round: local DP fine-tune at each site, models × sites matrix
-    tensorboard: bool = False  # also write TensorBoard event files into the run directory
-    train: TrainSettings = field(default_factory=TrainSettings)
-    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    rounds: int = setting(defaults.ROUNDS, wire=True, help="Federated rounds.")
+    min_sites: int = setting(
+        2, help="Sites that must train in every round (≥ 2); a round with fewer ends the run."
+    )
+    strategy: str = setting(defaults.STRATEGY, help="Aggregation: " + " | ".join(STRATEGIES) + ".")
+    proximal_mu: float = setting(0.01, help="FedProx: weight of the proximal term.")
+    server_learning_rate: float = setting(
+        0.05, help="FedAdam: the server optimiser's learning rate."
+    )
+    trim_fraction: float = setting(
+        0.2, help="Trimmed mean: the share cut from each end, per parameter."
+    )
+    byzantine_sites: int = setting(
+        1,
+        help="Krum: how many sites may be malicious (Multi-Krum averages the "
+        "n − f most central updates).",
+    )
+    norm_gate: float = setting(
+        10.0,
+        help="Refuse updates whose norm exceeds this × the round's median "
+        "(0 = off; needs ≥ 3 updates).",
+    )
+    round_timeout_s: float = setting(900.0, help="Seconds a round waits for the sites' replies.")
+    join_timeout_s: float = setting(
+        300.0, help="Seconds to wait for min-sites connected sites before each round."
+    )
+    central_noise_multiplier: float = setting(
+        0.0, help="Central (site-level) DP on the FedAvg aggregate: noise multiplier σ; 0 = off."
+    )
+    central_clip_norm: float = setting(1.0, help="Central DP: the L2 bound on one site's update.")
+    central_delta: float = setting(1e-5, help="Central DP: δ; keep it below 1/(number of sites).")
+    seed: int = setting(
+        defaults.SEED,
+        wire=True,
+        help="Seed of the initial model, node sampling and (without DP) the sites' shuffling.",
+    )
+    cross_site: bool = setting(
+        True,
+        wire=True,
+        help="After the last round: a local DP fine-tune at each site "
+        "(one more release) and every model evaluated at every site (default: the "
+        "task's: true for classification, false for segmentation).",
+    )
+    tensorboard: bool = setting(
+        False, help="Also write TensorBoard event files into the run directory."
+    )
+    train: TrainSettings = _wired(factory=TrainSettings)
+    privacy: PrivacyConfig = _wired(factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         # One seed per run: the sites' (non-DP) shuffling follows the run's seed.
@@ -60,11 +146,15 @@ class RunConfig:
         if self.min_sites < 2:
             raise ConfigError("A federation needs at least 2 sites; set min_sites >= 2.")
         if self.strategy not in STRATEGIES:
-            raise ConfigError(f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
-        _check_training(self.train)
+            raise ConfigError(
+                f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}."
+            )
+        check_training(self.train)
         if self.train.task == "segmentation" and self.cross_site:
-            raise ConfigError("Cross-site validation ranks classifiers (AUC); for task segmentation set "
-                              "cross-site = false (`fedscan simulate --task segmentation` does).")
+            raise ConfigError(
+                "Cross-site validation ranks classifiers (AUC); for task segmentation set "
+                "cross-site = false (`fedscan simulate --task segmentation` does)."
+            )
         _check_robust(self)
         _check_central_dp(self)
 
@@ -75,67 +165,99 @@ class RunConfig:
 
     def to_message(self) -> dict[str, FlatValue]:
         """The flat settings every site receives (no paths, nothing site-specific)."""
-        train, privacy = self.train, self.privacy
-        return {
-            VERSION_KEY: __version__, "model": train.model, "learning-rate": train.learning_rate,
-            "momentum": train.momentum, "local-epochs": train.local_epochs,
-            "batch-size": train.batch_size, "augment": train.augment, "seed": self.seed,
-            "rounds": self.rounds, "dp": privacy.enabled, "epsilon": privacy.epsilon,
-            "delta": privacy.delta, "clip-norm": privacy.clip_norm, "secure-mode": privacy.secure_mode,
-            "cross-site": self.cross_site, "classical": train.classical, "task": train.task,
-        }
+        return {protocol.VERSION: __version__, **flatten(self, wire_only=True)}
 
     def to_flat(self) -> dict[str, FlatValue]:
         """Every coordinator setting as flat kebab-case keys (Flower run config form)."""
-        flat = {key: value for key, value in self.to_message().items() if key != VERSION_KEY}
-        flat.update({"min-sites": self.min_sites, "strategy": self.strategy,
-                     "proximal-mu": self.proximal_mu, "server-learning-rate": self.server_learning_rate,
-                     "trim-fraction": self.trim_fraction, "byzantine-sites": self.byzantine_sites,
-                     "norm-gate": self.norm_gate,
-                     "round-timeout-s": self.round_timeout_s, "join-timeout-s": self.join_timeout_s,
-                     "central-noise-multiplier": self.central_noise_multiplier,
-                     "central-clip-norm": self.central_clip_norm, "central-delta": self.central_delta,
-                     "tensorboard": self.tensorboard})
-        return flat
+        return flatten(self)
 
     @classmethod
-    def from_flat(cls, flat: Mapping[str, FlatValue]) -> "RunConfig":
-        """Inverse of :meth:`to_flat`; missing keys take (the task's) defaults, unknown keys are refused."""
-        # Keys left out take the defaults of the run's task (segmentation: the U-Net, its learning rate).
-        baseline = {**cls().to_flat(), **defaults.task_defaults(str(flat.get("task", "classification")))}
-        unknown = sorted(set(flat) - set(baseline) - set(IGNORED_FLAT_KEYS))
+    def from_flat(cls, flat: Mapping[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_flat`; missing keys take (the task's) defaults, unknown keys are
+        refused."""
+        keys = {key.name: key for key in keys_of(cls, flat_only=True)}
+        unknown = sorted(set(flat) - set(keys) - set(IGNORED_FLAT_KEYS))
         if unknown:
-            raise ConfigError(f"Unknown run configuration keys: {', '.join(unknown)}; "
-                              f"valid keys: {', '.join(sorted(baseline))}.")
-        merged = {**baseline, **{k: v for k, v in flat.items() if k in baseline}}
-        # "proximal-mu" reaches sites from FedProx itself, not as a training setting.
-        train, privacy, rounds = settings_from_message({k: v for k, v in merged.items() if k != "proximal-mu"})
-        return cls(rounds=rounds, min_sites=int(merged["min-sites"]), strategy=str(merged["strategy"]),
-                   proximal_mu=float(merged["proximal-mu"]),
-                   server_learning_rate=float(merged["server-learning-rate"]),
-                   trim_fraction=float(merged["trim-fraction"]), byzantine_sites=int(merged["byzantine-sites"]),
-                   norm_gate=float(merged["norm-gate"]),
-                   round_timeout_s=float(merged["round-timeout-s"]),
-                   join_timeout_s=float(merged["join-timeout-s"]), seed=int(merged["seed"]),
-                   central_noise_multiplier=float(merged["central-noise-multiplier"]),
-                   central_clip_norm=float(merged["central-clip-norm"]),
-                   central_delta=float(merged["central-delta"]), cross_site=_flag(merged["cross-site"]),
-                   tensorboard=_flag(merged["tensorboard"]), train=train, privacy=privacy)
+            raise ConfigError(
+                f"Unknown run configuration keys: {', '.join(unknown)}; "
+                f"valid keys: {', '.join(sorted(keys))}."
+            )
+        merged = {
+            **task_defaults(str(flat.get(_TASK_KEY, "classification"))),
+            **{name: value for name, value in flat.items() if name in keys},
+        }
+        return cls(
+            **nest(
+                cls, {keys[name].path: _read(keys[name], value) for name, value in merged.items()}
+            )
+        )
 
-    def to_json(self) -> dict:
+    @classmethod
+    def from_options(cls, **options: Any) -> RunConfig:
+        """A run from settings named like their keys in snake_case (``rounds=3``,
+        ``learning_rate=0.1``,
+        ``dp=False``), ``None`` meaning "not given": what a command line collects, through
+        :meth:`from_flat`."""
+        names = {key.name.replace("-", "_"): key.name for key in keys_of(cls, flat_only=True)}
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise ConfigError(f"Unknown run settings: {', '.join(unknown)}.")
+        return cls.from_flat(
+            {names[name]: value for name, value in options.items() if value is not None}
+        )
+
+    def to_json(self) -> dict[str, Any]:
         return {"fedscan_version": __version__, **asdict(self)}
 
 
-def _flag(value: FlatValue) -> bool:
-    """A boolean run-config value; strings from ``--run-config`` overrides are read as words."""
-    if isinstance(value, str):
-        if value.lower() not in ("true", "false"):
-            raise ConfigError(f"Expected true or false, got {value!r}.")
-        return value.lower() == "true"
-    return bool(value)
+_TASK_KEY = protocol.config_key("task")
 
 
-def _check_training(train: TrainSettings) -> None:
+def task_defaults(task: str) -> dict[str, FlatValue]:
+    """The flat keys whose default depends on ``task`` (none for an unknown task: validation names
+    it)."""
+    chosen = defaults.TASK_DEFAULTS.get(task)
+    if chosen is None:
+        return {}
+    return {
+        protocol.config_key(spec.name): getattr(chosen, spec.name)
+        for spec in dataclasses.fields(chosen)
+    }
+
+
+def _read(key: Key, value: Any) -> Any:
+    return coerce(value, key, what=key.name)
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """A run's settings as a site receives them with every request
+    (:meth:`RunConfig.to_message`)."""
+
+    train: TrainSettings
+    privacy: PrivacyConfig
+    rounds: int
+    cross_site: bool
+
+    @classmethod
+    def from_message(cls, config: Mapping[str, Any]) -> SiteSettings:
+        """Parse and validate a request's settings; ConfigError names a missing or invalid key."""
+        found: dict[tuple[str, ...], Any] = {}
+        for key in wire_keys(RunConfig):
+            if key.name not in config:
+                raise ConfigError(f"The coordinator's configuration lacks {key.name!r}.")
+            found[key.path] = _read(key, config[key.name])
+        found[("train", "seed")] = found[("seed",)]
+        found[("train", "proximal_mu")] = float(config.get(protocol.PROXIMAL_MU, 0.0))
+        values = nest(RunConfig, found)
+        settings = cls(**{spec.name: values[spec.name] for spec in dataclasses.fields(cls)})
+        get_model_spec(settings.train.model)
+        check_training(settings.train)
+        return settings
+
+
+def check_training(train: TrainSettings) -> None:
+    """Training settings a site can run; ConfigError says which one to change."""
     if not (train.learning_rate > 0 and math.isfinite(train.learning_rate)):
         raise ConfigError("learning-rate must be a positive number.")
     if train.local_epochs < 1:
@@ -144,24 +266,30 @@ def _check_training(train: TrainSettings) -> None:
         raise ConfigError("batch-size must be at least 1.")
     if not 0 <= train.momentum < 1:
         raise ConfigError("momentum must be in [0, 1).")
-    if train.task not in TASKS:
-        raise ConfigError(f"Unknown task {train.task!r}; use one of {', '.join(TASKS)}.")
+    if train.task not in defaults.TASKS:
+        raise ConfigError(f"Unknown task {train.task!r}; use one of {', '.join(defaults.TASKS)}.")
     if get_model_spec(train.model).task != train.task:
-        raise ConfigError(f"Model {train.model!r} does {get_model_spec(train.model).task}; for task "
-                          f"{train.task} choose one of: {', '.join(models_for(train.task))}.")
+        raise ConfigError(
+            f"Model {train.model!r} does {get_model_spec(train.model).task}; for task "
+            f"{train.task} choose one of: {', '.join(models_for(train.task))}."
+        )
     if train.classical:
-        from fedscan.common.classical import ClassicalConfig
+        from fedscan.common.models.classical import ClassicalConfig
 
         ClassicalConfig.parse(train.classical)  # raises with the valid keys
 
 
 def _check_robust(config: RunConfig) -> None:
     if not 0 <= config.trim_fraction < 0.5:
-        raise ConfigError("trim-fraction must be in [0, 0.5): the share cut from each end per parameter.")
+        raise ConfigError(
+            "trim-fraction must be in [0, 0.5): the share cut from each end per parameter."
+        )
     if config.byzantine_sites < 0:
         raise ConfigError("byzantine-sites must be ≥ 0.")
     if config.norm_gate < 0 or (0 < config.norm_gate < 1):
-        raise ConfigError("norm-gate must be 0 (off) or ≥ 1 (a multiple of the round's median update norm).")
+        raise ConfigError(
+            "norm-gate must be 0 (off) or ≥ 1 (a multiple of the round's median update norm)."
+        )
 
 
 def _check_central_dp(config: RunConfig) -> None:
@@ -170,31 +298,18 @@ def _check_central_dp(config: RunConfig) -> None:
     if not config.central_dp:
         return
     if config.strategy != "fedavg":
-        raise ConfigError("Central DP adds noise to a FedAvg aggregate; use strategy fedavg with it.")
+        raise ConfigError(
+            "Central DP adds noise to a FedAvg aggregate; use strategy fedavg with it."
+        )
     if config.central_clip_norm <= 0:
         raise ConfigError("central-clip-norm must be positive (the L2 bound on one site's update).")
     if not 0 < config.central_delta < 1:
         raise ConfigError("central-delta must be in (0, 1); keep it below 1/(number of sites).")
 
 
-def settings_from_message(config: dict) -> tuple[TrainSettings, PrivacyConfig, int]:
-    """Rebuild (training settings, privacy config, planned rounds) at a site.
-
-    Raises ConfigError when a key is missing or a value is invalid.
-    """
-    try:
-        train = TrainSettings(
-            model=str(config["model"]), learning_rate=float(config["learning-rate"]),
-            momentum=float(config["momentum"]), local_epochs=int(config["local-epochs"]),
-            batch_size=int(config["batch-size"]), augment=bool(config["augment"]),
-            proximal_mu=float(config.get("proximal-mu", 0.0)), seed=int(config["seed"]),
-            classical=str(config.get("classical", "")), task=str(config.get("task", "classification")))
-        privacy = PrivacyConfig(epsilon=float(config["epsilon"]), delta=float(config["delta"]),
-                                clip_norm=float(config["clip-norm"]), enabled=bool(config["dp"]),
-                                secure_mode=bool(config.get("secure-mode", False)))
-        rounds = int(config["rounds"])
-    except KeyError as exc:
-        raise ConfigError(f"The coordinator's configuration lacks {exc.args[0]!r}.") from None
-    get_model_spec(train.model)
-    _check_training(train)
-    return train, privacy, rounds
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 in brackets) → (host, port)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"Address {address!r} must be host:port.")
+    return host.strip("[]"), int(port)

@@ -1,5 +1,8 @@
 """Default settings, in one light module (the CLI reads them without importing torch).
 
+Each tuned default lives here once, with the measurement behind it; the settings dataclasses
+(:mod:`fedscan.common.config`) take their defaults from these names, and nothing else repeats them.
+
 Tuned on the synthetic sites (3 × 300 images, ε = 8, δ = 1e-5, FedAvg, 5 rounds,
 train/validation splits only). Batch 64 / lr 0.05 / 3 local epochs beat batch
 32 / lr 0.02 in-distribution (AUC 0.967, 0.974 vs 0.930, 0.858 over two seeds),
@@ -7,6 +10,10 @@ on three unseen scanner profiles (≈0.97 vs ≈0.88) and under a contrast shift
 (0.94 vs 0.92): ``bench/defaults_shift.py`` reproduces the comparison. Batch
 128 or 5 local epochs needed more noise and did no better.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 MODEL = "small-cnn"
 ROUNDS = 5
@@ -18,20 +25,37 @@ EPSILON = 8.0
 DELTA = 1e-5
 CLIP_NORM = 1.0
 STRATEGY = "fedavg"
+SEED = 0  # a run's seed (model initialisation, node sampling), and the synthetic sites'
 SITES = 3
 IMAGES_PER_SITE = 300
+VAL_FRACTION = 0.25  # share of a site's patients kept for validation (stratified by label)
+FRAMES = "middle"  # multi-frame files: one sample, the middle frame ("all": every frame a sample)
+DECODE_WORKERS = 2  # decoder processes per site
+DECODE_TIMEOUT_S = 60.0  # per-file decode limit: a decoder that hangs longer is killed
 
-# Segmentation (task = "segmentation") differs where the task needs it: the U-Net and lr 0.1. On the synthetic
-# sites' finding masks (3 × 300 images, batch 64, 3 local epochs; bench/segmentation.py):
-# - without DP, 5 rounds: lr 0.1 reached pooled Dice 0.868 against 0.816 at 0.05, and 0.86–0.88 against
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """Run settings whose default depends on the task; a run that leaves them out gets these."""
+
+    model: str
+    learning_rate: float
+    cross_site: bool
+
+
+# Segmentation (task = "segmentation") differs where the task needs it: the U-Net and lr 0.1. On
+# the synthetic sites' finding masks (3 × 300 images, batch 64, 3 local epochs;
+# bench/segmentation.py):
+# - without DP, 5 rounds: lr 0.1 reached pooled Dice 0.868 against 0.816 at 0.05, and 0.86–0.88
+# against
 #   0.81–0.84 on three unseen scanner profiles;
-# - 5 rounds stay the default: at ε = 8, 10 rounds did better (0.777 and 0.758 in two runs, against 0.685 and
-#   0.709), but at ε = 3 they collapsed to Dice 0.005 (5 rounds: 0.581). Over 10 rounds at ε = 8, lr 0.2
-#   (0.761), batch 128 (0.720) and 5 local epochs (0.736) did no better. DP noise differs from run to run.
-# Cross-site validation ranks classifiers (AUC), so it is off.
-SEGMENTATION = {"model": "unet", "learning-rate": 0.1, "cross-site": False}
-
-
-def task_defaults(task: str) -> dict[str, str | int | float | bool]:
-    """Run-config keys whose default depends on the task (run-config spelling)."""
-    return dict(SEGMENTATION) if task == "segmentation" else {}
+# - 5 rounds stay the default: at ε = 8, 10 rounds did better (0.777 and 0.758 in two runs, against
+# 0.685 and
+#   0.709), but at ε = 3 they collapsed to Dice 0.005 (5 rounds: 0.581). Over 10 rounds at ε = 8,
+# lr 0.2 (0.761), batch 128 (0.720) and 5 local epochs (0.736) did no better. DP noise differs from
+# run to run. Cross-site validation ranks classifiers (AUC), so it is off.
+TASK_DEFAULTS = {
+    "classification": TaskDefaults(model=MODEL, learning_rate=LEARNING_RATE, cross_site=True),
+    "segmentation": TaskDefaults(model="unet", learning_rate=0.1, cross_site=False),
+}
+TASKS = tuple(TASK_DEFAULTS)

@@ -1,7 +1,7 @@
 """DP-SGD accounting: calibrate the noise once per run, compose every release, never reset.
 
 A site's spend is a history of (noise multiplier, sample rate, steps) entries,
-kept in its privacy ledger (:mod:`fedscan.common.ledger`) across rounds, runs
+kept in its privacy ledger (:mod:`fedscan.client.ledger`) across rounds, runs
 and restarts. ε comes from the PRV accountant, RDP beside it as a cross-check.
 Opacus is imported inside the functions that need it: its import takes ≈ 1.2 s,
 and a site starts a fresh process for every message, evaluations included.
@@ -13,9 +13,9 @@ import math
 import warnings
 from dataclasses import dataclass
 
-
 from fedscan.common import defaults
-from fedscan.common.errors import ConfigError, PrivacyError
+from fedscan.common.errors import ConfigError, ErrorCode, PrivacyError
+from fedscan.common.settings import setting
 
 HistoryEntry = tuple[float, float, int]
 
@@ -24,20 +24,46 @@ HistoryEntry = tuple[float, float, int]
 class PrivacyConfig:
     """The run's privacy target. ``enabled=False`` must be asked for explicitly."""
 
-    epsilon: float = defaults.EPSILON
-    delta: float = defaults.DELTA
-    clip_norm: float = defaults.CLIP_NORM
-    enabled: bool = True
-    secure_mode: bool = False
+    epsilon: float = setting(
+        defaults.EPSILON,
+        help="Privacy budget ε for the whole run, per site (the "
+        "site's own per-run maximum may be lower).",
+    )
+    delta: float = setting(
+        defaults.DELTA,
+        help="δ of the (ε, δ) guarantee; must be below 1/(training samples) at every site.",
+    )
+    clip_norm: float = setting(
+        defaults.CLIP_NORM, help="Per-sample gradient clipping norm of DP-SGD."
+    )
+    enabled: bool = setting(
+        True,
+        key="dp",
+        help="Differential privacy at every site; false only for "
+        "benchmarks on public data (a warning is printed).",
+    )
+    secure_mode: bool = setting(
+        False, help="Opacus' floating-point-safe noise, reseeded from the OS at every step."
+    )
 
     def __post_init__(self) -> None:
         if self.enabled and not (self.epsilon > 0 and math.isfinite(self.epsilon)):
-            raise ConfigError("epsilon must be a positive finite number (e.g. 8); "
-                              "to train without DP, disable it explicitly.")
+            raise ConfigError(
+                "epsilon must be a positive finite number (e.g. 8); "
+                "to train without DP, disable it explicitly."
+            )
         if not 0 < self.delta < 1:
-            raise ConfigError("delta must be in (0, 1); use a value below 1/(training samples), e.g. 1e-5.")
+            raise ConfigError(
+                "delta must be in (0, 1); use a value below 1/(training samples), e.g. 1e-5."
+            )
         if self.clip_norm <= 0:
             raise ConfigError("The clipping norm should be a positive value.")
+
+
+def planned_releases(rounds: int, cross_site: bool) -> int:
+    """DP releases a site plans for: one per round, plus the local fine-tune of cross-site
+    validation."""
+    return rounds + (1 if cross_site else 0)
 
 
 def steps_per_epoch(num_samples: int, batch_size: int) -> int:
@@ -54,31 +80,60 @@ def check_delta(delta: float, num_samples: int) -> None:
     if delta >= 1.0 / max(num_samples, 1):
         raise PrivacyError(
             f"delta={delta:g} is not below 1/(training samples)={1.0 / max(num_samples, 1):.2g}; "
-            "lower delta in the run configuration.", code="delta-too-large")
+            "lower delta in the run configuration.",
+            code=ErrorCode.DELTA_TOO_LARGE,
+        )
 
 
-def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float,
-                    total_steps: int, extra: list[HistoryEntry] | None = None) -> float:
+def calibrate_noise(
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    total_steps: int,
+    extra: list[HistoryEntry] | None = None,
+) -> float:
     """Noise multiplier σ so that ``total_steps`` steps at ``sample_rate`` spend ``target_epsilon``
     — together with the fixed releases in ``extra``, when given."""
     if extra:
-        return _calibrate_with(extra, target_epsilon=target_epsilon, delta=delta, sample_rate=sample_rate,
-                               total_steps=total_steps)
+        return _calibrate_with(
+            extra,
+            target_epsilon=target_epsilon,
+            delta=delta,
+            sample_rate=sample_rate,
+            total_steps=total_steps,
+        )
     from opacus.accountants.utils import get_noise_multiplier
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                          sample_rate=sample_rate, steps=total_steps,
-                                          accountant="prv", epsilon_tolerance=0.01))
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=total_steps,
+                accountant="prv",
+                epsilon_tolerance=0.01,
+            )
+        )
 
 
-def _calibrate_with(extra: list[HistoryEntry], *, target_epsilon: float, delta: float, sample_rate: float,
-                    total_steps: int) -> float:
+def _calibrate_with(
+    extra: list[HistoryEntry],
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    total_steps: int,
+) -> float:
     """Bisection on σ (ε falls as σ grows); raises when ``extra`` alone spends the target."""
     if epsilon_spent(extra, delta) >= target_epsilon:
-        raise PrivacyError(f"The run's other releases already spend epsilon {epsilon_spent(extra, delta):.2f} "
-                           f"of {target_epsilon:g}; raise epsilon or their noise.", code="privacy-budget-exhausted")
+        raise PrivacyError(
+            f"The run's other releases already spend epsilon {epsilon_spent(extra, delta):.2f} "
+            f"of {target_epsilon:g}; raise epsilon or their noise.",
+            code=ErrorCode.BUDGET_EXHAUSTED,
+        )
     low, high = 0.3, 2.0
     while epsilon_spent([*extra, (high, sample_rate, total_steps)], delta) > target_epsilon:
         low, high = high, high * 2
@@ -116,7 +171,9 @@ def epsilon_spent(history: list[HistoryEntry], delta: float, *, accountant: str 
         # RDP's "optimal order is the largest alpha" only means its bound is loose;
         # PRV is the number we report.
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        # A release without subsampling (rate 1: the classical models' feature statistics) takes log(0) in
-        # a branch of the PRV that np.where then discards.
-        warnings.filterwarnings("ignore", message="divide by zero encountered in log", category=RuntimeWarning)
+        # A release without subsampling (rate 1: the classical models' feature statistics) takes
+        # log(0) in a branch of the PRV that np.where then discards.
+        warnings.filterwarnings(
+            "ignore", message="divide by zero encountered in log", category=RuntimeWarning
+        )
         return float(engine.get_epsilon(delta=delta))

@@ -2,10 +2,18 @@
 
 The package is split by role, like the running system:
 
-- ``fedscan.common`` — data, models, DP training, metrics (knows no Flower);
-- ``fedscan.client`` — what runs at a hospital (Flower ClientApp);
-- ``fedscan.server`` — what runs at the coordinator (Flower ServerApp);
-- ``fedscan.cli`` — the ``fedscan`` console command.
+- ``fedscan.common`` — what both sides share; knows no Flower. Small shared modules at its top
+  (errors, defaults, config, settings, protocol, privacy accounting, certs, device, files,
+  processes, version) and four sub-packages: ``ingest`` (files → samples), ``data`` (samples →
+  tensors), ``models`` (registry, networks, training, checkpoints), ``metrics`` (per site and
+  pooled);
+- ``fedscan.client`` — the hospital: the Flower ClientApp, the one reply builder, its settings,
+  policy, ledger and releases, pre-flight checks, SuperNode and local evaluation;
+- ``fedscan.server`` — the coordinator: the Flower ServerApp, strategies, triage, pooling, the run
+  log and directory, checkpoints, report, SuperLink and ``fedscan run``;
+- ``fedscan.cli`` — the ``fedscan`` console command: argument parsing and printing only.
+
+``client`` and ``server`` never import each other; every wire key is in ``common.protocol``.
 """
 
 import logging

@@ -34,7 +34,8 @@ def structural_problem(update: Arrays, sent: Arrays) -> str | None:
     if set(update) != set(sent):
         return "wrong-parameters"
     for key, value in update.items():
-        # Same kind of number, not the same width: FedAdam's float64 global comes back as the site's float32.
+        # Same kind of number, not the same width: FedAdam's float64 global comes back as the
+        # site's float32.
         if value.shape != sent[key].shape or value.dtype.kind != sent[key].dtype.kind:
             return "wrong-shape-or-dtype"
         if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
@@ -73,5 +74,7 @@ class UpdateGate:
                 refused[candidate.site] = problem
         if self.norm_factor > 0 and len(norms) >= 3:
             limit = self.norm_factor * float(np.median(list(norms.values())))
-            refused.update({site: "update-norm-outlier" for site, norm in norms.items() if norm > limit})
+            refused.update(
+                {site: "update-norm-outlier" for site, norm in norms.items() if norm > limit}
+            )
         return refused

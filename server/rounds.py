@@ -20,8 +20,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedscan.common.config import EVALUATE_FIRST
-from fedscan.server.recorder import RoundRecorder
+from fedscan.common.protocol import EVALUATE_FIRST
+from fedscan.server.run_log import RunLog
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,21 @@ log = logging.getLogger(__name__)
 RoundHook = Callable[[int, ArrayRecord], None]
 
 
-def run_rounds(strategy: Strategy, grid: Grid, recorder: RoundRecorder, *, initial_arrays: ArrayRecord,
-               rounds: int, timeout: float, message_config: dict[str, Any], first_round: int = 1,
-               before_round: Callable[[int], None] | None = None,
-               after_round: RoundHook | None = None) -> ArrayRecord:
-    """Train rounds ``first_round``..``rounds`` from ``initial_arrays`` (the global model after round
+def run_rounds(
+    strategy: Strategy,
+    grid: Grid,
+    run_log: RunLog,
+    *,
+    initial_arrays: ArrayRecord,
+    rounds: int,
+    timeout: float,
+    message_config: dict[str, Any],
+    first_round: int = 1,
+    before_round: Callable[[int], object] | None = None,
+    after_round: RoundHook | None = None,
+) -> ArrayRecord:
+    """Train rounds ``first_round``..``rounds`` from ``initial_arrays`` (the global model after
+    round
     ``first_round - 1``); every aggregate is evaluated at every site. The final arrays.
 
     ``before_round`` may wait for sites (or end the run); ``after_round`` sees each new global model
@@ -45,17 +55,26 @@ def run_rounds(strategy: Strategy, grid: Grid, recorder: RoundRecorder, *, initi
         if before_round is not None:
             before_round(server_round)
         config = ConfigRecord({**message_config, EVALUATE_FIRST: server_round > 1})
-        recorder.expect(arrays)
-        replies: list[Message] = list(grid.send_and_receive(
-            strategy.configure_train(server_round, arrays, config, grid), timeout=timeout))
+        run_log.expect(arrays)
+        replies: list[Message] = list(
+            grid.send_and_receive(
+                strategy.configure_train(server_round, arrays, config, grid), timeout=timeout
+            )
+        )
         if server_round > 1:
-            recorder.take_evaluations(server_round - 1, replies)  # the previous aggregate, scored by each site
+            run_log.take_evaluations(
+                server_round - 1, replies
+            )  # the previous aggregate, scored by each site
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = aggregated
         if after_round is not None:
             after_round(server_round, arrays)
-    replies = list(grid.send_and_receive(
-        strategy.configure_evaluate(rounds, arrays, ConfigRecord(dict(message_config)), grid), timeout=timeout))
+    replies = list(
+        grid.send_and_receive(
+            strategy.configure_evaluate(rounds, arrays, ConfigRecord(dict(message_config)), grid),
+            timeout=timeout,
+        )
+    )
     strategy.aggregate_evaluate(rounds, replies)
     return arrays

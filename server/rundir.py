@@ -1,7 +1,22 @@
-"""The run directory ``runs/<run-id>/``: config.json, metrics.jsonl, models.
+"""The run directory ``runs/<run-id>/``: the one place that names every artefact of a run.
 
-metrics.jsonl has one JSON object per round: per-site train and evaluation
-metrics, ε per site, the aggregate, and the refusals the round received.
+Layout (every name below is a constant of this module; nothing else spells one):
+
+- ``status.json`` — running, completed or failed, with a reason a person can act on;
+- ``config.json`` (the run's settings, nested) and ``run-config.json`` (flat: what ``--resume``
+  uses);
+- ``metrics.jsonl`` — one JSON object per round: per-site train and evaluation metrics, ε per site,
+  the aggregate, the pooled metrics and the refusals the round received;
+- ``histograms.json`` — the latest round's pooled and per-site score histograms;
+- ``cross_site.json`` — the models × sites matrix; ``global.pt`` / ``final.pt`` (+ ``.json``) —
+  models;
+- ``checkpoints/`` — the coordinator's round checkpoints; ``tensorboard/`` — event files;
+- ``report.html`` and ``model_card.md``; ``coordinator.log``, ``simulation.json`` and
+  ``sites/<name>/`` (each simulated site's state) for simulations; ``flower-run.json`` for deployed
+  runs.
+
+Files are written atomically (:func:`fedscan.common.files.atomic_write_bytes`), metrics.jsonl by
+appending.
 """
 
 from __future__ import annotations
@@ -11,15 +26,31 @@ import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from fedscan.common.files import atomic_write_bytes, json_safe, write_json
 
-from fedscan.common.checkpoint import atomic_write_bytes, save_checkpoint
-from fedscan.common.jsonsafe import json_safe
+if TYPE_CHECKING:
+    import torch
 
-
+STATUS_FILE = "status.json"
+CONFIG_FILE = "config.json"
 RUN_CONFIG_FILE = "run-config.json"
+METRICS_FILE = "metrics.jsonl"
+HISTOGRAMS_FILE = "histograms.json"
+MATRIX_FILE = "cross_site.json"
+REPORT_FILE = "report.html"
+MODEL_CARD_FILE = "model_card.md"
+COORDINATOR_LOG = "coordinator.log"
+SIMULATION_FILE = (
+    "simulation.json"  # how the sites were simulated: what --resume rebuilds them from
+)
+FLOWER_RUN_FILE = "flower-run.json"  # the Flower run ids of the run's submissions
+CHECKPOINT_DIR = "checkpoints"
+EVENTS_DIR = "tensorboard"
+SITES_DIR = "sites"
+FINAL_MODEL = "final"  # final.pt + final.json: the model and its operating threshold
+GLOBAL_MODEL = "global"  # global.pt + global.json: rewritten after every round
 
 
 def new_run_id() -> str:
@@ -33,53 +64,74 @@ class RunDirectory:
     run_id: str
 
     @classmethod
-    def create(cls, root: Path, run_id: str | None = None, *, exist_ok: bool = False) -> "RunDirectory":
+    def create(
+        cls, root: Path, run_id: str | None = None, *, exist_ok: bool = False
+    ) -> RunDirectory:
         """A new run directory; ``exist_ok`` lets a ServerApp adopt one its launcher prepared."""
         run_id = run_id or new_run_id()
         path = Path(root) / run_id
         path.mkdir(parents=True, exist_ok=exist_ok)
         return cls(path, run_id)
 
+    def file(self, name: str) -> Path:
+        """The path of the artefact ``name`` (one of this module's constants)."""
+        return self.path / name
+
+    def model_file(self, model: str) -> Path:
+        """``final.pt`` or ``global.pt``."""
+        return self.path / f"{model}.pt"
+
+    @property
+    def sites_state_dir(self) -> Path:
+        """Where simulated sites keep their state (ledger, releases), one folder per site."""
+        return self.path / SITES_DIR
+
     def write_status(self, state: str, **details: Any) -> None:
         """``status.json``: running, completed or failed (with a reason a person can act on)."""
-        record = {"state": state, "run_id": self.run_id, **details}
-        atomic_write_bytes(self.path / "status.json", json.dumps(json_safe(record), indent=2).encode())
+        write_json(self.file(STATUS_FILE), {"state": state, "run_id": self.run_id, **details})
 
     def read_status(self) -> dict[str, Any]:
-        path = self.path / "status.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        return self.read_json(STATUS_FILE)
 
     def write_config(self, config: dict[str, Any]) -> None:
-        atomic_write_bytes(self.path / "config.json", json.dumps(json_safe(config), indent=2).encode())
+        write_json(self.file(CONFIG_FILE), config)
 
     def write_json(self, name: str, document: dict[str, Any]) -> None:
-        atomic_write_bytes(self.path / name, json.dumps(json_safe(document)).encode())
+        write_json(self.file(name), document, indent=None)
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        """The artefact ``name`` as JSON; empty when it was never written."""
+        path = self.file(name)
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        with open(self.file(METRICS_FILE), "a", encoding="utf-8") as handle:
             handle.write(json.dumps(json_safe(record)) + "\n")
 
     def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
         """metrics.jsonl holding exactly ``records`` (a resumed run drops rounds it will redo)."""
         lines = "".join(json.dumps(json_safe(record)) + "\n" for record in records)
-        atomic_write_bytes(self.path / "metrics.jsonl", lines.encode())
+        atomic_write_bytes(self.file(METRICS_FILE), lines.encode())
 
     def write_run_config(self, flat: dict[str, Any]) -> None:
         """The run's settings in run-config form: what ``--resume`` continues with."""
-        atomic_write_bytes(self.path / RUN_CONFIG_FILE, json.dumps(flat, indent=2).encode())
+        write_json(self.file(RUN_CONFIG_FILE), flat)
 
     def read_run_config(self) -> dict[str, Any] | None:
-        path = self.path / RUN_CONFIG_FILE
+        path = self.file(RUN_CONFIG_FILE)
         return json.loads(path.read_text()) if path.is_file() else None
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        path = self.path / "metrics.jsonl"
+        path = self.file(METRICS_FILE)
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    def save_model(self, name: str, model_name: str, state_dict: dict[str, torch.Tensor],
-                   **meta: Any) -> Path:
-        path = self.path / f"{name}.pt"
+    def save_model(
+        self, name: str, model_name: str, state_dict: dict[str, torch.Tensor], **meta: Any
+    ) -> Path:
+        from fedscan.common.models.checkpoint import save_checkpoint  # torch: only where models are
+
+        path = self.model_file(name)
         save_checkpoint(path, model_name, state_dict, run_id=self.run_id, **meta)
         return path

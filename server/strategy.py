@@ -1,5 +1,5 @@
-"""Strategies by name, each recording its rounds: FedAvg (default), FedProx, FedAdam, FedAvg + central DP, and
-the robust median, trimmed mean and Multi-Krum (Flower's)."""
+"""Strategies by name, each recording its rounds: FedAvg (default), FedProx, FedAdam, FedAvg +
+central DP, and the robust median, trimmed mean and Multi-Krum (Flower's)."""
 
 from __future__ import annotations
 
@@ -9,42 +9,55 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import (DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg, FedMedian,
-                                     FedProx, FedTrimmedAvg, MultiKrum, Strategy)
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAdam,
+    FedAvg,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    MultiKrum,
+    Strategy,
+)
 
+from fedscan.common import protocol
 from fedscan.common.config import RunConfig
 from fedscan.common.privacy import epsilon_spent
-from fedscan.server.recorder import RoundRecorder
-
-UNIFORM_WEIGHT = "central-dp-weight"
+from fedscan.server.run_log import RunLog
 
 
 class RecordingMixin:
-    """Filters replies through the recorder before Flower's aggregation runs."""
+    """Filters replies through the run_log before Flower's aggregation runs."""
 
-    recorder: RoundRecorder
+    run_log: RunLog
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         accepted = self._accepted(server_round, "train", replies)
         arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
-        self.recorder.train_done(server_round, arrays)
+        self.run_log.train_done(server_round, arrays)
         return arrays, metrics
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
         accepted = self._accepted(server_round, "evaluate", replies)
         metrics = super().aggregate_evaluate(server_round, accepted)  # type: ignore[misc]
-        self.recorder.round_done(server_round)
+        self.run_log.round_done(server_round)
         return metrics
 
     def _accepted(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Message]:
-        return self.recorder.accept(server_round, phase, replies)
+        return self.run_log.accept(server_round, phase, replies)
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
-        """(JSON-safe scalars, named groups of tensors) a resumed run needs; stateless strategies have none."""
+        """(JSON-safe scalars, named groups of tensors) a resumed run needs; stateless strategies
+        have none."""
         return {}, {}
 
-    def restore_state(self, scalars: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]) -> None:
+    def restore_state(
+        self, scalars: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
+    ) -> None:
         """Inverse of :meth:`checkpoint_state`."""
 
 
@@ -61,11 +74,16 @@ class RecordingFedAdam(RecordingMixin, FedAdam):
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
         # The server optimiser's first and second moments; the current arrays come with each round.
-        moments = {name: {k: torch.from_numpy(np.array(v)) for k, v in getattr(self, name).items()}
-                   for name in ("m_t", "v_t") if getattr(self, name, None)}
+        moments = {
+            name: {k: torch.from_numpy(np.array(v)) for k, v in getattr(self, name).items()}
+            for name in ("m_t", "v_t")
+            if getattr(self, name, None)
+        }
         return {}, moments
 
-    def restore_state(self, scalars: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]) -> None:
+    def restore_state(
+        self, scalars: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
+    ) -> None:
         for name, values in tensors.items():
             setattr(self, name, {k: v.numpy() for k, v in values.items()})
 
@@ -79,7 +97,8 @@ class RecordingFedTrimmedAvg(RecordingMixin, FedTrimmedAvg):
 
 
 class RecordingMultiKrum(RecordingMixin, MultiKrum):
-    """Multi-Krum: averages the updates closest to their neighbours, given at most f malicious sites."""
+    """Multi-Krum: averages the updates closest to their neighbours, given at most f malicious
+    sites."""
 
 
 class RecordingCentralDP(RecordingMixin, DifferentialPrivacyServerSideFixedClipping):
@@ -91,60 +110,95 @@ class RecordingCentralDP(RecordingMixin, DifferentialPrivacyServerSideFixedClipp
     rounds released comes from the RDP accountant (no subsampling: every site takes part).
     """
 
-    def __init__(self, recorder: RoundRecorder, *, noise_multiplier: float, clip_norm: float, delta: float,
-                 **fedavg_options: float) -> None:
-        inner = FedAvg(weighted_by_key=UNIFORM_WEIGHT, **fedavg_options)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        run_log: RunLog,
+        *,
+        noise_multiplier: float,
+        clip_norm: float,
+        delta: float,
+        **fedavg_options: float,
+    ) -> None:
+        inner = FedAvg(weighted_by_key=protocol.UNIFORM_WEIGHT, **fedavg_options)  # type: ignore[arg-type]
         super().__init__(inner, noise_multiplier, clip_norm, num_sampled_clients=1)
-        self.recorder, self.delta, self.releases = recorder, delta, 0
+        self.run_log, self.delta, self.releases = run_log, delta, 0
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
         return {"releases": self.releases}, {}
 
-    def restore_state(self, scalars: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]) -> None:
+    def restore_state(
+        self, scalars: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
+    ) -> None:
         self.releases = int(scalars.get("releases", 0))
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         accepted = self._accepted(server_round, "train", replies)
-        self.num_sampled_clients = max(len(accepted), 1)  # noise scaled to the k sites actually averaged
-        arrays, metrics = DifferentialPrivacyServerSideFixedClipping.aggregate_train(self, server_round, accepted)
+        self.num_sampled_clients = max(
+            len(accepted), 1
+        )  # noise scaled to the k sites actually averaged
+        arrays, metrics = DifferentialPrivacyServerSideFixedClipping.aggregate_train(
+            self, server_round, accepted
+        )
         if arrays is not None:
             self.releases += 1
-            self.recorder.central_epsilon = epsilon_spent([(self.noise_multiplier, 1.0, self.releases)],
-                                                          self.delta, accountant="rdp")
-        self.recorder.train_done(server_round, arrays)
+            self.run_log.central_epsilon = epsilon_spent(
+                [(self.noise_multiplier, 1.0, self.releases)], self.delta, accountant="rdp"
+            )
+        self.run_log.train_done(server_round, arrays)
         return arrays, metrics
 
     def _accepted(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Message]:
-        accepted = self.recorder.accept(server_round, phase, replies)
-        for reply in accepted:  # equal weights: a site's influence is bounded by C/k, whatever its size
-            next(iter(reply.content.metric_records.values()))[UNIFORM_WEIGHT] = 1
+        accepted = self.run_log.accept(server_round, phase, replies)
+        for (
+            reply
+        ) in accepted:  # equal weights: a site's influence is bounded by C/k, whatever its size
+            reply.content.metric_records[protocol.METRICS][protocol.UNIFORM_WEIGHT] = 1
         return accepted
 
 
-def build_strategy(config: RunConfig, recorder: RoundRecorder, num_sites: int) -> Strategy:
+def build_strategy(config: RunConfig, run_log: RunLog, num_sites: int) -> Strategy:
     """The configured strategy, training and evaluating on every connected site."""
-    # Rounds go ahead with whoever is connected, given min-sites: a site that dropped out must not make
-    # Flower's sampler wait for it (forever); the round loop bounds that wait itself.
-    common = {"fraction_train": 1.0, "fraction_evaluate": 1.0, "min_train_nodes": config.min_sites,
-              "min_evaluate_nodes": config.min_sites, "min_available_nodes": config.min_sites}
+    # Rounds go ahead with whoever is connected, given min-sites: a site that dropped out must not
+    # make Flower's sampler wait for it (forever); the round loop bounds that wait itself.
+    common: dict[str, Any] = {
+        "fraction_train": 1.0,
+        "fraction_evaluate": 1.0,
+        "min_train_nodes": config.min_sites,
+        "min_evaluate_nodes": config.min_sites,
+        "min_available_nodes": config.min_sites,
+        # The record names and the weight key of fedscan's protocol, not left to Flower's defaults.
+        "arrayrecord_key": protocol.ARRAYS,
+        "configrecord_key": protocol.CONFIG,
+    }
+    weighted = {"weighted_by_key": protocol.NUM_EXAMPLES}
+    plain = {**common, **weighted}  # central DP weights its FedAvg equally instead
     if config.central_dp:
-        strategy: Strategy = RecordingCentralDP(recorder, noise_multiplier=config.central_noise_multiplier,
-                                                clip_norm=config.central_clip_norm, delta=config.central_delta,
-                                                **common)
+        strategy: Strategy = RecordingCentralDP(
+            run_log,
+            noise_multiplier=config.central_noise_multiplier,
+            clip_norm=config.central_clip_norm,
+            delta=config.central_delta,
+            **common,
+        )
     elif config.strategy == "fedprox":
-        strategy = RecordingFedProx(proximal_mu=config.proximal_mu, **common)
+        strategy = RecordingFedProx(proximal_mu=config.proximal_mu, **plain)
     elif config.strategy == "fedadam":
-        strategy = RecordingFedAdam(eta=config.server_learning_rate, eta_l=config.train.learning_rate,
-                                    **common)
+        strategy = RecordingFedAdam(
+            eta=config.server_learning_rate, eta_l=config.train.learning_rate, **plain
+        )
     elif config.strategy == "median":
-        strategy = RecordingFedMedian(**common)
+        strategy = RecordingFedMedian(**plain)
     elif config.strategy == "trimmed-mean":
-        strategy = RecordingFedTrimmedAvg(beta=config.trim_fraction, **common)
+        strategy = RecordingFedTrimmedAvg(beta=config.trim_fraction, **plain)
     elif config.strategy == "krum":
-        strategy = RecordingMultiKrum(num_malicious_nodes=config.byzantine_sites,
-                                      num_nodes_to_select=max(1, num_sites - config.byzantine_sites), **common)
+        strategy = RecordingMultiKrum(
+            num_malicious_nodes=config.byzantine_sites,
+            num_nodes_to_select=max(1, num_sites - config.byzantine_sites),
+            **plain,
+        )
     else:
-        strategy = RecordingFedAvg(**common)
-    strategy.recorder = recorder  # type: ignore[attr-defined]
+        strategy = RecordingFedAvg(**plain)
+    strategy.run_log = run_log  # type: ignore[attr-defined]
     return strategy

@@ -16,20 +16,38 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from fedscan.common import protocol
 from fedscan.common.errors import ConfigError
+from fedscan.server.rundir import EVENTS_DIR
 
-EVENTS_DIR = "tensorboard"
-_POOLED = ("auc", "auc-ci-low", "auc-ci-high", "ece", "accuracy", "sensitivity", "specificity", "f1",
-           "dice", "iou")  # absent keys (the other task's) are left out
-_PER_SITE = (("evaluate", "auc", "auc"), ("evaluate", "dice", "dice"), ("evaluate", "hd95", "hd95"),
-             ("evaluate", "loss", "val_loss"), ("train", "train-loss", "train_loss"))
+_POOLED = (
+    "auc",
+    "auc-ci-low",
+    "auc-ci-high",
+    "ece",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "f1",
+    "dice",
+    "iou",
+)  # absent keys (the other task's) are left out
+_PER_SITE = (
+    ("evaluate", protocol.AUC, "auc"),
+    ("evaluate", protocol.DICE, "dice"),
+    ("evaluate", protocol.HD95, "hd95"),
+    ("evaluate", protocol.LOSS, "val_loss"),
+    ("train", protocol.TRAIN_LOSS, "train_loss"),
+)
 
 
 def require_tensorboard() -> None:
     """Fail before the run starts, with the fix, when the optional package is missing."""
     if importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("tensorboard = true needs the TensorBoard package: pip install 'fedscan[tensorboard]', "
-                          "or turn the option off.")
+        raise ConfigError(
+            "tensorboard = true needs the TensorBoard package: pip install 'fedscan[tensorboard]', "
+            "or turn the option off."
+        )
 
 
 def round_scalars(record: dict[str, Any]) -> dict[str, float]:
@@ -42,12 +60,16 @@ def round_scalars(record: dict[str, Any]) -> dict[str, float]:
     for site, spent in (record.get("epsilon") or {}).items():
         scalars[f"epsilon/{site}"] = spent
     scalars["epsilon/central"] = record.get("central_epsilon")
-    return {tag: float(value) for tag, value in scalars.items()
-            if isinstance(value, (int, float)) and math.isfinite(value)}
+    return {
+        tag: float(value)
+        for tag, value in scalars.items()
+        if isinstance(value, (int, float)) and math.isfinite(value)
+    }
 
 
 def write_rounds(run_dir: Path, records: Iterable[dict[str, Any]]) -> Path:
-    """Append the scalars of ``records`` (each with its round as the step) to the run's event files."""
+    """Append the scalars of ``records`` (each with its round as the step) to the run's event
+    files."""
     from torch.utils.tensorboard import SummaryWriter
 
     events = Path(run_dir) / EVENTS_DIR

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedscan.common.synth import SynthConfig, generate_sites
+from fedscan.common.data.synth import SynthConfig, generate_sites
 from fedscan.server.inprocess import flower_identity as in_flower_process
 
 
@@ -26,7 +26,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def synthetic_sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three small synthetic hospitals (40 images each)."""
-    return generate_sites(tmp_path_factory.mktemp("sites"), SynthConfig(sites=3, images_per_site=40, seed=3))
+    return generate_sites(
+        tmp_path_factory.mktemp("sites"), SynthConfig(sites=3, images_per_site=40, seed=3)
+    )
 
 
 @pytest.fixture(scope="session")

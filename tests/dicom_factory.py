@@ -14,16 +14,30 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import pack_bits
-from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit, PYDICOM_IMPLEMENTATION_UID,
-                         UID, generate_uid)
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    generate_uid,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def image_dataset(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored: int | None = None,
-                  slope: float | None = None, intercept: float | None = None,
-                  window: tuple[float, float] | None = None, patient_id: str = "P0") -> Dataset:
-    """A CT image object around ``pixels`` (H×W, F×H×W, or H×W×3 for RGB); signed when the dtype is."""
+def image_dataset(
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    slope: float | None = None,
+    intercept: float | None = None,
+    window: tuple[float, float] | None = None,
+    patient_id: str = "P0",
+) -> Dataset:
+    """A CT image object around ``pixels`` (H×W, F×H×W, or H×W×3 for RGB); signed when the dtype
+    is."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -132,6 +146,6 @@ def segmentation_dataset(mask: np.ndarray, segments: int = 1) -> Dataset:
     ds.ReferencedSeriesSequence = [series]
     halves = np.zeros((segments, *mask.shape), dtype=np.uint8)
     halves[0, :, : mask.shape[1] // 2] = mask[:, : mask.shape[1] // 2]
-    halves[-1, :, mask.shape[1] // 2:] = mask[:, mask.shape[1] // 2:]
+    halves[-1, :, mask.shape[1] // 2 :] = mask[:, mask.shape[1] // 2 :]
     ds.PixelData = pack_bits(halves)
     return ds

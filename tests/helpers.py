@@ -1,4 +1,5 @@
-"""Test helpers: site resolvers and policies; messages and the in-process Grid come from the package."""
+"""Test helpers: site resolvers and policies; messages and the in-process Grid come from the
+package."""
 
 from __future__ import annotations
 
@@ -6,21 +7,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedscan.client.site import Site, SiteResolver
-from fedscan.common.site_config import PrivacyPolicy
-from fedscan.common.sources import SiteSource
+from fedscan.client.site_config import PrivacyPolicy
+from fedscan.common.data.sources import SiteSource
 from fedscan.server.inprocess import InProcessGrid, instruction, node_context
 
 __all__ = ["OPEN_POLICY", "LoopbackGrid", "instruction", "node_context", "site_resolver"]
 
 # Permissive enough that only the run's own settings decide (tests of the policy set their own).
-OPEN_POLICY = PrivacyPolicy(max_epsilon_per_run=100.0, max_epsilon_lifetime=1000.0, delta=0.5, min_samples=1)
+OPEN_POLICY = PrivacyPolicy(
+    max_epsilon_per_run=100.0, max_epsilon_lifetime=1000.0, delta=0.5, min_samples=1
+)
 
 
-def site_resolver(sources: Sequence[SiteSource], state_root: Path,
-                  policies: Sequence[PrivacyPolicy] | None = None) -> SiteResolver:
-    """Simulated-node resolver: node ``partition-id`` i is ``sources[i]``, with its own state folder."""
-    sites = [Site(source, Path(state_root) / source.name, (policies or [OPEN_POLICY] * len(sources))[i])
-             for i, source in enumerate(sources)]
+def site_resolver(
+    sources: Sequence[SiteSource], state_root: Path, policies: Sequence[PrivacyPolicy] | None = None
+) -> SiteResolver:
+    """Simulated-node resolver: node ``partition-id`` i is ``sources[i]``, with its own state
+    folder."""
+    sites = [
+        Site(source, Path(state_root) / source.name, (policies or [OPEN_POLICY] * len(sources))[i])
+        for i, source in enumerate(sources)
+    ]
     return lambda context: sites[int(context.node_config["partition-id"])]
 
 

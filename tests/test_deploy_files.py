@@ -1,4 +1,5 @@
-"""deploy/: the example configs load, and the compose file's mounts are exactly what its README makes."""
+"""deploy/: the example configs load, and the compose file's mounts are exactly what its README
+makes."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedscan.cli.launch import load_run_request
+from fedscan.client.site_config import load_site_config
 from fedscan.common.config import RunConfig
-from fedscan.common.site_config import load_site_config
-from fedscan.server.coordinator import load_coordinator_config
+from fedscan.server.coordinator_config import load_coordinator_config
+from fedscan.server.launch import load_run_request
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
@@ -31,39 +32,67 @@ def test_example_and_compose_configs_load() -> None:
         compose_site = load_site_config(DEPLOY / "compose" / f"{name}.toml")
         assert compose_site.connection.address == "coordinator:9092" and compose_site.name == name
     settings = tomllib.loads((DEPLOY / "compose" / "run.toml").read_text())["run"]
-    assert settings.pop("coordinator-config") == "/etc/fedscan/coordinator.toml"  # the container's path
+    assert (
+        settings.pop("coordinator-config") == "/etc/fedscan/coordinator.toml"
+    )  # the container's path
     assert RunConfig.from_flat(settings).min_sites == 2
-    assert load_coordinator_config(DEPLOY / "compose" / "coordinator.toml").fleet_address == "0.0.0.0:9092"
+    assert (
+        load_coordinator_config(DEPLOY / "compose" / "coordinator.toml").fleet_address
+        == "0.0.0.0:9092"
+    )
 
 
 def test_compose_mounts_exist_after_the_readme_preparation(tmp_path: Path) -> None:
-    copy = shutil.copytree(DEPLOY, tmp_path / "deploy", ignore=shutil.ignore_patterns("certs", "keys", "data"))
-    steps = re.findall(r"^fedscan (certs .+|synth .+)$", (DEPLOY / "README.md").read_text(), re.MULTILINE)
+    copy = shutil.copytree(
+        DEPLOY, tmp_path / "deploy", ignore=shutil.ignore_patterns("certs", "keys", "data")
+    )
+    steps = re.findall(
+        r"^fedscan (certs .+|synth .+)$", (DEPLOY / "README.md").read_text(), re.MULTILINE
+    )
     assert len(steps) == 4
     for step in steps:
         for command in step.split(" && fedscan "):
-            result = subprocess.run([sys.executable, "-m", "fedscan", *command.split()], cwd=tmp_path,
-                                    capture_output=True, text=True, timeout=120)
+            result = subprocess.run(
+                [sys.executable, "-m", "fedscan", *command.split()],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert result.returncode == 0, result.stderr
     compose = yaml.safe_load((copy / "docker-compose.yml").read_text())
     assert set(compose["services"]) == {"coordinator", "site-0", "site-1"}
     for name, service in compose["services"].items():
-        assert (copy / service["build"]["context"] / service["build"]["dockerfile"]).resolve().is_file()
+        assert (
+            (copy / service["build"]["context"] / service["build"]["dockerfile"])
+            .resolve()
+            .is_file()
+        )
         for volume in service["volumes"]:
             source = volume.split(":")[0]
             if source.startswith("./"):
-                assert (copy / source).exists(), f"{name} mounts {source}, which the README steps do not make"
+                assert (copy / source).exists(), (
+                    f"{name} mounts {source}, which the README steps do not make"
+                )
             else:
                 assert source in compose["volumes"]
     assert list(compose["services"]["coordinator"]["ports"]) == ["9092:9092"]
     assert "ports" not in compose["services"]["site-0"]  # a site only dials out
 
 
-@pytest.mark.skipif(subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0
-                    if shutil.which("docker") else True, reason="no docker compose plugin here")
+@pytest.mark.skipif(
+    subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0
+    if shutil.which("docker")
+    else True,
+    reason="no docker compose plugin here",
+)
 def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
-    result = subprocess.run(["docker", "compose", "-f", str(DEPLOY / "docker-compose.yml"), "config", "--quiet"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(DEPLOY / "docker-compose.yml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -73,6 +102,10 @@ def test_systemd_units_run_fedscan_commands_that_exist() -> None:
     from fedscan.cli.main import app
 
     for unit in sorted((DEPLOY / "systemd").glob("*.service")):
-        exec_start = re.search(r"^ExecStart=\S+/fedscan (.+)$", unit.read_text(), re.MULTILINE).group(1).split()
-        command = exec_start[:exec_start.index("--config")]
+        exec_start = (
+            re.search(r"^ExecStart=\S+/fedscan (.+)$", unit.read_text(), re.MULTILINE)
+            .group(1)
+            .split()
+        )
+        command = exec_start[: exec_start.index("--config")]
         assert CliRunner().invoke(app, [*command, "--help"]).exit_code == 0, unit.name

@@ -1,4 +1,5 @@
-"""A real deployment on loopback, through fedscan commands only: TLS, site authentication, 2 DP rounds.
+"""A real deployment on loopback, through fedscan commands only: TLS, site authentication, 2 DP
+rounds.
 
 One coordinator (`fedscan server start`) and two hospitals (`fedscan client start`) run as separate
 process groups; `fedscan run` launches the run. Every process is stopped by PID with bounded waits,
@@ -17,22 +18,39 @@ from pathlib import Path
 import grpc
 import pytest
 
-from fedscan.cli.processes import alive, descendants, stop_process_group, wait_for_port
-from fedscan.cli.superlink import free_port
-from fedscan.common.synth import SynthConfig, generate_sites
+from fedscan.common.data.synth import SynthConfig, generate_sites
+from fedscan.common.processes import (
+    alive,
+    descendants,
+    free_port,
+    stop_process_group,
+    wait_for_port,
+)
 
 FEDSCAN = [sys.executable, "-m", "fedscan"]
 
 
 def fedscan(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*FEDSCAN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*FEDSCAN, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def start(args: list[str], cwd: Path, log: str) -> subprocess.Popen:
     with open(cwd / log, "w") as output:
-        return subprocess.Popen([*FEDSCAN, *args], cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            [*FEDSCAN, *args],
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def group_gone(process: subprocess.Popen) -> bool:
@@ -43,12 +61,17 @@ def group_gone(process: subprocess.Popen) -> bool:
     return False
 
 
-def site_toml(folder: Path, name: str, *, port: int, ca: str = "certs/ca.crt", file: str = "") -> Path:
+def site_toml(
+    folder: Path, name: str, *, port: int, ca: str = "certs/ca.crt", file: str = ""
+) -> Path:
     path = folder / (file or f"{name}.toml")
-    path.write_text(f'[site]\nname = "{name}"\nstate-dir = "{name}-state"\n\n[data]\ndir = "sites/{name}"\n'
-                    f'cache-dir = "cache"\n\n[privacy]\nmax-epsilon-per-run = 8.0\nmax-epsilon-lifetime = 20.0\n'
-                    f'delta = 1e-4\nmin-samples = 10\n\n[coordinator]\naddress = "127.0.0.1:{port}"\n'
-                    f'ca-certificate = "{ca}"\n\n[auth]\nprivate-key = "keys/{name}.key"\n')
+    path.write_text(
+        f'[site]\nname = "{name}"\nstate-dir = "{name}-state"\n\n[data]\ndir = "sites/{name}"\n'
+        'cache-dir = "cache"\n\n[privacy]\nmax-epsilon-per-run = 8.0\nmax-epsilon-lifetime = '
+        "20.0\n"
+        f'delta = 1e-4\nmin-samples = 10\n\n[coordinator]\naddress = "127.0.0.1:{port}"\n'
+        f'ca-certificate = "{ca}"\n\n[auth]\nprivate-key = "keys/{name}.key"\n'
+    )
     return path
 
 
@@ -56,27 +79,53 @@ def site_toml(folder: Path, name: str, *, port: int, ca: str = "certs/ca.crt", f
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("deployment")
     generate_sites(root / "sites", SynthConfig(sites=2, images_per_site=40, seed=5))
-    for args in (["certs", "init"], ["certs", "server", "--host", "localhost", "--host", "127.0.0.1"],
-                 ["certs", "site", "site-0", "--out", "keys"], ["certs", "site", "site-1", "--out", "keys"],
-                 ["certs", "site", "intruder", "--out", "keys"]):
+    for args in (
+        ["certs", "init"],
+        ["certs", "server", "--host", "localhost", "--host", "127.0.0.1"],
+        ["certs", "site", "site-0", "--out", "keys"],
+        ["certs", "site", "site-1", "--out", "keys"],
+        ["certs", "site", "intruder", "--out", "keys"],
+    ):
         assert fedscan(*args, cwd=root).returncode == 0
     fleet, control = free_port(), free_port()
     (root / "coordinator.toml").write_text(
-        f'[coordinator]\nfleet-address = "127.0.0.1:{fleet}"\ncontrol-address = "127.0.0.1:{control}"\n'
+        f'[coordinator]\nfleet-address = "127.0.0.1:{fleet}"\ncontrol-address = '
+        f'"127.0.0.1:{control}"\n'
         'state-dir = "coordinator-state"\n\n[tls]\nca-certificate = "certs/ca.crt"\n'
-        'certificate = "certs/server.crt"\nprivate-key = "certs/server.key"\n')
-    coordinator = start(["server", "start", "--config", "coordinator.toml"], root, "coordinator.log")
+        'certificate = "certs/server.crt"\nprivate-key = "certs/server.key"\n'
+    )
+    coordinator = start(
+        ["server", "start", "--config", "coordinator.toml"], root, "coordinator.log"
+    )
     processes = [coordinator]
     try:
-        assert wait_for_port(control) and wait_for_port(fleet), "the coordinator did not start listening"
+        assert wait_for_port(control) and wait_for_port(fleet), (
+            "the coordinator did not start listening"
+        )
         for name in ("site-0", "site-1"):
-            added = fedscan("server", "sites", "add", name, f"keys/{name}.pub", "--config", "coordinator.toml", cwd=root)
+            added = fedscan(
+                "server",
+                "sites",
+                "add",
+                name,
+                f"keys/{name}.pub",
+                "--config",
+                "coordinator.toml",
+                cwd=root,
+            )
             assert added.returncode == 0, added.stderr
-            processes.append(start(["client", "start", "--config", str(site_toml(root, name, port=fleet))], root,
-                                   f"{name}.log"))
+            processes.append(
+                start(
+                    ["client", "start", "--config", str(site_toml(root, name, port=fleet))],
+                    root,
+                    f"{name}.log",
+                )
+            )
         yield {"root": root, "fleet": fleet, "processes": processes}
     finally:
-        tree = [pid for p in processes for pid in (p.pid, *descendants(p.pid))]  # Flower's helpers included
+        tree = [
+            pid for p in processes for pid in (p.pid, *descendants(p.pid))
+        ]  # Flower's helpers included
         for process in reversed(processes):
             stop_process_group(process, grace_s=20)
         assert all(group_gone(p) for p in processes), "a deployment process outlived the test"
@@ -85,9 +134,11 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 def test_two_dp_rounds_over_tls_with_authenticated_sites(federation: dict) -> None:
     root = federation["root"]
-    (root / "run.toml").write_text('[run]\ncoordinator-config = "coordinator.toml"\nrounds = 2\nmin-sites = 2\n'
-                                   'local-epochs = 1\nbatch-size = 16\nepsilon = 8.0\ndelta = 1e-4\n'
-                                   'join-timeout-s = 120\nround-timeout-s = 300\n')
+    (root / "run.toml").write_text(
+        '[run]\ncoordinator-config = "coordinator.toml"\nrounds = 2\nmin-sites = 2\n'
+        "local-epochs = 1\nbatch-size = 16\nepsilon = 8.0\ndelta = 1e-4\n"
+        "join-timeout-s = 120\nround-timeout-s = 300\n"
+    )
     result = fedscan("run", "--config", "run.toml", "--timeout", "420", cwd=root, timeout=480)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "round 2" in result.stdout and "completed" in result.stdout
@@ -109,11 +160,15 @@ def test_two_dp_rounds_over_tls_with_authenticated_sites(federation: dict) -> No
 def test_the_same_sites_serve_a_dp_segmentation_run(federation: dict) -> None:
     """The sites' labels CSV names masks too: a segmentation run needs no change at the sites."""
     root = federation["root"]
-    (root / "segmentation.toml").write_text('[run]\ncoordinator-config = "coordinator.toml"\ntask = "segmentation"\n'
-                                            'rounds = 1\nmin-sites = 2\nlocal-epochs = 1\nbatch-size = 16\n'
-                                            'delta = 1e-4\njoin-timeout-s = 120\nround-timeout-s = 300\n')
+    (root / "segmentation.toml").write_text(
+        '[run]\ncoordinator-config = "coordinator.toml"\ntask = "segmentation"\n'
+        "rounds = 1\nmin-sites = 2\nlocal-epochs = 1\nbatch-size = 16\n"
+        "delta = 1e-4\njoin-timeout-s = 120\nround-timeout-s = 300\n"
+    )
     before = set((root / "coordinator-state" / "runs").iterdir())
-    result = fedscan("run", "--config", "segmentation.toml", "--timeout", "420", cwd=root, timeout=480)
+    result = fedscan(
+        "run", "--config", "segmentation.toml", "--timeout", "420", cwd=root, timeout=480
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Dice" in result.stdout and "completed" in result.stdout
     (run_dir,) = set((root / "coordinator-state" / "runs").iterdir()) - before
@@ -137,8 +192,13 @@ def test_a_site_with_an_unregistered_key_is_refused(federation: dict) -> None:
 def test_a_site_with_the_wrong_ca_fails_its_preflight(federation: dict, tmp_path: Path) -> None:
     root = federation["root"]
     assert fedscan("certs", "init", "--out", str(tmp_path / "other-ca"), cwd=root).returncode == 0
-    config = site_toml(root, "site-0", port=federation["fleet"], ca=str(tmp_path / "other-ca" / "ca.crt"),
-                       file="wrong-ca.toml")
+    config = site_toml(
+        root,
+        "site-0",
+        port=federation["fleet"],
+        ca=str(tmp_path / "other-ca" / "ca.crt"),
+        file="wrong-ca.toml",
+    )
     result = fedscan("client", "check", "--config", str(config), cwd=root)
     assert result.returncode == 2
     assert "FAIL coordinator" in result.stdout and "does not trust" in result.stdout
@@ -149,13 +209,21 @@ def test_a_plaintext_connection_to_the_tls_fleet_port_fails(federation: dict) ->
     with grpc.insecure_channel(address) as plain:
         with pytest.raises(grpc.FutureTimeoutError):
             grpc.channel_ready_future(plain).result(timeout=5)
-    credentials = grpc.ssl_channel_credentials((federation["root"] / "certs" / "ca.crt").read_bytes())
-    with grpc.secure_channel(address, credentials) as secure:  # positive control: TLS with the CA connects
+    credentials = grpc.ssl_channel_credentials(
+        (federation["root"] / "certs" / "ca.crt").read_bytes()
+    )
+    with grpc.secure_channel(
+        address, credentials
+    ) as secure:  # positive control: TLS with the CA connects
         grpc.channel_ready_future(secure).result(timeout=10)
 
 
 def test_a_coordinator_without_certificates_refuses_to_start(tmp_path: Path) -> None:
     (tmp_path / "coordinator.toml").write_text('[coordinator]\nstate-dir = "state"\n')
     result = fedscan("server", "start", "--config", "coordinator.toml", cwd=tmp_path, timeout=60)
-    assert result.returncode == 2 and "no [tls] section" in result.stderr and "--insecure" in result.stderr
+    assert (
+        result.returncode == 2
+        and "no [tls] section" in result.stderr
+        and "--insecure" in result.stderr
+    )
     assert not (tmp_path / "state").exists()  # refused before anything started

@@ -20,19 +20,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedscan.cli.processes import alive, descendants, stop_process_group, wait_for_port
-from fedscan.cli.superlink import free_port
-from fedscan.common.checkpoint import load_checkpoint
-from fedscan.common.synth import SynthConfig, generate_sites
+from fedscan.common.data.synth import SynthConfig, generate_sites
+from fedscan.common.models.checkpoint import load_checkpoint
+from fedscan.common.processes import (
+    alive,
+    descendants,
+    free_port,
+    stop_process_group,
+    wait_for_port,
+)
 from tests.test_deployment import FEDSCAN, fedscan, group_gone, site_toml, start
 
 SITES = ("site-0", "site-1", "site-2")
-RUN_SETTINGS = ('coordinator-config = "coordinator.toml"\nlocal-epochs = 1\nbatch-size = 16\n'
-                'cross-site = false\nseed = 11\n')
+RUN_SETTINGS = (
+    'coordinator-config = "coordinator.toml"\nlocal-epochs = 1\nbatch-size = 16\n'
+    "cross-site = false\nseed = 11\n"
+)
 
 
 def kill_tree(process: subprocess.Popen) -> list[int]:
-    """SIGKILL a process and everything it started (Flower's helpers run in sessions of their own)."""
+    """SIGKILL a process and everything it started (Flower's helpers run in sessions of their
+    own)."""
     tree = [process.pid, *descendants(process.pid)]
     for pid in tree:
         try:
@@ -61,22 +69,34 @@ class Deployment:
         self.killed: list[int] = []
 
     def start_coordinator(self) -> None:
-        self.coordinator = start(["server", "start", "--config", "coordinator.toml"], self.root,
-                                 f"coordinator-{time.monotonic_ns()}.log")
-        assert wait_for_port(self.control) and wait_for_port(self.fleet), "the coordinator did not listen"
+        self.coordinator = start(
+            ["server", "start", "--config", "coordinator.toml"],
+            self.root,
+            f"coordinator-{time.monotonic_ns()}.log",
+        )
+        assert wait_for_port(self.control) and wait_for_port(self.fleet), (
+            "the coordinator did not listen"
+        )
 
     def start_site(self, name: str) -> None:
         config = site_toml(self.root, name, port=self.fleet)
         self.logs[name] = f"{name}-{time.monotonic_ns()}.log"
-        self.sites[name] = start(["client", "start", "--config", str(config)], self.root, self.logs[name])
+        self.sites[name] = start(
+            ["client", "start", "--config", str(config)], self.root, self.logs[name]
+        )
 
     def site_log(self, name: str) -> str:
         return (self.root / self.logs[name]).read_text(errors="replace")
 
     def wait_online(self, count: int) -> None:
         def listed() -> bool:
-            return fedscan("server", "sites", "list", "--config", "coordinator.toml",
-                           cwd=self.root).stdout.count("│ online │") == count
+            return (
+                fedscan(
+                    "server", "sites", "list", "--config", "coordinator.toml", cwd=self.root
+                ).stdout.count("│ online │")
+                == count
+            )
+
         wait_until(listed, 120, f"{count} sites online")
 
     def runs(self) -> Path:
@@ -84,12 +104,19 @@ class Deployment:
 
     def submit(self, settings: str, name: str) -> subprocess.Popen:
         (self.root / f"{name}.toml").write_text(f"[run]\n{RUN_SETTINGS}{settings}")
-        return subprocess.Popen([*FEDSCAN, "run", "--config", f"{name}.toml", "--timeout", "400"], cwd=self.root,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [*FEDSCAN, "run", "--config", f"{name}.toml", "--timeout", "400"],
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
 
     def new_run_dir(self, before: set[str]) -> Path:
-        wait_until(lambda: set(p.name for p in self.runs().glob("*")) - before, 60, "the run directory")
+        wait_until(
+            lambda: set(p.name for p in self.runs().glob("*")) - before, 60, "the run directory"
+        )
         return self.runs() / (set(p.name for p in self.runs().glob("*")) - before).pop()
 
     def existing_runs(self) -> set[str]:
@@ -108,19 +135,32 @@ class Deployment:
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("resilience")
     generate_sites(root / "sites", SynthConfig(sites=3, images_per_site=40, seed=8))
-    for args in (["certs", "init"], ["certs", "server", "--host", "127.0.0.1"],
-                 *(["certs", "site", name, "--out", "keys"] for name in SITES)):
+    for args in (
+        ["certs", "init"],
+        ["certs", "server", "--host", "127.0.0.1"],
+        *(["certs", "site", name, "--out", "keys"] for name in SITES),
+    ):
         assert fedscan(*args, cwd=root).returncode == 0
     setup = Deployment(root)
     (root / "coordinator.toml").write_text(
         f'[coordinator]\nfleet-address = "127.0.0.1:{setup.fleet}"\n'
         f'control-address = "127.0.0.1:{setup.control}"\nstate-dir = "coordinator-state"\n\n[tls]\n'
-        'ca-certificate = "certs/ca.crt"\ncertificate = "certs/server.crt"\nprivate-key = "certs/server.key"\n')
+        'ca-certificate = "certs/ca.crt"\ncertificate = "certs/server.crt"\nprivate-key = '
+        '"certs/server.key"\n'
+    )
     setup.start_coordinator()
     try:
         for name in SITES:
-            added = fedscan("server", "sites", "add", name, f"keys/{name}.pub", "--config", "coordinator.toml",
-                            cwd=root)
+            added = fedscan(
+                "server",
+                "sites",
+                "add",
+                name,
+                f"keys/{name}.pub",
+                "--config",
+                "coordinator.toml",
+                cwd=root,
+            )
             assert added.returncode == 0, added.stderr
             setup.start_site(name)
         yield setup
@@ -134,66 +174,103 @@ def _finish(process: subprocess.Popen, timeout: float = 420) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-def test_a_site_killed_mid_round_does_not_stall_it_and_rejoins_later(deployment: Deployment) -> None:
+def test_a_site_killed_mid_round_does_not_stall_it_and_rejoins_later(
+    deployment: Deployment,
+) -> None:
     deployment.wait_online(3)
     before = deployment.existing_runs()
-    runner = deployment.submit("rounds = 6\nmin-sites = 2\nround-timeout-s = 40\njoin-timeout-s = 120\n"
-                               "epsilon = 8.0\ndelta = 1e-4\n", "churn")
+    runner = deployment.submit(
+        "rounds = 6\nmin-sites = 2\nround-timeout-s = 40\njoin-timeout-s = 120\n"
+        "epsilon = 8.0\ndelta = 1e-4\n",
+        "churn",
+    )
     run_dir = deployment.new_run_dir(before)
     # Round 1 is aggregated: round 2's messages are out and the sites are training.
     # Killed once it has taken round 2's message: mid-round, its reply will never come.
-    wait_until(lambda: deployment.site_log("site-2").count("Receiving: train message") >= 2, 240, "round 2")
+    wait_until(
+        lambda: deployment.site_log("site-2").count("Receiving: train message") >= 2, 240, "round 2"
+    )
     deployment.killed += kill_tree(deployment.sites["site-2"])
     time.sleep(2.0)
     deployment.start_site("site-2")
     code, output = _finish(runner)
     assert code == 0, output
-    trained = {line["round"]: sorted(line["train"]) for line in map(json.loads, (run_dir / "metrics.jsonl")
-                                                                    .read_text().splitlines())}
+    trained = {
+        line["round"]: sorted(line["train"])
+        for line in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    }
     assert trained[1] == list(SITES)
     assert trained[2] == ["site-0", "site-1"]  # the round went on with the two that answered
-    # Flower lists the dead process as online for up to 2 missed 30 s heartbeats; then the restarted one joins.
+    # Flower lists the dead process as online for up to 2 missed 30 s heartbeats; then the
+    # restarted one joins.
     assert any("site-2" in trained[r] for r in (3, 4, 5, 6)), f"site-2 never rejoined: {trained}"
 
 
 @pytest.mark.slow
-def test_a_coordinator_killed_at_a_random_round_resumes_to_the_same_weights(deployment: Deployment) -> None:
-    settings = "rounds = 3\nmin-sites = 3\nround-timeout-s = 120\njoin-timeout-s = 120\ndp = false\n"
+def test_a_coordinator_killed_at_a_random_round_resumes_to_the_same_weights(
+    deployment: Deployment,
+) -> None:
+    settings = (
+        "rounds = 3\nmin-sites = 3\nround-timeout-s = 120\njoin-timeout-s = 120\ndp = false\n"
+    )
     before = deployment.existing_runs()
     code, output = _finish(deployment.submit(settings, "reference"))
     assert code == 0, output
     reference = deployment.new_run_dir(before)
 
-    kill_after = random.Random().randint(1, 2)  # the checkpointed round; the kill lands in the next one
+    kill_after = random.Random().randint(
+        1, 2
+    )  # the checkpointed round; the kill lands in the next one
     print(f"killing the coordinator during round {kill_after + 1}")
     before = deployment.existing_runs()
     runner = deployment.submit(settings, "interrupted")
     run_dir = deployment.new_run_dir(before)
-    wait_until(lambda: (run_dir / "checkpoints" / f"round-{kill_after:05d}.ckpt").is_file(), 240, "the round")
+    wait_until(
+        lambda: (run_dir / "checkpoints" / f"round-{kill_after:05d}.ckpt").is_file(),
+        240,
+        "the round",
+    )
     time.sleep(random.Random().uniform(0.0, 1.0))
     deployment.killed += kill_tree(deployment.coordinator)
     code, output = _finish(runner, timeout=120)
     assert code != 0 and f"--resume {run_dir.name}" in output, output
 
     deployment.start_coordinator()
-    resumed = fedscan("run", "--config", "interrupted.toml", "--resume", run_dir.name, "--timeout", "400",
-                      cwd=deployment.root, timeout=480)
+    resumed = fedscan(
+        "run",
+        "--config",
+        "interrupted.toml",
+        "--resume",
+        run_dir.name,
+        "--timeout",
+        "400",
+        cwd=deployment.root,
+        timeout=480,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     log = fedscan("logs", run_dir.name, "--config", "coordinator.toml", cwd=deployment.root).stdout
     resumed_after = int(re.search(r"Resuming run \S+ after round (\d+)", log).group(1))
     assert resumed_after >= kill_after  # so at most round kill_after + 1 was computed twice
-    assert [json.loads(line)["round"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert [
+        json.loads(line)["round"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ] == [1, 2, 3]
     expected = load_checkpoint(reference / "final.pt")[0].state_dict()
     actual = load_checkpoint(run_dir / "final.pt")[0].state_dict()
     assert all(torch.equal(expected[key], actual[key]) for key in expected)
 
 
-def test_a_quorum_that_cannot_be_met_ends_the_run_with_a_clear_message(deployment: Deployment) -> None:
+def test_a_quorum_that_cannot_be_met_ends_the_run_with_a_clear_message(
+    deployment: Deployment,
+) -> None:
     started = time.monotonic()
-    code, output = _finish(deployment.submit("rounds = 2\nmin-sites = 4\njoin-timeout-s = 15\n", "quorum"),
-                           timeout=200)
+    code, output = _finish(
+        deployment.submit("rounds = 2\nmin-sites = 4\njoin-timeout-s = 15\n", "quorum"), timeout=200
+    )
     assert code != 0 and "Only 3 of the 4 required sites connected within 15 s" in output, output
     assert time.monotonic() - started < 15 + 60
-    server_apps = [pid for pid in descendants(deployment.coordinator.pid)
-                   if "serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+    server_apps = [
+        pid
+        for pid in descendants(deployment.coordinator.pid)
+        if "serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    ]
     wait_until(lambda: not [pid for pid in server_apps if alive(pid)], 20, "the ServerApp to exit")

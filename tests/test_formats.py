@@ -16,25 +16,24 @@ import torch
 from flwr.app import Message
 
 from fedscan.client.app import make_client_app
+from fedscan.client.ledger import PrivacyLedger
 from fedscan.client.releases import load_release
-from fedscan.common.cache import DecodeCache, settings_key
-from fedscan.common.checkpoint import load_checkpoint
-from fedscan.common.config import RunConfig
-from fedscan.common.crosssite import CrossSiteMatrix
-from fedscan.common.dicom import DecodeOptions
+from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.data.sources import FolderSource
+from fedscan.common.data.synth import SynthConfig, generate_sites
 from fedscan.common.errors import REPLY_CODES
-from fedscan.common.ingest import IngestSettings, ingest_site
-from fedscan.common.labels import LabelSpec
-from fedscan.common.ledger import PrivacyLedger
+from fedscan.common.ingest.cache import DecodeCache, settings_key
+from fedscan.common.ingest.dicom import DecodeOptions
+from fedscan.common.ingest.labels import LabelSpec
+from fedscan.common.ingest.scan import IngestSettings, ingest_site
+from fedscan.common.metrics.crosssite import CrossSiteMatrix
+from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.privacy import PrivacyConfig
-from fedscan.common.sources import FolderSource
-from fedscan.common.synth import SynthConfig, generate_sites
-from fedscan.common.training import TrainSettings
 from fedscan.server.app import run_federation
-from fedscan.server.checkpoint import load_latest
 from fedscan.server.inprocess import InProcessGrid
 from fedscan.server.report import build_report
 from fedscan.server.resume import resumable_config
+from fedscan.server.round_checkpoint import load_latest
 from fedscan.server.rundir import RunDirectory
 from tests.helpers import site_resolver
 
@@ -55,8 +54,9 @@ def test_an_old_run_directory_reads_back_and_reports(tmp_path: Path) -> None:
     assert [line["round"] for line in history] == [1, 2]
     config = RunConfig.from_flat(run_dir.read_run_config())
     stored = json.loads((RUN / "config.json").read_text())
-    assert {k: v for k, v in config.to_json().items() if k != "fedscan_version"} == \
-        {k: v for k, v in stored.items() if k != "fedscan_version"}
+    assert {k: v for k, v in config.to_json().items() if k != "fedscan_version"} == {
+        k: v for k, v in stored.items() if k != "fedscan_version"
+    }
     matrix = CrossSiteMatrix.from_json(json.loads((RUN / "cross_site.json").read_text()))
     assert matrix.models == ("global", "local:site-0", "local:site-1")
     report, card = build_report(run_dir.path)
@@ -72,7 +72,10 @@ def test_an_old_round_checkpoint_resumes_with_the_final_weights(tmp_path: Path) 
     assert all(torch.equal(checkpoint.arrays[key], final[key]) for key in final)
     assert meta["threshold"] == json.loads((RUN / "histograms.json").read_text())["threshold"]
     run_dir.write_status("failed", reason="killed")  # a run that died can be resumed
-    assert resumable_config(run_dir).to_flat() == RunConfig.from_flat(run_dir.read_run_config()).to_flat()
+    assert (
+        resumable_config(run_dir).to_flat()
+        == RunConfig.from_flat(run_dir.read_run_config()).to_flat()
+    )
 
 
 def test_an_old_ledger_and_stored_release_keep_their_spend(tmp_path: Path) -> None:
@@ -102,11 +105,13 @@ def test_an_old_decode_cache_is_hit_for_every_file(tmp_path: Path) -> None:
 def test_configuration_forms_are_unchanged() -> None:
     stored = json.loads((FIXTURES / "configs.json").read_text())
     assert RunConfig().to_flat() == stored["default_flat"]
-    assert {k: v for k, v in RunConfig().to_message().items() if k != "fedscan-version"} == \
-        stored["default_message"]
+    assert {k: v for k, v in RunConfig().to_message().items() if k != "fedscan-version"} == stored[
+        "default_message"
+    ]
     assert RunConfig.from_flat({"task": "segmentation"}).to_flat() == stored["segmentation_flat"]
-    assert {k: v for k, v in RunConfig().to_json().items() if k != "fedscan_version"} == \
-        stored["default_json"]
+    assert {k: v for k, v in RunConfig().to_json().items() if k != "fedscan_version"} == stored[
+        "default_json"
+    ]
     assert {code: list(reply) for code, reply in REPLY_CODES.items()} == stored["reply_codes"]
 
 
@@ -114,7 +119,10 @@ def _shape(message: Message) -> dict:
     shape = {}
     for name, record in message.content.items():
         kind = type(record).__name__
-        shape[name] = {"kind": kind, **({} if kind == "ArrayRecord" else {"keys": sorted(record.keys())})}
+        shape[name] = {
+            "kind": kind,
+            **({} if kind == "ArrayRecord" else {"keys": sorted(record.keys())}),
+        }
     return shape
 
 
@@ -122,26 +130,34 @@ class _RecordingGrid(InProcessGrid):
     """Notes the shape of every message both ways, as the capture at 8a71df7 did."""
 
     def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+        super().__init__(*args)
         self.log: list[dict] = []
 
-    def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
+    def send_and_receive(self, messages, *, timeout=None):
         messages = list(messages)
         replies = list(super().send_and_receive(messages, timeout=timeout))
-        self.log += [{"direction": "to-site", "type": m.metadata.message_type, "content": _shape(m)}
-                     for m in messages]
+        self.log += [
+            {"direction": "to-site", "type": m.metadata.message_type, "content": _shape(m)}
+            for m in messages
+        ]
         for reply in replies:
             entry = {"direction": "from-site", "type": reply.metadata.message_type}
-            entry.update({"error": [reply.error.code, reply.error.reason]} if reply.has_error()
-                         else {"content": _shape(reply)})
+            entry.update(
+                {"error": [reply.error.code, reply.error.reason]}
+                if reply.has_error()
+                else {"content": _shape(reply)}
+            )
             self.log.append(entry)
         return replies
 
 
 def _distinct(log: list[dict]) -> list[dict]:
     seen: set[str] = set()
-    return [entry for entry in log
-            if (key := json.dumps(entry, sort_keys=True)) not in seen and not seen.add(key)]
+    return [
+        entry
+        for entry in log
+        if (key := json.dumps(entry, sort_keys=True)) not in seen and not seen.add(key)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -149,22 +165,63 @@ def capture_sites(tmp_path_factory: pytest.TempPathFactory) -> list[FolderSource
     """The capture's two sites, decoded once for the three federations."""
     root = tmp_path_factory.mktemp("capture")
     sites = generate_sites(root / "sites", SynthConfig(sites=2, images_per_site=24, seed=2))
-    return [FolderSource(f"site-{i}", str(path), cache_dir=str(root / "cache")) for i, path in enumerate(sites)]
+    return [
+        FolderSource(f"site-{i}", str(path), cache_dir=str(root / "cache"))
+        for i, path in enumerate(sites)
+    ]
 
 
 @pytest.mark.parametrize("kind", ["classification", "classical", "segmentation"])
-def test_messages_have_the_shapes_they_had(kind: str, capture_sites: list[FolderSource], flower_identity,
-                                          tmp_path: Path) -> None:
+def test_messages_have_the_shapes_they_had(
+    kind: str, capture_sites: list[FolderSource], flower_identity, tmp_path: Path
+) -> None:
     fast = {"local_epochs": 1, "batch_size": 8, "augment": False}
     privacy = PrivacyConfig(epsilon=8.0, delta=1e-4)
     config = {
-        "classification": RunConfig(rounds=2, min_sites=2, train=TrainSettings(**fast), privacy=privacy),
-        "classical": RunConfig(rounds=1, min_sites=2, cross_site=False, privacy=privacy,
-                               train=TrainSettings(model="hog-logreg", **fast)),
-        "segmentation": RunConfig(rounds=1, min_sites=2, cross_site=False, privacy=privacy,
-                                  train=TrainSettings(model="unet", task="segmentation", learning_rate=0.1,
-                                                      **fast)),
+        "classification": RunConfig(
+            rounds=2, min_sites=2, train=TrainSettings(**fast), privacy=privacy
+        ),
+        "classical": RunConfig(
+            rounds=1,
+            min_sites=2,
+            cross_site=False,
+            privacy=privacy,
+            train=TrainSettings(model="hog-logreg", **fast),
+        ),
+        "segmentation": RunConfig(
+            rounds=1,
+            min_sites=2,
+            cross_site=False,
+            privacy=privacy,
+            train=TrainSettings(model="unet", task="segmentation", learning_rate=0.1, **fast),
+        ),
     }[kind]
-    grid = _RecordingGrid(make_client_app(site_resolver(capture_sites, tmp_path / "state"), device="cpu"), 2)
+    grid = _RecordingGrid(
+        make_client_app(site_resolver(capture_sites, tmp_path / "state"), device="cpu"), 2
+    )
     run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
     assert _distinct(grid.log) == json.loads((FIXTURES / "messages.json").read_text())[kind]
+
+
+def test_without_dp_the_same_seed_trains_what_0_1_trained(
+    capture_sites: list[FolderSource], flower_identity, tmp_path: Path
+) -> None:
+    stored = json.loads((FIXTURES / "training.json").read_text())
+    config = RunConfig.from_flat(stored["config"])
+    grid = InProcessGrid(
+        make_client_app(site_resolver(capture_sites, tmp_path / "state"), device="cpu"), 2
+    )
+    result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+    for now, then in zip(result.history, stored["history"], strict=True):
+        assert now["pooled"] == pytest.approx(then["pooled"], rel=1e-6, nan_ok=True)
+        assert now["aggregated"] == pytest.approx(then["aggregated"], rel=1e-6, nan_ok=True)
+        for site, metrics in then["evaluate"].items():
+            assert {
+                k: v for k, v in now["evaluate"][site].items() if k in metrics
+            } == pytest.approx(metrics, rel=1e-6, nan_ok=True)
+    weights = torch.load(result.final_model, weights_only=True)
+    for name, values in stored["weights"].items():
+        tensor = weights[name].double()
+        assert tensor.flatten()[:8].tolist() + [float(tensor.sum())] == pytest.approx(
+            values, rel=1e-5, abs=1e-7
+        )

@@ -15,16 +15,35 @@ FEDSCAN = [sys.executable, "-m", "fedscan"]
 
 def _simulate(tmp_path: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200", "FEDSCAN_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run([*FEDSCAN, "simulate", "--out", str(tmp_path / "runs"), *args],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*FEDSCAN, "simulate", "--out", str(tmp_path / "runs"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _leftover_processes() -> list[str]:
     listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     # Zombies (<defunct>) have exited already; the sandbox's init reaps them late.
-    return [line for line in listing.splitlines() if "<defunct>" not in line
-            and any(name in line for name in ("ray::", "raylet", "gcs_server", "flower-superlink",
-                                              "flower-superexec", "flwr-simulation"))]
+    return [
+        line
+        for line in listing.splitlines()
+        if "<defunct>" not in line
+        and any(
+            name in line
+            for name in (
+                "ray::",
+                "raylet",
+                "gcs_server",
+                "flower-superlink",
+                "flower-superexec",
+                "flwr-simulation",
+            )
+        )
+    ]
 
 
 def _only_run(tmp_path: Path) -> Path:
@@ -33,18 +52,32 @@ def _only_run(tmp_path: Path) -> Path:
 
 
 def test_small_dp_federation_over_site_folders_runs_on_the_simulation_engine(
-        tmp_path: Path, synthetic_sites: list[Path]) -> None:
+    tmp_path: Path, synthetic_sites: list[Path]
+) -> None:
     before = _leftover_processes()
     folders = ",".join(str(p) for p in synthetic_sites[:2])
-    result = _simulate(tmp_path, "--data", f"dicom:{folders}", "--rounds", "2",
-                       "--local-epochs", "1", "--delta", "1e-4", "--epsilon", "6")
+    result = _simulate(
+        tmp_path,
+        "--data",
+        f"dicom:{folders}",
+        "--rounds",
+        "2",
+        "--local-epochs",
+        "1",
+        "--delta",
+        "1e-4",
+        "--epsilon",
+        "6",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Final" in result.stdout and "Traceback" not in result.stdout + result.stderr
     run_dir = _only_run(tmp_path)
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["round"] for x in lines] == [1, 2]
     assert sorted(lines[-1]["epsilon"]) == ["site-0", "site-1"]  # the folders' names
-    assert len(list((tmp_path / "cache").rglob("*.entry"))) == 80  # each site decoded once, into the cache
+    assert (
+        len(list((tmp_path / "cache").rglob("*.entry"))) == 80
+    )  # each site decoded once, into the cache
     assert all(0 < eps <= 6 * 1.001 for eps in lines[-1]["epsilon"].values())
     assert (run_dir / "final.pt").is_file() and (run_dir / "final.json").is_file()
     assert _leftover_processes() == before  # SuperLink, SuperExec and Ray all stopped
@@ -54,8 +87,19 @@ def test_small_dp_federation_over_site_folders_runs_on_the_simulation_engine(
 
 def test_a_failed_run_exits_1_with_the_reason_and_leaves_nothing_running(tmp_path: Path) -> None:
     before = _leftover_processes()
-    result = _simulate(tmp_path, "--sites", "2", "--rounds", "1", "--images-per-site", "30",
-                       "--local-epochs", "1", "--delta", "0.1")
+    result = _simulate(
+        tmp_path,
+        "--sites",
+        "2",
+        "--rounds",
+        "1",
+        "--images-per-site",
+        "30",
+        "--local-epochs",
+        "1",
+        "--delta",
+        "0.1",
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "delta-too-large" in result.stdout and "federation failed" in result.stderr
     assert json.loads((_only_run(tmp_path) / "status.json").read_text())["state"] == "failed"
@@ -66,23 +110,40 @@ def test_a_failed_run_exits_1_with_the_reason_and_leaves_nothing_running(tmp_pat
 def test_default_demo_reaches_the_auc_target_within_budget(tmp_path: Path) -> None:
     result = _simulate(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    final = [json.loads(x) for x in (_only_run(tmp_path) / "metrics.jsonl").read_text().splitlines()][-1]
+    final = [
+        json.loads(x) for x in (_only_run(tmp_path) / "metrics.jsonl").read_text().splitlines()
+    ][-1]
     assert final["aggregated"]["auc"] >= 0.85
     assert all(eps <= 8.0 * 1.001 for eps in final["epsilon"].values())
 
 
-def test_a_simulation_killed_mid_run_resumes_from_its_checkpoint(tmp_path: Path,
-                                                                  synthetic_sites: list[Path]) -> None:
-    from fedscan.cli.processes import descendants
+def test_a_simulation_killed_mid_run_resumes_from_its_checkpoint(
+    tmp_path: Path, synthetic_sites: list[Path]
+) -> None:
+    from fedscan.common.processes import descendants
     from tests.test_deployment_resilience import wait_until
 
     before = _leftover_processes()
     folders = ",".join(str(p) for p in synthetic_sites[:2])
-    args = ["--data", f"dicom:{folders}", "--rounds", "3", "--local-epochs", "1", "--delta", "1e-4",
-            "--no-cross-site"]
+    args = [
+        "--data",
+        f"dicom:{folders}",
+        "--rounds",
+        "3",
+        "--local-epochs",
+        "1",
+        "--delta",
+        "1e-4",
+        "--no-cross-site",
+    ]
     env = {**os.environ, "COLUMNS": "200", "FEDSCAN_CACHE_DIR": str(tmp_path / "cache")}
-    runner = subprocess.Popen([*FEDSCAN, "simulate", "--out", str(tmp_path / "runs"), *args], cwd=tmp_path,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runner = subprocess.Popen(
+        [*FEDSCAN, "simulate", "--out", str(tmp_path / "runs"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoints = tmp_path / "runs"
     wait_until(lambda: any(checkpoints.glob("*/checkpoints/round-00001.ckpt")), 300, "round 1")
     for pid in [runner.pid, *descendants(runner.pid)]:  # the CLI, its SuperLink, the ServerApp, Ray
@@ -105,11 +166,25 @@ def test_a_simulation_killed_mid_run_resumes_from_its_checkpoint(tmp_path: Path,
 
 
 def test_a_dp_segmentation_federation_runs_on_the_simulation_engine_and_evaluates(
-        tmp_path: Path, synthetic_sites: list[Path]) -> None:
+    tmp_path: Path, synthetic_sites: list[Path]
+) -> None:
     before = _leftover_processes()
     folders = ",".join(str(p) for p in synthetic_sites[:2])
-    result = _simulate(tmp_path, "--task", "segmentation", "--data", f"dicom:{folders}", "--rounds", "2",
-                       "--local-epochs", "1", "--batch-size", "16", "--delta", "1e-4")
+    result = _simulate(
+        tmp_path,
+        "--task",
+        "segmentation",
+        "--data",
+        f"dicom:{folders}",
+        "--rounds",
+        "2",
+        "--local-epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--delta",
+        "1e-4",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "model unet" in result.stdout and "pooled validation Dice" in result.stdout
     run_dir = _only_run(tmp_path)
@@ -120,12 +195,29 @@ def test_a_dp_segmentation_federation_runs_on_the_simulation_engine_and_evaluate
     assert all(0 < eps <= 8 * 1.001 for eps in lines[-1]["epsilon"].values())
     assert not (run_dir / "cross_site.json").exists()  # segmentation runs skip the AUC matrix
     assert "Dice per round" in (run_dir / "report.html").read_text()
-    evaluated = subprocess.run([*FEDSCAN, "evaluate", "--checkpoint", str(run_dir / "final.pt"), "--data",
-                                f"dicom:{synthetic_sites[2]}", "--device", "cpu"], capture_output=True, text=True,
-                               timeout=300, env={**os.environ, "FEDSCAN_CACHE_DIR": str(tmp_path / "cache")})
+    evaluated = subprocess.run(
+        [
+            *FEDSCAN,
+            "evaluate",
+            "--checkpoint",
+            str(run_dir / "final.pt"),
+            "--data",
+            f"dicom:{synthetic_sites[2]}",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "FEDSCAN_CACHE_DIR": str(tmp_path / "cache")},
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads(evaluated.stdout)
-    assert metrics["task"] == "segmentation" and metrics["n"] == 40 and {"dice", "iou", "hd95"} <= set(metrics)
+    assert (
+        metrics["task"] == "segmentation"
+        and metrics["n"] == 40
+        and {"dice", "iou", "hd95"} <= set(metrics)
+    )
     assert _leftover_processes() == before
 
 
@@ -134,5 +226,7 @@ def test_default_segmentation_demo_reaches_the_dice_target(tmp_path: Path) -> No
     """Acceptance: `fedscan simulate --task segmentation` on the default synthetic sites, DP off."""
     result = _simulate(tmp_path, "--task", "segmentation", "--no-dp")
     assert result.returncode == 0, result.stdout + result.stderr
-    final = [json.loads(x) for x in (_only_run(tmp_path) / "metrics.jsonl").read_text().splitlines()][-1]
+    final = [
+        json.loads(x) for x in (_only_run(tmp_path) / "metrics.jsonl").read_text().splitlines()
+    ][-1]
     assert final["pooled"]["dice"] >= 0.80

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from fedscan import __version__
 from fedscan.cli.main import app
-from fedscan.common.checkpoint import save_checkpoint
-from fedscan.common.models import build_model
+from fedscan.common.models.checkpoint import save_checkpoint
+from fedscan.common.models.networks import build_model
 
 runner = CliRunner()
 
@@ -21,20 +21,24 @@ def test_version() -> None:
     assert result.exit_code == 0 and __version__ in result.output
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--model", "vgg16"], "Unknown model"),
-    (["--epsilon", "0"], "epsilon must be a positive"),
-    (["--epsilon", "-3"], "epsilon must be a positive"),
-    (["--delta", "1"], "delta must be in (0, 1)"),
-    (["--data", "npz:/no/such/file.npz"], "does not exist"),
-    (["--sites", "1"], "at least 2"),
-    (["--partition", "dirichlet:-1", "--data", "npz:{npz}"], "Unknown partition"),
-    (["--data", "npz:{garbage}"], "Cannot read the npz"),
-    (["--data", "ftp://x"], "Unknown --data"),
-    (["--partition", "dirichlet:0.5"], "applies to --data npz"),
-])
-def test_bad_simulate_arguments_give_one_line_and_exit_2(args: list[str], expected: str, tmp_path: Path,
-                                                         tiny_npz: Path) -> None:
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--model", "vgg16"], "Unknown model"),
+        (["--epsilon", "0"], "epsilon must be a positive"),
+        (["--epsilon", "-3"], "epsilon must be a positive"),
+        (["--delta", "1"], "delta must be in (0, 1)"),
+        (["--data", "npz:/no/such/file.npz"], "does not exist"),
+        (["--sites", "1"], "at least 2"),
+        (["--partition", "dirichlet:-1", "--data", "npz:{npz}"], "Unknown partition"),
+        (["--data", "npz:{garbage}"], "Cannot read the npz"),
+        (["--data", "ftp://x"], "Unknown --data"),
+        (["--partition", "dirichlet:0.5"], "applies to --data npz"),
+    ],
+)
+def test_bad_simulate_arguments_give_one_line_and_exit_2(
+    args: list[str], expected: str, tmp_path: Path, tiny_npz: Path
+) -> None:
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"PK\x03\x04 truncated")
     args = [a.format(npz=tiny_npz, garbage=garbage) for a in args]
@@ -47,46 +51,92 @@ def test_bad_simulate_arguments_give_one_line_and_exit_2(args: list[str], expect
 
 
 def test_synth_writes_sites(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["synth", "--sites", "2", "--images-per-site", "10", "--out", str(tmp_path)])
+    result = runner.invoke(
+        app, ["synth", "--sites", "2", "--images-per-site", "10", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "site-1").glob("*.dcm"))) == 10
     assert (tmp_path / "site-0" / "labels.csv").is_file()
 
 
-def test_evaluate_prints_json_metrics_for_npz_and_dicom(tmp_path: Path, tiny_npz: Path,
-                                                        synthetic_sites: list[Path]) -> None:
+def test_evaluate_prints_json_metrics_for_npz_and_dicom(
+    tmp_path: Path, tiny_npz: Path, synthetic_sites: list[Path]
+) -> None:
     checkpoint = tmp_path / "final.pt"
     save_checkpoint(checkpoint, "small-cnn", build_model("small-cnn", seed=0).state_dict())
     for data in (f"npz:{tiny_npz}", f"dicom:{synthetic_sites[0]}"):
-        result = runner.invoke(app, ["evaluate", "--checkpoint", str(checkpoint), "--data", data,
-                                     "--split", "val", "--device", "cpu"])
+        result = runner.invoke(
+            app,
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                data,
+                "--split",
+                "val",
+                "--device",
+                "cpu",
+            ],
+        )
         assert result.exit_code == 0, result.output
         metrics = json.loads(result.output)
-        assert {"auc", "auc_ci_low", "auc_ci_high", "accuracy", "sensitivity", "specificity", "f1", "ece", "n",
-                "threshold"} <= set(metrics)
+        assert {
+            "auc",
+            "auc_ci_low",
+            "auc_ci_high",
+            "accuracy",
+            "sensitivity",
+            "specificity",
+            "f1",
+            "ece",
+            "n",
+            "threshold",
+        } <= set(metrics)
         assert metrics["n"] == (60 if data.startswith("npz") else 40)
 
 
-def test_evaluate_writes_plots_and_a_local_predictions_file(tmp_path: Path, synthetic_sites: list[Path]) -> None:
+def test_evaluate_writes_plots_and_a_local_predictions_file(
+    tmp_path: Path, synthetic_sites: list[Path]
+) -> None:
     checkpoint = tmp_path / "final.pt"
     save_checkpoint(checkpoint, "small-cnn", build_model("small-cnn", seed=0).state_dict())
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(checkpoint), "--data", f"dicom:{synthetic_sites[0]}",
-                                 "--device", "cpu", "--plots", str(tmp_path / "plots"),
-                                 "--predictions", str(tmp_path / "predictions.csv")])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            f"dicom:{synthetic_sites[0]}",
+            "--device",
+            "cpu",
+            "--plots",
+            str(tmp_path / "plots"),
+            "--predictions",
+            str(tmp_path / "predictions.csv"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "plots" / "roc.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "reliability.png").stat().st_size > 1000
     rows = (tmp_path / "predictions.csv").read_text().splitlines()
     assert rows[0] == "key,label,score" and len(rows) == 41
-    assert {row.split(",")[0] for row in rows[1:]} == {p.name for p in synthetic_sites[0].glob("*.dcm")}
+    assert {row.split(",")[0] for row in rows[1:]} == {
+        p.name for p in synthetic_sites[0].glob("*.dcm")
+    }
 
 
 def test_evaluate_without_checkpoint_json_is_a_clear_error(tmp_path: Path, tiny_npz: Path) -> None:
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data", f"npz:{tiny_npz}"])
+    result = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data", f"npz:{tiny_npz}"]
+    )
     assert result.exit_code == 2 and "needs both" in result.output
 
 
-def test_evaluate_with_a_mismatched_model_or_no_usable_data_is_one_line(tmp_path: Path, tiny_npz: Path) -> None:
+def test_evaluate_with_a_mismatched_model_or_no_usable_data_is_one_line(
+    tmp_path: Path, tiny_npz: Path
+) -> None:
     mismatched = tmp_path / "final.pt"
     save_checkpoint(mismatched, "small-cnn", build_model("resnet18", seed=0).state_dict())
     junk = tmp_path / "site"
@@ -95,8 +145,12 @@ def test_evaluate_with_a_mismatched_model_or_no_usable_data_is_one_line(tmp_path
     (junk / "labels.csv").write_text("file,label\na.dcm,1\n")
     good = tmp_path / "good.pt"
     save_checkpoint(good, "small-cnn", build_model("small-cnn", seed=0).state_dict())
-    for checkpoint, data, expected in ((mismatched, f"npz:{tiny_npz}", "does not hold a 'small-cnn' model"),
-                                       (good, f"dicom:{junk}", "No usable image")):
+    for checkpoint, data, expected in (
+        (mismatched, f"npz:{tiny_npz}", "does not hold a 'small-cnn' model"),
+        (good, f"dicom:{junk}", "No usable image"),
+    ):
         result = runner.invoke(app, ["evaluate", "--checkpoint", str(checkpoint), "--data", data])
         lines = [line for line in result.output.splitlines() if line.strip()]
-        assert result.exit_code == 2 and expected in result.output and len(lines) == 1, result.output
+        assert result.exit_code == 2 and expected in result.output and len(lines) == 1, (
+            result.output
+        )

@@ -1,4 +1,5 @@
-"""`fedscan data check` and `simulate --data dicom:A,B`: summaries, clear errors, no identifiers on screen."""
+"""`fedscan data check` and `simulate --data dicom:A,B`: summaries, clear errors, no identifiers on
+screen."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ def one_line_error(output: str) -> str:
     return lines[-1]
 
 
-def test_data_check_prints_the_summary_without_identifiers(synthetic_sites: list[Path], tmp_path: Path) -> None:
+def test_data_check_prints_the_summary_without_identifiers(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
     report = tmp_path / "report.json"
     result = runner.invoke(app, ["data", "check", str(synthetic_sites[0]), "--report", str(report)])
     assert result.exit_code == 0, result.output
@@ -47,27 +50,37 @@ def test_data_check_on_an_empty_or_missing_folder_is_a_clear_error(tmp_path: Pat
     assert missing.exit_code == 2 and "not a folder" in one_line_error(missing.output)
 
 
-def test_data_check_explains_a_labels_csv_without_the_needed_columns(synthetic_sites: list[Path]) -> None:
-    result = runner.invoke(app, ["data", "check", str(synthetic_sites[0]), "--label-column", "diagnosis"])
+def test_data_check_explains_a_labels_csv_without_the_needed_columns(
+    synthetic_sites: list[Path],
+) -> None:
+    result = runner.invoke(
+        app, ["data", "check", str(synthetic_sites[0]), "--label-column", "diagnosis"]
+    )
     assert result.exit_code == 2 and "no 'diagnosis' column" in one_line_error(result.output)
     result = runner.invoke(app, ["data", "check", str(synthetic_sites[0]), "--key", "SeriesDate"])
     assert result.exit_code == 2 and "Unknown label key" in one_line_error(result.output)
 
 
-def test_simulate_checks_listed_site_folders_before_starting(synthetic_sites: list[Path], tmp_path: Path) -> None:
+def test_simulate_checks_listed_site_folders_before_starting(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()
     sites = ",".join(str(p) for p in synthetic_sites[:2])
-    cases = [([f"dicom:{sites},{bare}"], "has no labels.csv"),
-             ([f"dicom:{sites}", "--sites", "3"], "disagrees with the 2 site folders"),
-             ([f"dicom:{synthetic_sites[0]}"], "at least 2")]
+    cases = [
+        ([f"dicom:{sites},{bare}"], "has no labels.csv"),
+        ([f"dicom:{sites}", "--sites", "3"], "disagrees with the 2 site folders"),
+        ([f"dicom:{synthetic_sites[0]}"], "at least 2"),
+    ]
     for args, expected in cases:
         result = runner.invoke(app, ["simulate", "--out", str(tmp_path / "runs"), "--data", *args])
         assert result.exit_code == 2, result.output
         assert expected in one_line_error(result.output)
 
 
-def test_data_check_of_a_segmentation_site_checks_every_mask(synthetic_sites: list[Path], tmp_path: Path) -> None:
+def test_data_check_of_a_segmentation_site_checks_every_mask(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
     import shutil
 
     from PIL import Image
@@ -79,27 +92,34 @@ def test_data_check_of_a_segmentation_site_checks_every_mask(synthetic_sites: li
     assert result.exit_code == 0, result.output
     assert "MASK_MISMATCH" in result.output and "│ 39" in result.output
     assert first_mask.name not in result.output
-    plain = runner.invoke(app, ["data", "check", str(site)])  # as classification: masks are not images
+    plain = runner.invoke(
+        app, ["data", "check", str(site)]
+    )  # as classification: masks are not images
     assert plain.exit_code == 0 and "│ 40" in plain.output and "MASK" not in plain.output
 
 
-def test_the_preflight_checks_the_data_for_every_task_its_labels_csv_serves(synthetic_sites: list[Path],
-                                                                           tmp_path: Path) -> None:
+def test_the_preflight_checks_the_data_for_every_task_its_labels_csv_serves(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
     import csv
     import shutil
 
-    from fedscan.cli.preflight import _data
-    from fedscan.common.site_config import load_site_config
+    from fedscan.client.preflight import _data
+    from fedscan.client.site_config import load_site_config
     from tests.cli.test_privacy_report import write_site_toml
 
     both = _data(load_site_config(write_site_toml(tmp_path, synthetic_sites[0])))
     assert both.ok and "classification: " in both.detail and "segmentation: " in both.detail
     site = Path(shutil.copytree(synthetic_sites[0], tmp_path / "masks-only"))
     rows = list(csv.DictReader(open(site / "labels.csv", newline="")))
-    with open(site / "labels.csv", "w", newline="") as handle:  # a segmentation site: no class column
+    with open(
+        site / "labels.csv", "w", newline=""
+    ) as handle:  # a segmentation site: no class column
         writer = csv.writer(handle)
         writer.writerow(["file", "mask"])
         writer.writerows((row["file"], row["mask"]) for row in rows)
     (tmp_path / "seg").mkdir()
     only = _data(load_site_config(write_site_toml(tmp_path / "seg", site)))
-    assert only.ok and only.detail.startswith("segmentation: ") and "classification" not in only.detail
+    assert (
+        only.ok and only.detail.startswith("segmentation: ") and "classification" not in only.detail
+    )

@@ -1,4 +1,5 @@
-"""site.toml → a site that trains two runs through the deployment resolver → `fedscan privacy report`."""
+"""site.toml → a site that trains two runs through the deployment resolver → `fedscan privacy
+report`."""
 
 from __future__ import annotations
 
@@ -11,35 +12,61 @@ from typer.testing import CliRunner
 
 from fedscan.cli.main import app
 from fedscan.client.app import make_client_app
-from fedscan.common.config import RunConfig
+from fedscan.client.site_config import load_site_config
+from fedscan.common.config import RunConfig, TrainSettings
 from fedscan.common.errors import ConfigError
-from fedscan.common.models import build_model
+from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
-from fedscan.common.site_config import load_site_config
-from fedscan.common.training import TrainSettings
 from tests.helpers import instruction
 
 runner = CliRunner()
 
 
 def write_site_toml(folder: Path, data_dir: Path, **privacy: object) -> Path:
-    settings = {"max-epsilon-per-run": 6.0, "max-epsilon-lifetime": 15.0, "delta": 1e-4, "min-samples": 20,
-                **privacy}
-    lines = ["[site]", 'name = "st-canary"', 'state-dir = "state"', "", "[data]", f'dir = "{data_dir}"',
-             'cache-dir = "cache"', "", "[privacy]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    settings = {
+        "max-epsilon-per-run": 6.0,
+        "max-epsilon-lifetime": 15.0,
+        "delta": 1e-4,
+        "min-samples": 20,
+        **privacy,
+    }
+    lines = [
+        "[site]",
+        'name = "st-canary"',
+        'state-dir = "state"',
+        "",
+        "[data]",
+        f'dir = "{data_dir}"',
+        'cache-dir = "cache"',
+        "",
+        "[privacy]",
+    ] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     path = folder / "site.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def train_round(site_toml: Path, run_id: str, server_round: int, epsilon: float) -> dict:
-    config = RunConfig(rounds=2, train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
-                       privacy=PrivacyConfig(epsilon=epsilon, delta=1e-4), cross_site=False)
+    config = RunConfig(
+        rounds=2,
+        train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
+        privacy=PrivacyConfig(epsilon=epsilon, delta=1e-4),
+        cross_site=False,
+    )
     settings = {**config.to_message(), "server-round": server_round, "run-id": run_id}
-    content = RecordDict({"arrays": ArrayRecord(build_model("small-cnn", seed=0).state_dict()),
-                          "config": ConfigRecord(settings)})
-    context = Context(run_id=1, node_id=7, state=RecordDict(), run_config={},
-                      node_config={"site-config": str(site_toml)})
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(build_model("small-cnn", seed=0).state_dict()),
+            "config": ConfigRecord(settings),
+        }
+    )
+    context = Context(
+        run_id=1,
+        node_id=7,
+        state=RecordDict(),
+        run_config={},
+        node_config={"site-config": str(site_toml)},
+    )
     reply = make_client_app(device="cpu")(instruction(content, "train"), context)
     assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
     return dict(reply.content["metrics"])
@@ -54,13 +81,17 @@ def test_privacy_report_after_two_runs(synthetic_sites: list[Path], tmp_path: Pa
     table = runner.invoke(app, ["privacy", "report", "--config", str(site_toml)])
     assert table.exit_code == 0, table.output
     assert "run-one" in table.output and "run-two" in table.output and "lifetime" in table.output
-    report = json.loads(runner.invoke(app, ["privacy", "report", "--config", str(site_toml), "--json"]).output)
+    report = json.loads(
+        runner.invoke(app, ["privacy", "report", "--config", str(site_toml), "--json"]).output
+    )
     one, two = report["runs"]
     assert (one["target_epsilon"], two["target_epsilon"]) == (6.0, 4.0)
     assert one["rounds_released"] == two["rounds_released"] == 2
     assert 5.9 <= one["epsilon_prv"] <= 6.0 * 1.001 and one["epsilon_rdp"] >= one["epsilon_prv"]
     life = report["lifetime"]
-    assert life["releases"] == 4 and max(one["epsilon_prv"], two["epsilon_prv"]) < life["epsilon_prv"]
+    assert (
+        life["releases"] == 4 and max(one["epsilon_prv"], two["epsilon_prv"]) < life["epsilon_prv"]
+    )
     assert life["remaining"] == pytest.approx(15.0 - life["epsilon_prv"])
 
 
@@ -68,9 +99,11 @@ def test_site_toml_mistakes_name_the_key(tmp_path: Path) -> None:
     good = write_site_toml(tmp_path, tmp_path)
     assert load_site_config(good).policy.max_epsilon_lifetime == 15.0
     assert load_site_config(good).state_dir == (tmp_path / "state").resolve()
-    for text, expected in (("max-epsilon-per-run = 6.0\nmax-epsilon-lifetime = 3.0", "at least max-epsilon-per-run"),
-                           ("max-epsilon-per-run = 6.0\nmax-epsilon-lifetime = 9.0\nepsilon = 3", "unknown key"),
-                           ("max-epsilon-lifetime = 9.0", "max-epsilon-per-run is required")):
+    for text, expected in (
+        ("max-epsilon-per-run = 6.0\nmax-epsilon-lifetime = 3.0", "at least max-epsilon-per-run"),
+        ("max-epsilon-per-run = 6.0\nmax-epsilon-lifetime = 9.0\nepsilon = 3", "unknown key"),
+        ("max-epsilon-lifetime = 9.0", "max-epsilon-per-run is required"),
+    ):
         broken = tmp_path / "broken.toml"
         broken.write_text(good.read_text().split("[privacy]")[0] + "[privacy]\n" + text + "\n")
         with pytest.raises(ConfigError, match=expected):
@@ -82,4 +115,6 @@ def test_site_toml_mistakes_name_the_key(tmp_path: Path) -> None:
 def test_the_shipped_example_site_toml_is_valid() -> None:
     example = load_site_config(Path(__file__).resolve().parents[2] / "deploy" / "site.example.toml")
     assert example.name == "st-marys" and example.policy.secure_mode
-    assert example.policy.max_epsilon_per_run == 8.0 and str(example.state_dir) == "/var/lib/fedscan"
+    assert (
+        example.policy.max_epsilon_per_run == 8.0 and str(example.state_dir) == "/var/lib/fedscan"
+    )

@@ -10,23 +10,23 @@ import sys
 import time
 from pathlib import Path
 
-import pydicom
 import numpy as np
+import pydicom
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fedscan.client import replies
 from fedscan.client.app import make_client_app
+from fedscan.client.ledger import PrivacyLedger
 from fedscan.client.releases import save_release
-from fedscan.common.config import RunConfig
+from fedscan.common import protocol
+from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import REPLY_CODES
-from fedscan.common.ledger import PrivacyLedger
-from fedscan.common.models import build_model
-from fedscan.common.pooled import BINS, ScoreHistogram
+from fedscan.common.metrics.histogram import BINS, ScoreHistogram
+from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
-from fedscan.common.sources import FolderSource
-from fedscan.common.training import TrainSettings
 from tests.helpers import instruction, node_context, site_resolver
 
 FAST = TrainSettings(local_epochs=1, batch_size=8, augment=False)
@@ -42,7 +42,9 @@ def client(synthetic_sites: list[Path], tmp_path: Path):
 def _request(config: RunConfig, message_type: str, **overrides) -> object:
     settings = {**config.to_message(), **overrides}
     arrays = ArrayRecord(build_model(config.train.model, seed=0).state_dict())
-    return instruction(RecordDict({"arrays": arrays, "config": ConfigRecord(settings)}), message_type)
+    return instruction(
+        RecordDict({"arrays": arrays, "config": ConfigRecord(settings)}), message_type
+    )
 
 
 def test_train_reply_holds_only_arrays_scalar_metrics_and_site_record(client) -> None:
@@ -60,11 +62,23 @@ def test_train_reply_holds_only_arrays_scalar_metrics_and_site_record(client) ->
 def test_nothing_identifying_leaves_the_site(client, synthetic_sites: list[Path]) -> None:
     config = RunConfig(rounds=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
     context = node_context(100, 0)
-    replies = [client(_request(config, kind, **{"server-round": 1}), context) for kind in ("train", "evaluate")]
-    wire = b"".join(pickle.dumps((dict(r.content.metric_records), dict(r.content.config_records)))
-                    for r in replies)
-    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(synthetic_sites[0].glob("*.dcm"))[:20]]
-    secrets = [str(synthetic_sites[0])] + [str(h.PatientName) for h in headers] + [h.PatientID for h in headers]
+    replies = [
+        client(_request(config, kind, **{"server-round": 1}), context)
+        for kind in ("train", "evaluate")
+    ]
+    wire = b"".join(
+        pickle.dumps((dict(r.content.metric_records), dict(r.content.config_records)))
+        for r in replies
+    )
+    headers = [
+        pydicom.dcmread(p, stop_before_pixels=True)
+        for p in sorted(synthetic_sites[0].glob("*.dcm"))[:20]
+    ]
+    secrets = (
+        [str(synthetic_sites[0])]
+        + [str(h.PatientName) for h in headers]
+        + [h.PatientID for h in headers]
+    )
     secrets += [h.AccessionNumber for h in headers] + [str(h.SOPInstanceUID) for h in headers]
     for secret in secrets:
         assert secret.encode() not in wire
@@ -100,7 +114,8 @@ def test_unexpected_failure_sends_no_local_details(synthetic_sites: list[Path]) 
         raise RuntimeError(f"cannot open {synthetic_sites[0]}/IM00001.dcm")
 
     reply = make_client_app(broken, device="cpu")(
-        _request(RunConfig(train=FAST), "evaluate"), node_context(100, 0))
+        _request(RunConfig(train=FAST), "evaluate"), node_context(100, 0)
+    )
     assert reply.has_error() and str(synthetic_sites[0]) not in reply.error.reason
 
 
@@ -118,17 +133,25 @@ def test_a_site_with_no_usable_image_refuses_without_naming_its_files(tmp_path: 
     site.mkdir()
     (site / "patient-jane-doe.dcm").write_bytes(b"garbage")
     (site / "labels.csv").write_text("file,label\npatient-jane-doe.dcm,1\n")
-    app = make_client_app(site_resolver([FolderSource("site-x", str(site))], tmp_path / "state"), device="cpu")
+    app = make_client_app(
+        site_resolver([FolderSource("site-x", str(site))], tmp_path / "state"), device="cpu"
+    )
     config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
     reply = app(_request(config, "train", **{"server-round": 1}), node_context(7, 0))
     assert reply.has_error() and reply.error.reason.startswith("data-error:")
     assert "secret" not in reply.error.reason and "jane" not in reply.error.reason
 
 
-def test_a_round_asked_for_twice_is_answered_from_the_stored_release(client, tmp_path: Path) -> None:
+def test_a_round_asked_for_twice_is_answered_from_the_stored_release(
+    client, tmp_path: Path
+) -> None:
     config = RunConfig(rounds=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
-    first = client(_request(config, "train", **{"server-round": 1, "run-id": "r1"}), node_context(100, 0))
-    again = client(_request(config, "train", **{"server-round": 1, "run-id": "r1"}), node_context(100, 0))
+    first = client(
+        _request(config, "train", **{"server-round": 1, "run-id": "r1"}), node_context(100, 0)
+    )
+    again = client(
+        _request(config, "train", **{"server-round": 1, "run-id": "r1"}), node_context(100, 0)
+    )
     assert not first.has_error() and not again.has_error()
     for key, value in first.content["arrays"].to_torch_state_dict().items():
         assert torch.equal(value, again.content["arrays"].to_torch_state_dict()[key])
@@ -136,7 +159,9 @@ def test_a_round_asked_for_twice_is_answered_from_the_stored_release(client, tmp
     assert len(PrivacyLedger(tmp_path / "state" / "site-0").releases("r1")) == 1
 
 
-def test_kill_9_mid_round_loses_no_release_and_counts_none_twice(synthetic_sites: list[Path], tmp_path: Path) -> None:
+def test_kill_9_mid_round_loses_no_release_and_counts_none_twice(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
     state = tmp_path / "state"
     command = [sys.executable, "-m", "tests.site_process", str(synthetic_sites[0]), str(state)]
     site = subprocess.Popen([*command, "1", "4"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -146,19 +171,31 @@ def test_kill_9_mid_round_loses_no_release_and_counts_none_twice(synthetic_sites
     site.send_signal(signal.SIGKILL)  # mid-round 2 (a round takes 3-4 s here)
     site.wait()
     before = PrivacyLedger(state / "site-k").epsilon(1e-4, run_id="crash-run")
-    restarted = subprocess.run([*command, "2", "4"], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    results = [json.loads(seen[1])] + [json.loads(line) for line in restarted.stdout.splitlines() if line.startswith("{")]
+    restarted = subprocess.run(
+        [*command, "2", "4"], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    results = [json.loads(seen[1])] + [
+        json.loads(line) for line in restarted.stdout.splitlines() if line.startswith("{")
+    ]
     epsilons = [r["epsilon"] for r in results]
     ledger = PrivacyLedger(state / "site-k")
     assert [r.round for r in ledger.releases("crash-run")] == [1, 2, 3, 4]
     assert epsilons == sorted(epsilons) and epsilons[0] <= before <= epsilons[1]
-    assert ledger.epsilon(1e-4, run_id="crash-run") == pytest.approx(epsilons[-1]) and epsilons[-1] <= 8.0 * 1.001
+    assert (
+        ledger.epsilon(1e-4, run_id="crash-run") == pytest.approx(epsilons[-1])
+        and epsilons[-1] <= 8.0 * 1.001
+    )
 
 
 def test_evaluate_reply_carries_a_score_histogram_of_the_validation_set(client) -> None:
     config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
     metrics = client(_request(config, "evaluate"), node_context(100, 0)).content["metrics"]
-    assert len(metrics["hist-pos"]) == len(metrics["hist-neg"]) == len(metrics["hist-score-sum"]) == BINS
+    assert (
+        len(metrics["hist-pos"])
+        == len(metrics["hist-neg"])
+        == len(metrics["hist-score-sum"])
+        == BINS
+    )
     assert sum(metrics["hist-pos"]) == metrics["positives"]
     assert sum(metrics["hist-pos"]) + sum(metrics["hist-neg"]) == metrics["num-examples"]
 
@@ -168,24 +205,37 @@ def test_a_train_reply_scores_the_received_model_first_only_when_asked(client) -
     context = node_context(100, 0)
     plain = client(_request(config, "train", **{"server-round": 1}), context)
     assert set(plain.content.metric_records) == {"metrics"}
-    asked = client(_request(config, "train", **{"server-round": 2, "evaluate-first": True}), context)
+    asked = client(
+        _request(config, "train", **{"server-round": 2, "evaluate-first": True}), context
+    )
     evaluation = asked.content.metric_records["evaluation"]
-    direct = client(_request(config, "evaluate"), context).content["metrics"]  # the same model, evaluated alone
+    direct = client(_request(config, "evaluate"), context).content[
+        "metrics"
+    ]  # the same model, evaluated alone
     assert evaluation["auc"] == direct["auc"] and evaluation["hist-pos"] == direct["hist-pos"]
-    assert set(evaluation) <= replies.EVALUATE_METRICS | replies.HISTOGRAM_KEYS
+    assert set(evaluation) <= protocol.EVALUATE_METRICS | set(protocol.HISTOGRAM_KEYS)
 
 
 def test_cross_site_evaluation_answers_for_exactly_the_models_sent(client) -> None:
     config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
-    models = {name: ArrayRecord(build_model(config.train.model, seed=seed).state_dict())
-              for seed, name in enumerate(("global", "local:site-1"))}
-    request = instruction(RecordDict({"config": ConfigRecord(config.to_message()), **models}),
-                          "evaluate.cross_site")
+    models = {
+        name: ArrayRecord(build_model(config.train.model, seed=seed).state_dict())
+        for seed, name in enumerate(("global", "local:site-1"))
+    }
+    request = instruction(
+        RecordDict({"config": ConfigRecord(config.to_message()), **models}), "evaluate.cross_site"
+    )
     reply = client(request, node_context(100, 0))
     assert set(reply.content.metric_records) == set(models) and not reply.content.array_records
     for record in reply.content.metric_records.values():
-        assert 0 <= record["auc"] <= 1 and sum(record["hist-pos"]) + sum(record["hist-neg"]) == record["num-examples"]
-    assert reply.content.metric_records["global"]["auc"] != reply.content.metric_records["local:site-1"]["auc"]
+        assert (
+            0 <= record["auc"] <= 1
+            and sum(record["hist-pos"]) + sum(record["hist-neg"]) == record["num-examples"]
+        )
+    assert (
+        reply.content.metric_records["global"]["auc"]
+        != reply.content.metric_records["local:site-1"]["auc"]
+    )
     histogram = ScoreHistogram.of(np.array([0.2]), np.array([1]))
     with pytest.raises(replies.ReplyRefused, match="exactly the models"):
         replies.cross_site_reply(request, {"global": ({"auc": 0.9}, histogram)}, "site-0")
@@ -196,9 +246,12 @@ def test_the_allow_list_refuses_unknown_metrics_and_malformed_histograms() -> No
     with pytest.raises(replies.ReplyRefused, match="allow-list"):
         replies.evaluate_reply(request, {"patient-age": 71.0}, "site-0")
     with pytest.raises(replies.ReplyRefused, match="wrong length"):
-        replies.evaluate_reply(request, {"auc": 0.9}, "site-0", histogram={"hist-pos": [1, 2]})
+        replies.evaluate_reply(
+            request, {"auc": 0.9}, "site-0", histogram=ScoreHistogram.empty(bins=2)
+        )
+    negative = ScoreHistogram(np.zeros(BINS, np.int64), np.full(BINS, -1), np.zeros(BINS))
     with pytest.raises(replies.ReplyRefused, match="non-negative integer"):
-        replies.evaluate_reply(request, {"auc": 0.9}, "site-0", histogram={"hist-neg": [-1] * BINS})
+        replies.evaluate_reply(request, {"auc": 0.9}, "site-0", histogram=negative)
 
 
 def test_a_stored_update_the_ledger_never_recorded_is_not_sent(client, tmp_path: Path) -> None:
@@ -206,6 +259,8 @@ def test_a_stored_update_the_ledger_never_recorded_is_not_sent(client, tmp_path:
     config = RunConfig(rounds=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
     state = tmp_path / "state" / "site-0"
     save_release(state, "r9", 1, {"bogus": torch.zeros(1)}, {"epsilon": 0.0})
-    reply = client(_request(config, "train", **{"server-round": 1, "run-id": "r9"}), node_context(100, 0))
+    reply = client(
+        _request(config, "train", **{"server-round": 1, "run-id": "r9"}), node_context(100, 0)
+    )
     assert not reply.has_error() and "bogus" not in reply.content["arrays"]
     assert [r.round for r in PrivacyLedger(state).releases("r9")] == [1]

@@ -24,7 +24,9 @@ def _mode(path: Path) -> int:
 
 def test_the_server_certificate_is_signed_by_the_ca_for_every_host(tmp_path: Path) -> None:
     ca = init_ca(tmp_path / "ca")
-    pair = issue_server_certificate(tmp_path / "ca", tmp_path / "server", hosts=["coord.example.org", "127.0.0.1"])
+    pair = issue_server_certificate(
+        tmp_path / "ca", tmp_path / "server", hosts=["coord.example.org", "127.0.0.1"]
+    )
     ca_cert = x509.load_pem_x509_certificate(ca.public.read_bytes())
     cert = x509.load_pem_x509_certificate(pair.public.read_bytes())
     cert.verify_directly_issued_by(ca_cert)
@@ -40,7 +42,9 @@ def test_a_site_key_pair_is_openssh_ec_and_its_halves_match(tmp_path: Path) -> N
     private = load_ssh_private_key(pair.private.read_bytes(), password=None)
     public = load_ssh_public_key(pair.public.read_bytes())
     assert private.public_key().public_numbers() == public.public_numbers()
-    assert pair.public.read_text().startswith("ecdsa-sha2-nistp384 ") and _mode(pair.private) == 0o600
+    assert (
+        pair.public.read_text().startswith("ecdsa-sha2-nistp384 ") and _mode(pair.private) == 0o600
+    )
 
 
 def test_nothing_is_overwritten_without_force(tmp_path: Path) -> None:
@@ -57,9 +61,25 @@ def test_nothing_is_overwritten_without_force(tmp_path: Path) -> None:
 
 def test_certs_commands_write_files_and_refuse_to_overwrite(tmp_path: Path) -> None:
     assert runner.invoke(app, ["certs", "init", "--out", str(tmp_path)]).exit_code == 0
-    made = runner.invoke(app, ["certs", "server", "--ca", str(tmp_path), "--out", str(tmp_path),
-                               "--host", "localhost", "--host", "127.0.0.1"])
+    made = runner.invoke(
+        app,
+        [
+            "certs",
+            "server",
+            "--ca",
+            str(tmp_path),
+            "--out",
+            str(tmp_path),
+            "--host",
+            "localhost",
+            "--host",
+            "127.0.0.1",
+        ],
+    )
     assert made.exit_code == 0 and (tmp_path / "server.crt").is_file()
-    assert runner.invoke(app, ["certs", "site", "clinic-a", "--out", str(tmp_path / "keys")]).exit_code == 0
+    assert (
+        runner.invoke(app, ["certs", "site", "clinic-a", "--out", str(tmp_path / "keys")]).exit_code
+        == 0
+    )
     again = runner.invoke(app, ["certs", "init", "--out", str(tmp_path)])
     assert again.exit_code == 2 and "--force" in again.output

@@ -1,4 +1,5 @@
-"""The classical pipeline: transforms with known answers, feature shapes, federated standardisation."""
+"""The classical pipeline: transforms with known answers, feature shapes, federated
+standardisation."""
 
 from __future__ import annotations
 
@@ -8,12 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from fedscan.common.classical import (ClassicalConfig, CropToRoi, Equalize, GaussianFilter, HogFeatures,
-                                      LbpFeatures, MedianFilter, feature_pipeline, otsu_mask)
-from fedscan.common.classical_model import hinge_loss
 from fedscan.common.errors import ConfigError
-from fedscan.common.feature_stats import norm_bound, sensitivity, site_sums, standardisation
-from fedscan.common.models import build_model, get_model_spec
+from fedscan.common.models.classical import (
+    ClassicalConfig,
+    CropToRoi,
+    Equalize,
+    GaussianFilter,
+    HogFeatures,
+    LbpFeatures,
+    MedianFilter,
+    feature_pipeline,
+    otsu_mask,
+)
+from fedscan.common.models.classical_model import hinge_loss
+from fedscan.common.models.feature_stats import norm_bound, sensitivity, site_sums, standardisation
+from fedscan.common.models.networks import build_model
+from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import calibrate_noise, epsilon_spent
 
 DEFAULTS = ClassicalConfig()
@@ -31,7 +42,9 @@ def test_otsu_keeps_the_largest_bright_component_of_a_two_level_image() -> None:
     mask = otsu_mask(_two_level())
     expected = np.zeros((64, 64), dtype=bool)
     expected[10:30, 20:44] = True
-    assert np.array_equal(mask, expected)  # the speck is above threshold but not the largest component
+    assert np.array_equal(
+        mask, expected
+    )  # the speck is above threshold but not the largest component
     assert otsu_mask(np.full((8, 8), 0.3)).all()  # a flat image has nothing to separate
 
 
@@ -97,8 +110,9 @@ def test_federated_standardisation_equals_pooled_standardisation_without_dp() ->
     rng = np.random.default_rng(2)
     sites = [rng.random((n, 50)) * 0.2 for n in (17, 40, 9)]  # within the clipping bounds
     clip = 2.0
-    mean, scale = standardisation([site_sums(f, clip_norm=clip, noise_multiplier=0.0) for f in sites],
-                                  clip_norm=clip)
+    mean, scale = standardisation(
+        [site_sums(f, clip_norm=clip, noise_multiplier=0.0) for f in sites], clip_norm=clip
+    )
     pooled = np.concatenate(sites)
     assert np.allclose(mean, pooled.mean(axis=0), atol=1e-6)
     assert np.allclose(scale, pooled.std(axis=0), atol=1e-5)
@@ -108,7 +122,9 @@ def test_dp_feature_sums_are_noised_with_the_stated_sensitivity() -> None:
     features = np.zeros((1000, 3))
     sums = site_sums(features, clip_norm=1.5, noise_multiplier=4.0, rng=np.random.default_rng(3))
     assert sums.count == 1000 and sums.total.shape == (3,)
-    draws = np.stack([site_sums(features, clip_norm=1.5, noise_multiplier=4.0).total for _ in range(400)])
+    draws = np.stack(
+        [site_sums(features, clip_norm=1.5, noise_multiplier=4.0).total for _ in range(400)]
+    )
     assert draws.std() == pytest.approx(4.0 * sensitivity(1.5), rel=0.1)
     assert sensitivity(1.5) == pytest.approx(math.sqrt(2) * 1.5)
 
@@ -126,6 +142,8 @@ def test_the_classical_models_are_linear_opacus_compatible_and_use_the_right_los
 def test_a_fixed_extra_release_is_planned_for_in_the_noise_calibration() -> None:
     plain = calibrate_noise(target_epsilon=8.0, delta=1e-5, sample_rate=0.1, total_steps=300)
     extra = [(10.0, 1.0, 1)]
-    sigma = calibrate_noise(target_epsilon=8.0, delta=1e-5, sample_rate=0.1, total_steps=300, extra=extra)
+    sigma = calibrate_noise(
+        target_epsilon=8.0, delta=1e-5, sample_rate=0.1, total_steps=300, extra=extra
+    )
     assert sigma > plain
     assert epsilon_spent([*extra, (sigma, 0.1, 300)], 1e-5) == pytest.approx(8.0, abs=0.05)

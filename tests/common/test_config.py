@@ -7,21 +7,31 @@ from pathlib import Path
 
 import pytest
 
-from fedscan.common.config import RunConfig
+from fedscan.common.config import RunConfig, SiteSettings, TrainSettings
 from fedscan.common.errors import ConfigError, ModelError
 from fedscan.common.privacy import PrivacyConfig
-from fedscan.common.training import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("config", [
-    RunConfig(),
-    RunConfig(rounds=7, strategy="fedprox", proximal_mu=0.1, seed=3,
-              train=TrainSettings(model="resnet18", learning_rate=0.01, batch_size=16, augment=False)),
-    RunConfig(privacy=PrivacyConfig(enabled=False)),
-    RunConfig(cross_site=False, train=TrainSettings(model="unet", task="segmentation", learning_rate=0.3)),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        RunConfig(),
+        RunConfig(
+            rounds=7,
+            strategy="fedprox",
+            proximal_mu=0.1,
+            seed=3,
+            train=TrainSettings(model="resnet18", learning_rate=0.01, batch_size=16, augment=False),
+        ),
+        RunConfig(privacy=PrivacyConfig(enabled=False)),
+        RunConfig(
+            cross_site=False,
+            train=TrainSettings(model="unet", task="segmentation", learning_rate=0.3),
+        ),
+    ],
+)
 def test_flat_round_trip(config: RunConfig) -> None:
     assert RunConfig.from_flat(config.to_flat()) == config
 
@@ -59,17 +69,77 @@ def test_the_task_and_the_model_must_agree_and_segmentation_takes_its_own_defaul
     with pytest.raises(ConfigError, match="Unknown task 'detection'"):
         RunConfig.from_flat({"task": "detection"})
     segmentation = RunConfig.from_flat({"task": "segmentation"})
-    assert (segmentation.train.model, segmentation.train.learning_rate, segmentation.cross_site) == ("unet", 0.1, False)
-    assert RunConfig.from_flat({"task": "segmentation", "learning-rate": 0.02}).train.learning_rate == 0.02
+    assert (
+        segmentation.train.model,
+        segmentation.train.learning_rate,
+        segmentation.cross_site,
+    ) == ("unet", 0.1, False)
+    assert (
+        RunConfig.from_flat({"task": "segmentation", "learning-rate": 0.02}).train.learning_rate
+        == 0.02
+    )
     assert segmentation.to_message()["task"] == "segmentation"
 
 
-def test_simulate_refuses_segmentation_on_an_npz_before_anything_starts(tiny_npz: Path, tmp_path: Path) -> None:
+def test_simulate_refuses_segmentation_on_an_npz_before_anything_starts(
+    tiny_npz: Path, tmp_path: Path
+) -> None:
     from typer.testing import CliRunner
 
     from fedscan.cli.main import app
 
-    result = CliRunner().invoke(app, ["simulate", "--task", "segmentation", "--data", f"npz:{tiny_npz}",
-                                      "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        app,
+        ["simulate", "--task", "segmentation", "--data", f"npz:{tiny_npz}", "--out", str(tmp_path)],
+    )
     assert result.exit_code == 2 and "npz file holds no masks" in result.output
     assert not any(tmp_path.iterdir())  # no run directory was made
+
+
+def test_flags_given_as_words_through_flwr_run_config_are_read_as_words() -> None:
+    # `flwr run --run-config 'dp="false"'` passes strings; bool("false") would be True.
+    config = RunConfig.from_flat(
+        {
+            "dp": "false",
+            "augment": "False",
+            "secure-mode": "true",
+            "cross-site": "false",
+            "tensorboard": "false",
+        }
+    )
+    assert config.privacy.enabled is False and config.train.augment is False
+    assert config.privacy.secure_mode is True and config.cross_site is False
+    with pytest.raises(ConfigError, match="dp must be true or false"):
+        RunConfig.from_flat({"dp": "no"})
+
+
+def test_a_site_reads_word_flags_in_a_request_the_same_way() -> None:
+    message = {
+        **RunConfig().to_message(),
+        "dp": "false",
+        "augment": "false",
+        "secure-mode": "false",
+    }
+    settings = SiteSettings.from_message(message)
+    assert settings.privacy.enabled is False and settings.train.augment is False
+    with pytest.raises(ConfigError, match="lacks 'epsilon'"):
+        SiteSettings.from_message({k: v for k, v in message.items() if k != "epsilon"})
+
+
+def test_options_left_unset_take_the_defaults_of_the_task_once() -> None:
+    segmentation = RunConfig.from_options(task="segmentation", rounds=None, learning_rate=None)
+    assert (
+        segmentation.train.model,
+        segmentation.train.learning_rate,
+        segmentation.cross_site,
+    ) == ("unet", 0.1, False)
+    assert RunConfig.from_options(learning_rate=0.2).train.learning_rate == 0.2
+    assert RunConfig.from_options() == RunConfig()
+    with pytest.raises(ConfigError, match="Unknown run settings: colour"):
+        RunConfig.from_options(colour="red")
+
+
+def test_the_flat_form_round_trips_and_its_keys_come_from_the_fields() -> None:
+    config = RunConfig.from_flat({"rounds": 3, "strategy": "median", "epsilon": 3.0})
+    assert RunConfig.from_flat(config.to_flat()) == config
+    assert set(config.to_message()) - {"fedscan-version"} < set(config.to_flat())

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedscan.common.crosssite import (GLOBAL_MODEL, CrossSiteMatrix, SiteEvaluation, build_matrix,
-                                      local_model_name, planned_releases)
-from fedscan.common.metrics import binary_metrics
-from fedscan.common.pooled import ScoreHistogram
-from tests.common.test_pooled import direct_auc
+from fedscan.common.metrics.classification import binary_metrics
+from fedscan.common.metrics.crosssite import CrossSiteMatrix, SiteEvaluation, build_matrix
+from fedscan.common.metrics.histogram import ScoreHistogram
+from fedscan.common.privacy import planned_releases
+from fedscan.common.protocol import GLOBAL_MODEL, local_model_name
+from tests.common.test_histogram import direct_auc
 
 
 def _site(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
@@ -26,13 +27,17 @@ def test_pooled_column_equals_the_auc_of_all_sites_scores_together() -> None:
         results[site] = {}
         for index, model in enumerate(models):
             scores, labels = _site(rng, n, 0.1 * (index + 1))
-            results[site][model] = SiteEvaluation(binary_metrics(labels, scores), ScoreHistogram.of(scores, labels))
+            results[site][model] = SiteEvaluation(
+                binary_metrics(labels, scores), ScoreHistogram.of(scores, labels)
+            )
             pooled_scores[model][0].append(scores)
             pooled_scores[model][1].append(labels)
     matrix = build_matrix(results, models=models, threshold=0.5)
     assert matrix.sites == ("a", "b", "c") and matrix.models == tuple(models)
     for model in models:
-        direct = direct_auc(np.concatenate(pooled_scores[model][0]), np.concatenate(pooled_scores[model][1]))
+        direct = direct_auc(
+            np.concatenate(pooled_scores[model][0]), np.concatenate(pooled_scores[model][1])
+        )
         assert matrix.pooled[model]["auc"] == pytest.approx(direct, abs=0.002)
         assert matrix.pooled[model]["n"] == 465
     grid = matrix.values("auc")
@@ -44,8 +49,13 @@ def test_a_site_that_did_not_evaluate_a_model_leaves_a_gap_and_the_json_round_tr
     scores, labels = _site(rng, 50, 0.3)
     evaluation = SiteEvaluation(binary_metrics(labels, scores), ScoreHistogram.of(scores, labels))
     models = [GLOBAL_MODEL, local_model_name("a")]
-    matrix = build_matrix({"a": {GLOBAL_MODEL: evaluation, models[1]: evaluation}, "b": {GLOBAL_MODEL: evaluation}},
-                          models=models, threshold=0.3, notes=["b did not evaluate local:a"], epsilon={"a": 2.5})
+    matrix = build_matrix(
+        {"a": {GLOBAL_MODEL: evaluation, models[1]: evaluation}, "b": {GLOBAL_MODEL: evaluation}},
+        models=models,
+        threshold=0.3,
+        notes=["b did not evaluate local:a"],
+        epsilon={"a": 2.5},
+    )
     assert matrix.values("auc")[1][1] is None and matrix.values("auc")[0][1] is not None
     again = CrossSiteMatrix.from_json(matrix.to_json())
     assert again.values("accuracy") == matrix.values("accuracy") and again.epsilon == {"a": 2.5}

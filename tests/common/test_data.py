@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedscan.common.data import load_npz_shard, load_npz_split, load_site, patient_split
+from fedscan.common.data.npz import load_npz_shard, load_npz_split
+from fedscan.common.data.partition import partition_indices
+from fedscan.common.data.site import load_site, patient_split
 from fedscan.common.errors import ConfigError, DataError
-from fedscan.common.partition import partition_indices
 
 
 def test_site_folder_loads_into_unit_range_tensors(synthetic_sites: list[Path]) -> None:
@@ -22,7 +23,9 @@ def test_site_folder_loads_into_unit_range_tensors(synthetic_sites: list[Path]) 
     assert site.rejected == {}
 
 
-def test_corrupt_and_truncated_files_are_reported_and_skipped(synthetic_sites: list[Path], tmp_path: Path) -> None:
+def test_corrupt_and_truncated_files_are_reported_and_skipped(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
     site = tmp_path / "site"
     shutil.copytree(synthetic_sites[0], site)
     files = sorted(site.glob("*.dcm"))
@@ -62,7 +65,10 @@ def test_adding_patients_does_not_move_existing_ones() -> None:
 def test_npz_split_and_shards(tiny_npz: Path) -> None:
     images, labels = load_npz_split(tiny_npz, "train")
     assert images.shape == (120, 28, 28) and images.max() <= 1.0
-    shards = [load_npz_shard(tiny_npz, site=i, sites=3, partition="iid", seed=0, size=28) for i in range(3)]
+    shards = [
+        load_npz_shard(tiny_npz, site=i, sites=3, partition="iid", seed=0, size=28)
+        for i in range(3)
+    ]
     assert sum(len(s.train) for s in shards) == 120
     assert sum(len(s.val) for s in shards) == 60
 
@@ -84,7 +90,7 @@ def test_partition_assigns_every_sample_once_and_is_deterministic(spec: str) -> 
     first = partition_indices([labels], 3, spec, seed=4)[0]
     again = partition_indices([labels], 3, spec, seed=4)[0]
     assert sorted(np.concatenate(first).tolist()) == list(range(300))
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
 
 
 def test_dirichlet_skews_labels_and_bad_specs_fail() -> None:

@@ -1,4 +1,5 @@
-"""Site ingestion: labels keys, duplicates, PNG/JPEG, the decode-once cache, and what the summary hides."""
+"""Site ingestion: labels keys, duplicates, PNG/JPEG, the decode-once cache, and what the summary
+hides."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from fedscan.common.decode_pool import PoolSettings
-from fedscan.common.dicom import DecodeOptions
-from fedscan.common.ingest import IngestSettings, ingest_site
-from fedscan.common.labels import LabelSpec
-from fedscan.common.rejections import Reason
+from fedscan.common.ingest.decode_pool import PoolSettings
+from fedscan.common.ingest.dicom import DecodeOptions
+from fedscan.common.ingest.labels import LabelSpec
+from fedscan.common.ingest.rejections import Reason
+from fedscan.common.ingest.scan import IngestSettings, ingest_site
 
 
 def settings(cache: Path | None = None, **options: object) -> IngestSettings:
-    return IngestSettings(32, DecodeOptions(**options), PoolSettings(workers=2, timeout_s=30),
-                          str(cache) if cache else "")
+    return IngestSettings(
+        32,
+        DecodeOptions(**options),
+        PoolSettings(workers=2, timeout_s=30),
+        str(cache) if cache else "",
+    )
 
 
 def copy_site(source: Path, target: Path) -> Path:
@@ -28,11 +33,13 @@ def copy_site(source: Path, target: Path) -> Path:
     return target
 
 
-def reasons(report) -> dict[str, int]:  # noqa: ANN001
+def reasons(report) -> dict[str, int]:
     return report.rejected_by_reason()
 
 
-def test_nested_folders_and_files_without_extension_are_found(synthetic_sites: list[Path], tmp_path: Path) -> None:
+def test_nested_folders_and_files_without_extension_are_found(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
     site = copy_site(synthetic_sites[0], tmp_path / "site")
     rows = list(csv.DictReader(open(site / "labels.csv")))
     (site / "deep" / "er").mkdir(parents=True)
@@ -53,8 +60,8 @@ def test_dicom_attribute_keys_label_images(synthetic_sites: list[Path], tmp_path
     site = synthetic_sites[0]
     samples, report = ingest_site(site, LabelSpec(key="SOPInstanceUID"), settings())
     assert report.accepted == 40
-    # The site's own labels.csv names its masks (kept out of the scan); this CSV does not, so a copy of the
-    # site without them keeps the expected rejections to unlabelled images.
+    # The site's own labels.csv names its masks (kept out of the scan); this CSV does not, so a
+    # copy of the site without them keeps the expected rejections to unlabelled images.
     site = Path(shutil.copytree(site, tmp_path / "site", ignore=shutil.ignore_patterns("masks")))
     by_patient = tmp_path / "patients.csv"
     patients = {pydicom.dcmread(p, stop_before_pixels=True).PatientID for p in site.glob("*.dcm")}
@@ -64,7 +71,9 @@ def test_dicom_attribute_keys_label_images(synthetic_sites: list[Path], tmp_path
     assert reasons(report) == {"LABEL_MISSING": 40 - report.accepted}
 
 
-def test_missing_invalid_and_duplicate_images_are_coded(synthetic_sites: list[Path], tmp_path: Path) -> None:
+def test_missing_invalid_and_duplicate_images_are_coded(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
     site = copy_site(synthetic_sites[1], tmp_path / "site")
     files = sorted(site.glob("*.dcm"))
     shutil.copy(files[0], site / "copy-of-first.dcm")  # same bytes
@@ -103,14 +112,19 @@ def test_summary_holds_counts_but_no_paths_or_identifiers(synthetic_sites: list[
     _, report = ingest_site(synthetic_sites[0], LabelSpec(), settings())
     summary = json.dumps(report.summary())
     headers = [r.header for r in report.records]
-    for secret in [r.path for r in report.records] + [h["PatientID"] for h in headers] + \
-            [h["SOPInstanceUID"] for h in headers]:
+    for secret in (
+        [r.path for r in report.records]
+        + [h["PatientID"] for h in headers]
+        + [h["SOPInstanceUID"] for h in headers]
+    ):
         assert secret not in summary
     local = json.loads(report.to_json())
     assert {f["path"] for f in local["files"]} == {r.path for r in report.records}
 
 
-def test_warm_cache_decodes_nothing_and_gives_identical_samples(synthetic_sites: list[Path], tmp_path: Path) -> None:
+def test_warm_cache_decodes_nothing_and_gives_identical_samples(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
     cold_samples, cold = ingest_site(synthetic_sites[0], LabelSpec(), settings(tmp_path / "cache"))
     warm_samples, warm = ingest_site(synthetic_sites[0], LabelSpec(), settings(tmp_path / "cache"))
     assert cold.cache["misses"] == 40 and cold.cache["written"] == 40
@@ -119,8 +133,9 @@ def test_warm_cache_decodes_nothing_and_gives_identical_samples(synthetic_sites:
     assert np.array_equal(cold_samples.labels, warm_samples.labels)
 
 
-def test_a_changed_file_or_setting_invalidates_exactly_what_it_affects(synthetic_sites: list[Path],
-                                                                       tmp_path: Path) -> None:
+def test_a_changed_file_or_setting_invalidates_exactly_what_it_affects(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
     site = copy_site(synthetic_sites[2], tmp_path / "site")
     cache = tmp_path / "cache"
     ingest_site(site, LabelSpec(), settings(cache))
@@ -134,7 +149,9 @@ def test_a_changed_file_or_setting_invalidates_exactly_what_it_affects(synthetic
     assert other_setting.cache["hits"] == 0
 
 
-def test_a_corrupt_cache_entry_is_rebuilt_not_trusted(synthetic_sites: list[Path], tmp_path: Path) -> None:
+def test_a_corrupt_cache_entry_is_rebuilt_not_trusted(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
     cache = tmp_path / "cache"
     cold_samples, _ = ingest_site(synthetic_sites[0], LabelSpec(), settings(cache))
     entries = sorted(cache.rglob("*.entry"))

@@ -8,7 +8,7 @@ from itertools import product
 import numpy as np
 import pytest
 
-from fedscan.common.metrics import binary_metrics
+from fedscan.common.metrics.classification import binary_metrics
 
 
 def _pairwise_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -24,8 +24,10 @@ def test_metrics_equal_direct_computation(seed: int) -> None:
     scores = np.round(np.clip(labels * 0.3 + rng.random(200) * 0.7, 0, 1), 2)  # with ties
     metrics = binary_metrics(labels, scores, threshold=0.5)
     predicted = scores >= 0.5
-    tp = np.sum(predicted & (labels == 1)); tn = np.sum(~predicted & (labels == 0))
-    fp = np.sum(predicted & (labels == 0)); fn = np.sum(~predicted & (labels == 1))
+    tp = np.sum(predicted & (labels == 1))
+    tn = np.sum(~predicted & (labels == 0))
+    fp = np.sum(predicted & (labels == 0))
+    fn = np.sum(~predicted & (labels == 1))
     assert metrics["auc"] == pytest.approx(_pairwise_auc(labels, scores))
     assert metrics["accuracy"] == pytest.approx((tp + tn) / 200)
     assert metrics["sensitivity"] == pytest.approx(tp / (tp + fn))

@@ -9,8 +9,9 @@ from opacus import PrivacyEngine
 from opacus.validators import ModuleValidator
 
 from fedscan.common.errors import ModelError
-from fedscan.common.models import MODELS, build_model, get_model_spec
-from fedscan.common.training import training_loss
+from fedscan.common.models.networks import build_model
+from fedscan.common.models.registry import MODELS, get_model_spec
+from fedscan.common.models.training import training_loss
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -22,18 +23,25 @@ def test_model_is_dp_compatible_and_trains_one_private_step(name: str) -> None:
     images = torch.rand(4, 1, spec.input_size, spec.input_size)
     segmentation = spec.task == "segmentation"
     labels = (images > 0.9).float() if segmentation else torch.tensor([0.0, 1.0, 0.0, 1.0])
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=2)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(images, labels), batch_size=2
+    )
     before = [p.detach().clone() for p in model.parameters()]
     engine = PrivacyEngine(accountant="prv")
     private, optimizer, loader = engine.make_private(
-        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), data_loader=loader,
-        noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode=spec.grad_sample_mode)
+        module=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        data_loader=loader,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        grad_sample_mode=spec.grad_sample_mode,
+    )
     x, y = images[:2], labels[:2]
     logits = private(x)
     assert logits.shape == ((2, 1, spec.input_size, spec.input_size) if segmentation else (2,))
     training_loss(spec.loss)(logits, y).backward()
     optimizer.step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_same_seed_same_weights_without_touching_global_rng() -> None:
@@ -42,7 +50,10 @@ def test_same_seed_same_weights_without_touching_global_rng() -> None:
     torch.manual_seed(123)
     first, second = build_model("small-cnn", seed=7), build_model("small-cnn", seed=7)
     assert torch.equal(torch.rand(1), expected_next)
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    )
 
 
 def test_unknown_model_lists_the_valid_names() -> None:
@@ -63,10 +74,12 @@ def test_unet_per_sample_gradients_under_opacus_equal_each_image_alone() -> None
     expected = []
     for index in range(3):
         model.zero_grad()
-        loss(model(images[index:index + 1]), masks[index:index + 1]).backward()
+        loss(model(images[index : index + 1]), masks[index : index + 1]).backward()
         expected.append({name: p.grad.clone() for name, p in model.named_parameters()})
     wrapped = GradSampleModule(build_model("unet", seed=1), loss_reduction="mean")
     loss(wrapped(images), masks).backward()
     for name, param in wrapped._module.named_parameters():
         for index in range(3):
-            assert torch.allclose(param.grad_sample[index], expected[index][name], atol=1e-5, rtol=1e-3), name
+            assert torch.allclose(
+                param.grad_sample[index], expected[index][name], atol=1e-5, rtol=1e-3
+            ), name

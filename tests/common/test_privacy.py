@@ -7,17 +7,27 @@ import math
 import pytest
 import torch
 
-from fedscan.common.data import ImageSet
+from fedscan.common.config import TrainSettings
+from fedscan.common.data.imageset import ImageSet
 from fedscan.common.errors import ConfigError, PrivacyError
-from fedscan.common.privacy import PrivacyConfig, calibrate_noise, check_delta, epsilon_spent, sample_rate, steps_per_epoch
-from fedscan.common.models import build_model
-from fedscan.common.training import DpStep, TrainSettings, train_local
+from fedscan.common.models.networks import build_model
+from fedscan.common.models.training import DpStep, train_local
+from fedscan.common.privacy import (
+    PrivacyConfig,
+    calibrate_noise,
+    check_delta,
+    epsilon_spent,
+    sample_rate,
+    steps_per_epoch,
+)
 
 
 def _tiny_set(count: int = 64) -> ImageSet:
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 2, (count,), generator=generator)
-    images = torch.rand(count, 1, 64, 64, generator=generator) * 0.5 + labels.view(-1, 1, 1, 1) * 0.3
+    images = (
+        torch.rand(count, 1, 64, 64, generator=generator) * 0.5 + labels.view(-1, 1, 1, 1) * 0.3
+    )
     return ImageSet(images, labels)
 
 
@@ -34,7 +44,9 @@ def test_epsilon_strictly_increases_across_rounds_and_never_resets() -> None:
     data, settings = _tiny_set(), TrainSettings(local_epochs=1, batch_size=16, augment=False)
     model, history, spent = build_model("small-cnn", seed=0), [], []
     for _ in range(3):  # three rounds, each with a fresh PrivacyEngine, composed as the ledger does
-        outcome = train_local(model, data, settings, dp=DpStep(1.1, 1.0), device=torch.device("cpu"))
+        outcome = train_local(
+            model, data, settings, dp=DpStep(1.1, 1.0), device=torch.device("cpu")
+        )
         assert outcome.steps == steps_per_epoch(64, 16)
         assert outcome.history == [(1.1, 1 / steps_per_epoch(64, 16), steps_per_epoch(64, 16))]
         history += outcome.history
@@ -50,8 +62,17 @@ def test_delta_must_be_below_one_over_n() -> None:
     assert raised.value.code == "delta-too-large"
 
 
-@pytest.mark.parametrize("kwargs", [{"epsilon": 0.0}, {"epsilon": -1.0}, {"epsilon": math.inf},
-                                    {"delta": 1.0}, {"delta": 0.0}, {"clip_norm": 0.0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"epsilon": 0.0},
+        {"epsilon": -1.0},
+        {"epsilon": math.inf},
+        {"delta": 1.0},
+        {"delta": 0.0},
+        {"clip_norm": 0.0},
+    ],
+)
 def test_invalid_privacy_settings_are_rejected(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         PrivacyConfig(**kwargs)
@@ -59,7 +80,12 @@ def test_invalid_privacy_settings_are_rejected(kwargs: dict) -> None:
 
 def test_secure_mode_trains_and_counts_every_step() -> None:
     data, settings = _tiny_set(40), TrainSettings(local_epochs=2, batch_size=8, augment=False)
-    outcome = train_local(build_model("small-cnn", seed=0), data, settings, dp=DpStep(1.0, 1.0, secure_mode=True),
-                          device=torch.device("cpu"))
+    outcome = train_local(
+        build_model("small-cnn", seed=0),
+        data,
+        settings,
+        dp=DpStep(1.0, 1.0, secure_mode=True),
+        device=torch.device("cpu"),
+    )
     assert outcome.history == [(1.0, 1 / 5, 10)] and outcome.steps == 10
     assert math.isfinite(outcome.loss)

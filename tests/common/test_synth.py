@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from fedscan.common.synth import SynthConfig, generate_sites
+from fedscan.common.data.synth import SynthConfig, generate_sites
 
 
 def _digest(folder: Path) -> str:
@@ -60,6 +60,9 @@ def test_positives_carry_extra_lung_density(synthetic_sites: list[Path]) -> None
     means = {0: [], 1: []}
     for row in rows:
         pixels = pydicom.dcmread(site / row["file"]).pixel_array.astype(float)
-        lungs = pixels[pixels.shape[0] // 3: 2 * pixels.shape[0] // 3, pixels.shape[1] // 5: 2 * pixels.shape[1] // 5]
+        lungs = pixels[
+            pixels.shape[0] // 3 : 2 * pixels.shape[0] // 3,
+            pixels.shape[1] // 5 : 2 * pixels.shape[1] // 5,
+        ]
         means[int(row["label"])].append(lungs.mean())
     assert np.mean(means[1]) > np.mean(means[0])

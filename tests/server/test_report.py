@@ -1,4 +1,5 @@
-"""The run report: report.html with inline figures, model_card.md, `fedscan report`, and a Chromium render."""
+"""The run report: report.html with inline figures, model_card.md, `fedscan report`, and a Chromium
+render."""
 
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ from typer.testing import CliRunner
 
 from fedscan.cli.main import app
 from fedscan.client.app import make_client_app
-from fedscan.common.config import RunConfig
+from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.data.sources import FolderSource
 from fedscan.common.privacy import PrivacyConfig
-from fedscan.common.sources import FolderSource
-from fedscan.common.training import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import RunDirectory
 from tests.helpers import LoopbackGrid, site_resolver
@@ -31,9 +31,15 @@ def finished_run(synthetic_sites: list[Path], tmp_path_factory: pytest.TempPathF
     try:
         root = tmp_path_factory.mktemp("report")
         sources = [FolderSource(f"site-{i}", str(p)) for i, p in enumerate(synthetic_sites[:2])]
-        grid = LoopbackGrid(make_client_app(site_resolver(sources, root / "state"), device="cpu"), 2)
-        config = RunConfig(rounds=2, train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
-                           privacy=PrivacyConfig(epsilon=8.0, delta=1e-4), tensorboard=True)
+        grid = LoopbackGrid(
+            make_client_app(site_resolver(sources, root / "state"), device="cpu"), 2
+        )
+        config = RunConfig(
+            rounds=2,
+            train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
+            privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
+            tensorboard=True,
+        )
         return run_federation(grid, config, RunDirectory.create(root / "runs")).run_dir.path
     finally:
         TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = None
@@ -47,12 +53,23 @@ def test_a_completed_run_gets_a_self_contained_report_and_model_card(finished_ru
         assert Image.open(io.BytesIO(base64.b64decode(encoded))).format == "PNG"
     assert "http://" not in page and "https://" not in page
     card = (finished_run / "model_card.md").read_text()
-    assert "| site-0 |" in card and "| site-1 |" in card and "95 % CI" in card and "config hash" in card
-    assert "| local:site-1 |" in card and "Cross-site validation AUC" in page and "Cross-site AUC" in page
+    assert (
+        "| site-0 |" in card
+        and "| site-1 |" in card
+        and "95 % CI" in card
+        and "config hash" in card
+    )
+    assert (
+        "| local:site-1 |" in card
+        and "Cross-site validation AUC" in page
+        and "Cross-site AUC" in page
+    )
     assert "hist-pos" not in (finished_run / "metrics.jsonl").read_text()
 
 
-def test_fedscan_report_rebuilds_and_explains_a_wrong_folder(finished_run: Path, tmp_path: Path) -> None:
+def test_fedscan_report_rebuilds_and_explains_a_wrong_folder(
+    finished_run: Path, tmp_path: Path
+) -> None:
     (finished_run / "report.html").unlink()
     result = CliRunner().invoke(app, ["report", str(finished_run)])
     assert result.exit_code == 0 and (finished_run / "report.html").is_file()
@@ -61,25 +78,48 @@ def test_fedscan_report_rebuilds_and_explains_a_wrong_folder(finished_run: Path,
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed")
-def test_the_report_renders_offline_in_headless_chromium(finished_run: Path, tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="Debian's chromium package is not installed"
+)
+def test_the_report_renders_offline_in_headless_chromium(
+    finished_run: Path, tmp_path: Path
+) -> None:
     screenshot = tmp_path / "report.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--no-first-run",
-                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,3200",
-                    f"--screenshot={screenshot}", (finished_run / "report.html").as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,3200",
+            f"--screenshot={screenshot}",
+            (finished_run / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     image = Image.open(screenshot)
-    assert image.size == (1200, 3200) and len(set(image.convert("L").getdata())) > 50  # not a blank page
+    assert (
+        image.size == (1200, 3200) and len(set(image.convert("L").getdata())) > 50
+    )  # not a blank page
 
 
 def test_tensorboard_events_hold_the_same_scalars_as_metrics_jsonl(finished_run: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from fedscan.server.tensorboard import EVENTS_DIR, round_scalars
+    from fedscan.server.rundir import EVENTS_DIR
+    from fedscan.server.tensorboard import round_scalars
 
     history = RunDirectory(finished_run, finished_run.name).read_metrics()
-    events = EventAccumulator(str(finished_run / EVENTS_DIR))  # written round by round during the run
+    events = EventAccumulator(
+        str(finished_run / EVENTS_DIR)
+    )  # written round by round during the run
     events.Reload()
     expected = {tag for record in history for tag in round_scalars(record)}
     assert {"pooled/auc", "auc/site-0", "epsilon/site-1", "train_loss/site-0"} <= expected
@@ -88,7 +128,10 @@ def test_tensorboard_events_hold_the_same_scalars_as_metrics_jsonl(finished_run:
         logged = {event.step: event.value for event in events.Scalars(tag)}
         wanted = {r["round"]: round_scalars(r)[tag] for r in history if tag in round_scalars(r)}
         assert logged.keys() == wanted.keys()
-        assert all(abs(logged[step] - wanted[step]) <= 1e-6 * max(1.0, abs(wanted[step])) for step in wanted)
+        assert all(
+            abs(logged[step] - wanted[step]) <= 1e-6 * max(1.0, abs(wanted[step]))
+            for step in wanted
+        )
     result = CliRunner().invoke(app, ["report", str(finished_run), "--tensorboard"])
     assert result.exit_code == 0 and "tensorboard" in result.output
     events = EventAccumulator(str(finished_run / EVENTS_DIR))

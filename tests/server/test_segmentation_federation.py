@@ -1,4 +1,5 @@
-"""Segmentation in an in-process federation: DP U-Net, pooled Dice from counts, evaluate and report."""
+"""Segmentation in an in-process federation: DP U-Net, pooled Dice from counts, evaluate and
+report."""
 
 from __future__ import annotations
 
@@ -8,16 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedscan.cli.evaluate import evaluate_checkpoint
 from fedscan.client.app import make_client_app
-from fedscan.common.checkpoint import load_checkpoint
-from fedscan.common.config import RunConfig
+from fedscan.client.ledger import PrivacyLedger
+from fedscan.client.local_evaluation import evaluate_checkpoint
+from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import ConfigError
-from fedscan.common.ledger import PrivacyLedger
+from fedscan.common.metrics.segmentation import OverlapCounts, evaluate_segmentation
+from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.privacy import PrivacyConfig
-from fedscan.common.segmentation import OverlapCounts, evaluate_segmentation
-from fedscan.common.sources import FolderSource
-from fedscan.common.training import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.report import build_report
 from fedscan.server.rundir import RunDirectory
@@ -31,33 +31,54 @@ def dp_run(synthetic_sites: list[Path], tmp_path_factory: pytest.TempPathFactory
     from fedscan.server.inprocess import flower_identity
 
     root = tmp_path_factory.mktemp("segmentation")
-    sources = [FolderSource(name, str(path)) for name, path in zip(SITES, synthetic_sites)]
-    grid = LoopbackGrid(make_client_app(site_resolver(sources, root / "state"), device="cpu"), len(sources))
-    config = RunConfig(rounds=2, min_sites=3, cross_site=False, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
-                       train=TrainSettings(model="unet", task="segmentation", local_epochs=1, batch_size=8,
-                                           learning_rate=0.1))
+    sources = [
+        FolderSource(name, str(path)) for name, path in zip(SITES, synthetic_sites, strict=True)
+    ]
+    grid = LoopbackGrid(
+        make_client_app(site_resolver(sources, root / "state"), device="cpu"), len(sources)
+    )
+    config = RunConfig(
+        rounds=2,
+        min_sites=3,
+        cross_site=False,
+        privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
+        train=TrainSettings(
+            model="unet", task="segmentation", local_epochs=1, batch_size=8, learning_rate=0.1
+        ),
+    )
     with flower_identity():
         result = run_federation(grid, config, RunDirectory.create(root / "runs"))
     return {"result": result, "sources": sources, "state": root / "state", "config": config}
 
 
-def test_the_pooled_dice_is_the_dice_of_every_site_s_validation_masks_together(dp_run: dict) -> None:
+def test_the_pooled_dice_is_the_dice_of_every_site_s_validation_masks_together(
+    dp_run: dict,
+) -> None:
     result = dp_run["result"]
     final = result.history[-1]
     model, meta = load_checkpoint(result.final_model)
     assert meta["model"] == "unet"
     direct = OverlapCounts()
     for source in dp_run["sources"]:
-        _, counts = evaluate_segmentation(model, source.load(64, masks=True).val, device=torch.device("cpu"))
+        _, counts = evaluate_segmentation(
+            model, source.load(64, masks=True).val, device=torch.device("cpu")
+        )
         direct = direct + counts
     pooled = final["pooled"]
     assert (pooled["intersection"], pooled["predicted"], pooled["truth"]) == (
-        direct.intersection, direct.predicted, direct.truth)
-    assert pooled["dice"] == pytest.approx(direct.dice) and pooled["iou"] == pytest.approx(direct.iou)
+        direct.intersection,
+        direct.predicted,
+        direct.truth,
+    )
+    assert pooled["dice"] == pytest.approx(direct.dice) and pooled["iou"] == pytest.approx(
+        direct.iou
+    )
     for site in SITES:
         metrics = final["evaluate"][site]
         assert {"dice", "iou", "hd95", "loss"} <= set(metrics)
-        assert not any(key.startswith("seg-") for key in metrics)  # the counts went into the pooled figures
+        assert not any(
+            key.startswith("seg-") for key in metrics
+        )  # the counts went into the pooled figures
     assert {"dice", "iou"} <= set(final["aggregated"]) and "auc" not in final["aggregated"]
 
 
@@ -73,17 +94,27 @@ def test_every_round_of_the_unet_is_in_each_ledger_within_the_budget(dp_run: dic
         assert spent <= 8.0 * 1.001
 
 
-def test_evaluate_scores_a_segmentation_checkpoint_on_a_site_folder(dp_run: dict, synthetic_sites: list[Path],
-                                                                    tmp_path: Path) -> None:
-    result = evaluate_checkpoint(dp_run["result"].final_model, f"dicom:{synthetic_sites[0]}", split="val",
-                                 device="cpu", predictions=tmp_path / "overlaps.csv")
+def test_evaluate_scores_a_segmentation_checkpoint_on_a_site_folder(
+    dp_run: dict, synthetic_sites: list[Path], tmp_path: Path
+) -> None:
+    result = evaluate_checkpoint(
+        dp_run["result"].final_model,
+        f"dicom:{synthetic_sites[0]}",
+        split="val",
+        device="cpu",
+        predictions=tmp_path / "overlaps.csv",
+    )
     assert result["task"] == "segmentation" and result["n"] == 40
     assert 0.0 <= result["dice"] <= 1.0 and 0.0 <= result["iou"] <= result["dice"]
-    assert result["dice"] == pytest.approx(2 * result["intersection"] / (result["predicted"] + result["truth"]))
+    assert result["dice"] == pytest.approx(
+        2 * result["intersection"] / (result["predicted"] + result["truth"])
+    )
     rows = (tmp_path / "overlaps.csv").read_text().splitlines()
     assert rows[0] == "key,true_pixels,predicted_pixels,dice" and len(rows) == 41
     with pytest.raises(ConfigError, match="dicom:DIR"):
-        evaluate_checkpoint(dp_run["result"].final_model, "npz:/nowhere.npz", split="val", device="cpu")
+        evaluate_checkpoint(
+            dp_run["result"].final_model, "npz:/nowhere.npz", split="val", device="cpu"
+        )
 
 
 def test_the_report_shows_dice_per_round_and_per_site(dp_run: dict) -> None:

@@ -1,0 +1,52 @@
+"""The hospital's commands: ``fedscan client check|start``.
+
+Argument parsing and printing only: the checks and the SuperNode are in :mod:`fedscan.client`.
+Nothing here (or below it) imports coordinator code (``tests/test_layout.py`` runs these commands to
+prove it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedscan.cli.console import EXIT_FAILED, console, fail
+
+client_app = typer.Typer(
+    help="A hospital site: check its setup, join the federation.", no_args_is_help=True
+)
+SiteToml = Annotated[Path, typer.Option("--config", help="The site's site.toml.")]
+
+
+@client_app.command("check")
+def client_check(config: SiteToml) -> None:
+    """Run the site's pre-flight checks only."""
+    if not _preflight(config):
+        raise typer.Exit(2)
+
+
+@client_app.command("start")
+def client_start(config: SiteToml) -> None:
+    """Pre-flight checks, then join the federation (Flower SuperNode) until stopped."""
+    from fedscan.client.site_config import load_site_config
+    from fedscan.client.supernode import run_supernode
+
+    if not _preflight(config):
+        raise fail("Pre-flight checks failed; fix the items marked FAIL and start again.")
+    code, advice = run_supernode(load_site_config(config), config)
+    if advice:
+        raise fail(advice, EXIT_FAILED)
+    raise typer.Exit(code)
+
+
+def _preflight(config: Path) -> bool:
+    from fedscan.client.preflight import run_checks
+
+    _, checks = run_checks(config)
+    for check in checks:
+        mark = "[green]ok  [/]" if check.ok else "[bold red]FAIL[/]"
+        console.print(f"{mark} {check.name}: ", end="")
+        console.print(check.detail, highlight=False, markup=False, soft_wrap=True)
+    return all(check.ok for check in checks)

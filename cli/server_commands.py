@@ -1,0 +1,196 @@
+"""The coordinator operator's commands: ``fedscan server start|sites``, ``fedscan run``,
+``status``, ``logs``.
+
+Argument parsing and printing only: the work is in :mod:`fedscan.server` (the SuperLink, the site
+registry, launching and following runs), imported when a command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from fedscan.cli.console import EXIT_FAILED, console, err_console, fail
+from fedscan.common.errors import FedscanError
+
+if TYPE_CHECKING:
+    from fedscan.server.coordinator_config import CoordinatorConfig
+
+server_app = typer.Typer(
+    help="The coordinator: start it, manage which sites may join.", no_args_is_help=True
+)
+sites_app = typer.Typer(help="Sites allowed to join (their public keys).", no_args_is_help=True)
+server_app.add_typer(sites_app, name="sites")
+CoordinatorToml = Annotated[
+    Path, typer.Option("--config", help="The coordinator's coordinator.toml.")
+]
+
+
+def _coordinator(path: Path) -> CoordinatorConfig:
+    from fedscan.server.coordinator_config import load_coordinator_config
+
+    try:
+        return load_coordinator_config(path)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+
+
+@server_app.command("start")
+def server_start(
+    config: CoordinatorToml,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="No TLS, no site authentication: local experiments only."),
+    ] = False,
+) -> None:
+    """Run the coordinator (Flower SuperLink) in the foreground until stopped."""
+    from fedscan.server.superlink import serve
+
+    coordinator = _coordinator(config)
+    if insecure:
+        err_console.print(
+            "[bold yellow]WARNING: --insecure: sites connect WITHOUT TLS and WITHOUT "
+            "authentication. Never use this outside a local experiment.[/]"
+        )
+    try:
+        code = serve(coordinator, insecure=insecure)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@sites_app.command("add")
+def sites_add(name: str, public_key: Path, config: CoordinatorToml) -> None:
+    """Allow the site NAME, identified by its KEY.pub (made with `fedscan certs site NAME`)."""
+    from fedscan.server.site_registry import add_site
+
+    try:
+        entry = add_site(_coordinator(config), name, public_key)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    console.print(
+        f"site {name} registered (node {entry['node_id']}, key {entry['key_sha256']})",
+        highlight=False,
+    )
+
+
+@sites_app.command("list")
+def sites_list(config: CoordinatorToml) -> None:
+    """Registered sites and whether they are online."""
+    from fedscan.server.site_registry import list_sites
+
+    try:
+        rows = list_sites(_coordinator(config))
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    table = Table(title="Registered sites")
+    for header in ("site", "status", "online since", "node", "key", "added"):
+        table.add_column(header)
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["status"],
+            row["online_at"],
+            row["node_id"],
+            row["key_sha256"],
+            row["added"],
+        )
+    console.print(table)
+
+
+@sites_app.command("remove")
+def sites_remove(name: str, config: CoordinatorToml) -> None:
+    """Stop accepting the site NAME."""
+    from fedscan.server.site_registry import remove_site
+
+    try:
+        remove_site(_coordinator(config), name)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"site {name} removed", highlight=False)
+
+
+def run_command(
+    config: Annotated[
+        Path, typer.Option("--config", help="run.toml: [run] settings and coordinator-config.")
+    ],
+    timeout: Annotated[
+        float, typer.Option(help="Stop following after this many seconds (the run goes on).")
+    ] = 86400.0,
+    resume: Annotated[
+        str,
+        typer.Option(
+            help="Continue this run id from its last checkpoint "
+            "(after the coordinator stopped), with its own "
+            "settings."
+        ),
+    ] = "",
+) -> None:
+    """Submit a run to the coordinator and follow it round by round; exit 0 only if it completed."""
+    from fedscan.cli.display import RoundTable
+    from fedscan.server.launch import follow, load_run_request, submit
+
+    run_dir = None
+    try:
+        request = load_run_request(config)
+        run_dir, flower_run_id = submit(request, resume_id=resume or None)
+        console.print(
+            f"Run {run_dir.run_id} (Flower run {flower_run_id}) "
+            f"{'resumed' if resume else 'submitted'}"
+            f" → {run_dir.path}",
+            highlight=False,
+        )
+        with RoundTable(
+            console, [], segmentation=request.run.train.task == "segmentation"
+        ) as table:
+            status = follow(request, run_dir, flower_run_id, table.update, timeout_s=timeout)
+    except FedscanError as exc:
+        hint = (
+            "\nIf the coordinator stopped, restart it, then continue with `fedscan run --config "
+            f"{config} "
+            f"--resume {run_dir.run_id}`."
+            if run_dir is not None
+            else ""
+        )
+        raise fail(f"{exc}{hint}") from None
+    if status.get("state") != "completed":
+        raise fail(
+            f"Run {run_dir.run_id} failed: {status.get('reason', 'unknown reason')}", EXIT_FAILED
+        )
+    console.print(
+        f"Run {run_dir.run_id} completed: {run_dir.path / 'final.pt'}; report: "
+        f"{run_dir.path / 'report.html'}",
+        highlight=False,
+    )
+
+
+def status_command(config: CoordinatorToml) -> None:
+    """Runs on this coordinator: state and rounds completed."""
+    from fedscan.server.launch import run_statuses
+
+    table = Table(title="Runs")
+    for header in ("run", "state", "rounds", "reason"):
+        table.add_column(header)
+    for row in run_statuses(_coordinator(config)):
+        table.add_row(row["run_id"], row["state"], str(row["rounds"]), row["reason"])
+    console.print(table)
+
+
+def logs_command(
+    run_id: Annotated[str, typer.Argument(help="A run id from `fedscan status`.")],
+    config: CoordinatorToml,
+) -> None:
+    """The coordinator-side log of a run (Flower's ServerApp log)."""
+    from fedscan.server.launch import flower_run_ids_of, server_log
+
+    coordinator = _coordinator(config)
+    try:
+        for flower_run_id in flower_run_ids_of(
+            coordinator, run_id
+        ):  # the first submission, then each resume
+            console.print(server_log(coordinator, flower_run_id), highlight=False, markup=False)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None

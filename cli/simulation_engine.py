@@ -1,0 +1,122 @@
+"""A private, loopback-only Flower SuperLink in simulation mode, and runs submitted to it.
+
+``fedscan simulate`` runs on Flower's own engine the way Flower intends
+(``flwr run`` against a SuperLink started with ``--simulation``), but owns
+every process: a free loopback port, its own FLWR_HOME, no telemetry, no
+runtime dependency installation, and everything stopped on exit — Flower's
+``:local:`` SuperLink would outlive the command and be silently reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from fedscan.common.errors import EngineError
+from fedscan.common.processes import FLOWER_BIN, flower_env, free_port, stop_process_group
+
+log = logging.getLogger(__name__)
+
+SIMULATION_CONNECTION = "fedscan-simulation"  # the FLWR_HOME connection of the private SuperLink
+
+
+class SimulationSuperLink:
+    """Context manager: a SuperLink in simulation mode on a free loopback port."""
+
+    def __init__(self, workdir: Path, *, log_file: Path, start_timeout_s: float = 60.0) -> None:
+        self.workdir = workdir
+        self.home = workdir / "flwr-home"
+        self.port = free_port()
+        self.log_file = log_file
+        self.start_timeout_s = start_timeout_s
+        self.process: subprocess.Popen | None = None
+        self._log: IO[str] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return flower_env(self.home)
+
+    def __enter__(self) -> SimulationSuperLink:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "config.toml").write_text(
+            "[superlink]\ndefault = "
+            f'"{SIMULATION_CONNECTION}"\n\n[superlink.{SIMULATION_CONNECTION}]\n'
+            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n',
+            encoding="utf-8",
+        )
+        self._log = open(self.log_file, "a", encoding="utf-8")
+        command = [
+            str(FLOWER_BIN / "flower-superlink"),
+            "--simulation",
+            "--insecure",
+            "--disable-runtime-dependency-installation",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--health-server-address",
+            f"127.0.0.1:{free_port()}",
+        ]
+        # Started in the private work folder: Ray workers import from the SuperLink's cwd first.
+        self.process = subprocess.Popen(
+            command,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.workdir,
+        )
+        self._wait_until_listening()
+        return self
+
+    def _wait_until_listening(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise EngineError(f"Flower's SuperLink exited at start; see {self.log_file}.")
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise EngineError(
+            f"Flower's SuperLink did not start within {self.start_timeout_s:g} s; "
+            f"see {self.log_file}."
+        )
+
+    def submit(self, app_dir: Path, federation_config: str, output: IO[str]) -> subprocess.Popen:
+        """``flwr run --stream``: returns the process, which ends when the run ends."""
+        command = [
+            str(FLOWER_BIN / "flwr"),
+            "run",
+            str(app_dir),
+            SIMULATION_CONNECTION,
+            "--stream",
+            "--federation-config",
+            federation_config,
+        ]
+        return subprocess.Popen(
+            command,
+            env=self.env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=app_dir,
+            start_new_session=True,
+        )
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.process is not None:
+            stop_process_group(self.process)
+        if self._log is not None:
+            self._log.close()

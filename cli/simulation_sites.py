@@ -1,0 +1,164 @@
+"""What ``fedscan simulate`` federates: the data choice, the sites made of it, and their record.
+
+A :class:`Simulation` is validated before any engine starts, and is what ``simulation.json`` holds:
+``--resume`` rebuilds exactly the same sites from it (synthetic sites and npz partitions follow the
+run's seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedscan.common import defaults
+from fedscan.common.data.partition import parse_partition
+from fedscan.common.data.sources import FolderSource, NpzShardSource
+from fedscan.common.data.synth import SynthConfig, generate_sites
+from fedscan.common.errors import ConfigError, DataError
+from fedscan.common.ingest.labels import DEFAULT_LABELS_FILE
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """``synthetic``, ``npz:PATH``, or ``dicom:DIR[,DIR...]``.
+
+    For ``dicom``, each DIR is one site folder with its ``labels.csv``; a single
+    DIR without ``labels.csv`` is a folder of such site folders.
+    """
+
+    kind: str
+    paths: tuple[Path, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> DataChoice:
+        if text == "synthetic":
+            return cls("synthetic")
+        kind, _, listed = text.partition(":")
+        if kind not in ("npz", "dicom") or not listed:
+            raise ConfigError(
+                f"Unknown --data {text!r}; use synthetic, npz:PATH or dicom:DIR[,DIR...]."
+            )
+        paths = tuple(
+            Path(item).expanduser().resolve() for item in listed.split(",") if item.strip()
+        )
+        for path in paths:
+            if not path.exists():
+                raise DataError(f"--data path does not exist: {path}")
+        if kind == "npz" and len(paths) != 1:
+            raise ConfigError("--data npz:PATH takes one file; the sites are its partitions.")
+        return cls(kind, paths)
+
+    @property
+    def path(self) -> Path | None:
+        return self.paths[0] if self.paths else None
+
+    def site_folders(self) -> list[Path]:
+        """The site folders of a ``dicom`` choice, each checked for its labels CSV."""
+        if len(self.paths) == 1 and not (self.paths[0] / DEFAULT_LABELS_FILE).is_file():
+            return sorted(p for p in self.paths[0].iterdir() if (p / DEFAULT_LABELS_FILE).is_file())
+        for folder in self.paths:
+            if not (folder / DEFAULT_LABELS_FILE).is_file():
+                raise DataError(
+                    f"{folder} has no {DEFAULT_LABELS_FILE}; every site folder needs one "
+                    "(check it with `fedscan data check`)."
+                )
+        return list(self.paths)
+
+    def describe(self) -> str:
+        return self.kind if not self.paths else f"{self.kind}:{','.join(map(str, self.paths))}"
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """How a simulated federation's sites are made (``simulation.json``)."""
+
+    choice: DataChoice
+    sites: int
+    partition: str = "iid"
+    images_per_site: int = defaults.IMAGES_PER_SITE
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.sites < 2:
+            raise ConfigError("--sites must be at least 2: a federation needs two hospitals.")
+        parse_partition(self.partition)
+        if self.choice.kind != "npz" and self.partition != "iid":
+            raise ConfigError(
+                "--partition applies to --data npz:PATH only; DICOM sites are already "
+                "partitioned by hospital."
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        synthetic = self.choice.kind == "synthetic"
+        return {
+            "data": self.choice.describe(),
+            "sites": self.sites,
+            "partition": self.partition,
+            "device": self.device,
+            "images_per_site": self.images_per_site if synthetic else None,
+        }
+
+    @classmethod
+    def from_json(cls, described: dict[str, Any]) -> Simulation:
+        return cls(
+            DataChoice.parse(str(described["data"])),
+            int(described["sites"]),
+            str(described["partition"]),
+            int(described.get("images_per_site") or defaults.IMAGES_PER_SITE),
+            str(described["device"]),
+        )
+
+
+def count_sites(choice: DataChoice, requested: int | None) -> int:
+    """Sites in the federation: the folders listed for ``dicom``, else ``--sites``."""
+    if choice.kind != "dicom" or len(choice.paths) == 1 and requested is not None:
+        return defaults.SITES if requested is None else requested
+    found = len(choice.site_folders())
+    if requested is not None and requested != found:
+        raise ConfigError(
+            f"--sites {requested} disagrees with the {found} site folders given in --data."
+        )
+    return found
+
+
+def plan_sources(
+    simulation: Simulation, *, seed: int, workdir: Path, cache_dir: str = ""
+) -> tuple[FolderSource | NpzShardSource, ...]:
+    """Each site's data source, checked up front (before Ray starts)."""
+    choice, sites = simulation.choice, simulation.sites
+    if choice.kind == "npz":
+        return _npz_sources(choice, sites, simulation.partition, seed)
+    if choice.kind == "dicom":
+        site_dirs = choice.site_folders()
+        if len(site_dirs) < sites:
+            raise DataError(
+                f"--data {choice.describe()} holds {len(site_dirs)} site folders with "
+                f"{DEFAULT_LABELS_FILE}; --sites asks for {sites}."
+            )
+    else:
+        config = SynthConfig(sites, simulation.images_per_site, seed)
+        site_dirs = generate_sites(workdir / "synthetic", config)
+    names = _unique_names([p.name for p in site_dirs[:sites]])
+    return tuple(
+        FolderSource(name, str(p), seed=seed, cache_dir=cache_dir)
+        for name, p in zip(names, site_dirs[:sites], strict=True)
+    )
+
+
+def _npz_sources(
+    choice: DataChoice, sites: int, partition: str, seed: int
+) -> tuple[NpzShardSource, ...]:
+    from fedscan.common.data.npz import load_npz_split
+
+    (path,) = choice.paths  # DataChoice.parse allows one npz file
+    for split in ("train", "val"):
+        load_npz_split(path, split)  # fail fast on an unreadable file
+    return tuple(
+        NpzShardSource(f"site-{i}", str(path), i, sites, partition, seed) for i in range(sites)
+    )
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Folder names as site names; repeated ones (…/a/site, …/b/site) get a suffix."""
+    return [name if names.count(name) == 1 else f"{name}-{i}" for i, name in enumerate(names)]

@@ -1,0 +1,194 @@
+"""``fedscan evaluate``: metrics of a checkpoint on a hospital's own data, no coordinator.
+
+Everything stays at the site: the metrics are printed, the plots and the per-image predictions
+(whose keys are file paths) are written where the hospital says. A classifier is scored at the
+threshold the federation chose on its pooled validation data; a segmentation model by Dice and IoU
+of the pooled masks (from overlap counts), Hausdorff-95 and its loss.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedscan.common.data.imageset import ImageSet
+from fedscan.common.data.npz import load_npz_split, preprocess
+from fedscan.common.data.site import load_site
+from fedscan.common.device import resolve_device
+from fedscan.common.errors import ConfigError, DataError
+from fedscan.common.ingest.labels import LabelSpec
+from fedscan.common.metrics.classification import binary_metrics, predict
+from fedscan.common.metrics.histogram import (
+    ScoreHistogram,
+    auc_confidence_interval,
+    expected_calibration_error,
+)
+from fedscan.common.metrics.segmentation import OverlapCounts, predict_masks, score_masks
+from fedscan.common.models.checkpoint import load_checkpoint
+from fedscan.common.models.registry import get_model_spec
+from fedscan.common.protocol import AUC, POSITIVES
+
+
+def load_eval_data(
+    data: str, *, split: str, size: int, labels: LabelSpec | None = None, cache_dir: str = ""
+) -> ImageSet:
+    kind, _, path_text = data.partition(":")
+    path = Path(path_text).expanduser()
+    if kind not in ("npz", "dicom") or not path_text:
+        raise ConfigError(f"Unknown --data {data!r}; use npz:PATH or dicom:DIR.")
+    if not path.exists():
+        raise DataError(f"--data path does not exist: {path_text}")
+    if kind == "npz":
+        images, truth = load_npz_split(path, split)
+        return ImageSet(
+            preprocess(list(images), size),
+            torch.as_tensor(truth),
+            tuple(f"{split}:{index}" for index in range(len(truth))),
+        )
+    site = load_site(path, size=size, labels=labels, cache_dir=cache_dir, val_fraction=0.0)
+    return site.train  # every accepted image of the folder
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    data: str,
+    *,
+    split: str,
+    device: str,
+    labels: LabelSpec | None = None,
+    cache_dir: str = "",
+    plots: Path | None = None,
+    predictions: Path | None = None,
+) -> dict:
+    model, meta = load_checkpoint(checkpoint)
+    if get_model_spec(meta["model"]).task == "segmentation":
+        if plots is not None:
+            raise ConfigError(
+                "--plots draws ROC and calibration curves, which a segmentation model has not; "
+                "leave it out (--predictions writes each image's Dice)."
+            )
+        return evaluate_segmentation_checkpoint(
+            model,
+            meta,
+            data,
+            device=device,
+            labels=labels,
+            cache_dir=cache_dir,
+            predictions=predictions,
+        )
+    images = load_eval_data(
+        data, split=split, size=int(meta["input_size"]), labels=labels, cache_dir=cache_dir
+    )
+    threshold = float(
+        meta.get("threshold", 0.5)
+    )  # chosen on the federation's pooled validation data
+    scores, loss = predict(model, images, device=resolve_device(device))
+    truth = images.labels.numpy()
+    metrics = binary_metrics(truth, scores, threshold=threshold)
+    low, high = auc_confidence_interval(
+        metrics[AUC], int(truth.sum()), int(truth.size - truth.sum())
+    )
+    histogram = ScoreHistogram.of(scores, truth)
+    if plots is not None:
+        write_plots(plots, histogram, threshold)
+    if predictions is not None:
+        write_predictions(predictions, images.keys, truth, scores)
+    metrics.update(
+        loss=loss,
+        ece=expected_calibration_error(histogram),
+        auc_ci_low=low,
+        auc_ci_high=high,
+        n=int(metrics["n"]),
+        positives=int(metrics[POSITIVES]),
+    )
+    return {**metrics, "threshold": threshold, "model": meta["model"]}
+
+
+def write_plots(folder: Path, histogram: ScoreHistogram, threshold: float) -> None:
+    """roc.png (with the operating point) and reliability.png."""
+    from fedscan.common.metrics import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "roc.png").write_bytes(plots.roc(histogram, {}, threshold))
+    (folder / "reliability.png").write_bytes(plots.reliability(histogram))
+
+
+def write_predictions(
+    path: Path, keys: tuple[str, ...], labels: np.ndarray, scores: np.ndarray
+) -> None:
+    """One row per image (local key, label, score): the hospital's own audit trail; it stays
+    local."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "label", "score"])
+        for index, (label, score) in enumerate(zip(labels.tolist(), scores.tolist(), strict=True)):
+            writer.writerow(
+                [keys[index] if index < len(keys) else str(index), label, f"{score:.6f}"]
+            )
+
+
+def load_masked_folder(
+    data: str, *, size: int, labels: LabelSpec | None, cache_dir: str
+) -> ImageSet:
+    """Every accepted image of a ``dicom:DIR`` site folder, with its mask."""
+    kind, _, path_text = data.partition(":")
+    if kind != "dicom" or not path_text:
+        raise ConfigError(
+            f"A segmentation checkpoint is evaluated on a site folder with masks: use "
+            f"--data dicom:DIR (got {data!r})."
+        )
+    path = Path(path_text).expanduser()
+    if not path.is_dir():
+        raise DataError(f"--data folder does not exist: {path_text}")
+    return load_site(
+        path, size=size, labels=labels, cache_dir=cache_dir, val_fraction=0.0, masks=True
+    ).train
+
+
+def evaluate_segmentation_checkpoint(
+    model: nn.Module,
+    meta: dict[str, Any],
+    data: str,
+    *,
+    device: str,
+    labels: LabelSpec | None,
+    cache_dir: str,
+    predictions: Path | None,
+) -> dict[str, Any]:
+    """Pooled Dice and IoU over the folder's images (from overlap counts), mean Hausdorff-95,
+    loss."""
+    images = load_masked_folder(
+        data, size=int(meta["input_size"]), labels=labels, cache_dir=cache_dir
+    )
+    probabilities, loss = predict_masks(model, images, device=resolve_device(device))
+    metrics, counts = score_masks(
+        probabilities >= 0.5, images.require_masks().numpy() >= 0.5, loss=loss
+    )
+    if predictions is not None:
+        write_overlaps(predictions, images, probabilities >= 0.5)
+    return {
+        **metrics,
+        "n": len(images),
+        "with_finding": int(images.labels.sum()),
+        **{key.removeprefix("seg-"): value for key, value in counts.to_metrics().items()},
+        "model": meta["model"],
+        "task": "segmentation",
+    }
+
+
+def write_overlaps(path: Path, images: ImageSet, predicted: np.ndarray) -> None:
+    """One CSV row per image: its local key, true and predicted foreground pixels, its own Dice
+    (local only)."""
+    truth = images.require_masks().numpy() >= 0.5
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "true_pixels", "predicted_pixels", "dice"])
+        for index in range(len(images)):
+            counts = OverlapCounts.of(predicted[index], truth[index])
+            key = images.keys[index] if index < len(images.keys) else str(index)
+            writer.writerow([key, int(counts.truth), int(counts.predicted), f"{counts.dice:.6f}"])

@@ -1,0 +1,202 @@
+"""A hospital's pre-flight checks before it joins a federation (``fedscan client check``).
+
+Each check answers pass or fail with what to do; every check runs, so one
+call shows every problem. Nothing here talks to the coordinator beyond a TLS
+handshake with its Fleet port.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedscan.client.site_config import SiteConfig, load_site_config
+from fedscan.common.config import split_address
+from fedscan.common.errors import FedscanError
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def run_checks(
+    config_path: Path, *, connect_timeout_s: float = 10.0
+) -> tuple[SiteConfig | None, list[Check]]:
+    """Every pre-flight check of the site configured in ``config_path``."""
+    try:
+        config = load_site_config(config_path)
+    except FedscanError as exc:
+        return None, [Check("configuration", False, str(exc))]
+    checks = [Check("configuration", True, f"{config_path} is valid")]
+    steps: list[Callable[[SiteConfig], Check]] = [
+        _connection,
+        _private_key,
+        _ca_certificate,
+        _state_dir,
+        _data,
+        _device,
+    ]
+    checks += [step(config) for step in steps]
+    if config.connection is not None and all(check.ok for check in checks[1:4]):
+        checks.append(_coordinator(config, connect_timeout_s))
+    return config, checks
+
+
+def _connection(config: SiteConfig) -> Check:
+    if config.connection is None:
+        return Check(
+            "coordinator address",
+            False,
+            "site.toml has no [coordinator] section: add address = "
+            '"HOST:9092" and ca-certificate = "ca.crt" from the coordinator operator.',
+        )
+    if config.connection.insecure:
+        return Check(
+            "coordinator address",
+            True,
+            f"{config.connection.address} (INSECURE: no TLS, no authentication)",
+        )
+    return Check("coordinator address", True, config.connection.address)
+
+
+def _private_key(config: SiteConfig) -> Check:
+    key = config.connection.private_key if config.connection else None
+    if key is None:
+        return Check(
+            "site key",
+            config.connection is not None and config.connection.insecure,
+            "no key configured",
+        )
+    if not os.access(key, os.R_OK):
+        return Check(
+            "site key",
+            False,
+            f"{key} is missing or unreadable; make it with `fedscan certs site "
+            f"{config.name}` and set [auth] private-key.",
+        )
+    if stat.S_IMODE(key.stat().st_mode) & 0o077:
+        return Check("site key", False, f"{key} is readable by other users; run `chmod 600 {key}`.")
+    return Check("site key", True, f"{key} (mode 0600)")
+
+
+def _ca_certificate(config: SiteConfig) -> Check:
+    ca = config.connection.ca_certificate if config.connection else None
+    if ca is None:
+        return Check(
+            "CA certificate", config.connection is not None and config.connection.insecure, "none"
+        )
+    try:
+        ssl.create_default_context(cafile=str(ca))
+    except (OSError, ssl.SSLError):
+        return Check(
+            "CA certificate",
+            False,
+            f"{ca} is missing or not a PEM certificate; get the federation's "
+            "ca.crt from the coordinator operator.",
+        )
+    return Check("CA certificate", True, str(ca))
+
+
+def _state_dir(config: SiteConfig) -> Check:
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        probe = config.state_dir / ".fedscan-write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return Check(
+            "state folder",
+            False,
+            f"{config.state_dir} is not writable ({exc.strerror}); the privacy "
+            "ledger lives there: fix its owner or permissions.",
+        )
+    return Check("state folder", True, f"{config.state_dir} (privacy ledger)")
+
+
+def _data(config: SiteConfig) -> Check:
+    """The site's images decode and are enough for the policy, for each task its labels CSV serves
+    (a class column: classification; a mask column: segmentation, every mask checked too)."""
+    from fedscan.common import defaults
+    from fedscan.common.ingest.labels import tasks_supported
+    from fedscan.common.models.registry import get_model_spec
+
+    models = {task: chosen.model for task, chosen in defaults.TASK_DEFAULTS.items()}
+    try:
+        tasks = tasks_supported(config.data.labels, Path(config.data.site_dir))
+        if not tasks:
+            return Check(
+                "data",
+                False,
+                f"The labels CSV has neither a '{config.data.labels.label_column}' nor a "
+                f"'{config.data.labels.mask_column}' column; set label-column or mask-column.",
+            )
+        found = {
+            task: config.data.load(
+                get_model_spec(models[task]).input_size, masks=task == "segmentation"
+            )
+            for task in tasks
+        }
+    except FedscanError as exc:
+        return Check("data", False, str(exc))
+    detail = "; ".join(
+        f"{task}: {len(data.train)} training and {len(data.val)} validation images"
+        for task, data in found.items()
+    )
+    if all(len(data.train) < config.policy.min_samples for data in found.values()):
+        return Check(
+            "data",
+            False,
+            f"{detail}: fewer than the policy's min-samples ({config.policy.min_samples}); "
+            "run `fedscan data check` (with --task segmentation for masks) to see what was "
+            "rejected.",
+        )
+    return Check("data", True, detail)
+
+
+def _device(config: SiteConfig) -> Check:
+    from fedscan.common.device import resolve_device
+
+    try:
+        return Check("device", True, str(resolve_device(config.device)))
+    except FedscanError as exc:
+        return Check("device", False, str(exc))
+
+
+def _coordinator(config: SiteConfig, timeout_s: float) -> Check:
+    """Reach the Fleet port and, with TLS, verify its certificate against the site's CA only."""
+    connection = config.connection
+    assert connection is not None
+    host, port = split_address(connection.address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as raw:
+            if connection.insecure:
+                return Check("coordinator", True, f"{host}:{port} reachable (no TLS)")
+            context = ssl.create_default_context(cafile=str(connection.ca_certificate))
+            context.set_alpn_protocols(["h2"])
+            with context.wrap_socket(raw, server_hostname=host):
+                pass
+    except ssl.SSLCertVerificationError as exc:
+        return Check(
+            "coordinator",
+            False,
+            f"{host}:{port} presented a certificate this site does not trust "
+            f"({exc.verify_message}); check that ca-certificate is the federation's ca.crt and "
+            "that the "
+            "address is a name on the coordinator's certificate.",
+        )
+    except (OSError, ssl.SSLError) as exc:
+        return Check(
+            "coordinator",
+            False,
+            f"cannot reach {host}:{port} ({exc}); check the address and that "
+            "outbound TCP to it is open in the hospital firewall.",
+        )
+    return Check("coordinator", True, f"{host}:{port} reachable, certificate valid")

@@ -1,0 +1,61 @@
+"""The site's privacy report: what it has spent, per run and over its lifetime, from its own ledger.
+
+ε is recomputed from the ledger's rows (PRV, RDP beside it as a cross-check), never read from a
+cache; the report stays at the site (it names the ledger's path).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedscan.client.ledger import PrivacyLedger
+from fedscan.client.site_config import SiteConfig
+from fedscan.common.privacy import epsilon_spent
+
+
+def privacy_report(config: SiteConfig) -> dict[str, Any]:
+    """Every run in the ledger and the lifetime total: ε by PRV and RDP, with the parameters behind
+    it."""
+    ledger = PrivacyLedger(config.state_dir)
+    policy = config.policy
+    runs = []
+    for run in ledger.runs():
+        releases = ledger.releases(run.run_id)
+        history = [release.history for release in releases]
+        spent = epsilon_spent(history, run.delta)
+        runs.append(
+            {
+                "run_id": run.run_id,
+                "rounds_released": len(releases),
+                "rounds_planned": run.planned_rounds,
+                "epsilon_prv": spent,
+                "epsilon_rdp": epsilon_spent(history, run.delta, accountant="rdp"),
+                "delta": run.delta,
+                "noise_multiplier": run.noise_multiplier,
+                "clip_norm": run.clip_norm,
+                "steps": sum(r.steps for r in releases),
+                "sample_rate": sorted({round(r.sample_rate, 6) for r in releases}),
+                "target_epsilon": run.target_epsilon,
+                "remaining": max(run.target_epsilon - spent, 0.0),
+            }
+        )
+    history = [release.history for release in ledger.releases()]
+    lifetime = epsilon_spent(history, policy.delta)
+    return {
+        "site": config.name,
+        "ledger": str(ledger.path),
+        "policy": {
+            "max_epsilon_per_run": policy.max_epsilon_per_run,
+            "max_epsilon_lifetime": policy.max_epsilon_lifetime,
+            "delta": policy.delta,
+        },
+        "runs": runs,
+        "lifetime": {
+            "releases": len(history),
+            "steps": sum(n for _, _, n in history),
+            "epsilon_prv": lifetime,
+            "epsilon_rdp": epsilon_spent(history, policy.delta, accountant="rdp"),
+            "delta": policy.delta,
+            "remaining": max(policy.max_epsilon_lifetime - lifetime, 0.0),
+        },
+    }

@@ -1,0 +1,97 @@
+"""The closed list of reasons a site file does not become a training sample.
+
+Every file a site scans ends *accepted* or *rejected* with exactly one of
+these codes. Codes are stable strings (reports and the coordinator's counts
+use them); each carries the action that fixes it. Messages built from them
+never contain file paths or patient data, so counts by code may leave a site.
+The exception that carries a code is :class:`fedscan.common.errors.Rejected`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a file was rejected. The value is the stable code."""
+
+    UNREADABLE = "UNREADABLE"
+    NOT_DICOM = "NOT_DICOM"
+    TRUNCATED = "TRUNCATED"
+    NON_IMAGE_OBJECT = "NON_IMAGE_OBJECT"
+    NO_PIXEL_DATA = "NO_PIXEL_DATA"
+    INCOMPLETE_HEADER = "INCOMPLETE_HEADER"
+    OUT_OF_RANGE = "OUT_OF_RANGE"
+    PIXEL_LENGTH_MISMATCH = "PIXEL_LENGTH_MISMATCH"
+    UNSUPPORTED_TRANSFER_SYNTAX = "UNSUPPORTED_TRANSFER_SYNTAX"
+    DECODER_MISSING = "DECODER_MISSING"
+    DECODE_FAILED = "DECODE_FAILED"
+    DECODE_TIMEOUT = "DECODE_TIMEOUT"
+    UNSUPPORTED_PHOTOMETRIC = "UNSUPPORTED_PHOTOMETRIC"
+    BLANK_IMAGE = "BLANK_IMAGE"
+    LABEL_MISSING = "LABEL_MISSING"
+    LABEL_INVALID = "LABEL_INVALID"
+    DUPLICATE_INSTANCE = "DUPLICATE_INSTANCE"
+    MASK_MISSING = "MASK_MISSING"
+    MASK_UNREADABLE = "MASK_UNREADABLE"
+    MASK_MISMATCH = "MASK_MISMATCH"
+
+    @property
+    def advice(self) -> str:
+        return _ADVICE[self]
+
+
+_ADVICE = {
+    Reason.UNREADABLE: "check the file's permissions for the account running fedscan",
+    Reason.NOT_DICOM: "remove it from the data folder, or convert it to DICOM, PNG or JPEG",
+    Reason.TRUNCATED: "the file ends early: copy it again from the archive (PACS)",
+    Reason.NON_IMAGE_OBJECT: (
+        "reports, structures, plans and waveforms are not images; move them out"
+    ),
+    Reason.NO_PIXEL_DATA: "the image object holds no pixels: re-export it from the archive",
+    Reason.INCOMPLETE_HEADER: (
+        "a required image attribute (Rows, Columns, BitsAllocated) is missing: re-export the file"
+    ),
+    Reason.OUT_OF_RANGE: (
+        "declared size or bit depth is beyond the limits; check the header or raise the site's "
+        "ingestion limits"
+    ),
+    Reason.PIXEL_LENGTH_MISMATCH: (
+        "pixel data length disagrees with Rows×Columns×Frames×bits: re-export the file"
+    ),
+    Reason.UNSUPPORTED_TRANSFER_SYNTAX: (
+        "the transfer syntax is unknown or not an image encoding; re-export as Explicit VR Little "
+        "Endian"
+    ),
+    Reason.DECODER_MISSING: "install the decoder package named in the message",
+    Reason.DECODE_FAILED: "the pixel data is corrupt or the codec failed; re-export the file",
+    Reason.DECODE_TIMEOUT: (
+        "decoding exceeded the per-file time limit; check the file or raise the limit"
+    ),
+    Reason.UNSUPPORTED_PHOTOMETRIC: (
+        "only grayscale, RGB, YBR and palette colour images are supported"
+    ),
+    Reason.BLANK_IMAGE: (
+        "every pixel has the same value after the LUTs; the image carries no content"
+    ),
+    Reason.LABEL_MISSING: "add a row for this image to the labels CSV (or check --key)",
+    Reason.LABEL_INVALID: ("labels must be 0 or 1, and one key must not have two different labels"),
+    Reason.DUPLICATE_INSTANCE: (
+        "another file holds the same SOP Instance UID or bytes; remove the copy"
+    ),
+    Reason.MASK_MISSING: (
+        "segmentation needs a mask per image: fill the image's cell in the labels CSV's mask "
+        "column with the mask file's path (relative to the site folder)"
+    ),
+    Reason.MASK_UNREADABLE: (
+        "the mask file is missing, corrupt or not PNG, NumPy (.npy) or DICOM (SEG or an image): "
+        "re-export it"
+    ),
+    Reason.MASK_MISMATCH: (
+        "the mask's size (rows × columns, frames) must equal its image's: re-export the mask for "
+        "this image"
+    ),
+}
+
+#: Rejections that depend on this machine or moment, not on the file: never cached.
+TRANSIENT = frozenset({Reason.UNREADABLE, Reason.DECODER_MISSING, Reason.DECODE_TIMEOUT})

@@ -1,0 +1,301 @@
+"""Site ingestion: a folder tree of images plus a labels CSV → samples and a report.
+
+Every file found ends *accepted* or *rejected* with a code from
+:class:`~fedscan.common.ingest.rejections.Reason`; nothing raises past
+:func:`ingest_site` except a :class:`DataError` about the site as a whole
+(no folder, unusable CSV). Files are hashed, looked up in the decode-once
+cache, and only misses are decoded, in worker processes with a time limit.
+For segmentation every accepted image also needs its mask
+(:mod:`fedscan.common.ingest.masks`); files named as masks are never scanned as images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fedscan.common.errors import DataError, Rejected
+from fedscan.common.ingest.cache import (
+    CachedImage,
+    CachedRejection,
+    DecodeCache,
+    content_hash,
+    settings_key,
+)
+from fedscan.common.ingest.decode_pool import DecodePool, PoolSettings
+from fedscan.common.ingest.decoded import Decoded
+from fedscan.common.ingest.dicom import DecodeOptions
+from fedscan.common.ingest.labels import (
+    DEFAULT_LABELS_FILE,
+    LabelSpec,
+    LabelTable,
+    read_label_table,
+)
+from fedscan.common.ingest.masks import load_mask
+from fedscan.common.ingest.rejections import TRANSIENT, Reason
+from fedscan.common.ingest.report import FileRecord, IngestReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Model input ``size``, decoding options, worker pool and cache folder ("" = no cache)."""
+
+    size: int
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    cache_dir: str = ""
+
+
+@dataclass(frozen=True)
+class Samples:
+    """N×C×S×S images in [0, 1], labels, the patient group and local key of each sample (local
+    only); for segmentation N×1×S×S masks in {0, 1} (and each label says whether its mask marks
+    anything)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    groups: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+    masks: np.ndarray | None = None
+
+
+@dataclass
+class _Scan:
+    """Working state of one ingestion."""
+
+    table: LabelTable
+    spec: LabelSpec
+    site_dir: Path
+    size: int
+    with_masks: bool = False  # segmentation: every image needs its mask
+    records: dict[str, FileRecord] = field(default_factory=dict)
+    images: dict[str, CachedImage] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+
+
+def ingest_site(
+    site_dir: Path, labels: LabelSpec, settings: IngestSettings, *, masks: bool = False
+) -> tuple[Samples, IngestReport]:
+    """Scan, decode (or read from cache), label and validate every file of a site; with ``masks``
+    (segmentation) each image also needs a valid mask."""
+    site_dir = Path(site_dir)
+    if not site_dir.is_dir():
+        raise DataError("The site data folder does not exist or is not a folder; check data-dir.")
+    started = time.monotonic()
+    scan = _Scan(
+        read_label_table(labels, site_dir, masks=masks), labels, site_dir, settings.size, masks
+    )
+    cache = (
+        DecodeCache(Path(settings.cache_dir), settings_key(settings.decode, settings.size))
+        if settings.cache_dir
+        else None
+    )
+    files, ignored = scan_files(site_dir, exclude=_excluded(site_dir, labels, settings, scan.table))
+    jobs = [
+        job for relative in files if (job := _triage(scan, site_dir, relative, cache)) is not None
+    ]
+    with DecodePool(settings.pool) as pool:
+        for relative, outcome in pool.decode(jobs, settings.decode):
+            _store(scan, relative, _preprocessed(outcome, settings.size), cache)
+    samples = _label_and_collect(scan, files)
+    report = IngestReport.build(
+        [scan.records[f] for f in files],
+        scan.table,
+        ignored,
+        cache.stats if cache else None,
+        time.monotonic() - started,
+    )
+    log.info(
+        "Ingested %s files: %s accepted, %s rejected", len(files), report.accepted, report.rejected
+    )
+    return samples, report
+
+
+def scan_files(site_dir: Path, *, exclude: frozenset[Path] = frozenset()) -> tuple[list[str], int]:
+    """Relative POSIX paths of every regular file, sorted; hidden entries are counted, not read."""
+    found, ignored = [], 0
+    for root, dirs, names in os.walk(site_dir):
+        hidden = [d for d in dirs if d.startswith(".") or (Path(root) / d).resolve() in exclude]
+        ignored += len(hidden)
+        dirs[:] = sorted(d for d in dirs if d not in hidden)
+        for name in names:
+            path = Path(root) / name
+            if name.startswith(".") or path.resolve() in exclude:
+                ignored += name.startswith(".")
+                continue
+            if path.is_file():
+                found.append(path.relative_to(site_dir).as_posix())
+    return sorted(found), ignored
+
+
+def _excluded(
+    site_dir: Path, labels: LabelSpec, settings: IngestSettings, table: LabelTable
+) -> frozenset[Path]:
+    paths = {labels.csv_path(site_dir).resolve(), (site_dir / DEFAULT_LABELS_FILE).resolve()}
+    paths.update((site_dir / mask).resolve() for mask in table.masks.values())
+    if settings.cache_dir:
+        paths.add(Path(settings.cache_dir).resolve())
+    return frozenset(paths)
+
+
+def _triage(
+    scan: _Scan, site_dir: Path, relative: str, cache: DecodeCache | None
+) -> tuple[str, Path] | None:
+    """Settle a file without decoding when possible; otherwise return its decode job."""
+    if (
+        scan.spec.key == "path"
+        and relative not in scan.table.labels
+        and relative not in scan.table.invalid
+    ):
+        scan.records[relative] = FileRecord.rejected(
+            relative, Reason.LABEL_MISSING, "No row for this file in the labels CSV."
+        )
+        return None
+    try:
+        digest = content_hash(site_dir / relative)
+    except OSError as exc:
+        scan.records[relative] = FileRecord.rejected(
+            relative, Reason.UNREADABLE, f"The file cannot be read ({exc.strerror})."
+        )
+        return None
+    if digest in scan.seen:
+        scan.records[relative] = FileRecord.rejected(
+            relative, Reason.DUPLICATE_INSTANCE, "Byte-identical to another file of the site."
+        )
+        return None
+    scan.digests[relative] = digest
+    scan.seen.add(digest)
+    entry = cache.get(digest) if cache else None
+    if entry is None:
+        return relative, site_dir / relative
+    _store(scan, relative, entry, None, from_cache=True)
+    return None
+
+
+def _preprocessed(outcome: Decoded | Rejected, size: int) -> CachedImage | CachedRejection:
+    if isinstance(outcome, Rejected):
+        return CachedRejection(outcome.reason, str(outcome))
+    return CachedImage(resize_frames(outcome.frames, size), outcome.header)
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """F×C×H×W → F×C×size×size by area averaging (anti-aliased downsampling)."""
+    import torch  # only on a cache miss: ingestion stays torch-free when the cache answers
+    from monai.transforms import Resize  # MONAI's import costs ~1.5 s per process
+
+    resize = Resize((size, size), mode="area")
+    with torch.no_grad():
+        resized = [torch.as_tensor(resize(torch.from_numpy(frame))).numpy() for frame in frames]
+    return np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32)
+
+
+def _store(
+    scan: _Scan,
+    relative: str,
+    entry: CachedImage | CachedRejection,
+    cache: DecodeCache | None,
+    *,
+    from_cache: bool = False,
+) -> None:
+    if cache is not None and not (isinstance(entry, CachedRejection) and entry.reason in TRANSIENT):
+        cache.put(scan.digests[relative], entry)
+    if isinstance(entry, CachedRejection):
+        scan.records[relative] = FileRecord.rejected(
+            relative, entry.reason, entry.message, from_cache=from_cache
+        )
+    else:
+        scan.images[relative] = entry
+        scan.records[relative] = FileRecord.accepted(
+            relative, entry.header, len(entry.frames), from_cache
+        )
+
+
+@dataclass
+class _Collected:
+    """The accepted samples so far, one entry per frame."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    instances: set[str] = field(default_factory=set)
+
+    def add(self, relative: str, image: CachedImage, label: int, group: str) -> None:
+        frames = len(image.frames)
+        self.images.extend(image.frames)
+        self.labels.extend([label] * frames)
+        self.groups.extend([group] * frames)
+        self.keys.extend([relative] if frames == 1 else [f"{relative}#{i}" for i in range(frames)])
+
+    def samples(self, with_masks: bool, size: int) -> Samples:
+        images = np.stack(self.images) if self.images else np.zeros((0, 1, 1, 1), dtype=np.float32)
+        masks = None
+        if with_masks:
+            empty = np.zeros((0, 1, size, size), dtype=np.float32)
+            masks = np.stack(self.masks) if self.masks else empty
+        labels = np.asarray(self.labels, dtype=np.int64)
+        return Samples(images, labels, tuple(self.groups), tuple(self.keys), masks)
+
+
+def _label_and_collect(scan: _Scan, files: list[str]) -> Samples:
+    """Join decoded images with their labels, in path order; reject unlabeled and duplicate ones."""
+    collected = _Collected()
+    for relative in files:
+        image = scan.images.get(relative)
+        if image is None:
+            continue
+        key = relative if scan.spec.key == "path" else str(image.header.get(scan.spec.key, ""))
+        problem = _label_problem(scan.table, key, image.header, collected.instances)
+        mask = None
+        if problem is None and scan.with_masks:
+            mask, problem = _mask_of(scan, key, image)
+        if problem is not None:
+            scan.records[relative] = scan.records[relative].reject(*problem)
+            continue
+        collected.instances.add(image.header.get("SOPInstanceUID") or relative)
+        label = scan.table.labels[key] if mask is None else int(mask.any())
+        if mask is not None:
+            collected.masks.extend(mask)
+        scan.records[relative].label = label
+        group = scan.table.patients.get(key) or image.header.get("PatientID") or f"file:{relative}"
+        collected.add(relative, image, label, group)
+    return collected.samples(scan.with_masks, scan.size)
+
+
+def _mask_of(
+    scan: _Scan, key: str, image: CachedImage
+) -> tuple[np.ndarray | None, tuple[Reason, str] | None]:
+    """(F×1×S×S mask, None) or (None, the rejection) for an image of a segmentation site."""
+    if key not in scan.table.masks:
+        return None, (Reason.MASK_MISSING, "The labels CSV names no mask for this image.")
+    try:
+        return load_mask(
+            scan.site_dir / scan.table.masks[key],
+            rows=int(image.header.get("Rows", 0)),
+            columns=int(image.header.get("Columns", 0)),
+            frames=len(image.frames),
+            size=scan.size,
+        ), None
+    except Rejected as rejected:
+        return None, (rejected.reason, str(rejected))
+
+
+def _label_problem(
+    table: LabelTable, key: str, header: dict, instances: set
+) -> tuple[Reason, str] | None:
+    if header.get("SOPInstanceUID") and header["SOPInstanceUID"] in instances:
+        return Reason.DUPLICATE_INSTANCE, "Another file holds the same SOP Instance UID."
+    if key in table.invalid:
+        return Reason.LABEL_INVALID, f"The label for this image is unusable ({table.invalid[key]})."
+    if not key or key not in table.labels:
+        return Reason.LABEL_MISSING, "No row in the labels CSV matches this image's key."
+    return None

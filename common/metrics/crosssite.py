@@ -1,0 +1,106 @@
+"""The cross-site validation matrix: every model evaluated at every site.
+
+At the end of a run each site fine-tunes the final global model on its own
+data — one more DP release, planned into its budget from the start — and the
+coordinator then asks every site to evaluate the global model and every
+site's local model. The result is a models × sites table of metrics, plus a
+pooled column per model (summed score histograms, as for the rounds). It
+shows how well a model travels: a local model that wins at home and loses
+elsewhere is overfit to its hospital. The models' names are the records of the cross-site message
+(:data:`~fedscan.common.protocol.GLOBAL_MODEL`, :func:`~fedscan.common.protocol.local_model_name`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedscan.common.metrics.histogram import ScoreHistogram, pooled_metrics
+
+
+@dataclass(frozen=True)
+class SiteEvaluation:
+    """One site's metrics and score histogram for one model."""
+
+    metrics: Mapping[str, float]
+    histogram: ScoreHistogram
+
+
+@dataclass(frozen=True)
+class CrossSiteMatrix:
+    """Metrics of each model (rows) at each site (columns), and pooled over sites per model."""
+
+    models: tuple[str, ...]
+    sites: tuple[str, ...]
+    cells: Mapping[str, Mapping[str, Mapping[str, float]]]  # model → site → metrics
+    pooled: Mapping[str, Mapping[str, float]]  # model → pooled metrics
+    threshold: float
+    notes: tuple[str, ...] = field(default=())
+    epsilon: Mapping[str, float] = field(
+        default_factory=dict
+    )  # site → ε for the run, fine-tune included
+
+    def values(self, metric: str) -> list[list[float | None]]:
+        """``metric`` as a models × sites grid; None where a site did not evaluate a model."""
+        return [
+            [self.cells.get(model, {}).get(site, {}).get(metric) for site in self.sites]
+            for model in self.models
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "models": list(self.models),
+            "sites": list(self.sites),
+            "threshold": self.threshold,
+            "cells": {m: dict(row) for m, row in self.cells.items()},
+            "pooled": {m: dict(p) for m, p in self.pooled.items()},
+            "notes": list(self.notes),
+            "epsilon": dict(self.epsilon),
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> CrossSiteMatrix:
+        return cls(
+            tuple(document["models"]),
+            tuple(document["sites"]),
+            document["cells"],
+            document["pooled"],
+            float(document["threshold"]),
+            tuple(document.get("notes", ())),
+            document.get("epsilon", {}),
+        )
+
+
+def build_matrix(
+    results: Mapping[str, Mapping[str, SiteEvaluation]],
+    *,
+    models: list[str],
+    threshold: float,
+    notes: list[str] | None = None,
+    epsilon: Mapping[str, float] | None = None,
+) -> CrossSiteMatrix:
+    """The matrix from ``results[site][model]``; pooled metrics sum each model's histograms over
+    sites."""
+    sites = sorted(results)
+    cells: dict[str, dict[str, dict[str, float]]] = {model: {} for model in models}
+    pooled: dict[str, dict[str, float]] = {}
+    for model in models:
+        histograms = []
+        for site in sites:
+            evaluation = results[site].get(model)
+            if evaluation is not None:
+                cells[model][site] = dict(evaluation.metrics)
+                histograms.append(evaluation.histogram)
+        if histograms:
+            total = sum(histograms, ScoreHistogram.empty(histograms[0].bins))
+            pooled[model] = pooled_metrics(total, threshold)
+    return CrossSiteMatrix(
+        tuple(models),
+        tuple(sites),
+        cells,
+        pooled,
+        threshold,
+        tuple(notes or ()),
+        dict(epsilon or {}),
+    )

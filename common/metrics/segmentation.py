@@ -1,0 +1,160 @@
+"""Segmentation metrics: Dice and IoU from overlap counts, Hausdorff-95, and mask prediction.
+
+A site reports its validation overlap as three pixel counts — intersection,
+predicted foreground, true foreground — summed over its images. The
+coordinator adds the counts of every site: Dice 2·ΣI / (ΣP + ΣT) and IoU
+ΣI / (ΣP + ΣT − ΣI) are then exactly the scores of the pooled masks, which an
+average of per-site scores is not. Like the score histograms of
+classification, the counts are statistics of validation images outside the DP
+guarantee of the model updates; no mask or pixel position leaves a site.
+
+Hausdorff-95 (pixels at the model's input size) is the mean over images where
+both the prediction and the truth mark something; it is per site only (a
+distance does not pool from counts).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedscan.common.data.imageset import ImageSet
+from fedscan.common.metrics.ratios import safe_ratio
+from fedscan.common.protocol import COUNT_KEYS, DICE, HD95, IOU, LOSS
+
+
+@dataclass(frozen=True)
+class OverlapCounts:
+    """Foreground pixel counts over a set of images: predicted ∧ true, predicted, true."""
+
+    intersection: float = 0.0
+    predicted: float = 0.0
+    truth: float = 0.0
+
+    @classmethod
+    def of(cls, predicted: np.ndarray, truth: np.ndarray) -> OverlapCounts:
+        predicted, truth = np.asarray(predicted, dtype=bool), np.asarray(truth, dtype=bool)
+        if predicted.shape != truth.shape:
+            raise ValueError(
+                f"Predicted masks {predicted.shape} and true masks {truth.shape} differ in shape."
+            )
+        return cls(
+            float(np.count_nonzero(predicted & truth)),
+            float(np.count_nonzero(predicted)),
+            float(np.count_nonzero(truth)),
+        )
+
+    def __add__(self, other: OverlapCounts) -> OverlapCounts:
+        return OverlapCounts(
+            self.intersection + other.intersection,
+            self.predicted + other.predicted,
+            self.truth + other.truth,
+        )
+
+    @property
+    def dice(self) -> float:
+        """2|P∧T| / (|P| + |T|); NaN when neither marks anything (undefined, not 1)."""
+        return safe_ratio(2.0 * self.intersection, self.predicted + self.truth)
+
+    @property
+    def iou(self) -> float:
+        return safe_ratio(self.intersection, self.predicted + self.truth - self.intersection)
+
+    def to_metrics(self) -> dict[str, float]:
+        return dict(zip(COUNT_KEYS, (self.intersection, self.predicted, self.truth), strict=True))
+
+    @classmethod
+    def from_metrics(cls, metrics: dict) -> OverlapCounts:
+        """Counts from a site's reply; raises ValueError when they cannot be real counts."""
+        intersection, predicted, truth = (float(metrics[key]) for key in COUNT_KEYS)
+        if not all(
+            math.isfinite(v) and v >= 0 for v in (intersection, predicted, truth)
+        ) or intersection > min(predicted, truth):
+            raise ValueError(
+                "Overlap counts must be finite, ≥ 0, and the intersection ≤ both sums."
+            )
+        return cls(intersection, predicted, truth)
+
+
+def pooled_overlap(counts: OverlapCounts, images: int) -> dict[str, float]:
+    """What a round's record holds for the pooled validation masks of every site."""
+    return {
+        DICE: counts.dice,
+        IOU: counts.iou,
+        "n": float(images),
+        "intersection": counts.intersection,
+        "predicted": counts.predicted,
+        "truth": counts.truth,
+    }
+
+
+def hausdorff95(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Mean 95th-percentile Hausdorff distance (pixels) over the N×1×H×W images where both the
+    prediction and the truth mark something; NaN where no image does."""
+    predicted, truth = np.asarray(predicted, dtype=bool), np.asarray(truth, dtype=bool)
+    both = predicted.reshape(len(predicted), -1).any(axis=1) & truth.reshape(len(truth), -1).any(
+        axis=1
+    )
+    if not both.any():
+        return math.nan
+    from monai.metrics import compute_hausdorff_distance
+
+    with warnings.catch_warnings():  # MONAI 1.6 warns about its own deprecated internal argument
+        warnings.simplefilter("ignore", FutureWarning)
+        distances = compute_hausdorff_distance(
+            torch.from_numpy(predicted[both]).float(),
+            torch.from_numpy(truth[both]).float(),
+            percentile=95,
+        )
+    values = distances.numpy().reshape(-1)
+    return float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else math.nan
+
+
+@torch.no_grad()
+def predict_masks(
+    model: nn.Module, data: ImageSet, *, device: torch.device, batch_size: int = 64
+) -> tuple[np.ndarray, float]:
+    """Foreground probabilities (N×1×S×S) of every image and the mean Dice + log-loss (training
+    loss)."""
+    from fedscan.common.models.training import training_loss
+
+    if data.masks is None:
+        raise ValueError("Segmentation needs masks: load the site with masks=True.")
+    model.to(device).eval()
+    criterion = training_loss("dice-ce")
+    probabilities, loss = [], 0.0
+    for start in range(0, len(data), batch_size):
+        images = data.images[start : start + batch_size].to(device)
+        logits = model(images)
+        loss += (
+            float(criterion(logits, data.masks[start : start + batch_size].to(device)))
+            * images.shape[0]
+        )
+        probabilities.append(torch.sigmoid(logits).cpu().numpy())
+    shape = (0, *data.images.shape[1:])
+    return (
+        np.concatenate(probabilities) if probabilities else np.zeros(shape, np.float32)
+    ), loss / max(len(data), 1)
+
+
+def evaluate_segmentation(
+    model: nn.Module, data: ImageSet, *, device: torch.device, threshold: float = 0.5
+) -> tuple[dict[str, float], OverlapCounts]:
+    """(Dice, IoU, Hausdorff-95, loss of ``model`` on ``data``; the overlap counts to pool)."""
+    probabilities, loss = predict_masks(model, data, device=device)
+    return score_masks(probabilities >= threshold, data.require_masks().numpy() >= 0.5, loss=loss)
+
+
+def score_masks(
+    predicted: np.ndarray, truth: np.ndarray, *, loss: float
+) -> tuple[dict[str, float], OverlapCounts]:
+    """(Dice, IoU, Hausdorff-95 and ``loss``; the overlap counts) of predicted against true N×1×S×S
+    masks."""
+    counts = OverlapCounts.of(predicted, truth)
+    metrics = {DICE: counts.dice, IOU: counts.iou, HD95: hausdorff95(predicted, truth), LOSS: loss}
+    return metrics, counts

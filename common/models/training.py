@@ -1,0 +1,200 @@
+"""Local training at a site: DP-SGD with Opacus, or plain SGD when DP is explicitly off."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from fedscan.common.config import TrainSettings
+from fedscan.common.data.augment import TrainingSet
+from fedscan.common.data.imageset import ImageSet
+from fedscan.common.models.registry import get_model_spec
+from fedscan.common.privacy import HistoryEntry
+
+if TYPE_CHECKING:
+    from opacus.optimizers import DPOptimizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DpStep:
+    """DP parameters of this round.
+
+    ``secure_mode`` uses Opacus' noise sampling that resists floating-point attacks
+    and reseeds the noise generator from the OS (``secrets``) before every step.
+    (Opacus' own secure RNG needs torchcsprng, which has no build for this torch.)
+    """
+
+    noise_multiplier: float
+    clip_norm: float
+    secure_mode: bool = False
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """``history``: this round's accountant entries, (noise multiplier, sample rate, steps)."""
+
+    loss: float
+    steps: int
+    history: list[HistoryEntry]
+
+
+def train_local(
+    model: nn.Module,
+    data: ImageSet,
+    settings: TrainSettings,
+    *,
+    dp: DpStep | None,
+    device: torch.device,
+) -> TrainOutcome:
+    """Train ``model`` in place for ``settings.local_epochs`` epochs (DP-SGD when ``dp`` is given).
+
+    Under DP every Poisson-sampled step is taken, empty batches included (a
+    pure-noise step), so the steps the accountant counts are the steps released.
+    """
+    # With DP, sampling and noise draw from the site's own entropy: a seed the
+    # coordinator knows would let it predict (and subtract) the noise.
+    seed = secrets.randbits(63) if dp is not None else settings.seed
+    loader = _loader(data, settings, seed)
+    model.to(device).train()
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=settings.learning_rate, momentum=settings.momentum
+    )
+    anchor = [p.detach().clone() for p in model.parameters()] if settings.proximal_mu > 0 else None
+    if dp is None:
+        loss, steps = _run_epochs(model, optimizer, loader, settings, anchor, device)
+        return TrainOutcome(loss, steps, [])
+    return _train_private(model, optimizer, loader, settings, anchor, dp=dp, device=device)
+
+
+def _train_private(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: torch.utils.data.DataLoader,
+    settings: TrainSettings,
+    anchor: list[torch.Tensor] | None,
+    *,
+    dp: DpStep,
+    device: torch.device,
+) -> TrainOutcome:
+    """DP-SGD with a fresh Opacus engine whose accountant history is this round's release."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")  # see DpStep.secure_mode
+        from opacus import PrivacyEngine  # ≈ 1.2 s: only in processes that train with DP
+
+        engine = PrivacyEngine(accountant="prv", secure_mode=False)
+    # Noise is drawn where the parameters live (a CPU generator cannot feed CUDA noise), from its
+    # own OS seed; the loader's Poisson sampling keeps the CPU generator.
+    noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
+    private_model, optimizer, loader = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=dp.noise_multiplier,
+        max_grad_norm=dp.clip_norm,
+        poisson_sampling=True,
+        noise_generator=noise,
+        grad_sample_mode=get_model_spec(settings.model).grad_sample_mode,
+    )
+    if dp.secure_mode:
+        _secure_noise(optimizer, noise)
+    try:
+        with warnings.catch_warnings():
+            # Known, harmless: the first layer's input needs no gradient.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            loss, steps = _run_epochs(private_model, optimizer, loader, settings, anchor, device)
+    finally:
+        private_model._close()  # remove Opacus hooks so ``model`` is a plain module again
+    return TrainOutcome(loss, steps, list(engine.accountant.history))
+
+
+def _loader(data: ImageSet, settings: TrainSettings, seed: int) -> torch.utils.data.DataLoader:
+    """Shuffled batches of (image, label), or (image, mask) for segmentation, augmented unless the
+    model is classical (it trains on fixed features of the images as they are, and caches them)."""
+    spec = get_model_spec(settings.model)
+    dataset = TrainingSet(
+        data,
+        augment=settings.augment and not spec.classical,
+        seed=seed % 2**32,
+        segmentation=spec.task == "segmentation",
+    )
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def _secure_noise(optimizer: DPOptimizer, generator: torch.Generator) -> None:
+    """Floating-point-safe noise, from a generator reseeded by the OS after every step."""
+    optimizer.secure_mode = True
+    accounting = optimizer.step_hook  # the PrivacyEngine's accountant: keep it first
+
+    def account_then_reseed(dp_optimizer: DPOptimizer) -> None:
+        if accounting is not None:
+            accounting(dp_optimizer)
+        generator.manual_seed(secrets.randbits(63))
+
+    optimizer.attach_step_hook(account_then_reseed)
+
+
+def _run_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: torch.utils.data.DataLoader,
+    settings: TrainSettings,
+    anchor: list[torch.Tensor] | None,
+    device: torch.device,
+) -> tuple[float, int]:
+    criterion = training_loss(get_model_spec(settings.model).loss)
+    total_loss, total_seen, steps = 0.0, 0, 0
+    for _ in range(settings.local_epochs):
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            outputs = model(images)
+            # Poisson sampling can draw an empty batch: still a (pure-noise) DP step.
+            loss = criterion(outputs, labels) if images.shape[0] else outputs.sum()
+            loss.backward()
+            optimizer.step()
+            if anchor is not None:
+                _proximal_step(model, anchor, settings.learning_rate * settings.proximal_mu)
+            total_loss += float(loss.item()) * images.shape[0]
+            total_seen += images.shape[0]
+            steps += 1
+    return total_loss / max(total_seen, 1), steps
+
+
+def training_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The model's training loss: log-loss on logits, the SVM's hinge loss on margins, or for
+    segmentation Dice + pixel log-loss on logit maps.
+
+    Every loss is a mean over the batch of per-image losses, as Opacus' per-sample clipping assumes:
+    the Dice term is computed per image (``batch=False``), never over the batch's pooled pixels.
+    """
+    if name == "hinge":
+        from fedscan.common.models.classical_model import hinge_loss
+
+        return hinge_loss
+    if name == "dice-ce":
+        from monai.losses import DiceCELoss
+
+        return DiceCELoss(sigmoid=True, batch=False)
+    return nn.BCEWithLogitsLoss()
+
+
+@torch.no_grad()
+def _proximal_step(model: nn.Module, anchor: list[torch.Tensor], rate: float) -> None:
+    # FedProx's term mu/2·||w - w_global||² carries no data, so it is applied as a
+    # separate decoupled step after the private update: DP is unaffected.
+    for param, start in zip(model.parameters(), anchor, strict=True):
+        param.sub_(rate * (param - start.to(param.device)))

@@ -1,0 +1,265 @@
+"""The run log: each round's per-site results, refusals and pooled metrics, in metrics.jsonl and
+beyond.
+
+One :class:`RunLog` per run, owned by the run's strategy. Replies pass through triage
+(:mod:`fedscan.server.triage`) and, for training, the update gate (:mod:`fedscan.server.gate`)
+before any aggregation sees them; evaluations give up their histograms or counts to the round's pool
+(:mod:`fedscan.server.pooling`). When a round closes, one line is appended to metrics.jsonl (and to
+TensorBoard when asked): per-site train and validation metrics, ε per site, the example-weighted
+mean, the pooled metrics and every refusal. Fewer than ``min_sites`` trained sites end the run,
+with the round and its refusals logged first. :meth:`RunLog.snapshot` is what a resumed run needs
+to continue the log seamlessly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, Message
+
+from fedscan.common import protocol
+from fedscan.common.errors import ErrorCode, FedscanError
+from fedscan.server.gate import Candidate, UpdateGate
+from fedscan.server.pooling import RoundPool
+from fedscan.server.rundir import HISTOGRAMS_FILE, RunDirectory
+from fedscan.server.triage import Refusal, SiteNames, first_metrics, triage
+
+log = logging.getLogger(__name__)
+Record = dict[str, Any]
+
+
+def resident_memory_mb() -> float | None:
+    """This process's resident set size now (Linux /proc); None where that is not available."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def weighted_mean(per_site: dict[str, dict[str, float]], key: str) -> float:
+    """Example-weighted mean over sites where ``key`` is defined (NaN otherwise)."""
+    pairs = [
+        (m[key], m[protocol.NUM_EXAMPLES])
+        for m in per_site.values()
+        if key in m and m[key] is not None and math.isfinite(m[key])
+    ]
+    total = sum(weight for _, weight in pairs)
+    return sum(value * weight for value, weight in pairs) / total if total else math.nan
+
+
+@dataclass
+class RunLog:
+    """Mutable per-run log, owned by the strategy of one run."""
+
+    run_dir: RunDirectory
+    model_name: str
+    min_sites: int = 1
+    central_epsilon: float | None = None  # set by the central-DP strategy after each release
+    threshold: float = 0.5  # Youden-optimal on the pooled validation histogram of the latest round
+    tensorboard: bool = False  # also append each round's scalars to TensorBoard event files
+    gate: UpdateGate = field(default_factory=UpdateGate)
+    model_options: str = (
+        ""  # run config ``classical``: rebuilds a classical model from its checkpoint
+    )
+    names: SiteNames = field(default_factory=SiteNames)
+    started: float = field(default_factory=time.monotonic)
+    history: list[Record] = field(default_factory=list)
+    _sent: dict[str, Any] | None = None  # the global model of the current round, for the gate
+    _current: Record = field(default_factory=dict)
+    _pool: RoundPool = field(default_factory=RoundPool)
+
+    def site_name(self, reply: Message) -> str:
+        return self.names.of(reply)
+
+    def note(self, record: Record, refusals: Iterable[Refusal]) -> None:
+        """Add ``refusals`` to the round's record (which lists refusals only when it has some)."""
+        for refusal in refusals:
+            record.setdefault("refusals", []).append(refusal.to_json())
+
+    def accept(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Message]:
+        """Keep replies from compatible sites; note every refusal with its reason."""
+        record = self._current
+        record.setdefault("round", server_round)
+        accepted, refusals = triage(replies, self.names, phase)
+        self.note(record, refusals)
+        if phase == "evaluate":
+            accepted = [
+                reply
+                for reply in accepted
+                if self._pooled(record, reply, reply.content.metric_records[protocol.METRICS])
+            ]
+        if phase == "train":
+            accepted = self._through_gate(record, accepted)
+        for reply in accepted:
+            record.setdefault(phase, {})[self.site_name(reply)] = first_metrics(reply)
+        if phase == "train" and len(accepted) < self.min_sites:
+            self._end_without_quorum(server_round, len(accepted))
+        return accepted
+
+    def _pooled(self, record: Record, reply: Message, metrics: Any) -> bool:
+        """Hand a site's histogram or counts to the round's pool; False (and a refusal) when
+        malformed."""
+        site = self.site_name(reply)
+        problem = self._pool.take(site, metrics)
+        if problem is not None:
+            log.warning("Site %s refused evaluate: %s", site, problem)
+            self.note(record, [Refusal(site, "evaluate", problem)])
+        return problem is None
+
+    def snapshot(self) -> Record:
+        """Everything a resumed run needs to continue this log seamlessly (JSON-safe)."""
+        return {
+            "history": self.history,
+            "current": self._current,
+            "threshold": self.threshold,
+            "names": {str(node): name for node, name in self.names.names.items()},
+            "central_epsilon": self.central_epsilon,
+            "declared": dict(self.gate.declared),
+            "elapsed_s": time.monotonic() - self.started,
+        }
+
+    def restore(self, snapshot: Record) -> None:
+        """Continue from :meth:`snapshot`; metrics.jsonl is rewritten to exactly its history, so
+        rounds logged after that checkpoint (and about to be redone) are not listed twice."""
+        self.history, self._current = list(snapshot["history"]), dict(snapshot["current"])
+        self.threshold, self.central_epsilon = (
+            float(snapshot["threshold"]),
+            snapshot["central_epsilon"],
+        )
+        self.names.names = {int(node): name for node, name in snapshot["names"].items()}
+        self.gate.declared = {site: int(count) for site, count in snapshot["declared"].items()}
+        self.started = time.monotonic() - float(snapshot["elapsed_s"])
+        self.run_dir.rewrite_metrics(self.history)
+        if self.tensorboard:  # event files may hold rounds that will be redone
+            from fedscan.server.tensorboard import rebuild
+
+            rebuild(self.run_dir.path, self.history)
+
+    def expect(self, arrays: ArrayRecord) -> None:
+        """The global model this round's train messages carry: what the gate checks updates
+        against."""
+        self._sent = {key: value.numpy() for key, value in arrays.to_torch_state_dict().items()}
+
+    def _through_gate(self, record: Record, replies: list[Message]) -> list[Message]:
+        """Drop (and note) updates the sanity gate refuses; before any aggregation sees them."""
+        if self._sent is None:
+            return replies
+        candidates = [
+            Candidate(
+                self.site_name(reply),
+                {
+                    k: v.numpy()
+                    for k, v in reply.content.array_records[protocol.ARRAYS]
+                    .to_torch_state_dict()
+                    .items()
+                },
+                int(first_metrics(reply).get(protocol.NUM_EXAMPLES, 0)),
+            )
+            for reply in replies
+        ]
+        refused = self.gate.refusals(candidates, self._sent)
+        refusals = [
+            Refusal(site, "train", f"{ErrorCode.UPDATE_REJECTED}: {reason}")
+            for site, reason in refused.items()
+        ]
+        for refusal in refusals:
+            log.warning("Site %s refused train: %s", refusal.site, refusal.reason)
+        self.note(record, refusals)
+        return [reply for reply in replies if self.site_name(reply) not in refused]
+
+    def take_evaluations(self, evaluated_round: int, replies: list[Message]) -> None:
+        """Move the evaluations riding on train replies (of ``evaluated_round``'s aggregate) out of
+        them, into that round's record, and close the round. Flower's aggregation then sees plain
+        train replies."""
+        record = self._current
+        record.setdefault("round", evaluated_round)
+        for reply in sorted(replies, key=self.site_name):
+            if reply.has_error() or protocol.EVALUATION not in reply.content:
+                continue
+            metrics = reply.content.metric_records[protocol.EVALUATION]
+            del reply.content[protocol.EVALUATION]
+            if self._pooled(record, reply, metrics):
+                record.setdefault("evaluate", {})[self.site_name(reply)] = dict(metrics)
+        self.round_done(evaluated_round)
+
+    def _end_without_quorum(self, server_round: int, trained: int) -> None:
+        """Fewer sites than min-sites trained: record the round with its refusals, then stop the
+        run."""
+        record, self._current = self._current, {}
+        record["elapsed_s"] = round(time.monotonic() - self.started, 2)
+        self.run_dir.append_metrics(record)
+        self.history.append(record)
+        refused = "; ".join(f"{r['site']}: {r['reason']}" for r in record.get("refusals", []))
+        raise FedscanError(
+            f"Round {server_round}: only {trained} of the required {self.min_sites} sites "
+            f"trained ({refused or 'no replies'}).",
+            code=ErrorCode.QUORUM_LOST,
+        )
+
+    def train_done(self, server_round: int, arrays: ArrayRecord | None) -> None:
+        if arrays is not None:
+            self.run_dir.save_model(
+                "global",
+                self.model_name,
+                arrays.to_torch_state_dict(),
+                classical=self.model_options,
+                round=server_round,
+            )
+
+    def round_done(self, server_round: int) -> Record:
+        record, self._current = self._current, {}
+        record["round"] = server_round
+        evaluation = record.get("evaluate", {})
+        reported = {key for metrics in evaluation.values() for key in metrics}
+        record["aggregated"] = {
+            key: weighted_mean(evaluation, key)
+            for key in (*protocol.CLASSIFICATION_METRICS, *protocol.SEGMENTATION_METRICS)
+            if key in reported or (key in protocol.CLASSIFICATION_METRICS and not evaluation)
+        }
+        record["aggregated"][protocol.NUM_EXAMPLES] = sum(
+            m[protocol.NUM_EXAMPLES] for m in evaluation.values()
+        )
+        self._close_pool(record, record["aggregated"][protocol.NUM_EXAMPLES])
+        record["epsilon"] = {
+            name: m.get(protocol.EPSILON) for name, m in record.get("train", {}).items()
+        }
+        if self.central_epsilon is not None:
+            record["central_epsilon"] = self.central_epsilon
+        record["elapsed_s"] = round(time.monotonic() - self.started, 2)
+        record["coordinator_rss_mb"] = (
+            resident_memory_mb()
+        )  # a leak shows here long before it hurts
+        self.run_dir.append_metrics(record)
+        self.history.append(record)
+        if self.tensorboard:
+            self._write_events(record)
+        return record
+
+    def _close_pool(self, record: Record, images: int) -> None:
+        pooled, threshold, histograms = self._pool.close(images)
+        if pooled is not None:
+            record["pooled"] = pooled
+        if threshold is not None:
+            self.threshold = threshold
+        if histograms is not None:
+            self.run_dir.write_json(HISTOGRAMS_FILE, {"round": record["round"], **histograms})
+
+    def _write_events(self, record: Record) -> None:
+        from fedscan.server.tensorboard import write_rounds
+
+        try:
+            write_rounds(self.run_dir.path, [record])
+        except (
+            Exception
+        ):  # metrics.jsonl has the round; `fedscan report --tensorboard` rebuilds the events
+            log.exception("Could not write TensorBoard events for round %s", record.get("round"))
