@@ -11,7 +11,8 @@ The package is split by role, like the running system:
   policy, ledger and releases, pre-flight checks, SuperNode and local evaluation;
 - ``fedscan.server`` — the coordinator: the Flower ServerApp, strategies, triage, pooling, the run
   log and directory, checkpoints, report, SuperLink and ``fedscan run``;
-- ``fedscan.cli`` — the ``fedscan`` console command: argument parsing and printing only.
+- ``fedscan.cli`` — the ``fedscan`` console command: argument parsing and printing, and the
+  one-machine simulation that drives both roles.
 
 ``client`` and ``server`` never import each other; every wire key is in ``common.protocol``.
 """
