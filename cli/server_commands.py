@@ -188,9 +188,13 @@ def logs_command(
 
     coordinator = _coordinator(config)
     try:
-        for flower_run_id in flower_run_ids_of(
-            coordinator, run_id
-        ):  # the first submission, then each resume
-            console.print(server_log(coordinator, flower_run_id), highlight=False, markup=False)
+        # The first submission, then each resume; printed as is (a log is read by grep too).
+        for flower_run_id in flower_run_ids_of(coordinator, run_id):
+            console.print(
+                server_log(coordinator, flower_run_id),
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     except FedscanError as exc:
         raise fail(str(exc)) from None

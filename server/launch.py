@@ -158,7 +158,9 @@ def server_log(coordinator: CoordinatorConfig, flower_run_id: int) -> str:
     try:
         result = subprocess.run(
             command,
-            env=flower_env(coordinator.flwr_home),
+            # Flower prints through rich, which wraps at 80 columns off a terminal: one log
+            # record per line keeps the log greppable.
+            env={**flower_env(coordinator.flwr_home), "COLUMNS": "10000"},
             capture_output=True,
             text=True,
             timeout=60,
