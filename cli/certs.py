@@ -9,7 +9,13 @@ from typing import Annotated
 import typer
 
 from fedscan.cli.console import console, fail
-from fedscan.common.certs import KeyPair, init_ca, issue_server_certificate, site_key_pair
+from fedscan.common.certs import (
+    LOOPBACK_HOSTS,
+    KeyPair,
+    init_ca,
+    issue_server_certificate,
+    site_key_pair,
+)
 from fedscan.common.errors import FedscanError
 
 certs_app = typer.Typer(
@@ -51,7 +57,9 @@ def server(
     """Issue the coordinator's TLS certificate, signed by the federation CA."""
     _report(
         lambda: issue_server_certificate(ca, out, hosts=host, force=force),
-        "Point coordinator.toml's [tls] at these two files.",
+        f"It covers {', '.join(dict.fromkeys([*host, *LOOPBACK_HOSTS]))} (loopback is always "
+        "included: the coordinator's own commands use it). Point coordinator.toml's [tls] at "
+        "these two files.",
     )
 
 
@@ -76,6 +84,9 @@ def _report(make: Callable[[], KeyPair], advice: str) -> None:
         pair = make()
     except (FedscanError, OSError) as exc:
         raise fail(str(exc)) from None
+    # markup=False: the advice names TOML sections such as [tls], which rich would take for tags.
     console.print(
-        f"wrote {pair.public}\nwrote {pair.private} (mode 0600)\n{advice}", highlight=False
+        f"wrote {pair.public}\nwrote {pair.private} (mode 0600)\n{advice}",
+        highlight=False,
+        markup=False,
     )

@@ -5,12 +5,15 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
 
 EXIT_FAILED = 1  # the job ran and failed (e.g. every site refused)
 EXIT_USAGE = 2  # bad arguments or unusable input: fix and rerun
+EXIT_PARTIAL = 3  # the run completed with gaps: a final model, but a phase missed sites it needed
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -21,3 +24,13 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
         f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True
     )
     return typer.Exit(code)
+
+
+def print_table(table: Table) -> None:
+    """``table`` on standard output, whole: off a terminal rich assumes 80 columns and cuts cells
+    ("st-marys-h…"), so a pipe gets it as wide as its widest row."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    Console(file=console.file, width=max(width, console.width)).print(table)

@@ -1,4 +1,5 @@
-"""Rich output: the live per-round table and the final summary."""
+"""Rich output: the live per-round table, one line per event of a followed run, and the final
+summary (which names every gap of a run that completed with gaps)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
+from fedscan.cli.console import EXIT_PARTIAL
 from fedscan.common.protocol import ACCURACY, AUC, DICE, HD95, IOU, SENSITIVITY, SPECIFICITY
-from fedscan.server.rundir import REPORT_FILE
+from fedscan.server.rundir import REPORT_FILE, STATE_COMPLETED_WITH_GAPS
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -38,6 +42,7 @@ class RoundTable:
         )
         self.rows: list[list[str]] = []
         self.live: Live | None = None
+        self.elapsed = 0.0  # the run's elapsed seconds at the end of the previous round
 
     def _table(self) -> Table:
         table = Table(title="fedscan — federated rounds")
@@ -48,7 +53,7 @@ class RoundTable:
             "loss",
             second[1],
             *[f"ε {n}" for n in self.site_names],
-            "time s",
+            "round time s",
         ]:
             table.add_column(header, justify="right")
         for row in self.rows:
@@ -81,7 +86,7 @@ class RoundTable:
             _fmt(aggregated.get("loss")),
             _fmt(pooled.get(second)),
             *[_fmt(epsilon.get(n), 2) for n in self.site_names],
-            _fmt(float(record.get("elapsed_s", 0.0)), 1),
+            _fmt(self._duration(record), 1),
         ]
         self.rows.append(row)
         if self.live is not None:
@@ -97,7 +102,10 @@ class RoundTable:
                 f"ε[{n}] {value}" for n, value in zip(self.site_names, row[4:-1], strict=True)
             ]
             self.console.print(
-                " | ".join(cells + [f"{row[-1]} s"]), highlight=False, markup=False, soft_wrap=True
+                " | ".join(cells + [f"round time {row[-1]} s"]),
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
             )
         for refusal in record.get("refusals", []):
             self.console.print(
@@ -106,6 +114,55 @@ class RoundTable:
                 highlight=False,
                 markup=False,
             )
+
+    def _duration(self, record: dict[str, Any]) -> float:
+        """This round's own seconds (metrics.jsonl holds the run's elapsed time at each round)."""
+        elapsed = float(record.get("elapsed_s", 0.0))
+        duration, self.elapsed = elapsed - self.elapsed, elapsed
+        return max(duration, 0.0)
+
+    def event(self, event: dict[str, Any]) -> None:
+        """One line for an event of the run (events.jsonl), when it is one an operator follows."""
+        line = event_line(event)
+        if line is not None:
+            self.console.print(f"  {line}", style="dim", highlight=False, markup=False)
+
+
+_EVENTS = {
+    "waiting-for-sites": "waiting for sites: {connected} of {needed} connected",
+    "round-training": "round {round} of {rounds}: training at {sites} sites",
+    "round-aggregated": "round {round} of {rounds}: aggregated the updates of {trained} sites",
+    "final-evaluation": "final evaluation at {sites} sites",
+    "final-evaluated": "final evaluation: {evaluated} of {sites} sites evaluated",
+    "cross-site-validation": "cross-site validation",
+    "cross-site-fine-tune": "cross-site fine-tune at {sites} sites",
+    "cross-site-fine-tuned": "cross-site fine-tune: {done} of {sites} sites fine-tuned",
+    "cross-site-evaluation": "cross-site evaluation of {models} models at {sites} sites",
+    "cross-site-evaluated": "cross-site evaluation: {done} of {sites} sites evaluated",
+    "report-written": "report written",
+    "report-failed": "the report could not be written: `fedscan report RUN_DIR` retries",
+}
+
+
+def event_line(event: dict[str, Any]) -> str | None:
+    """The line an event is shown as; None for an event that has none (or a malformed one)."""
+    template = _EVENTS.get(str(event.get("event")))
+    try:
+        return None if template is None else template.format(**event)
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def gap_lines(state: str, gaps: list[dict[str, Any]]) -> list[str]:
+    """The run's state and, for a run that completed with gaps, one line per gap."""
+    from fedscan.server.coverage import gaps_from_status
+
+    found = gaps_from_status({"gaps": gaps})
+    if not found:
+        return []
+    return [f"[bold yellow]{state}[/]: the results miss sites:"] + [
+        f"  gap: {escape(gap.sentence())}" for gap in found
+    ]
 
 
 def cross_site_table(document: dict[str, Any]) -> Table:
@@ -124,10 +181,13 @@ def cross_site_table(document: dict[str, Any]) -> Table:
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    """The end of a simulation: final pooled metrics, ε per site against the budget, where things
-    are."""
+    """The end of a simulation: final pooled metrics, its gaps, ε per site against the budget,
+    where things are. The summary is the command's last word: a run that completed with gaps
+    ends it with EXIT_PARTIAL once printed."""
     final = summary["final"]
-    console.print(_final_line(final), highlight=False)
+    console.print(final_line(final), highlight=False)
+    for line in gap_lines(summary.get("state", ""), summary.get("gaps", [])):
+        console.print(line, highlight=False)
     matrix = summary.get("matrix") or {}
     if matrix:
         console.print(cross_site_table(matrix))
@@ -146,9 +206,11 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         f"Final model: {summary['final_model']}\nReport: {run_dir / REPORT_FILE}",
         highlight=False,
     )
+    if summary.get("state") == STATE_COMPLETED_WITH_GAPS:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
-def _final_line(final: dict[str, Any]) -> str:
+def final_line(final: dict[str, Any]) -> str:
     """The last round's pooled validation metrics, in one sentence."""
     pooled = final.get("pooled") or {}
 

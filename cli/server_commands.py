@@ -8,16 +8,24 @@ registry, launching and following runs), imported when a command runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from fedscan.cli.console import EXIT_FAILED, console, err_console, fail
+from fedscan.cli.console import (
+    EXIT_FAILED,
+    EXIT_PARTIAL,
+    console,
+    err_console,
+    fail,
+    print_table,
+)
 from fedscan.common.errors import FedscanError
 
 if TYPE_CHECKING:
     from fedscan.server.coordinator_config import CoordinatorConfig
+    from fedscan.server.rundir import RunDirectory
 
 server_app = typer.Typer(
     help="The coordinator: start it, manage which sites may join.", no_args_is_help=True
@@ -74,6 +82,7 @@ def sites_add(name: str, public_key: Path, config: CoordinatorToml) -> None:
     console.print(
         f"site {name} registered (node {entry['node_id']}, key {entry['key_sha256']})",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -98,7 +107,7 @@ def sites_list(config: CoordinatorToml) -> None:
             row["key_sha256"],
             row["added"],
         )
-    console.print(table)
+    print_table(table)
 
 
 @sites_app.command("remove")
@@ -129,46 +138,87 @@ def run_command(
         ),
     ] = "",
 ) -> None:
-    """Submit a run to the coordinator and follow it round by round; exit 0 only if it completed."""
-    from fedscan.cli.display import RoundTable
-    from fedscan.server.launch import follow, load_run_request, submit
+    """Submit a run to the coordinator and follow it round by round; exit 0 only if it completed
+    (3 if it completed with gaps)."""
+    from fedscan.common.processes import StopSignals
+    from fedscan.server.follow import COORDINATOR_GONE
 
-    run_dir = None
+    progress: dict[str, RunDirectory] = {}
     try:
-        request = load_run_request(config)
-        run_dir, flower_run_id = submit(request, resume_id=resume or None)
-        console.print(
-            f"Run {run_dir.run_id} (Flower run {flower_run_id}) "
-            f"{'resumed' if resume else 'submitted'}"
-            f" → {run_dir.path}",
-            highlight=False,
-        )
-        with RoundTable(
-            console, [], segmentation=request.run.train.task == "segmentation"
-        ) as table:
-            status = follow(request, run_dir, flower_run_id, table.update, timeout_s=timeout)
+        # SIGTERM/SIGHUP end it as Ctrl-C does: a `flwr` call in flight is stopped with it.
+        with StopSignals(interrupt=True):
+            status = _submit_and_follow(config, timeout, resume, progress)
+    except KeyboardInterrupt:
+        raise fail(
+            "Stopped following; the run goes on at the coordinator (`fedscan status`).", 130
+        ) from None
     except FedscanError as exc:
+        run_dir = progress.get("run")
         hint = (
-            "\nIf the coordinator stopped, restart it, then continue with `fedscan run --config "
-            f"{config} "
+            f"\nRestart the coordinator, then continue with `fedscan run --config {config} "
             f"--resume {run_dir.run_id}`."
-            if run_dir is not None
+            if run_dir is not None and exc.code == COORDINATOR_GONE
             else ""
         )
         raise fail(f"{exc}{hint}") from None
-    if status.get("state") != "completed":
+    _run_summary(progress["run"], status)
+
+
+def _submit_and_follow(
+    config: Path, timeout: float, resume: str, progress: dict[str, RunDirectory]
+) -> dict[str, Any]:
+    """Submit (or resume) the run and follow it to its end; its run directory goes in
+    ``progress["run"]`` as soon as it exists."""
+    from fedscan.cli.display import RoundTable
+    from fedscan.server.follow import follow
+    from fedscan.server.launch import load_run_request, submit
+
+    request = load_run_request(config)
+    run_dir, flower_run_id = submit(request, resume_id=resume or None)
+    progress["run"] = run_dir
+    console.print(
+        f"Run {run_dir.run_id} (Flower run {flower_run_id}) "
+        f"{'resumed' if resume else 'submitted'} → {run_dir.path}",
+        highlight=False,
+    )
+    segmentation = request.run.train.task == "segmentation"
+    with RoundTable(console, [], segmentation=segmentation) as table:
+        return follow(
+            request, run_dir, flower_run_id, table.update, on_event=table.event, timeout_s=timeout
+        )
+
+
+def _run_summary(run_dir: RunDirectory, status: dict[str, Any]) -> None:
+    """The end of ``fedscan run``: the final metrics, the state, every gap; the exit code."""
+    from fedscan.cli.display import final_line, gap_lines
+    from fedscan.server.rundir import (
+        FINAL_MODEL,
+        REPORT_FILE,
+        STATE_COMPLETED,
+        STATE_COMPLETED_WITH_GAPS,
+    )
+
+    state = status.get("state")
+    if state not in (STATE_COMPLETED, STATE_COMPLETED_WITH_GAPS):
         raise fail(
             f"Run {run_dir.run_id} failed: {status.get('reason', 'unknown reason')}", EXIT_FAILED
         )
+    history = [line for line in run_dir.read_metrics() if "aggregated" in line]
+    if history:
+        console.print(final_line(history[-1]), highlight=False)
+    for line in gap_lines(str(state), status.get("gaps", [])):
+        console.print(line, highlight=False)
     console.print(
-        f"Run {run_dir.run_id} completed: {run_dir.path / 'final.pt'}; report: "
-        f"{run_dir.path / 'report.html'}",
+        f"Run {run_dir.run_id} {state}: {run_dir.model_file(FINAL_MODEL)}; report: "
+        f"{run_dir.file(REPORT_FILE)}",
         highlight=False,
     )
+    if state == STATE_COMPLETED_WITH_GAPS:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def status_command(config: CoordinatorToml) -> None:
-    """Runs on this coordinator: state and rounds completed."""
+    """Runs on this coordinator: state (or what a running run is doing) and rounds completed."""
     from fedscan.server.launch import run_statuses
 
     table = Table(title="Runs")
@@ -176,7 +226,7 @@ def status_command(config: CoordinatorToml) -> None:
         table.add_column(header)
     for row in run_statuses(_coordinator(config)):
         table.add_row(row["run_id"], row["state"], str(row["rounds"]), row["reason"])
-    console.print(table)
+    print_table(table)
 
 
 def logs_command(
@@ -188,13 +238,10 @@ def logs_command(
 
     coordinator = _coordinator(config)
     try:
-        # The first submission, then each resume; printed as is (a log is read by grep too).
+        # The first submission, then each resume. Each record once, as Flower stores it: raw
+        # text, not through rich (which rewrites ":name:" as emoji); a log is read by grep too.
         for flower_run_id in flower_run_ids_of(coordinator, run_id):
-            console.print(
-                server_log(coordinator, flower_run_id),
-                highlight=False,
-                markup=False,
-                soft_wrap=True,
-            )
+            text = server_log(coordinator, flower_run_id)
+            typer.echo(text, nl=not text.endswith("\n"))
     except FedscanError as exc:
         raise fail(str(exc)) from None

@@ -5,7 +5,10 @@ mode (see :mod:`fedscan.cli.simulation_engine`): the ServerApp and every site's
 ClientApp are the installed fedscan, configured by a generated run config —
 the same path a deployment takes. Progress is read from the run directory.
 Nothing is installed at run time and no Flower or Ray process outlives the
-command.
+command: it is a child subreaper, and SIGTERM, SIGHUP and SIGINT (``timeout``,
+systemd, a CI cancel, Ctrl-C) all end it as Ctrl-C does, through the
+``finally`` clauses that stop the engine's whole tree (measured under 2 s;
+bounded by :data:`~fedscan.common.processes.STOP_BOUND_S`).
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from fedscan.common.data.sources import FolderSource, NpzShardSource, sources_to
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, RunFailed
 from fedscan.common.files import write_json
-from fedscan.common.processes import stop_process_group
+from fedscan.common.processes import StopSignals, become_subreaper, stop_process_group
 from fedscan.server.flower_app import toml_value, write_app
 from fedscan.server.rundir import (
     COORDINATOR_LOG,
     FINAL_MODEL,
+    FINISHED_STATES,
     MATRIX_FILE,
     SIMULATION_FILE,
     RunDirectory,
@@ -78,7 +82,8 @@ def run_simulation(
             "An npz file holds no masks: segmentation runs on site folders whose labels CSV names "
             "a mask per image (--data synthetic or dicom:DIR,...)."
         )
-    with tempfile.TemporaryDirectory(prefix="fedscan-sim-") as tmp:
+    become_subreaper()  # Ray's workers stay below this command even when their raylet dies
+    with StopSignals(interrupt=True), tempfile.TemporaryDirectory(prefix="fedscan-sim-") as tmp:
         workdir = Path(tmp)
         # Synthetic sites and npz partitions follow the run's seed: a resumed run sees the same
         # data.
@@ -128,13 +133,16 @@ def _run_config(
 
 
 def _summary(config: RunConfig, run_dir: RunDirectory, wall: float) -> dict[str, Any]:
-    """What the command prints at the end; RunFailed unless the run completed."""
+    """What the command prints at the end; RunFailed unless the run completed (with gaps or not:
+    ``state`` and ``gaps`` tell which)."""
     status = run_dir.read_status()
-    if status.get("state") != "completed":
+    if status.get("state") not in FINISHED_STATES:
         stopped = f"the engine stopped early; see {run_dir.file(COORDINATOR_LOG)}"
         raise RunFailed(f"The federation failed: {status.get('reason') or stopped}")
     history = run_dir.read_metrics()
     return {
+        "state": status["state"],
+        "gaps": status.get("gaps", []),
         "run_id": run_dir.run_id,
         "run_dir": str(run_dir.path),
         "wall_s": round(wall, 1),
@@ -205,7 +213,8 @@ def _run_engine(
                 shown = _show_new_rounds(run_dir, shown, observer)
                 time.sleep(0.5)
         finally:
-            stop_process_group(runner)
+            # `flwr run` only streams the log: a short grace keeps the stop within STOP_BOUND_S.
+            stop_process_group(runner, grace_s=3.0)
         _show_new_rounds(run_dir, shown, observer)
 
 

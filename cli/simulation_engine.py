@@ -5,6 +5,13 @@
 every process: a free loopback port, its own FLWR_HOME, no telemetry, no
 runtime dependency installation, and everything stopped on exit — Flower's
 ``:local:`` SuperLink would outlive the command and be silently reused.
+
+"Everything" is the SuperLink's whole tree (``flwr-simulation`` and the Ray
+cluster run in sessions of their own) and, where ``fedscan simulate`` is a
+child subreaper, any helper orphaned on the way; it is stopped on any exit
+from the ``with`` block, including a failed start and a stop signal turned
+into KeyboardInterrupt (:class:`~fedscan.common.processes.StopSignals`), within
+:data:`~fedscan.common.processes.STOP_BOUND_S`.
 """
 
 from __future__ import annotations
@@ -18,7 +25,13 @@ from types import TracebackType
 from typing import IO
 
 from fedscan.common.errors import EngineError
-from fedscan.common.processes import FLOWER_BIN, flower_env, free_port, stop_process_group
+from fedscan.common.processes import (
+    FLOWER_BIN,
+    flower_env,
+    free_port,
+    stop_orphans,
+    stop_process_group,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +85,11 @@ class SimulationSuperLink:
             start_new_session=True,
             cwd=self.workdir,
         )
-        self._wait_until_listening()
+        try:
+            self._wait_until_listening()
+        except BaseException:  # a failed start or a stop signal: __exit__ would not run
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def _wait_until_listening(self) -> None:
@@ -118,5 +135,6 @@ class SimulationSuperLink:
     ) -> None:
         if self.process is not None:
             stop_process_group(self.process)
+            stop_orphans()  # a Ray worker whose raylet died before the SuperLink was stopped
         if self._log is not None:
             self._log.close()

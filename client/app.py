@@ -27,6 +27,7 @@ from fedscan.common import protocol
 from fedscan.common.data.imageset import SiteData
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import FedscanError
+from fedscan.common.logs import log_to_stderr
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import HistoryEntry, planned_releases
 
@@ -39,6 +40,7 @@ def make_client_app(
     resolve: SiteResolver = resolve_site, *, device: str | None = None
 ) -> ClientApp:
     """A ClientApp serving the site that ``resolve(context)`` describes."""
+    log_to_stderr()  # the site's console; claims the root logger before Opacus is imported
     app = ClientApp()
 
     def serve(handler: Handler) -> Callable[[Message, Context], Message]:
@@ -132,8 +134,21 @@ def _private_round(
         dp = DpStep(
             round_plan.run.noise_multiplier, round_plan.run.clip_norm, round_plan.secure_mode
         )
+        log.info(
+            "Round %s: training on %s images with DP (noise multiplier %.3f)",
+            request.server_round,
+            len(data.train),
+            dp.noise_multiplier,
+        )
         arrays, metrics, history = _local_round(request, data, received, dp, device, started)
         metrics[protocol.EPSILON] = budget.epsilon_after(ledger, round_plan, history)
+        log.info(
+            "Round %s: releasing the update (%s tensors; epsilon for this run %.3f of %g)",
+            request.server_round,
+            len(arrays),
+            metrics[protocol.EPSILON],
+            round_plan.run.target_epsilon,
+        )
         return Made(arrays, metrics, history, budget.dataset_fingerprint(data.train))
 
     return release_once(

@@ -130,20 +130,32 @@ def load_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
     return x509.load_pem_x509_certificate(cert_path.read_bytes()), key
 
 
+# The coordinator's own commands reach its control API on loopback with this same certificate
+# (Flower's SuperExec dies 10 s after start when 127.0.0.1 is missing), so every certificate covers
+# loopback beside the names sites dial.
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
 def _subject_alternative_names(hosts: list[str]) -> x509.SubjectAlternativeName:
     names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
+    for host in [*hosts, *LOOPBACK_HOSTS]:
+        if (name := _general_name(host)) not in names:
+            names.append(name)
     return x509.SubjectAlternativeName(names)
 
 
 def issue_server_certificate(
     ca_folder: Path, out: Path, *, hosts: list[str], force: bool = False
 ) -> KeyPair:
-    """The coordinator's TLS certificate, valid for every name and IP address sites will dial."""
+    """The coordinator's TLS certificate, valid for every name and IP address sites will dial and
+    for loopback (:data:`LOOPBACK_HOSTS`), where the coordinator's own commands reach it."""
     if not hosts:
         raise ConfigError(
             "Give at least one --host: the DNS name or IP address sites use to reach the "

@@ -9,25 +9,52 @@ Flower's daemons start helpers in sessions of their own (``flower-superexec``
 calls setsid, and the ServerApp, ``flwr-simulation`` and Ray run in its
 group), so signalling one process group leaves the rest running. Here the
 whole tree under a process is found (Linux ``/proc``) before anything is
-signalled, every group in it is stopped, and the call returns only once
-none of those processes is alive (zombies excepted: they have exited).
+signalled, every group in it is stopped, the tree is looked at again for
+helpers started meanwhile, and the call returns only once none of those
+processes is alive (zombies excepted: they have exited).
+
+Invariants of a supervising command (``server start``, ``client start``, ``simulate``):
+
+- it is a child subreaper (:func:`become_subreaper`, Linux): a helper whose parent dies is
+  re-parented to it, not to init, so :func:`stop_orphans` still finds and stops it;
+- SIGTERM, SIGHUP and SIGINT are noted by :class:`StopSignals` instead of ending the
+  command at once (Python's default for SIGTERM and SIGHUP kills only the parent and
+  orphans the whole tree); the command then stops its tree and exits;
+- from a signal to the whole tree gone takes at most :data:`STOP_BOUND_S`.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import FrameType, TracebackType
 from typing import Any
 
 log = logging.getLogger(__name__)
 _PROC = Path("/proc")
 FLOWER_BIN = Path(sys.executable).parent  # flwr, flower-superlink, … of this environment
+
+# SIGTERM → SIGKILL: Flower's daemons stop their gRPC servers with a 1 s grace and give SuperExec
+# 1 s more; measured 1-3 s for a SuperLink, SuperNode or simulation on 2 busy cores.
+STOP_GRACE_S = 10.0
+KILL_WAIT_S = 3.0  # SIGKILL → gone: the kernel needs milliseconds; a process in D state longer
+ORPHAN_GRACE_S = 3.0  # orphans had their SIGTERM with their tree already
+# A signal to a whole tree gone, worst case (every SIGTERM ignored): the supervisor noticing
+# (0.5 s), its child's tree (grace + kill wait) and the orphans (3 + 3 s) = 19.5 s; `simulate`
+# stops its `flwr run` first with a 3 s grace: 25.5 s. Measured 0.1-2.6 s for every command and
+# signal (tests/test_signals.py). Under systemd's TimeoutStopSec=60 (deploy/systemd), so a stop
+# never escalates to systemd's SIGKILL.
+STOP_BOUND_S = 30.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+_PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 36, 37  # <linux/prctl.h>
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
@@ -54,16 +81,30 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _read(pid: int, what: str) -> bytes:
+    """/proc/PID/WHAT (empty once the process is gone)."""
+    try:
+        return (_PROC / str(pid) / what).read_bytes()
+    except OSError:
+        return b""
+
+
+def _fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (which may hold spaces and parentheses)."""
+    text = _read(pid, "stat").decode(errors="replace")
+    return text[text.rindex(")") + 2 :].split() if text else None
+
+
 def _stat(pid: int) -> tuple[int, int, str] | None:
     """(parent pid, process group, state) of ``pid``; None once it is gone."""
-    try:
-        text = (_PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    fields = text[
-        text.rindex(")") + 2 :
-    ].split()  # the command name may hold spaces and parentheses
-    return int(fields[1]), int(fields[2]), fields[0]
+    fields = _fields(pid)
+    return None if fields is None else (int(fields[1]), int(fields[2]), fields[0])
+
+
+def _started(pid: int) -> str | None:
+    """When ``pid`` started (ticks since boot): tells it from a later process reusing the pid."""
+    fields = _fields(pid)
+    return None if fields is None else fields[19]
 
 
 def descendants(pid: int) -> list[int]:
@@ -80,53 +121,190 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def command_line(pid: int) -> str:
+    """The command line of ``pid`` ("" once it is gone)."""
+    return _read(pid, "cmdline").replace(b"\0", b" ").decode(errors="replace")
+
+
+def find_descendant(pid: int, name: str) -> int | None:
+    """The first process below ``pid`` whose command line holds ``name``, or whose process name
+    is its first 15 characters (as the kernel keeps it): then it may be a zombie that exited
+    and waits to be reaped, which :func:`alive` tells, so a helper that died between two looks
+    is still seen."""
+    for found in descendants(pid):
+        if name in command_line(found) or _name(found) == name[:15]:
+            return found
+    return None
+
+
+def _name(pid: int) -> str:
+    """The kernel's name of ``pid`` (its executable's or script's, 15 characters at most)."""
+    text = _read(pid, "stat").decode(errors="replace")
+    return text[text.index("(") + 1 : text.rindex(")")] if text else ""
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie has exited: it only waits to be reaped)."""
     info = _stat(pid)
     return info is not None and info[2] != "Z"
 
 
-def _signal_groups(groups: set[int], sig: signal.Signals) -> None:
+def _prctl(option: int, *args: Any) -> bool:
+    """Whether Linux ``prctl(option, *args)`` succeeded (False where there is none)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(option, *args, *[0] * (4 - len(args))) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def become_subreaper() -> bool:
+    """Make this process the new parent of orphaned descendants (Linux ``prctl``).
+
+    False, and nothing changed, where the call is unavailable (then a helper whose parent died
+    is re-parented to init, and only the snapshot :func:`stop_process_group` took finds it).
+    """
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def is_subreaper() -> bool:
+    """Whether orphaned descendants re-parent to this process (see :func:`become_subreaper`)."""
+    flag = ctypes.c_int(0)
+    return _prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag)) and bool(flag.value)
+
+
+def _snapshot(pids: list[int]) -> dict[int, str]:
+    """``pids`` and everything below them, each with its start time."""
+    found = {pid for root in pids for pid in (root, *descendants(root))}
+    return {pid: started for pid in found if (started := _started(pid)) is not None}
+
+
+def _signal_tree(tree: dict[int, str], sig: signal.Signals) -> None:
+    """``sig`` to every group in ``tree`` but this process's own, and to each of its members."""
+    own = os.getpgrp()
+    groups = {info[1] for pid in tree if (info := _stat(pid)) is not None} - {own}
     for group in groups:
         try:
             os.killpg(group, sig)
         except (ProcessLookupError, PermissionError):
             pass
+    for pid, started in tree.items():
+        if pid != os.getpid() and _started(pid) == started:  # not a later process on that pid
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _wait_gone(tree: dict[int, str], within_s: float) -> list[int]:
+    """Wait until no process of ``tree`` runs; those still running after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        left = [pid for pid, started in tree.items() if alive(pid) and _started(pid) == started]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
+
+
+def _reap(tree: dict[int, str], skip: int) -> None:
+    """Collect orphans re-parented to this subreaper once they exit (else they stay zombies)."""
+    for pid in tree:
+        if pid != skip and (info := _stat(pid)) is not None and info[0] == os.getpid():
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
 
 
 def stop_process_group(
-    process: subprocess.Popen, grace_s: float = 15.0, *, gone_within_s: float = 10.0
+    process: subprocess.Popen, grace_s: float = STOP_GRACE_S, *, gone_within_s: float = KILL_WAIT_S
 ) -> None:
     """SIGTERM ``process`` and every process below it, SIGKILL what is left, wait until all are
     gone."""
-    tree = [process.pid, *descendants(process.pid)]
-    groups = {process.pid} | {info[1] for pid in tree if (info := _stat(pid)) is not None}
-    groups.discard(os.getpgrp())  # never this process's own group
+    tree = _snapshot([process.pid])
     if process.poll() is None:
-        _signal_groups(groups, signal.SIGTERM)
+        _signal_tree(tree, signal.SIGTERM)
         try:
             process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            log.warning("Flower process %s ignored SIGTERM; killing it", process.pid)
-    _signal_groups(groups, signal.SIGKILL)  # helpers that outlived their parent
+            log.warning(
+                "Flower process %s ignored SIGTERM for %s s; killing it", process.pid, grace_s
+            )
+    # Helpers started during the grace, below members still alive.
+    tree.update(_snapshot([pid for pid in tree if alive(pid)]))
+    _signal_tree(tree, signal.SIGKILL)
     process.wait()
-    deadline = time.monotonic() + gone_within_s
-    while (left := [pid for pid in tree if alive(pid)]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if left:
+    if left := _wait_gone(tree, gone_within_s):
         log.warning("Processes %s were still running %s s after SIGKILL", left, gone_within_s)
+    _reap(tree, skip=process.pid)
 
 
-def forward_stop_signals(process: subprocess.Popen) -> None:
-    """SIGTERM/SIGINT to this process are passed on to ``process``'s group; the caller's wait()
-    then returns. (Only signals: waiting inside a handler would deadlock on the wait the main
-    thread holds.)"""
+def stop_orphans(*, grace_s: float = ORPHAN_GRACE_S) -> None:
+    """Stop every helper re-parented to this subreaper (none when it is not one).
 
-    def forward(signum: int, frame: Any) -> None:
-        _signal_groups({process.pid}, signal.SIGTERM)
+    Call it once this command's own children are stopped: whatever is still below it then is an
+    orphan of theirs (a Ray worker whose raylet died, a ServerApp whose SuperExec died).
+    """
+    if not is_subreaper() or not (tree := _snapshot(descendants(os.getpid()))):
+        return
+    log.info("Stopping %s orphaned helper processes", len(tree))
+    _signal_tree(tree, signal.SIGTERM)
+    _wait_gone(tree, grace_s)
+    tree.update(_snapshot([pid for pid in tree if alive(pid)]))
+    _signal_tree(tree, signal.SIGKILL)
+    _wait_gone(tree, KILL_WAIT_S)
+    _reap(tree, skip=-1)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
+
+class StopSignals:
+    """Context manager: SIGTERM, SIGHUP and SIGINT are noted in :attr:`received` instead of
+    ending this process, so it can stop its whole tree first.
+
+    With ``interrupt=True`` the first one also raises KeyboardInterrupt in the main thread (as
+    Ctrl-C does), so ``with`` blocks and ``finally`` clauses stop what they started; later ones
+    are only noted, so a second signal cannot cut that cleanup short. Outside the main thread
+    (where Python allows no handlers) nothing is installed. Handlers only note and raise: a
+    wait inside a handler would deadlock on a wait the main thread holds.
+    """
+
+    def __init__(self, *, interrupt: bool = False) -> None:
+        self.interrupt = interrupt
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._note) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else ""
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            return
+        self.received = signum
+        if self.interrupt:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, less once a stop signal came; whether one came."""
+        deadline = time.monotonic() + seconds
+        while self.received is None and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.2))
+        return self.received is not None
 
 
 def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout_s: float = 60.0) -> bool:

@@ -4,6 +4,9 @@ Every round's global model is evaluated at every site (with the next round's
 training, see :mod:`fedscan.server.rounds`), saved to the run directory, and
 one line is appended to metrics.jsonl. The coordinator sends
 configuration only (the flat dict of :meth:`RunConfig.to_message`), never code.
+status.json says what the run is doing as it goes and how it ended: ``completed`` only when
+every phase reached every site it needed, ``completed-with-gaps`` (each gap named) when a phase
+missed sites but the final model is complete, ``failed`` otherwise; events.jsonl tells each step.
 """
 
 from __future__ import annotations
@@ -21,15 +24,33 @@ from flwr.serverapp import Grid, ServerApp
 from fedscan.common import protocol
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import ErrorCode, FedscanError, QuorumError
+from fedscan.common.logs import log_to_stderr
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.settings import parse_bool
+from fedscan.server.coverage import (
+    PHASE_CROSS_SITE_VALIDATION,
+    Gap,
+    RecordingGrid,
+    feature_statistics_gap,
+    training_gaps,
+)
 from fedscan.server.gate import UpdateGate
 from fedscan.server.polling_grid import PollingGrid
 from fedscan.server.resume import restore_run, resumable_config, save_round
 from fedscan.server.rounds import run_rounds
 from fedscan.server.run_log import RunLog
-from fedscan.server.rundir import FINAL_MODEL, RunDirectory
+from fedscan.server.rundir import (
+    FINAL_MODEL,
+    PHASE_CROSS_SITE,
+    PHASE_WAITING,
+    STATE_COMPLETED,
+    STATE_COMPLETED_WITH_GAPS,
+    STATE_FAILED,
+    STATE_RUNNING,
+    RunDirectory,
+    RunProgress,
+)
 from fedscan.server.strategy import build_strategy
 from fedscan.server.tensorboard import require_tensorboard
 
@@ -41,12 +62,21 @@ class FederationResult:
     run_dir: RunDirectory
     history: list[dict[str, Any]]
     final_model: Path
+    gaps: tuple[Gap, ...] = ()  # phases that missed sites: the run completed with gaps
 
 
-def wait_for_sites(grid: Grid, min_sites: int, timeout_s: float) -> int:
-    """Wait (bounded, unlike Flower's sampler) until ``min_sites`` sites are connected."""
-    deadline = time.monotonic() + timeout_s
+def wait_for_sites(
+    grid: Grid, min_sites: int, timeout_s: float, progress: RunProgress | None = None
+) -> int:
+    """Wait (bounded, unlike Flower's sampler) until ``min_sites`` sites are connected;
+    ``progress`` hears of each change in the count while waiting."""
+    deadline, told = time.monotonic() + timeout_s, -1
     while (connected := len(list(grid.get_node_ids()))) < min_sites:
+        if progress is not None and connected != told:
+            progress(
+                "waiting-for-sites", phase=PHASE_WAITING, connected=connected, needed=min_sites
+            )
+            told = connected
         if time.monotonic() > deadline:
             raise QuorumError(
                 f"Only {connected} of the {min_sites} required sites connected "
@@ -63,19 +93,25 @@ def run_federation(
 
     With ``resume``, continue ``run_dir``'s run from its newest valid checkpoint.
     """
-    run_dir.write_status("running", resumed=resume)
+    run_dir.write_status(STATE_RUNNING, resumed=resume)
+    progress = RunProgress(run_dir, resume)
     try:
-        result = _federate(grid, config, run_dir, resume=resume)
+        result = _federate(grid, config, run_dir, progress, resume=resume)
     except Exception as exc:
         reason = str(exc) if isinstance(exc, FedscanError) else f"{type(exc).__name__}: {exc}"
-        run_dir.write_status("failed", reason=reason)
+        run_dir.write_status(STATE_FAILED, reason=reason)
+        progress(STATE_FAILED)
         raise
-    run_dir.write_status("completed", rounds=config.rounds)
-    _write_report(run_dir)
+    if result.gaps:
+        gaps = [gap.to_json() for gap in result.gaps]
+        run_dir.write_status(STATE_COMPLETED_WITH_GAPS, rounds=config.rounds, gaps=gaps)
+    else:
+        run_dir.write_status(STATE_COMPLETED, rounds=config.rounds)
+    _write_report(run_dir, progress)
     return result
 
 
-def _write_report(run_dir: RunDirectory) -> None:
+def _write_report(run_dir: RunDirectory, progress: RunProgress) -> None:
     """report.html and model_card.md; a report that fails must not fail a completed run."""
     from fedscan.server.report import build_report
 
@@ -85,25 +121,21 @@ def _write_report(run_dir: RunDirectory) -> None:
         log.exception(
             "Could not write the run report; rebuild it with `fedscan report %s`", run_dir.path
         )
+        progress("report-failed")
+        return
+    progress("report-written")
 
 
 def _federate(
-    grid: Grid, config: RunConfig, run_dir: RunDirectory, *, resume: bool
+    grid: Grid, config: RunConfig, run_dir: RunDirectory, progress: RunProgress, *, resume: bool
 ) -> FederationResult:
     random.seed(config.seed)  # Flower's node sampling uses the global `random`
     run_dir.write_config(config.to_json())
     run_dir.write_run_config(config.to_flat())
     if config.tensorboard:
         require_tensorboard()
-    num_sites = wait_for_sites(grid, config.min_sites, config.join_timeout_s)
-    run_log = RunLog(
-        run_dir,
-        config.train.model,
-        config.min_sites,
-        tensorboard=config.tensorboard,
-        gate=UpdateGate(norm_factor=config.norm_gate),
-        model_options=config.train.classical,
-    )
+    num_sites = wait_for_sites(grid, config.min_sites, config.join_timeout_s, progress)
+    run_log = _run_log(run_dir, config)
     strategy = build_strategy(config, run_log, num_sites)
     message_config = {
         **config.to_message(),
@@ -128,13 +160,29 @@ def _federate(
         first_round=last_round + 1,
         timeout=config.round_timeout_s,
         message_config=message_config,
-        before_round=lambda _: wait_for_sites(grid, config.min_sites, config.join_timeout_s),
+        before_round=lambda _: wait_for_sites(
+            grid, config.min_sites, config.join_timeout_s, progress
+        ),
         after_round=lambda done, new: save_round(run_dir, config, run_log, strategy, done, new),
+        progress=progress,
     )
     final = _save_final(run_dir, config, run_log, arrays)
     if config.cross_site:
-        _cross_validate(grid, config, run_log, arrays, message_config, run_dir)
-    return FederationResult(run_dir, run_log.history, final)
+        progress(PHASE_CROSS_SITE, phase=PHASE_CROSS_SITE)
+        _cross_validate(grid, config, run_log, arrays, message_config, run_dir, progress)
+    gaps = (*training_gaps(run_log.history, config.rounds, config.min_sites), *run_log.gaps)
+    return FederationResult(run_dir, run_log.history, final, gaps)
+
+
+def _run_log(run_dir: RunDirectory, config: RunConfig) -> RunLog:
+    return RunLog(
+        run_dir,
+        config.train.model,
+        config.min_sites,
+        tensorboard=config.tensorboard,
+        gate=UpdateGate(norm_factor=config.norm_gate),
+        model_options=config.train.classical,
+    )
 
 
 def _save_final(
@@ -169,7 +217,15 @@ def _initial_arrays(
         return arrays
     from fedscan.server.feature_stats import standardise
 
-    return standardise(grid, config, run_log, arrays, message_config)
+    recorded = RecordingGrid(grid)
+    arrays = standardise(recorded, config, run_log, arrays, message_config)
+    gap = feature_statistics_gap(
+        recorded, run_log.names, timeout_s=config.round_timeout_s, dp=config.privacy.enabled
+    )
+    if gap is not None:
+        log.warning("The run has a gap: %s", gap.sentence())
+        run_log.gaps.append(gap)
+    return arrays
 
 
 def _cross_validate(
@@ -179,25 +235,17 @@ def _cross_validate(
     arrays: ArrayRecord,
     message_config: dict[str, Any],
     run_dir: RunDirectory,
+    progress: RunProgress,
 ) -> None:
-    """The models × sites matrix; the run's rounds are done, so a failure here is logged, not
-    raised."""
-    from fedscan.server.crosssite import cross_site_validation
+    """The models × sites matrix; the run's rounds are done, so a failure here is a gap of the
+    run, not its failure."""
+    from fedscan.server.crosssite import cross_site_validation, record_failure
 
     try:
-        cross_site_validation(grid, config, run_log, arrays, message_config, run_dir)
-    except Exception:  # the trained model is saved; only the matrix is missing
+        cross_site_validation(grid, config, run_log, arrays, message_config, run_dir, progress)
+    except Exception as error:  # the trained model is saved; only the matrix is missing
         log.exception("Cross-site validation failed; the run's model and metrics are complete")
-
-
-def _log_to_stderr() -> None:
-    """This process's output is the run's log (`fedscan logs`, coordinator.log): fedscan's INFO
-    goes there."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("fedscan")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+        record_failure(grid, run_log, PHASE_CROSS_SITE_VALIDATION, error)
 
 
 app = ServerApp()
@@ -206,7 +254,9 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Entry point on a SuperLink (simulation or deployment): settings from the run config."""
-    _log_to_stderr()
+    # This process's output is the run's log (`fedscan logs`); claiming the root logger first
+    # keeps Opacus' import-time basicConfig from printing every line twice.
+    log_to_stderr()
     run_config = dict(context.run_config)
     run_dir = RunDirectory.create(
         Path(str(run_config.get(protocol.RUNS_DIR, "runs"))),

@@ -23,9 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedscan.common.certcheck import ServedTls, certificate_problems
+from fedscan.common.config import split_address
 from fedscan.common.errors import ConfigError
 from fedscan.common.files import read_toml
 from fedscan.common.settings import Section, described, setting
+
+_ANY_ADDRESS = ("0.0.0.0", "::", "[::]", "")
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,26 @@ class CoordinatorConfig:
     health_address: str = setting(
         "", help="host:port of Flower's gRPC health service (empty: off)."
     )
+    access_log: bool = setting(
+        False,
+        help="Log every HTTP request to the control API (uvicorn's access log; about ten lines "
+        "a second while a run is followed). Failed requests are logged either way.",
+    )
     tls: TlsFiles | None = None
+
+    @property
+    def control_host(self) -> str:
+        """Where the operator's commands (and Flower's SuperExec) dial the control API."""
+        host = split_address(self.control_address)[0]
+        return "127.0.0.1" if host in _ANY_ADDRESS else host
+
+    def served_hosts(self) -> tuple[str, ...]:
+        """Addresses the certificate must cover: the control API's, and the Fleet API's when it
+        listens on one address (on 0.0.0.0 only the operator knows what sites dial)."""
+        fleet = split_address(self.fleet_address)[0]
+        return tuple(
+            dict.fromkeys([self.control_host, *([] if fleet in _ANY_ADDRESS else [fleet])])
+        )
 
     @property
     def runs_dir(self) -> Path:
@@ -102,6 +125,18 @@ class CoordinatorConfig:
         ):
             if not path.is_file():
                 raise ConfigError(f"{path} does not exist; see `fedscan certs --help`.")
+        if self.tls is not None and not insecure:
+            self._check_certificate(self.tls)
+
+    def _check_certificate(self, tls: TlsFiles) -> None:
+        served = ServedTls(
+            tls.ca_certificate, tls.certificate, tls.private_key, self.served_hosts()
+        )
+        if problems := certificate_problems(served):
+            raise ConfigError(
+                "The coordinator's TLS files would not work, so nothing was started:\n- "
+                + "\n- ".join(problems)
+            )
 
 
 COORDINATOR_SECTIONS = (

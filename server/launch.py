@@ -5,32 +5,35 @@ keys as ``[tool.flwr.app.config]`` — and ``coordinator-config``, the path of
 the coordinator's own ``coordinator.toml`` (``fedscan run`` runs on the
 coordinator host: it reads the run directory as rounds complete). Success is
 read from the run directory's status, never from ``flwr``'s exit code.
+Following a run is :mod:`fedscan.server.follow`.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedscan.common import protocol
 from fedscan.common.config import RunConfig
-from fedscan.common.errors import ConfigError, FedscanError
+from fedscan.common.errors import ConfigError
 from fedscan.common.files import read_toml, write_json
-from fedscan.common.processes import FLOWER_BIN, flower_env
 from fedscan.server.coordinator_config import CoordinatorConfig, load_coordinator_config
+from fedscan.server.coverage import gaps_from_status
 from fedscan.server.flower_app import write_app
-from fedscan.server.resume import resumable_config
-from fedscan.server.rundir import FLOWER_RUN_FILE, RunDirectory
+from fedscan.server.rundir import (
+    FLOWER_RUN_FILE,
+    PHASE_ROUND,
+    PHASE_WAITING,
+    STATE_RESUMING,
+    STATE_RUNNING,
+    STATE_STARTING,
+    SUBMITTED_EVENT,
+    RunDirectory,
+)
 from fedscan.server.superlink import DEPLOYMENT_CONNECTION, flwr
-
-_FINISHED = "finished"
-_FINAL_STATES = ("completed", "failed")
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,20 @@ def submit(request: RunRequest, *, resume_id: str | None = None) -> tuple[RunDir
         settings: dict[str, Any] = dict(request.run.to_flat())
     else:
         run_dir = RunDirectory(request.coordinator.runs_dir / resume_id, resume_id)
+        from fedscan.server.resume import resumable_config  # imports torch: only for a resume
+
         settings = {**resumable_config(run_dir).to_flat(), protocol.RESUME: True}
-        run_dir.write_status(
-            "resuming"
-        )  # not the dead run's last word: `follow` waits for the new one
+        # Not the dead run's last word: `follow` waits for the new one.
+        run_dir.write_status(STATE_RESUMING)
     run_config = {
         **settings,
         protocol.RUNS_DIR: str(request.coordinator.runs_dir),
         protocol.RUN_ID: run_dir.run_id,
     }
+    if resume_id is None:  # `fedscan status` shows it before the ServerApp starts
+        run_dir.write_status(STATE_STARTING)
+    # Where this submission's events begin (a resumed run's file holds the earlier attempts').
+    run_dir.append_event(SUBMITTED_EVENT, resumed=resume_id is not None)
     with tempfile.TemporaryDirectory(prefix="fedscan-run-") as tmp:
         app_dir = write_app(Path(tmp) / "app", run_config, name="fedscan-run")
         reply = flwr(
@@ -98,84 +106,20 @@ def flower_run_ids(record: Path) -> list[int]:
     return [*stored.get("earlier", []), int(stored["flower_run_id"])]
 
 
-def follow(
-    request: RunRequest,
-    run_dir: RunDirectory,
-    flower_run_id: int,
-    on_round: Callable[[dict[str, Any]], None],
-    *,
-    poll_s: float = 1.0,
-    check_every_s: float = 10.0,
-    timeout_s: float | None = None,
-) -> dict[str, Any]:
-    """Feed each completed round to ``on_round`` until the run ends; its final status."""
-    shown, last_check = 0, time.monotonic()
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        history = run_dir.read_metrics()
-        for record in history[shown:]:
-            on_round(record)
-        shown = len(history)
-        status = run_dir.read_status()
-        if status.get("state") in _FINAL_STATES:
-            return status
-        if time.monotonic() - last_check > check_every_s:
-            last_check = time.monotonic()
-            flower_status = flower_run_status(request.coordinator, flower_run_id)
-            if flower_status.startswith(_FINISHED):
-                time.sleep(poll_s)  # the ServerApp writes status.json just before it exits
-                status = run_dir.read_status()
-                return (
-                    status
-                    if status.get("state") in _FINAL_STATES
-                    else {
-                        "state": "failed",
-                        "reason": f"Flower reports {flower_status} before the run wrote its "
-                        "status. End of the ServerApp's log:\n"
-                        + server_log_tail(request.coordinator, flower_run_id),
-                    }
-                )
-        if deadline is not None and time.monotonic() > deadline:
-            return {
-                "state": "failed",
-                "reason": f"no result within {timeout_s:g} s; the run may still be going: "
-                "`fedscan status`.",
-            }
-        time.sleep(poll_s)
-
-
 def flower_run_status(coordinator: CoordinatorConfig, flower_run_id: int) -> str:
     """Flower's status of one run, e.g. ``running`` or ``finished:completed``."""
-    runs = flwr(coordinator, "ls", DEPLOYMENT_CONNECTION, "--run-id", str(flower_run_id)).get(
-        "runs", []
-    )
-    return str(runs[0].get("status", "unknown")) if runs else "unknown"
+    from fedscan.server.control_api import ControlApi  # in-process: no `flwr ls` subprocess
+
+    with ControlApi(coordinator) as api:
+        return api.run_status(flower_run_id)
 
 
 def server_log(coordinator: CoordinatorConfig, flower_run_id: int) -> str:
-    """The ServerApp's log of one run, as Flower keeps it (``flwr log RUN --show``)."""
-    command = [str(FLOWER_BIN / "flwr"), "log", str(flower_run_id), DEPLOYMENT_CONNECTION, "--show"]
-    try:
-        result = subprocess.run(
-            command,
-            # Flower prints through rich, which wraps at 80 columns off a terminal: one log
-            # record per line keeps the log greppable.
-            env={**flower_env(coordinator.flwr_home), "COLUMNS": "10000"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=coordinator.state_dir,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        return "(flwr log did not answer)"
-    if result.returncode != 0:
-        raise FedscanError(
-            f"`flwr log` failed (exit {result.returncode}): "
-            f"{(result.stderr or result.stdout).strip()[-300:]} (is `fedscan server start` "
-            "running?)"
-        )
-    return result.stdout.strip() or "(empty)"
+    """The ServerApp's log of one run so far, each record once as Flower stores it."""
+    from fedscan.server.control_api import ControlApi  # in-process: no `flwr log` subprocess
+
+    with ControlApi(coordinator) as api:
+        return api.run_log(flower_run_id) or "(empty)"
 
 
 def server_log_tail(coordinator: CoordinatorConfig, flower_run_id: int, lines: int = 15) -> str:
@@ -201,12 +145,27 @@ def run_statuses(coordinator: CoordinatorConfig) -> list[dict[str, Any]]:
     for path in sorted(coordinator.runs_dir.glob("*/"), reverse=True):
         run_dir = RunDirectory(path, path.name)
         status, history = run_dir.read_status(), run_dir.read_metrics()
+        gaps = gaps_from_status(status)
         rows.append(
             {
                 "run_id": path.name,
-                "state": status.get("state", "unknown"),
+                "state": describe_state(status),
                 "rounds": len([line for line in history if "aggregated" in line]),
-                "reason": status.get("reason", ""),
+                "reason": status.get("reason", "") or "; ".join(gap.sentence() for gap in gaps),
             }
         )
     return rows
+
+
+def describe_state(status: dict[str, Any]) -> str:
+    """A run's state as ``fedscan status`` shows it: ``starting``, ``waiting-for-sites (k of n)``,
+    ``round r of R``, ``cross-site-validation``, or the final state."""
+    state = str(status.get("state", "unknown"))
+    phase = status.get("phase")
+    if state != STATE_RUNNING or phase is None:
+        return state
+    if phase == PHASE_WAITING:
+        return f"{phase} ({status.get('connected')} of {status.get('needed')})"
+    if phase == PHASE_ROUND:
+        return f"round {status.get('round')} of {status.get('rounds')}"
+    return str(phase)

@@ -1,5 +1,8 @@
 """The run report: ``report.html`` (one self-contained file, images inline, opens offline) and
-``model_card.md``, rebuilt from the run directory alone (``fedscan report RUN_DIR``)."""
+``model_card.md``, rebuilt from the run directory alone (``fedscan report RUN_DIR``).
+
+A run that completed with gaps says so at the top of both: its state and one line per gap (the
+phase, the sites it missed and why, the sites whose DP release went into a lost result)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from fedscan.common.metrics.histogram import ScoreHistogram
 from fedscan.common.protocol import NUM_EXAMPLES
 from fedscan.server import report_html
 from fedscan.server import report_segmentation as segmentation
+from fedscan.server.coverage import gaps_from_status
 from fedscan.server.report_format import fmt as _fmt
 from fedscan.server.rundir import (
     CONFIG_FILE,
@@ -133,6 +137,7 @@ def model_card(run: dict[str, Any]) -> str:
         f"- Rounds: {s['last']['round']} of {config.get('rounds', '?')} "
         f"({config.get('strategy', '?')}); "
         f"status: {run['status'].get('state', 'unknown')}",
+        *_gap_lines(run["status"]),
         f"- Privacy: DP-SGD at each site, target ε = {privacy.get('epsilon')}, δ = "
         f"{privacy.get('delta')}, "
         f"clipping norm {privacy.get('clip_norm')}"
@@ -174,6 +179,12 @@ _LIMITS = (
     "chosen on it), so these metrics are optimistic. Evaluate at each hospital with `fedscan "
     "evaluate`."
 )
+
+
+def _gap_lines(status: dict[str, Any]) -> list[str]:
+    """The phases that missed sites (a ``completed-with-gaps`` run): what the results below lack,
+    and which sites spent a DP release on a lost result."""
+    return [f"- Gap: {gap.sentence()}" for gap in gaps_from_status(status)]
 
 
 def _threshold_line(run: dict[str, Any]) -> list[str]:

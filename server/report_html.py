@@ -13,6 +13,7 @@ from typing import Any
 
 from fedscan.common.metrics.crosssite import CrossSiteMatrix
 from fedscan.server import report_segmentation as segmentation
+from fedscan.server.coverage import gaps_from_status
 from fedscan.server.report_format import fmt as _fmt
 
 _STYLE = (
@@ -20,6 +21,7 @@ _STYLE = (
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;"
     "text-align:right}th{background:#f3f3f3}.grid{display:flex;flex-wrap:wrap;gap:12px}"
     "img{border:1px solid #ddd}.note{color:#666;font-size:90%}"
+    ".gaps{border:2px solid #c60;background:#fff4e5;padding:4px 14px}"
 )
 
 
@@ -38,10 +40,10 @@ def render(
         else _rounds_table(run["history"])
     )
     table = _sites_table(summary) + rounds + _cross_site_html(run["matrix"])
-    card_html = "".join(
+    card_html = _gaps_html(run["status"]) + "".join(
         _card_line(line)
         for line in card.splitlines()[1:]
-        if line.strip() and not line.startswith("|")
+        if line.strip() and not line.startswith("|") and not line.startswith(_GAP)
     )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>fedscan run "
@@ -51,6 +53,22 @@ def render(
         f"{card_html}<h2>Sites and rounds</h2>{table}<h2>Figures</h2><div "
         f"class='grid'>{images}</div>"
         "</body></html>"
+    )
+
+
+_GAP = "- Gap: "  # the model card's gap lines, shown in their own box instead
+
+
+def _gaps_html(status: dict[str, Any]) -> str:
+    """A box at the top of the page when the run completed with gaps: each phase that missed
+    sites."""
+    gaps = gaps_from_status(status)
+    if not gaps:
+        return ""
+    items = "".join(f"<li>{html.escape(gap.sentence())}</li>" for gap in gaps)
+    return (
+        f"<div class='gaps'><h2>{html.escape(str(status.get('state')))}: the results below miss "
+        f"sites</h2><ul>{items}</ul></div>"
     )
 
 

@@ -24,7 +24,7 @@ from fedscan.server.round_checkpoint import (
     write_checkpoint,
 )
 from fedscan.server.run_log import RunLog
-from fedscan.server.rundir import RunDirectory
+from fedscan.server.rundir import FINISHED_STATES, RunDirectory
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,14 @@ def restore_run(
 
 
 def resumable_config(run_dir: RunDirectory) -> RunConfig:
-    """The settings the run was started with; refuses a finished run or a folder that is not a
-    run."""
-    if run_dir.read_status().get("state") == "completed":
-        raise ResumeError(f"Run {run_dir.run_id} already completed; there is nothing to resume.")
+    """The settings the run was started with; refuses a finished run (completed, with gaps or
+    not: its rounds are done and its sites' releases spent) or a folder that is not a run."""
+    state = run_dir.read_status().get("state")
+    if state in FINISHED_STATES:
+        raise ResumeError(
+            f"Run {run_dir.run_id} already completed ({state}); there is nothing to resume. "
+            "Start a new run for what it missed."
+        )
     flat = run_dir.read_run_config()
     if flat is None:
         raise ResumeError(

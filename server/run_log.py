@@ -7,8 +7,10 @@ before any aggregation sees them; evaluations give up their histograms or counts
 (:mod:`fedscan.server.pooling`). When a round closes, one line is appended to metrics.jsonl (and to
 TensorBoard when asked): per-site train and validation metrics, ε per site, the example-weighted
 mean, the pooled metrics and every refusal. Fewer than ``min_sites`` trained sites end the run,
-with the round and its refusals logged first. :meth:`RunLog.snapshot` is what a resumed run needs
-to continue the log seamlessly.
+with the round and its refusals logged first. Phases that missed a site they needed leave a
+:class:`~fedscan.server.coverage.Gap` in :attr:`RunLog.gaps` (the run then ends
+``completed-with-gaps``). :meth:`RunLog.snapshot` is what a resumed run needs to continue the log
+seamlessly, gaps included.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from flwr.app import ArrayRecord, Message
 
 from fedscan.common import protocol
 from fedscan.common.errors import ErrorCode, FedscanError
+from fedscan.server.coverage import Gap, final_evaluation_gap, node_name
 from fedscan.server.gate import Candidate, UpdateGate
 from fedscan.server.pooling import RoundPool
 from fedscan.server.rundir import HISTOGRAMS_FILE, RunDirectory
@@ -74,9 +77,15 @@ class RunLog:
     names: SiteNames = field(default_factory=SiteNames)
     started: float = field(default_factory=time.monotonic)
     history: list[Record] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)  # phases that missed sites they needed
     _sent: dict[str, Any] | None = None  # the global model of the current round, for the gate
     _current: Record = field(default_factory=dict)
     _pool: RoundPool = field(default_factory=RoundPool)
+
+    @property
+    def trained(self) -> int:
+        """How many sites' updates the round being logged counts (after its aggregation)."""
+        return len(self._current.get("train", {}))
 
     def site_name(self, reply: Message) -> str:
         return self.names.of(reply)
@@ -126,6 +135,7 @@ class RunLog:
             "central_epsilon": self.central_epsilon,
             "declared": dict(self.gate.declared),
             "elapsed_s": time.monotonic() - self.started,
+            "gaps": [gap.to_json() for gap in self.gaps],
         }
 
     def restore(self, snapshot: Record) -> None:
@@ -139,6 +149,8 @@ class RunLog:
         self.names.names = {int(node): name for node, name in snapshot["names"].items()}
         self.gate.declared = {site: int(count) for site, count in snapshot["declared"].items()}
         self.started = time.monotonic() - float(snapshot["elapsed_s"])
+        # Checkpoints written before gaps were recorded have none.
+        self.gaps = [Gap.from_json(gap) for gap in snapshot.get("gaps", [])]
         self.run_dir.rewrite_metrics(self.history)
         if self.tensorboard:  # event files may hold rounds that will be redone
             from fedscan.server.tensorboard import rebuild
@@ -205,6 +217,18 @@ class RunLog:
             f"trained ({refused or 'no replies'}).",
             code=ErrorCode.QUORUM_LOST,
         )
+
+    def check_final_evaluation(self, addressed: list[int], timeout_s: float) -> None:
+        """A gap when the final evaluation (the last record) missed a site it was sent to or a
+        site that trained in the last round."""
+        if not self.history:
+            return
+        record = self.history[-1]
+        sent = [node_name(self.names, node) for node in addressed]
+        gap = final_evaluation_gap(record, [*sent, *record.get("train", {})], sent, timeout_s)
+        if gap is not None:
+            log.warning("The run has a gap: %s", gap.sentence())
+            self.gaps.append(gap)
 
     def train_done(self, server_round: int, arrays: ArrayRecord | None) -> None:
         if arrays is not None:

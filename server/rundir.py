@@ -2,7 +2,14 @@
 
 Layout (every name below is a constant of this module; nothing else spells one):
 
-- ``status.json`` — running, completed or failed, with a reason a person can act on;
+- ``status.json`` — the run's state (one of the ``STATE_*`` constants): ``starting`` (submitted),
+  ``resuming``, ``running`` (with its ``phase``: waiting-for-sites, round r of R, cross-site),
+  then ``completed``, ``completed-with-gaps`` (with ``gaps``: each phase that missed sites, which
+  sites and why, see :mod:`fedscan.server.coverage`) or ``failed`` (with a reason a person can act
+  on);
+- ``events.jsonl`` — append-only, one JSON object per event of the run as it goes (waiting for
+  sites, a round sent and aggregated, cross-site steps, report written): site names and counts
+  only, never paths or patient data; what ``fedscan run`` prints;
 - ``config.json`` (the run's settings, nested) and ``run-config.json`` (flat: what ``--resume``
   uses);
 - ``metrics.jsonl`` — one JSON object per round: per-site train and evaluation metrics, ε per site,
@@ -24,6 +31,7 @@ from __future__ import annotations
 import datetime
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +42,7 @@ if TYPE_CHECKING:
     import torch
 
 STATUS_FILE = "status.json"
+EVENTS_FILE = "events.jsonl"
 CONFIG_FILE = "config.json"
 RUN_CONFIG_FILE = "run-config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -51,6 +60,21 @@ EVENTS_DIR = "tensorboard"
 SITES_DIR = "sites"
 FINAL_MODEL = "final"  # final.pt + final.json: the model and its operating threshold
 GLOBAL_MODEL = "global"  # global.pt + global.json: rewritten after every round
+
+STATE_STARTING = "starting"  # submitted; the ServerApp has not started yet
+STATE_RESUMING = "resuming"  # resubmitted; not the dead run's last word
+STATE_RUNNING = "running"
+STATE_COMPLETED = "completed"  # every phase reached every site it needed
+STATE_COMPLETED_WITH_GAPS = "completed-with-gaps"  # a final model, but a phase missed sites
+STATE_FAILED = "failed"
+FINISHED_STATES = (STATE_COMPLETED, STATE_COMPLETED_WITH_GAPS)  # nothing left to resume
+FINAL_STATES = (*FINISHED_STATES, STATE_FAILED)
+# What a running run is doing (status.json ``phase``).
+PHASE_WAITING = "waiting-for-sites"
+PHASE_ROUND = "round"
+PHASE_CROSS_SITE = "cross-site-validation"
+SUBMITTED_EVENT = "submitted"  # written by `fedscan run` before each submission of the run
+REPORT_EVENTS = frozenset({"report-written", "report-failed"})  # the last event of a finished run
 
 
 def new_run_id() -> str:
@@ -87,7 +111,7 @@ class RunDirectory:
         return self.path / SITES_DIR
 
     def write_status(self, state: str, **details: Any) -> None:
-        """``status.json``: running, completed or failed (with a reason a person can act on)."""
+        """``status.json``: one of the ``STATE_*`` constants, with its details."""
         write_json(self.file(STATUS_FILE), {"state": state, "run_id": self.run_id, **details})
 
     def read_status(self) -> dict[str, Any]:
@@ -103,6 +127,20 @@ class RunDirectory:
         """The artefact ``name`` as JSON; empty when it was never written."""
         path = self.file(name)
         return json.loads(path.read_text()) if path.is_file() else {}
+
+    def append_event(self, event: str, **fields: Any) -> None:
+        """One line of ``events.jsonl`` (site names and counts only: it is printed as is)."""
+        record = {"event": event, "time": round(time.time(), 3), **fields}
+        with open(self.file(EVENTS_FILE), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(json_safe(record)) + "\n")
+
+    def read_events(self) -> list[dict[str, Any]]:
+        """Every complete line of ``events.jsonl`` (a line still being written is skipped)."""
+        path = self.file(EVENTS_FILE)
+        if not path.is_file():
+            return []
+        lines = path.read_text(encoding="utf-8").split("\n")[:-1]  # the last is unfinished or ""
+        return [json.loads(line) for line in lines if line.strip()]
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.file(METRICS_FILE), "a", encoding="utf-8") as handle:
@@ -135,3 +173,17 @@ class RunDirectory:
         path = self.model_file(name)
         save_checkpoint(path, model_name, state_dict, run_id=self.run_id, **meta)
         return path
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """What a running run reports as it goes: an event in ``events.jsonl`` and, with a ``phase``,
+    the ``running`` status that ``fedscan status`` shows."""
+
+    run_dir: RunDirectory
+    resumed: bool = False
+
+    def __call__(self, event: str, *, phase: str | None = None, **fields: Any) -> None:
+        self.run_dir.append_event(event, **fields)
+        if phase is not None:
+            self.run_dir.write_status(STATE_RUNNING, resumed=self.resumed, phase=phase, **fields)

@@ -1,7 +1,10 @@
 """Which sites may join the federation: their public keys, registered with the running SuperLink.
 
 ``STATE/sites.json`` maps each site's name to the node id Flower gave its key and a short hash of
-the key, so the operator can refer to sites by name; Flower's own database holds the keys.
+the key, so the operator can refer to sites by name; Flower's own database holds the keys. Every
+call to the SuperLink goes through one :class:`~fedscan.server.control_api.ControlApi` per
+command (in-process: ≈ 1 s a command instead of 10-15 s for a ``flwr`` subprocess on 2 loaded
+cores); ``sites.json`` changes only after the SuperLink has accepted the change.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Any
 
 from fedscan.common.errors import ConfigError
 from fedscan.common.files import atomic_write_bytes
+from fedscan.server.control_api import ControlApi
 from fedscan.server.coordinator_config import CoordinatorConfig
-from fedscan.server.superlink import DEPLOYMENT_CONNECTION, flwr
 
 SITES_FILE = "sites.json"
+_KEY_HINT = "the site makes one with `fedscan certs site NAME`"
 
 
 def _registry(config: CoordinatorConfig) -> dict[str, dict[str, Any]]:
@@ -28,6 +32,25 @@ def _registry(config: CoordinatorConfig) -> dict[str, dict[str, Any]]:
 def _save_registry(config: CoordinatorConfig, sites: dict[str, dict[str, Any]]) -> None:
     atomic_write_bytes(
         config.state_dir / SITES_FILE, json.dumps(sites, indent=2, sort_keys=True).encode()
+    )
+
+
+def public_key_pem(text: str, source: Path) -> bytes:
+    """An OpenSSH EC public key (``NAME.pub``) as the PEM SubjectPublicKeyInfo the SuperLink
+    stores (what ``flwr supernode register`` sends); ConfigError if it is not one on a NIST
+    curve."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key = serialization.load_ssh_public_key(text.encode())
+    except (ValueError, TypeError):
+        raise ConfigError(f"{source} is not an OpenSSH public key; {_KEY_HINT}.") from None
+    nist = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, nist):
+        raise ConfigError(f"{source} is not an EC key on a NIST curve; {_KEY_HINT}.")
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
@@ -46,21 +69,12 @@ def add_site(config: CoordinatorConfig, name: str, public_key: Path) -> dict[str
             f"Cannot read {public_key} ({exc.strerror}); it is the site's NAME.pub."
         ) from None
     if not text.startswith("ecdsa-sha2-nistp"):
-        raise ConfigError(
-            f"{public_key} is not an OpenSSH EC public key; the site makes one with "
-            "`fedscan certs site NAME`."
-        )
-    reply = flwr(
-        config,
-        "supernode",
-        "register",
-        str(Path(public_key).resolve()),
-        DEPLOYMENT_CONNECTION,
-        "--name",
-        name,
-    )
+        raise ConfigError(f"{public_key} is not an OpenSSH EC public key; {_KEY_HINT}.")
+    pem = public_key_pem(text, Path(public_key))
+    with ControlApi(config) as api:
+        node_id = api.register_node(pem, name)
     sites[name] = {
-        "node_id": str(reply["node-id"]),
+        "node_id": str(node_id),
         "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "key_sha256": hashlib.sha256(text.split()[1].encode()).hexdigest()[:16],
     }
@@ -70,19 +84,20 @@ def add_site(config: CoordinatorConfig, name: str, public_key: Path) -> dict[str
 
 def list_sites(config: CoordinatorConfig) -> list[dict[str, Any]]:
     """Every registered site with Flower's view of it (registered / online / offline)."""
-    nodes = {
-        str(node["node-id"]): node
-        for node in flwr(config, "supernode", "list", DEPLOYMENT_CONNECTION)["nodes"]
-    }
-    return [
-        {
-            "name": name,
-            **entry,
-            "status": nodes.get(entry["node_id"], {}).get("status", "unknown"),
-            "online_at": nodes.get(entry["node_id"], {}).get("online-at", "N/A"),
-        }
-        for name, entry in sorted(_registry(config).items())
-    ]
+    with ControlApi(config) as api:
+        nodes = {str(node.node_id): node for node in api.list_nodes()}
+    rows = []
+    for name, entry in sorted(_registry(config).items()):
+        node = nodes.get(entry["node_id"])
+        rows.append(
+            {
+                "name": name,
+                **entry,
+                "status": node.status if node else "unknown",
+                "online_at": node.online_at if node else "N/A",
+            }
+        )
+    return rows
 
 
 def remove_site(config: CoordinatorConfig, name: str) -> None:
@@ -91,6 +106,7 @@ def remove_site(config: CoordinatorConfig, name: str) -> None:
         raise ConfigError(
             f"No site named {name!r}; `fedscan server sites list` shows the registered ones."
         )
-    flwr(config, "supernode", "unregister", sites[name]["node_id"], DEPLOYMENT_CONNECTION)
+    with ControlApi(config) as api:
+        api.unregister_node(int(sites[name]["node_id"]))
     del sites[name]
     _save_registry(config, sites)

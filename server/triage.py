@@ -66,7 +66,7 @@ def triage(
     refusals: list[Refusal] = []
     for reply in sorted(replies, key=names.of):
         site = names.of(reply)
-        problem = _problem(reply)
+        problem = reply_problem(reply)
         if problem is None:
             accepted.append(reply)
         else:
@@ -75,7 +75,8 @@ def triage(
     return accepted, refusals
 
 
-def _problem(reply: Message) -> str | None:
+def reply_problem(reply: Message) -> str | None:
+    """Why ``reply`` cannot count (an error reply, an incompatible fedscan); None when it can."""
     if reply.has_error():
         return str(reply.error.reason)
     site = reply.content.config_records.get(protocol.SITE)

@@ -14,7 +14,15 @@ import pytest
 import yaml
 
 from fedscan.client.site_config import load_site_config
-from fedscan.common.config import RunConfig
+from fedscan.common.certcheck import ServedTls, certificate_problems
+from fedscan.common.config import RunConfig, split_address
+from fedscan.common.privacy import (
+    calibrate_noise,
+    epsilon_spent,
+    planned_releases,
+    sample_rate,
+    steps_per_epoch,
+)
 from fedscan.server.coordinator_config import load_coordinator_config
 from fedscan.server.launch import load_run_request
 
@@ -42,6 +50,36 @@ def test_example_and_compose_configs_load() -> None:
     )
 
 
+def _assert_the_certificate_serves_the_compose_coordinator(copy: Path) -> None:
+    """The README's certificate covers what the compose coordinator serves and what sites dial."""
+    coordinator = load_coordinator_config(copy / "compose" / "coordinator.toml")
+    dialled = load_site_config(copy / "compose" / "site-0.toml").connection.address
+    served = ServedTls(
+        copy / "certs" / "ca.crt",
+        copy / "certs" / "server.crt",
+        copy / "certs" / "server.key",
+        (*coordinator.served_hosts(), split_address(dialled)[0]),
+    )
+    assert certificate_problems(served) == []
+
+
+def test_the_site_template_accepts_a_pilot_site_and_about_ten_runs() -> None:
+    """min-samples = 50 refused a 60-image site (43-46 training images) and a lifetime of 20 ran
+    out after a few ε-8 runs: the template admits both, as the ledger composes runs."""
+    policy = load_site_config(DEPLOY / "site.example.toml").policy
+    run = load_run_request(DEPLOY / "run.example.toml").run
+    pilot_training_images = 45
+    assert policy.min_samples <= pilot_training_images
+    rate = sample_rate(pilot_training_images, run.train.batch_size)
+    steps = steps_per_epoch(pilot_training_images, run.train.batch_size)
+    steps *= run.train.local_epochs * planned_releases(run.rounds, run.cross_site)
+    target = min(run.privacy.epsilon, policy.max_epsilon_per_run)
+    sigma = calibrate_noise(
+        target_epsilon=target, delta=policy.delta, sample_rate=rate, total_steps=steps
+    )
+    assert epsilon_spent([(sigma, rate, steps)] * 10, policy.delta) <= policy.max_epsilon_lifetime
+
+
 def test_compose_mounts_exist_after_the_readme_preparation(tmp_path: Path) -> None:
     copy = shutil.copytree(
         DEPLOY, tmp_path / "deploy", ignore=shutil.ignore_patterns("certs", "keys", "data")
@@ -61,6 +99,7 @@ def test_compose_mounts_exist_after_the_readme_preparation(tmp_path: Path) -> No
             )
             assert result.returncode == 0, result.stderr
     compose = yaml.safe_load((copy / "docker-compose.yml").read_text())
+    _assert_the_certificate_serves_the_compose_coordinator(copy)
     assert set(compose["services"]) == {"coordinator", "site-0", "site-1"}
     for name, service in compose["services"].items():
         assert (

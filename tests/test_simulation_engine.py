@@ -13,37 +13,45 @@ import pytest
 FEDSCAN = [sys.executable, "-m", "fedscan"]
 
 
+TAG_ENV = "FEDSCAN_TEST_TREE"  # every process a test starts inherits it, Ray's and Flower's too
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    """The environment of this test's fedscan processes, tagged with the test's own folder."""
+    return {
+        **os.environ,
+        "COLUMNS": "200",
+        "FEDSCAN_CACHE_DIR": str(tmp_path / "cache"),
+        TAG_ENV: str(tmp_path),
+    }
+
+
 def _simulate(tmp_path: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200", "FEDSCAN_CACHE_DIR": str(tmp_path / "cache")}
     return subprocess.run(
         [*FEDSCAN, "simulate", "--out", str(tmp_path / "runs"), *args],
         cwd=tmp_path,
-        env=env,
+        env=_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
 
 
-def _leftover_processes() -> list[str]:
-    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    # Zombies (<defunct>) have exited already; the sandbox's init reaps them late.
-    return [
-        line
-        for line in listing.splitlines()
-        if "<defunct>" not in line
-        and any(
-            name in line
-            for name in (
-                "ray::",
-                "raylet",
-                "gcs_server",
-                "flower-superlink",
-                "flower-superexec",
-                "flwr-simulation",
-            )
-        )
-    ]
+def _leftover_processes(tmp_path: Path) -> list[int]:
+    """Live processes this test started (tagged through their environment), wherever they were
+    re-parented: other federations on the machine do not count."""
+    tag = f"{TAG_ENV}={tmp_path}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        # Zombies have exited already; the sandbox's init reaps them late.
+        if tag in environ.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found
 
 
 def _only_run(tmp_path: Path) -> Path:
@@ -54,7 +62,6 @@ def _only_run(tmp_path: Path) -> Path:
 def test_small_dp_federation_over_site_folders_runs_on_the_simulation_engine(
     tmp_path: Path, synthetic_sites: list[Path]
 ) -> None:
-    before = _leftover_processes()
     folders = ",".join(str(p) for p in synthetic_sites[:2])
     result = _simulate(
         tmp_path,
@@ -80,13 +87,12 @@ def test_small_dp_federation_over_site_folders_runs_on_the_simulation_engine(
     )  # each site decoded once, into the cache
     assert all(0 < eps <= 6 * 1.001 for eps in lines[-1]["epsilon"].values())
     assert (run_dir / "final.pt").is_file() and (run_dir / "final.json").is_file()
-    assert _leftover_processes() == before  # SuperLink, SuperExec and Ray all stopped
+    assert not _leftover_processes(tmp_path)  # SuperLink, SuperExec and Ray all stopped
     assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
     assert (run_dir / "coordinator.log").stat().st_size > 0
 
 
 def test_a_failed_run_exits_1_with_the_reason_and_leaves_nothing_running(tmp_path: Path) -> None:
-    before = _leftover_processes()
     result = _simulate(
         tmp_path,
         "--sites",
@@ -103,7 +109,7 @@ def test_a_failed_run_exits_1_with_the_reason_and_leaves_nothing_running(tmp_pat
     assert result.returncode == 1, result.stdout + result.stderr
     assert "delta-too-large" in result.stdout and "federation failed" in result.stderr
     assert json.loads((_only_run(tmp_path) / "status.json").read_text())["state"] == "failed"
-    assert _leftover_processes() == before
+    assert not _leftover_processes(tmp_path)
 
 
 @pytest.mark.slow
@@ -123,7 +129,6 @@ def test_a_simulation_killed_mid_run_resumes_from_its_checkpoint(
     from fedscan.common.processes import descendants
     from tests.test_deployment_resilience import wait_until
 
-    before = _leftover_processes()
     folders = ",".join(str(p) for p in synthetic_sites[:2])
     args = [
         "--data",
@@ -136,11 +141,10 @@ def test_a_simulation_killed_mid_run_resumes_from_its_checkpoint(
         "1e-4",
         "--no-cross-site",
     ]
-    env = {**os.environ, "COLUMNS": "200", "FEDSCAN_CACHE_DIR": str(tmp_path / "cache")}
     runner = subprocess.Popen(
         [*FEDSCAN, "simulate", "--out", str(tmp_path / "runs"), *args],
         cwd=tmp_path,
-        env=env,
+        env=_env(tmp_path),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -162,13 +166,12 @@ def test_a_simulation_killed_mid_run_resumes_from_its_checkpoint(
     assert all(0 < eps <= 8 * 1.001 for eps in lines[-1]["epsilon"].values())
     again = _simulate(tmp_path, "--resume", run_dir.name)
     assert again.returncode == 2 and "already completed" in again.stderr
-    wait_until(lambda: _leftover_processes() == before, 30, "the killed run's processes to go")
+    wait_until(lambda: not _leftover_processes(tmp_path), 30, "the killed run's processes to go")
 
 
 def test_a_dp_segmentation_federation_runs_on_the_simulation_engine_and_evaluates(
     tmp_path: Path, synthetic_sites: list[Path]
 ) -> None:
-    before = _leftover_processes()
     folders = ",".join(str(p) for p in synthetic_sites[:2])
     result = _simulate(
         tmp_path,
@@ -218,7 +221,7 @@ def test_a_dp_segmentation_federation_runs_on_the_simulation_engine_and_evaluate
         and metrics["n"] == 40
         and {"dice", "iou", "hd95"} <= set(metrics)
     )
-    assert _leftover_processes() == before
+    assert not _leftover_processes(tmp_path)
 
 
 @pytest.mark.slow

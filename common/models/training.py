@@ -157,7 +157,8 @@ def _run_epochs(
 ) -> tuple[float, int]:
     criterion = training_loss(get_model_spec(settings.model).loss)
     total_loss, total_seen, steps = 0.0, 0, 0
-    for _ in range(settings.local_epochs):
+    for epoch in range(1, settings.local_epochs + 1):
+        log.info("Training: epoch %s of %s", epoch, settings.local_epochs)
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)

@@ -74,5 +74,7 @@ def test_a_dp_svm_run_accounts_the_statistics_and_every_round_in_each_ledger(
         assert releases[0].noise_multiplier == 10.0 and releases[0].sample_rate == 1.0
         spent = ledger.epsilon(1e-4, run_id=result.run_dir.run_id)
         assert final["epsilon"][site] == pytest.approx(spent, rel=1e-3) and spent <= 8.0 * 1.001
+    # Every site sent its statistics and trained every round: nothing is missing.
+    assert result.gaps == () and result.run_dir.read_status()["state"] == "completed"
     weights = load_checkpoint(result.final_model)[0].state_dict()["linear.weight"]
     assert bool(torch.isfinite(weights).all()) and float(weights.abs().sum()) > 0  # it trained

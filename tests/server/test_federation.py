@@ -114,6 +114,12 @@ def test_cross_site_matrix_evaluates_global_and_dp_fine_tuned_local_models_every
         assert result.history[0]["epsilon"][site] < matrix.epsilon[site] <= 8.0 * 1.001
     cross = [m for m in grid.delivered if m.metadata.message_type == "evaluate.cross_site"]
     assert len(cross) == 3 and set(cross[0].content.array_records) == set(matrix.models)
+    # Every phase reached every site: completed, with nothing missing.
+    assert result.gaps == () and result.run_dir.read_status() == {
+        "state": "completed",
+        "run_id": result.run_dir.run_id,
+        "rounds": 1,
+    }
 
 
 def test_without_site_dp_under_central_dp_no_local_model_leaves(
@@ -152,6 +158,16 @@ def test_a_refusing_site_is_recorded_and_the_round_goes_on(
     assert sorted(line["train"]) == ["site-0", "site-1"]
     assert {r["phase"] for r in line["refusals"]} == {"train", "evaluate"}
     assert all("does-not-exist" not in r["reason"] for r in line["refusals"])
+    # The round had its quorum, but the final evaluation and the cross-site phases missed site-2
+    # (named by its node id: it never sent a reply that carries its name).
+    status = result.run_dir.read_status()
+    assert status["state"] == "completed-with-gaps"
+    assert [(g["phase"], sorted(g["missing"])) for g in status["gaps"]] == [
+        ("final evaluation", ["node-102"]),
+        ("cross-site fine-tune", ["node-102"]),
+        ("cross-site evaluation", ["node-102"]),
+    ]
+    assert all("does-not-exist" not in str(gap) for gap in status["gaps"])
 
 
 def test_too_few_sites_ends_within_the_join_timeout(

@@ -245,7 +245,9 @@ def test_a_site_that_vanishes_between_rounds_ends_the_run_within_the_join_timeou
     started = time.monotonic()
     with pytest.raises(QuorumError, match="Only 2 of the 3 required sites"):
         run_federation(grid, config, run_dir)
-    assert time.monotonic() - started < 60
+    # It ended on the 2 s join timeout, not on a round timeout: a wall-clock bound no tighter
+    # than the round timeout, so a busy machine (load 11-14 on 2 cores) cannot fail it.
+    assert time.monotonic() - started < config.round_timeout_s
     assert run_dir.read_status()["state"] == "failed"
     assert load_latest(run_dir.path).round == 1  # once the site is back, the run can be resumed
 
