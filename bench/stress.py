@@ -58,7 +58,9 @@ def _lost(run_dir: Path, names: list[str]) -> dict[str, list[str]]:
     phases = {
         "last round's training": set(lines[-1]["train"]),
         "final evaluation": set(lines[-1]["evaluate"]),
-        "cross-site fine-tune": set(matrix.get("models", [])),
+        "cross-site fine-tune": {
+            model.removeprefix("local:") for model in matrix.get("models", [])
+        },
         "cross-site evaluation": set(matrix.get("sites", [])),
     }
     return {phase: sorted(set(names) - seen) for phase, seen in phases.items()}

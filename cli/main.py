@@ -197,7 +197,15 @@ def report(
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    The command is a child subreaper (Linux), so helpers its daemons orphan (a Ray worker whose
+    raylet died) stay below it and are stopped with it. Only here, in a process of its own:
+    a test running a command in-process must not turn its test runner into one.
+    """
+    from fedscan.common.processes import become_subreaper
+
+    become_subreaper()
     app(prog_name="fedscan")
 
 

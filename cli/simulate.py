@@ -32,7 +32,7 @@ from fedscan.common.data.sources import FolderSource, NpzShardSource, sources_to
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, RunFailed
 from fedscan.common.files import write_json
-from fedscan.common.processes import StopSignals, become_subreaper, stop_process_group
+from fedscan.common.processes import StopSignals, stop_process_group
 from fedscan.server.flower_app import toml_value, write_app
 from fedscan.server.rundir import (
     COORDINATOR_LOG,
@@ -82,7 +82,6 @@ def run_simulation(
             "An npz file holds no masks: segmentation runs on site folders whose labels CSV names "
             "a mask per image (--data synthetic or dicom:DIR,...)."
         )
-    become_subreaper()  # Ray's workers stay below this command even when their raylet dies
     with StopSignals(interrupt=True), tempfile.TemporaryDirectory(prefix="fedscan-sim-") as tmp:
         workdir = Path(tmp)
         # Synthetic sites and npz partitions follow the run's seed: a resumed run sees the same

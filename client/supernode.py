@@ -190,9 +190,15 @@ def _still_online(last_alive: float | None) -> bool:
 
 def _give_up(attempt: Attempt, failures: int, name: str) -> tuple[int, str]:
     """The exit code and advice of a SuperNode that a restart cannot help."""
-    code = attempt.code if attempt.code > 0 else 1
+    # An exit status is one byte: Flower's 3-digit codes (305) would read as another (49).
+    code = attempt.code if 0 < attempt.code < 256 else 1
     if attempt.flower_code in FINAL_EXITS:
-        return code, EXIT_ADVICE.get(attempt.flower_code, "").format(name=name)
+        advice = EXIT_ADVICE.get(attempt.flower_code) or (
+            f"The SuperNode stopped with Flower exit code {attempt.flower_code}, which a restart "
+            "cannot cure (key, address, TLS or certificate settings): see the lines above and "
+            "flower.ai/docs/framework/ref-exit-codes, fix site.toml, run `fedscan client check`."
+        )
+        return code, advice.format(name=name)
     _say(
         f"{attempt.reason}; gave up after {failures - 1} restarts. Exiting {code}, so that the "
         "service manager (systemd Restart=on-failure) starts it again."

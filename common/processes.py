@@ -235,7 +235,10 @@ def stop_process_group(
     # Helpers started during the grace, below members still alive.
     tree.update(_snapshot([pid for pid in tree if alive(pid)]))
     _signal_tree(tree, signal.SIGKILL)
-    process.wait()
+    try:
+        process.wait(timeout=KILL_WAIT_S)
+    except subprocess.TimeoutExpired:  # in uninterruptible sleep: reported below, not waited on
+        pass
     if left := _wait_gone(tree, gone_within_s):
         log.warning("Processes %s were still running %s s after SIGKILL", left, gone_within_s)
     _reap(tree, skip=process.pid)

@@ -97,9 +97,11 @@ def cross_site_validation(
         log.exception("Cross-site evaluation failed; the run's model and metrics are complete")
         record_failure(grid, run_log, PHASE_CROSS_SITE_EVALUATION, error, spent)
         return None
-    tell("cross-site-evaluated", done=len(results), sites=len(nodes))
+    # A site that evaluated only some models leaves holes in the matrix: it is missing too.
+    complete = [site for site, done in results.items() if len(done) == len(models)]
+    tell("cross-site-evaluated", done=len(complete), sites=len(nodes))
     notes += [f"{refusal.site} did not evaluate: {refusal.reason}" for refusal in refused]
-    record_gap(grid, config, run_log, PHASE_CROSS_SITE_EVALUATION, results, refused, spent)
+    record_gap(grid, config, run_log, PHASE_CROSS_SITE_EVALUATION, complete, refused, spent)
     matrix = build_matrix(
         results, models=list(models), threshold=run_log.threshold, notes=notes, epsilon=epsilon
     )
@@ -150,7 +152,7 @@ def _evaluate_everywhere(
 ) -> tuple[dict[str, dict[str, SiteEvaluation]], list[Refusal]]:
     """Every model, in one message, at every site: (results[site][model] of the sites that
     evaluated every model, the refusals)."""
-    phase = "cross-site evaluation"
+    phase = PHASE_CROSS_SITE_EVALUATION
     content = RecordDict({protocol.CONFIG: ConfigRecord(request), **models})
     message_type = f"{MessageType.EVALUATE}.{protocol.CROSS_SITE_ACTION}"
     messages = [

@@ -122,11 +122,12 @@ def follow(
                 feed.catch_up(run_dir)
                 return _ended(request, run_dir, flower_run_id, flower_status)
         if deadline is not None and time.monotonic() > deadline:
-            return {
-                "state": STATE_FAILED,
-                "reason": f"no result within {timeout_s:g} s; the run may still be going: "
-                "`fedscan status`.",
-            }
+            # Following stopped, not the run: never reported as a failed run.
+            raise FedscanError(
+                f"Stopped following run {run_dir.run_id} after {timeout_s:g} s; it may still be "
+                f"going: `fedscan status`, `fedscan logs {run_dir.run_id}`.",
+                code=STILL_GOING,
+            )
         time.sleep(poll_s)
 
 
@@ -196,8 +197,7 @@ class _StatusChecks:
 def coordinator_listening(coordinator: CoordinatorConfig) -> bool:
     """Whether the coordinator's control port accepts a connection (False: refused or
     unreachable)."""
-    host, port = split_address(coordinator.control_address)
-    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    host, port = coordinator.control_host, split_address(coordinator.control_address)[1]
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
             return True

@@ -18,7 +18,7 @@ from typing import Any
 
 from fedscan.common import protocol
 from fedscan.common.config import RunConfig
-from fedscan.common.errors import ConfigError
+from fedscan.common.errors import ConfigError, FedscanError
 from fedscan.common.files import read_toml, write_json
 from fedscan.server.coordinator_config import CoordinatorConfig, load_coordinator_config
 from fedscan.server.coverage import gaps_from_status
@@ -30,6 +30,7 @@ from fedscan.server.rundir import (
     STATE_RESUMING,
     STATE_RUNNING,
     STATE_STARTING,
+    STATUS_FILE,
     SUBMITTED_EVENT,
     RunDirectory,
 )
@@ -69,11 +70,13 @@ def submit(request: RunRequest, *, resume_id: str | None = None) -> tuple[RunDir
     if resume_id is None:
         run_dir = RunDirectory.create(request.coordinator.runs_dir)
         settings: dict[str, Any] = dict(request.run.to_flat())
+        before: dict[str, Any] = {}
     else:
         run_dir = RunDirectory(request.coordinator.runs_dir / resume_id, resume_id)
         from fedscan.server.resume import resumable_config  # imports torch: only for a resume
 
         settings = {**resumable_config(run_dir).to_flat(), protocol.RESUME: True}
+        before = run_dir.read_status()
         # Not the dead run's last word: `follow` waits for the new one.
         run_dir.write_status(STATE_RESUMING)
     run_config = {
@@ -85,11 +88,16 @@ def submit(request: RunRequest, *, resume_id: str | None = None) -> tuple[RunDir
         run_dir.write_status(STATE_STARTING)
     # Where this submission's events begin (a resumed run's file holds the earlier attempts').
     run_dir.append_event(SUBMITTED_EVENT, resumed=resume_id is not None)
-    with tempfile.TemporaryDirectory(prefix="fedscan-run-") as tmp:
-        app_dir = write_app(Path(tmp) / "app", run_config, name="fedscan-run")
-        reply = flwr(
-            request.coordinator, "run", str(app_dir), DEPLOYMENT_CONNECTION, timeout_s=120.0
-        )
+    try:
+        with tempfile.TemporaryDirectory(prefix="fedscan-run-") as tmp:
+            app_dir = write_app(Path(tmp) / "app", run_config, name="fedscan-run")
+            reply = flwr(
+                request.coordinator, "run", str(app_dir), DEPLOYMENT_CONNECTION, timeout_s=120.0
+            )
+    except FedscanError:
+        if before:  # a resume that was not submitted: the dead run's last word stands
+            run_dir.write_json(STATUS_FILE, before)
+        raise
     record = run_dir.file(FLOWER_RUN_FILE)
     flower_run_id = int(reply[protocol.FLOWER_CLI_RUN_ID])
     write_json(

@@ -145,3 +145,39 @@ def test_a_gap_reads_back_from_json_and_reads_as_one_sentence() -> None:
 )  # fmt: skip
 def test_fedscan_status_says_what_a_run_is_doing(status: dict, shown: str) -> None:
     assert describe_state(status) == shown
+
+
+class DropsOneModel(LoopbackGrid):
+    """The loopback federation, except that node 101's cross-site reply leaves one model out."""
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        messages = list(messages)
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        if messages and messages[0].metadata.message_type == "evaluate.cross_site":
+            for reply in replies:
+                if reply.metadata.src_node_id == 101:
+                    records = reply.content.metric_records
+                    del records[next(iter(records))]
+        return replies
+
+
+def test_a_site_that_evaluated_only_some_models_is_a_gap(
+    flower_identity, synthetic_sites: list[Path], tmp_path: Path
+) -> None:
+    # Prepare: the global and 3 local models; site-1 leaves one of the 4 out of its reply.
+    sources = [FolderSource(name, str(p)) for name, p in zip(SITES, synthetic_sites, strict=True)]
+    app = make_client_app(site_resolver(sources, tmp_path / "state"), device="cpu")
+    config = RunConfig(
+        rounds=1,
+        min_sites=3,
+        train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
+        privacy=PrivacyConfig(enabled=False),
+    )
+    # Execute
+    result = run_federation(DropsOneModel(app, 3), config, RunDirectory.create(tmp_path / "runs"))
+    # Assert: its hole in the matrix makes the run completed-with-gaps, naming site-1 and why.
+    assert result.run_dir.read_status()["state"] == "completed-with-gaps"
+    (gap,) = result.gaps
+    assert gap.phase == PHASE_CROSS_SITE_EVALUATION and gap.missing == {"site-1": "3 of 4 models"}
