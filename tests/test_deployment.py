@@ -157,6 +157,7 @@ def test_two_dp_rounds_over_tls_with_authenticated_sites(federation: dict) -> No
     assert logs.returncode == 0 and "Round 2 of 2" in logs.stdout
 
 
+@pytest.mark.slow  # segmentation federations run in CI in-process; this one with -m slow
 def test_the_same_sites_serve_a_dp_segmentation_run(federation: dict) -> None:
     """The sites' labels CSV names masks too: a segmentation run needs no change at the sites."""
     root = federation["root"]

@@ -27,7 +27,13 @@ from fedscan.common.data.synth import SynthConfig, generate_sites
 from fedscan.common.processes import STOP_BOUND_S, find_descendant, free_port
 from tests.process_tree import Tree
 
-SIGNALS = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT]
+# SIGTERM (systemd, `timeout`, CI cancels) to each command in CI; SIGHUP and SIGINT take the same
+# path (StopSignals) and run with `-m slow`: the suite's time on 2 cores is bounded.
+SIGNALS = [
+    signal.SIGTERM,
+    pytest.param(signal.SIGHUP, marks=pytest.mark.slow, id="SIGHUP"),
+    pytest.param(signal.SIGINT, marks=pytest.mark.slow, id="SIGINT"),
+]
 START_S = 120.0  # a command's tree up on 2 busy cores (measured 3-15 s)
 RECONNECT_S = 90.0  # the bound fedscan.client.supernode states (about 75 s), and some slack
 

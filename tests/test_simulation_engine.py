@@ -123,6 +123,7 @@ def test_default_demo_reaches_the_auc_target_within_budget(tmp_path: Path) -> No
     assert all(eps <= 8.0 * 1.001 for eps in final["epsilon"].values())
 
 
+@pytest.mark.slow  # resume and segmentation also run in CI in-process and on namespaces
 def test_a_simulation_killed_mid_run_resumes_from_its_checkpoint(
     tmp_path: Path, synthetic_sites: list[Path]
 ) -> None:
@@ -169,6 +170,7 @@ def test_a_simulation_killed_mid_run_resumes_from_its_checkpoint(
     wait_until(lambda: not _leftover_processes(tmp_path), 30, "the killed run's processes to go")
 
 
+@pytest.mark.slow  # a DP segmentation federation also runs in CI in-process
 def test_a_dp_segmentation_federation_runs_on_the_simulation_engine_and_evaluates(
     tmp_path: Path, synthetic_sites: list[Path]
 ) -> None:
