@@ -68,6 +68,26 @@ def _prepare(root: Path, sites: int, images: int, fleet: int, control: int) -> l
     return names
 
 
+def _join_sites(root: Path, names: list[str], control: int, processes: list) -> None:
+    """Once the coordinator listens: register every site and start it (added to ``processes``)."""
+    if not wait_for_port(control):
+        raise SystemExit(f"the coordinator did not start; see {root / 'coordinator.log'}")
+    for name in names:
+        _run(
+            "server",
+            "sites",
+            "add",
+            name,
+            f"keys/{name}.pub",
+            "--config",
+            "coordinator.toml",
+            cwd=root,
+        )
+        processes.append(
+            _start(["client", "start", "--config", f"{name}.toml"], root, f"{name}.log")
+        )
+
+
 def _totals(run_dir: Path) -> tuple[int, float, float]:
     """(rounds, wall seconds to the final evaluation, the sites' own seconds over every
     exchange)."""
@@ -91,22 +111,7 @@ def main() -> None:
             _start(["server", "start", "--config", "coordinator.toml"], root, "coordinator.log")
         ]
         try:
-            if not wait_for_port(control):
-                raise SystemExit(f"the coordinator did not start; see {root / 'coordinator.log'}")
-            for name in names:
-                _run(
-                    "server",
-                    "sites",
-                    "add",
-                    name,
-                    f"keys/{name}.pub",
-                    "--config",
-                    "coordinator.toml",
-                    cwd=root,
-                )
-                processes.append(
-                    _start(["client", "start", "--config", f"{name}.toml"], root, f"{name}.log")
-                )
+            _join_sites(root, names, control, processes)
             (root / "run.toml").write_text(
                 '[run]\ncoordinator-config = "coordinator.toml"\nrounds = '
                 f"{args.rounds}\nmin-sites = {args.sites}\n"

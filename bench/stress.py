@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deployment import FEDSCAN, _prepare, _run, _start  # noqa: E402
+from deployment import FEDSCAN, _join_sites, _prepare, _start  # noqa: E402
 
-from fedscan.common.processes import free_port, stop_process_group, wait_for_port  # noqa: E402
+from fedscan.common.processes import free_port, stop_process_group  # noqa: E402
 from fedscan.server.superlink_launcher import STOCK_SQLITE_ENV  # noqa: E402
 
 MAX_CALLS, MAX_CALL_S = 400, 3600.0  # the control-call loop's bounds
@@ -89,22 +89,7 @@ def main() -> None:
         durations: list[float] = []
         done = threading.Event()
         try:
-            if not wait_for_port(control):
-                raise SystemExit(f"the coordinator did not start; see {root / 'coordinator.log'}")
-            for name in names:
-                _run(
-                    "server",
-                    "sites",
-                    "add",
-                    name,
-                    f"keys/{name}.pub",
-                    "--config",
-                    "coordinator.toml",
-                    cwd=root,
-                )
-                processes.append(
-                    _start(["client", "start", "--config", f"{name}.toml"], root, f"{name}.log")
-                )
+            _join_sites(root, names, control, processes)
             (root / "run.toml").write_text(
                 '[run]\ncoordinator-config = "coordinator.toml"\n'
                 f"rounds = {args.rounds}\nmin-sites = {args.sites}\nlocal-epochs = 1\n"

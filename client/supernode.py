@@ -45,6 +45,7 @@ from fedscan.client.site_config import Connection, SiteConfig
 from fedscan.client.supernode_launcher import HEARTBEAT_S, POLL_ENV, Link
 from fedscan.common.errors import ConfigError
 from fedscan.common.processes import (
+    SUPEREXEC,
     StopSignals,
     alive,
     become_subreaper,
@@ -72,7 +73,6 @@ STABLE_S = 120.0  # connected this long: the SuperNode worked, its next death is
 # without one is 6 failed tries, not a blip.
 DISCONNECTED_S = 120.0
 WATCH_S = 0.5  # how often the SuperNode, its SuperExec and its connection are checked
-SUPEREXEC = "flower-superexec"  # the SuperNode's helper that starts each message's ClientApp
 # Flower's SuperNode exit codes worth translating (flower.ai/docs/framework/ref-exit-codes).
 # 305 is also Flower's answer to a site it still lists as online: run_supernode retries that case
 # after an unclean stop.

@@ -40,6 +40,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 _PROC = Path("/proc")
+# The helper both Flower daemons start: the SuperLink for each run's ServerApp, the SuperNode for
+# each message's ClientApp.
+SUPEREXEC = "flower-superexec"
 FLOWER_BIN = Path(sys.executable).parent  # flwr, flower-superlink, … of this environment
 
 # SIGTERM → SIGKILL: Flower's daemons stop their gRPC servers with a 1 s grace and give SuperExec

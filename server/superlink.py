@@ -30,6 +30,7 @@ from fedscan.common.errors import FedscanError
 from fedscan.common.files import atomic_write_bytes
 from fedscan.common.processes import (
     FLOWER_BIN,
+    SUPEREXEC,
     StopSignals,
     alive,
     become_subreaper,
@@ -97,7 +98,6 @@ def write_connection(config: CoordinatorConfig, *, insecure: bool) -> None:
     atomic_write_bytes(config.flwr_home / "config.toml", ("\n".join(lines) + "\n").encode())
 
 
-SUPEREXEC = "flower-superexec"  # the SuperLink's helper that starts each run's ServerApp
 # The SuperLink starts its SuperExec right after its gRPC servers: measured within 0.1 s of its
 # ports listening, 3-6 s after launch on 2 busy cores; one without it this long runs nothing.
 SUPEREXEC_START_S = 120.0
