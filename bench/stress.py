@@ -109,7 +109,9 @@ def main() -> None:
             wall = time.monotonic() - started
             done.set()
             hammer.join(timeout=180)
-            run_dir = next((root / "coordinator" / "runs").iterdir())
+            run_dir = next((root / "coordinator" / "runs").iterdir(), None)
+            if run_dir is None:
+                raise SystemExit(f"no run was submitted:\n{run.stdout}\n{run.stderr}")
             status = json.loads((run_dir / "status.json").read_text())
             lost = _lost(run_dir, names) if status.get("state", "").startswith("completed") else {}
             locked, internal = _count(root, "database is locked"), _count(root, "INTERNAL")

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from fedscan.cli.console import EXIT_PARTIAL
 from fedscan.common.protocol import ACCURACY, AUC, DICE, HD95, IOU, SENSITIVITY, SPECIFICITY
-from fedscan.server.rundir import REPORT_FILE, STATE_COMPLETED_WITH_GAPS
+from fedscan.server.rundir import REPORT_FILE, STATE_COMPLETED_WITH_GAPS, Event
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -128,19 +128,19 @@ class RoundTable:
             self.console.print(f"  {line}", style="dim", highlight=False, markup=False)
 
 
-_EVENTS = {
-    "waiting-for-sites": "waiting for sites: {connected} of {needed} connected",
-    "round-training": "round {round} of {rounds}: training at {sites} sites",
-    "round-aggregated": "round {round} of {rounds}: aggregated the updates of {trained} sites",
-    "final-evaluation": "final evaluation at {sites} sites",
-    "final-evaluated": "final evaluation: {evaluated} of {sites} sites evaluated",
-    "cross-site-validation": "cross-site validation",
-    "cross-site-fine-tune": "cross-site fine-tune at {sites} sites",
-    "cross-site-fine-tuned": "cross-site fine-tune: {done} of {sites} sites fine-tuned",
-    "cross-site-evaluation": "cross-site evaluation of {models} models at {sites} sites",
-    "cross-site-evaluated": "cross-site evaluation: {done} of {sites} sites evaluated",
-    "report-written": "report written",
-    "report-failed": "the report could not be written: `fedscan report RUN_DIR` retries",
+_EVENTS: dict[str, str] = {
+    Event.WAITING_FOR_SITES: "waiting for sites: {connected} of {needed} connected",
+    Event.ROUND_TRAINING: "round {round} of {rounds}: training at {sites} sites",
+    Event.ROUND_AGGREGATED: "round {round} of {rounds}: aggregated the updates of {trained} sites",
+    Event.FINAL_EVALUATION: "final evaluation at {sites} sites",
+    Event.FINAL_EVALUATED: "final evaluation: {evaluated} of {sites} sites evaluated",
+    Event.CROSS_SITE_VALIDATION: "cross-site validation",
+    Event.CROSS_SITE_FINE_TUNE: "cross-site fine-tune at {sites} sites",
+    Event.CROSS_SITE_FINE_TUNED: "cross-site fine-tune: {done} of {sites} sites fine-tuned",
+    Event.CROSS_SITE_EVALUATION: "cross-site evaluation of {models} models at {sites} sites",
+    Event.CROSS_SITE_EVALUATED: "cross-site evaluation: {done} of {sites} sites evaluated",
+    Event.REPORT_WRITTEN: "report written",
+    Event.REPORT_FAILED: "the report could not be written: `fedscan report RUN_DIR` retries",
 }
 
 

@@ -2,7 +2,8 @@
 
 Each check answers pass or fail with what to do; every check runs, so one
 call shows every problem. Nothing here talks to the coordinator beyond a TLS
-handshake with its Fleet port.
+handshake with its Fleet port and one signed call that asks whether the site's key is registered
+(``client/registration.py``: it changes nothing there).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def run_checks(
     checks += [step(config) for step in steps]
     if config.connection is not None and all(check.ok for check in checks[1:4]):
         checks.append(_coordinator(config, connect_timeout_s))
+        if checks[-1].ok and not config.connection.insecure:
+            checks.append(_registered(config, connect_timeout_s))
     return config, checks
 
 
@@ -200,3 +203,35 @@ def _coordinator(config: SiteConfig, timeout_s: float) -> Check:
             "outbound TCP to it is open in the hospital firewall.",
         )
     return Check("coordinator", True, f"{host}:{port} reachable, certificate valid")
+
+
+def _registered(config: SiteConfig, timeout_s: float) -> Check:
+    """Whether the coordinator knows this site's key (asked only once TLS and the key check out)."""
+    from fedscan.client.registration import Registration, registration
+
+    connection = config.connection
+    assert connection is not None and connection.private_key and connection.ca_certificate
+    answer = registration(
+        connection.address,
+        private_key=connection.private_key,
+        ca_certificate=connection.ca_certificate,
+        timeout_s=timeout_s,
+    )
+    public = connection.private_key.with_suffix(".pub")
+    if answer.registration is Registration.REGISTERED:
+        return Check("site registered", True, "the coordinator knows this site's key")
+    if answer.registration is Registration.UNKNOWN:
+        return Check(
+            "site registered",
+            False,
+            f"the coordinator does not know this site's key: send {public} to the coordinator "
+            f"operator, who runs `fedscan server sites add {config.name} {public.name}`; after "
+            "a `sites remove`, make a new key first (`fedscan certs site "
+            f"{config.name} --force`).",
+        )
+    return Check(
+        "site registered",
+        False,
+        f"could not tell whether the coordinator knows this site's key ({answer.detail}); "
+        "`fedscan client start` will say when it connects.",
+    )

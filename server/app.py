@@ -48,6 +48,7 @@ from fedscan.server.rundir import (
     STATE_COMPLETED_WITH_GAPS,
     STATE_FAILED,
     STATE_RUNNING,
+    Event,
     RunDirectory,
     RunProgress,
 )
@@ -74,7 +75,7 @@ def wait_for_sites(
     while (connected := len(list(grid.get_node_ids()))) < min_sites:
         if progress is not None and connected != told:
             progress(
-                "waiting-for-sites", phase=PHASE_WAITING, connected=connected, needed=min_sites
+                Event.WAITING_FOR_SITES, phase=PHASE_WAITING, connected=connected, needed=min_sites
             )
             told = connected
         if time.monotonic() > deadline:
@@ -100,7 +101,7 @@ def run_federation(
     except Exception as exc:
         reason = str(exc) if isinstance(exc, FedscanError) else f"{type(exc).__name__}: {exc}"
         run_dir.write_status(STATE_FAILED, reason=reason)
-        progress(STATE_FAILED)
+        progress(Event.FAILED)
         raise
     if result.gaps:
         gaps = [gap.to_json() for gap in result.gaps]
@@ -121,9 +122,9 @@ def _write_report(run_dir: RunDirectory, progress: RunProgress) -> None:
         log.exception(
             "Could not write the run report; rebuild it with `fedscan report %s`", run_dir.path
         )
-        progress("report-failed")
+        progress(Event.REPORT_FAILED)
         return
-    progress("report-written")
+    progress(Event.REPORT_WRITTEN)
 
 
 def _federate(
@@ -168,7 +169,7 @@ def _federate(
     )
     final = _save_final(run_dir, config, run_log, arrays)
     if config.cross_site:
-        progress(PHASE_CROSS_SITE, phase=PHASE_CROSS_SITE)
+        progress(Event.CROSS_SITE_VALIDATION, phase=PHASE_CROSS_SITE)
         _cross_validate(grid, config, run_log, arrays, message_config, run_dir, progress)
     gaps = (*training_gaps(run_log.history, config.rounds, config.min_sites), *run_log.gaps)
     return FederationResult(run_dir, run_log.history, final, gaps)

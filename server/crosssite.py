@@ -34,7 +34,7 @@ from fedscan.server.coverage import (
 )
 from fedscan.server.rounds import Progress
 from fedscan.server.run_log import RunLog
-from fedscan.server.rundir import MATRIX_FILE, RunDirectory
+from fedscan.server.rundir import MATRIX_FILE, Event, RunDirectory
 from fedscan.server.triage import Refusal, first_metrics, triage
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,11 @@ def cross_site_validation(
     epsilon: dict[str, float] = {}
     models = {protocol.GLOBAL_MODEL: global_arrays}
     if fine_tunes_locally(config):
-        tell("cross-site-fine-tune", sites=len(nodes))
+        tell(Event.CROSS_SITE_FINE_TUNE, sites=len(nodes))
         local, epsilon, refused = _fine_tune(
             grid, nodes, config, run_log, global_arrays, message_config
         )
-        tell("cross-site-fine-tuned", done=len(local), sites=len(nodes))
+        tell(Event.CROSS_SITE_FINE_TUNED, done=len(local), sites=len(nodes))
         models.update(local)
         notes += [f"{refusal.site} did not fine-tune: {refusal.reason}" for refusal in refused]
         record_gap(grid, config, run_log, PHASE_FINE_TUNE, epsilon, refused)
@@ -90,7 +90,7 @@ def cross_site_validation(
         )
     spent = tuple(sorted(epsilon)) if config.privacy.enabled else ()
     request = {**message_config, protocol.THRESHOLD: run_log.threshold}
-    tell("cross-site-evaluation", models=len(models), sites=len(nodes))
+    tell(Event.CROSS_SITE_EVALUATION, models=len(models), sites=len(nodes))
     try:
         results, refused = _evaluate_everywhere(grid, nodes, config, run_log, models, request)
     except Exception as error:  # the model is complete; the lost matrix is a gap
@@ -99,7 +99,7 @@ def cross_site_validation(
         return None
     # A site that evaluated only some models leaves holes in the matrix: it is missing too.
     complete = [site for site, done in results.items() if len(done) == len(models)]
-    tell("cross-site-evaluated", done=len(complete), sites=len(nodes))
+    tell(Event.CROSS_SITE_EVALUATED, done=len(complete), sites=len(nodes))
     notes += [f"{refusal.site} did not evaluate: {refusal.reason}" for refusal in refused]
     record_gap(grid, config, run_log, PHASE_CROSS_SITE_EVALUATION, complete, refused, spent)
     matrix = build_matrix(

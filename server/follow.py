@@ -30,7 +30,7 @@ from fedscan.server.rundir import (
     FINISHED_STATES,
     REPORT_EVENTS,
     STATE_FAILED,
-    SUBMITTED_EVENT,
+    Event,
     RunDirectory,
 )
 
@@ -73,7 +73,7 @@ class _Feed:
         if self.on_event is not None:
             events = run_dir.read_events()
             if self.events is None:
-                submitted = [i for i, e in enumerate(events) if e.get("event") == SUBMITTED_EVENT]
+                submitted = [i for i, e in enumerate(events) if e.get("event") == Event.SUBMITTED]
                 self.events = submitted[-1] + 1 if submitted else 0
             for event in events[self.events :]:
                 self.on_event(event)

@@ -31,7 +31,7 @@ from fedscan.server.rundir import (
     STATE_RUNNING,
     STATE_STARTING,
     STATUS_FILE,
-    SUBMITTED_EVENT,
+    Event,
     RunDirectory,
 )
 from fedscan.server.superlink import DEPLOYMENT_CONNECTION, flwr
@@ -87,7 +87,7 @@ def submit(request: RunRequest, *, resume_id: str | None = None) -> tuple[RunDir
     if resume_id is None:  # `fedscan status` shows it before the ServerApp starts
         run_dir.write_status(STATE_STARTING)
     # Where this submission's events begin (a resumed run's file holds the earlier attempts').
-    run_dir.append_event(SUBMITTED_EVENT, resumed=resume_id is not None)
+    run_dir.append_event(Event.SUBMITTED, resumed=resume_id is not None)
     try:
         with tempfile.TemporaryDirectory(prefix="fedscan-run-") as tmp:
             app_dir = write_app(Path(tmp) / "app", run_config, name="fedscan-run")

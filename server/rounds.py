@@ -24,7 +24,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedscan.common.protocol import EVALUATE_FIRST
 from fedscan.server.run_log import RunLog
-from fedscan.server.rundir import PHASE_ROUND
+from fedscan.server.rundir import PHASE_ROUND, Event
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def run_rounds(
         run_log.expect(arrays)
         messages = list(strategy.configure_train(server_round, arrays, config, grid))
         tell(
-            "round-training",
+            Event.ROUND_TRAINING,
             phase=PHASE_ROUND,
             round=server_round,
             rounds=rounds,
@@ -78,15 +78,15 @@ def run_rounds(
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = aggregated
-        tell("round-aggregated", round=server_round, rounds=rounds, trained=run_log.trained)
+        tell(Event.ROUND_AGGREGATED, round=server_round, rounds=rounds, trained=run_log.trained)
         if after_round is not None:
             after_round(server_round, arrays)
     messages = list(
         strategy.configure_evaluate(rounds, arrays, ConfigRecord(dict(message_config)), grid)
     )
-    tell("final-evaluation", sites=len(messages))
+    tell(Event.FINAL_EVALUATION, sites=len(messages))
     strategy.aggregate_evaluate(rounds, list(grid.send_and_receive(messages, timeout=timeout)))
     run_log.check_final_evaluation([m.metadata.dst_node_id for m in messages], timeout)
     evaluated = len(run_log.history[-1].get("evaluate", {})) if run_log.history else 0
-    tell("final-evaluated", evaluated=evaluated, sites=len(messages))
+    tell(Event.FINAL_EVALUATED, evaluated=evaluated, sites=len(messages))
     return arrays

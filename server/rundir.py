@@ -29,6 +29,7 @@ appending.
 from __future__ import annotations
 
 import datetime
+import enum
 import json
 import secrets
 import time
@@ -70,11 +71,32 @@ STATE_FAILED = "failed"
 FINISHED_STATES = (STATE_COMPLETED, STATE_COMPLETED_WITH_GAPS)  # nothing left to resume
 FINAL_STATES = (*FINISHED_STATES, STATE_FAILED)
 # What a running run is doing (status.json ``phase``).
-PHASE_WAITING = "waiting-for-sites"
+PHASE_WAITING = "waiting-for-sites"  # also the name of its event
 PHASE_ROUND = "round"
 PHASE_CROSS_SITE = "cross-site-validation"
-SUBMITTED_EVENT = "submitted"  # written by `fedscan run` before each submission of the run
-REPORT_EVENTS = frozenset({"report-written", "report-failed"})  # the last event of a finished run
+
+
+class Event(enum.StrEnum):
+    """Every event name ``events.jsonl`` holds (what `fedscan run`/`simulate` print, one line each;
+    cli/display.py words them)."""
+
+    SUBMITTED = "submitted"  # written by `fedscan run` before each submission of the run
+    WAITING_FOR_SITES = "waiting-for-sites"
+    ROUND_TRAINING = "round-training"
+    ROUND_AGGREGATED = "round-aggregated"
+    FINAL_EVALUATION = "final-evaluation"
+    FINAL_EVALUATED = "final-evaluated"
+    CROSS_SITE_VALIDATION = "cross-site-validation"
+    CROSS_SITE_FINE_TUNE = "cross-site-fine-tune"
+    CROSS_SITE_FINE_TUNED = "cross-site-fine-tuned"
+    CROSS_SITE_EVALUATION = "cross-site-evaluation"
+    CROSS_SITE_EVALUATED = "cross-site-evaluated"
+    FAILED = "failed"
+    REPORT_WRITTEN = "report-written"
+    REPORT_FAILED = "report-failed"
+
+
+REPORT_EVENTS = frozenset({Event.REPORT_WRITTEN, Event.REPORT_FAILED})  # a finished run's last
 
 
 def new_run_id() -> str:

@@ -57,6 +57,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         ["certs", "server", "--host", "127.0.0.1"],
         ["certs", "site", LONG_NAME, "--out", "keys"],
         ["certs", "site", "in-process", "--out", "keys"],  # Flower keeps a removed site's key
+        ["certs", "site", "checked", "--out", "keys"],
+        ["certs", "site", "stranger", "--out", "keys"],
     ):
         assert fedscan(*args, cwd=root).returncode == 0
     fleet, control = free_port(), free_port()
@@ -83,6 +85,35 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         with pytest.raises(ProcessLookupError):
             os.killpg(coordinator.pid, 0)
         assert not [pid for pid in tree if alive(pid)], "a Flower helper outlived the test"
+
+
+def _site_toml(root: Path, name: str) -> Path:
+    fleet = load_coordinator_config(root / "coordinator.toml").fleet_address
+    site = root / f"{name}.toml"
+    site.write_text(
+        f'[site]\nname = "{name}"\nstate-dir = "{name}-state"\n\n[data]\ndir = "no-archive"\n\n'
+        "[privacy]\nmax-epsilon-per-run = 8.0\nmax-epsilon-lifetime = 40.0\n\n"
+        f'[coordinator]\naddress = "{fleet}"\nca-certificate = "certs/ca.crt"\n\n'
+        f'[auth]\nprivate-key = "keys/{name}.key"\n'
+    )
+    return site
+
+
+def test_client_check_tells_an_unregistered_key_from_a_registered_one(root: Path) -> None:
+    config = ["--config", "coordinator.toml"]
+    added = fedscan("server", "sites", "add", "checked", "keys/checked.pub", *config, cwd=root)
+    assert added.returncode == 0, added.stderr
+    lines = {}
+    for name in ("checked", "stranger"):
+        checked = fedscan("client", "check", "--config", str(_site_toml(root, name)), cwd=root)
+        assert checked.returncode != 0  # the archive folder does not exist: a failed data check
+        (lines[name],) = [line for line in checked.stdout.splitlines() if "registered" in line]
+    assert "knows this site's key" in lines["checked"]
+    assert "does not know" in lines["stranger"] and "sites add stranger" in lines["stranger"]
+    listed = fedscan("server", "sites", "list", *config, cwd=root)
+    (row,) = [line for line in listed.stdout.splitlines() if "checked" in line]
+    assert "│ registered │" in row  # asking changed nothing: still registered, not online
+    assert "stranger" not in listed.stdout
 
 
 def test_sites_add_list_remove_as_typed(root: Path) -> None:
