@@ -203,7 +203,7 @@ def run() -> None:
     raylet died) stay below it and are stopped with it. Only here, in a process of its own:
     a test running a command in-process must not turn its test runner into one.
     """
-    from fedscan.common.processes import become_subreaper
+    from fedscan.common.signals import become_subreaper
 
     become_subreaper()
     app(prog_name="fedscan")

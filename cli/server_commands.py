@@ -140,7 +140,7 @@ def run_command(
 ) -> None:
     """Submit a run to the coordinator and follow it round by round; exit 0 only if it completed
     (3 if it completed with gaps)."""
-    from fedscan.common.processes import StopSignals
+    from fedscan.common.signals import StopSignals
     from fedscan.server.follow import COORDINATOR_GONE
 
     progress: dict[str, RunDirectory] = {}

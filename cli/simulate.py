@@ -32,7 +32,8 @@ from fedscan.common.data.sources import FolderSource, NpzShardSource, sources_to
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, RunFailed
 from fedscan.common.files import write_json
-from fedscan.common.processes import StopSignals, stop_process_group
+from fedscan.common.processes import stop_process_group
+from fedscan.common.signals import StopSignals
 from fedscan.server.flower_app import toml_value, write_app
 from fedscan.server.rundir import (
     COORDINATOR_LOG,

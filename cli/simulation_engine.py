@@ -10,7 +10,7 @@ runtime dependency installation, and everything stopped on exit — Flower's
 cluster run in sessions of their own) and, where ``fedscan simulate`` is a
 child subreaper, any helper orphaned on the way; it is stopped on any exit
 from the ``with`` block, including a failed start and a stop signal turned
-into KeyboardInterrupt (:class:`~fedscan.common.processes.StopSignals`), within
+into KeyboardInterrupt (:class:`~fedscan.common.signals.StopSignals`), within
 :data:`~fedscan.common.processes.STOP_BOUND_S`.
 """
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedscan.client.site_config import SiteConfig, load_site_config
-from fedscan.common.config import split_address
+from fedscan.common.config import join_address, split_address
 from fedscan.common.errors import FedscanError
 
 
@@ -178,10 +178,11 @@ def _coordinator(config: SiteConfig, timeout_s: float) -> Check:
     connection = config.connection
     assert connection is not None
     host, port = split_address(connection.address)
+    shown = join_address(host, port)
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as raw:
             if connection.insecure:
-                return Check("coordinator", True, f"{host}:{port} reachable (no TLS)")
+                return Check("coordinator", True, f"{shown} reachable (no TLS)")
             context = ssl.create_default_context(cafile=str(connection.ca_certificate))
             context.set_alpn_protocols(["h2"])
             with context.wrap_socket(raw, server_hostname=host):
@@ -190,7 +191,7 @@ def _coordinator(config: SiteConfig, timeout_s: float) -> Check:
         return Check(
             "coordinator",
             False,
-            f"{host}:{port} presented a certificate this site does not trust "
+            f"{shown} presented a certificate this site does not trust "
             f"({exc.verify_message}); check that ca-certificate is the federation's ca.crt and "
             "that the "
             "address is a name on the coordinator's certificate.",
@@ -199,10 +200,10 @@ def _coordinator(config: SiteConfig, timeout_s: float) -> Check:
         return Check(
             "coordinator",
             False,
-            f"cannot reach {host}:{port} ({exc}); check the address and that "
+            f"cannot reach {shown} ({exc}); check the address and that "
             "outbound TCP to it is open in the hospital firewall.",
         )
-    return Check("coordinator", True, f"{host}:{port} reachable, certificate valid")
+    return Check("coordinator", True, f"{shown} reachable, certificate valid")
 
 
 def _registered(config: SiteConfig, timeout_s: float) -> Check:

@@ -46,15 +46,14 @@ from fedscan.client.supernode_launcher import HEARTBEAT_S, POLL_ENV, Link
 from fedscan.common.errors import ConfigError
 from fedscan.common.processes import (
     SUPEREXEC,
-    StopSignals,
     alive,
-    become_subreaper,
     find_descendant,
     flower_env,
     free_port,
     stop_orphans,
     stop_process_group,
 )
+from fedscan.common.signals import StopSignals, become_subreaper
 
 log = logging.getLogger(__name__)
 

@@ -313,3 +313,8 @@ def split_address(address: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise ConfigError(f"Address {address!r} must be host:port.")
     return host.strip("[]"), int(port)
+
+
+def join_address(host: str, port: int) -> str:
+    """(host, port) → ``host:port``, an IPv6 host in brackets (the inverse of split_address)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -40,6 +40,7 @@ class Gap:
     spent: tuple[str, ...] = ()  # sites whose DP release in this phase went into a lost result
     needed: int = 0  # how many sites the phase needed
     round: int | None = None  # training rounds only
+    unnamed: int = 0  # sites the quorum still lacked beyond those named (never joined the run)
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -50,6 +51,8 @@ class Gap:
         }
         if self.round is not None:
             document["round"] = self.round
+        if self.unnamed:
+            document["unnamed_missing"] = self.unnamed
         return document
 
     @classmethod
@@ -60,13 +63,18 @@ class Gap:
             tuple(str(s) for s in document.get("spent_dp_release", ())),
             int(document.get("needed", 0)),
             None if document.get("round") is None else int(document["round"]),
+            int(document.get("unnamed_missing", 0)),
         )
 
     def sentence(self) -> str:
         """One line an operator can act on, e.g. for the run's final summary and its report."""
         phase = self.phase if self.round is None else f"{self.phase} round {self.round}"
-        reached = f"{self.needed - len(self.missing)} of {self.needed}" if self.needed else "no"
-        why = "; ".join(f"{site}: {reason}" for site, reason in sorted(self.missing.items()))
+        count = max(self.needed - len(self.missing) - self.unnamed, 0)
+        reached = f"{count} of {self.needed}" if self.needed else "no"
+        reasons = [f"{site}: {reason}" for site, reason in sorted(self.missing.items())]
+        if self.unnamed:
+            reasons.append(f"{self.unnamed} more site(s) that never joined")
+        why = "; ".join(reasons)
         text = f"{phase} reached {reached} sites (missing {why})"
         if self.spent:
             text += f"; spent a DP release on results the run lost: {', '.join(self.spent)}"
@@ -109,13 +117,22 @@ def missing_sites(
 def training_gaps(history: list[dict[str, Any]], rounds: int, min_sites: int) -> list[Gap]:
     """Rounds 1..``rounds`` that did not reach their quorum (a run normally ends as quorum-lost
     first; this holds the rule for any record a resumed history carries)."""
-    trained = {int(line["round"]): line.get("train", {}) for line in history if "round" in line}
+    trained = {
+        int(line["round"]): set(line.get("train", {})) for line in history if "round" in line
+    }
+    known = set().union(*trained.values())  # every site that trained in some round of the run
     gaps = []
     for server_round in range(1, rounds + 1):
-        sites = trained.get(server_round, {})
-        if len(sites) < min_sites:
-            missing = {f"{min_sites - len(sites)} more site(s)": "quorum not reached"}
-            gaps.append(Gap(PHASE_TRAINING, missing, needed=min_sites, round=server_round))
+        sites = trained.get(server_round, set())
+        if len(sites) >= min_sites:
+            continue
+        # The sites that trained in other rounds are named; the quorum's rest never joined.
+        absent = sorted(known - sites)[: min_sites - len(sites)]
+        missing = {site: "did not train in this round (quorum not reached)" for site in absent}
+        unnamed = min_sites - len(sites) - len(missing)
+        gaps.append(
+            Gap(PHASE_TRAINING, missing, needed=min_sites, round=server_round, unnamed=unnamed)
+        )
     return gaps
 
 

@@ -25,20 +25,19 @@ import sys
 import time
 from typing import Any
 
-from fedscan.common.config import split_address
+from fedscan.common.config import join_address, split_address
 from fedscan.common.errors import FedscanError
 from fedscan.common.files import atomic_write_bytes
 from fedscan.common.processes import (
     FLOWER_BIN,
     SUPEREXEC,
-    StopSignals,
     alive,
-    become_subreaper,
     find_descendant,
     flower_env,
     stop_orphans,
     stop_process_group,
 )
+from fedscan.common.signals import StopSignals, become_subreaper
 from fedscan.server.coordinator_config import CoordinatorConfig
 from fedscan.server.superlink_launcher import ACCESS_LOG_ENV
 
@@ -88,7 +87,7 @@ def write_connection(config: CoordinatorConfig, *, insecure: bool) -> None:
         f'default = "{DEPLOYMENT_CONNECTION}"',
         "",
         f"[superlink.{DEPLOYMENT_CONNECTION}]",
-        f'address = "{host}:{port}"',
+        f'address = "{join_address(host, port)}"',
     ]
     if insecure or config.tls is None:
         lines.append("insecure = true")

@@ -290,7 +290,8 @@ def test_orphans_of_a_subreaper_are_found_and_stopped() -> None:
     script = textwrap.dedent(
         """
         import os, subprocess
-        from fedscan.common.processes import become_subreaper, descendants, stop_orphans
+        from fedscan.common.processes import descendants, stop_orphans
+        from fedscan.common.signals import become_subreaper
         assert become_subreaper()
         subprocess.run(["sh", "-c", "sleep 300 & exit 0"], check=True)  # the sleep is orphaned
         print(len(descendants(os.getpid())), flush=True)

@@ -195,3 +195,16 @@ def test_a_log_stream_that_never_answers_is_no_answer(tmp_path: Path, silent: tu
     with ControlApi(coordinator(tmp_path, silent[0]), timeout_s=0.5) as api:
         error = refusal(lambda: api.run_log(3))
     assert error.code == control_api.NO_ANSWER  # not an empty log: the coordinator is stuck
+
+
+def test_an_ipv6_control_address_is_recorded_with_its_brackets(tmp_path: Path) -> None:
+    import tomllib
+
+    from fedscan.common.config import join_address, split_address
+
+    config = CoordinatorConfig(state_dir=tmp_path / "state", control_address="[::1]:9093")
+    write_connection(config, insecure=True)
+    recorded = tomllib.loads((config.flwr_home / "config.toml").read_text())
+    assert recorded["superlink"]["fedscan"]["address"] == "[::1]:9093"
+    for address in ("[::1]:9093", "127.0.0.1:9092", "coordinator.example.org:9092"):
+        assert join_address(*split_address(address)) == address

@@ -119,7 +119,12 @@ def test_a_training_round_below_its_quorum_is_a_gap_and_one_at_quorum_is_not() -
     history = [{"round": 1, "train": {"a": {}, "b": {}}}, {"round": 2, "train": {"a": {}}}]
     (gap,) = training_gaps(history, rounds=2, min_sites=2)
     assert (gap.phase, gap.round, gap.needed) == (PHASE_TRAINING, 2, 2)
+    assert set(gap.missing) == {"b"} and gap.unnamed == 0  # named: it trained in round 1
     assert training_gaps(history[:1], rounds=1, min_sites=2) == []
+    (short,) = training_gaps(history[:1], rounds=1, min_sites=3)
+    assert short.missing == {} and short.unnamed == 1  # no site name invented for it
+    assert "reached 2 of 3 sites" in short.sentence() and "1 more site(s)" in short.sentence()
+    assert Gap.from_json(short.to_json()) == short
 
 
 def test_a_gap_reads_back_from_json_and_reads_as_one_sentence() -> None:
