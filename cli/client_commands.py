@@ -8,9 +8,12 @@ prove it).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from fedscan.client.preflight import Check
 
 from fedscan.cli.console import EXIT_FAILED, console, fail
 
@@ -23,17 +26,21 @@ SiteToml = Annotated[Path, typer.Option("--config", help="The site's site.toml."
 @client_app.command("check")
 def client_check(config: SiteToml) -> None:
     """Run the site's pre-flight checks only."""
-    if not _preflight(config):
+    if not all(check.ok for check in _preflight(config)):
         raise typer.Exit(2)
 
 
 @client_app.command("start")
 def client_start(config: SiteToml) -> None:
     """Pre-flight checks, then join the federation (Flower SuperNode) until stopped."""
+    from fedscan.client.preflight import REGISTERED
     from fedscan.client.site_config import load_site_config
     from fedscan.client.supernode import run_supernode
 
-    if not _preflight(config):
+    failed = [check for check in _preflight(config) if not check.ok]
+    if [check.name for check in failed] == [REGISTERED]:  # the site's files are fine: exit 1
+        raise fail(failed[0].detail, EXIT_FAILED)
+    if failed:
         raise fail("Pre-flight checks failed; fix the items marked FAIL and start again.")
     code, advice = run_supernode(load_site_config(config), config)
     if advice:
@@ -41,7 +48,7 @@ def client_start(config: SiteToml) -> None:
     raise typer.Exit(code)
 
 
-def _preflight(config: Path) -> bool:
+def _preflight(config: Path) -> list[Check]:
     from fedscan.client.preflight import run_checks
 
     _, checks = run_checks(config)
@@ -49,4 +56,4 @@ def _preflight(config: Path) -> bool:
         mark = "[green]ok  [/]" if check.ok else "[bold red]FAIL[/]"
         console.print(f"{mark} {check.name}: ", end="")
         console.print(check.detail, highlight=False, markup=False, soft_wrap=True)
-    return all(check.ok for check in checks)
+    return checks

@@ -26,11 +26,12 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def print_table(table: Table) -> None:
-    """``table`` on standard output, whole: off a terminal rich assumes 80 columns and cuts cells
-    ("st-marys-h…"), so a pipe gets it as wide as its widest row."""
-    if console.is_terminal:
-        console.print(table)
+def print_table(table: Table, on: Console | None = None) -> None:
+    """``table`` on ``on`` (standard output), whole: off a terminal rich assumes 80 columns and cuts
+    cells ("st-marys-h…"), so a pipe gets it as wide as its widest row."""
+    target = on or console
+    if target.is_terminal:
+        target.print(table)
         return
-    width = Measurement.get(console, console.options.update_width(10_000), table).maximum
-    Console(file=console.file, width=max(width, console.width)).print(table)
+    width = Measurement.get(target, target.options.update_width(10_000), table).maximum
+    Console(file=target.file, width=max(width, target.width)).print(table)

@@ -22,6 +22,7 @@ from fedscan.common.ingest.labels import LabelSpec
 
 if TYPE_CHECKING:
     from fedscan.common.ingest import IngestReport, IngestSettings
+    from fedscan.common.tasks import LabelScheme
 
 data_app = typer.Typer(help="Inspect a site's data folder.", no_args_is_help=True)
 
@@ -63,8 +64,27 @@ def data_check(
         ),
     ] = None,
     task: Annotated[
-        str, typer.Option(help="classification | segmentation (also check every image's mask).")
+        str,
+        typer.Option(
+            help="classification | multiclass | multilabel (with --classes) | segmentation "
+            "(also check every image's mask)."
+        ),
     ] = "classification",
+    classes: Annotated[
+        str,
+        typer.Option(
+            help="multiclass / multilabel: the run's class names, comma-separated, in order; "
+            "rows naming any other class are rejected (LABEL_UNKNOWN_CLASS)."
+        ),
+    ] = "",
+    label_columns: Annotated[
+        str | None,
+        typer.Option(
+            help="multilabel: the 0/1 columns, one per finding, comma-separated (default: the "
+            "columns named like the findings).",
+            show_default=False,
+        ),
+    ] = None,
     mask_column: Annotated[
         str | None,
         typer.Option(
@@ -122,8 +142,10 @@ def data_check(
                 label_column=label_column,
                 patient_column=patient_column,
                 mask_column=mask_column,
+                label_columns=_names(label_columns),
             )
         )
+        scheme = _scheme(task, classes)
         settings = build_settings(
             size=get_model_spec(model).input_size,
             frames=frames,
@@ -131,10 +153,13 @@ def data_check(
             workers=workers,
             timeout_s=timeout,
         )
-        found = check_site(folder, spec, settings, masks=task == "segmentation")
+        found = check_site(folder, spec, settings, masks=task == "segmentation", scheme=scheme)
     except FedscanError as exc:
         raise fail(str(exc)) from None
-    print_report(console, found)
+    per_class = scheme is not None and scheme.kind != "classification"
+    print_report(console, found, by_label=not per_class)
+    if scheme is not None and per_class:
+        _print_counts(console, "Samples by class", class_counts(found, scheme))
     if report is not None:
         report.write_text(found.to_json(), encoding="utf-8")
         console.print(f"Per-file report (local only, holds paths): {report}", highlight=False)
@@ -151,8 +176,35 @@ def _given(**options: Any) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _scheme(task: str, classes: str) -> LabelScheme | None:
+    """The labels the check reads (None: segmentation); ConfigError for a bad class list."""
+    from fedscan.common.tasks import LabelScheme
+
+    return None if task == "segmentation" else LabelScheme(task, _names(classes) or ())
+
+
+def class_counts(report: IngestReport, scheme: LabelScheme) -> dict[str, int]:
+    """Accepted samples per class (multilabel: per finding); a class with none shows 0."""
+    labels = [
+        record.label
+        for record in report.records
+        if record.label is not None
+        for _ in range(record.samples)
+    ]
+    return scheme.counts(labels)
+
+
 def check_site(
-    site_dir: Path, labels: LabelSpec, settings: IngestSettings, *, masks: bool = False
+    site_dir: Path,
+    labels: LabelSpec,
+    settings: IngestSettings,
+    *,
+    masks: bool = False,
+    scheme: LabelScheme | None = None,
 ) -> IngestReport:
     """Ingest the folder as a run would; ``masks``: as a segmentation run (every image needs its
     mask)."""
@@ -161,7 +213,7 @@ def check_site(
 
     if not site_dir.is_dir():
         raise DataError(f"{site_dir} is not a folder; give the site's data folder.")
-    return ingest_site(site_dir, labels, settings, masks=masks)[1]
+    return ingest_site(site_dir, labels, settings, masks=masks, scheme=scheme)[1]
 
 
 def build_settings(
@@ -181,7 +233,9 @@ def build_settings(
         raise DataError(str(exc)) from exc
 
 
-def print_report(console: Console, report: IngestReport) -> None:
+def print_report(console: Console, report: IngestReport, *, by_label: bool = True) -> None:
+    """Counts only; ``by_label`` False where labels are class indices or bit sets (the caller
+    shows per-class counts instead)."""
     summary = report.summary()
     overview = Table(title="Site data check", show_header=False, title_justify="left")
     cache = summary["cache"]
@@ -206,7 +260,7 @@ def print_report(console: Console, report: IngestReport) -> None:
             rejected.add_row(code, str(count), _advice(code))
         console.print(rejected)
     for title, key in (
-        ("Samples by label", "samples_by_label"),
+        *([("Samples by label", "samples_by_label")] if by_label else []),
         ("Image sizes", "image_sizes"),
         ("Modality", "modality"),
         ("Manufacturer", "manufacturer"),

@@ -13,8 +13,19 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from fedscan.cli.console import EXIT_PARTIAL
-from fedscan.common.protocol import ACCURACY, AUC, DICE, HD95, IOU, SENSITIVITY, SPECIFICITY
+from fedscan.cli.console import EXIT_PARTIAL, print_table
+from fedscan.common.protocol import (
+    ACCURACY,
+    AUC,
+    BALANCED_ACCURACY,
+    DICE,
+    HD95,
+    IOU,
+    MACRO_AUC,
+    MICRO_AUC,
+    SENSITIVITY,
+    SPECIFICITY,
+)
 from fedscan.server.rundir import REPORT_FILE, STATE_COMPLETED_WITH_GAPS, Event
 
 
@@ -186,6 +197,8 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     ends it with EXIT_PARTIAL once printed."""
     final = summary["final"]
     console.print(final_line(final), highlight=False)
+    if "classes" in (final.get("pooled") or {}):
+        print_table(class_table(final["pooled"]), console)
     for line in gap_lines(summary.get("state", ""), summary.get("gaps", [])):
         console.print(line, highlight=False)
     matrix = summary.get("matrix") or {}
@@ -218,6 +231,17 @@ def final_line(final: dict[str, Any]) -> str:
         return float("nan") if pooled.get(key) is None else pooled[key]
 
     head = f"\n[bold]Final[/bold] (round {final.get('round')}): pooled validation "
+    if "classes" in pooled:
+        top1 = ""
+        if BALANCED_ACCURACY in pooled:
+            top1 = (
+                f"; top-1 accuracy {number(ACCURACY):.3f}, balanced accuracy "
+                f"{number(BALANCED_ACCURACY):.3f}, macro-F1 {number('macro-f1'):.3f}"
+            )
+        return (
+            f"{head}macro AUC {number(MACRO_AUC):.3f} over {len(pooled['classes'])} classes "
+            f"(micro {number(MICRO_AUC):.3f}){top1}; macro ECE {number('macro-ece'):.3f}"
+        )
     if DICE in pooled:
         sites = ", ".join(
             f"{name} Dice {_fmt(m.get(DICE))} HD95 {_fmt(m.get(HD95), 1)} px"
@@ -233,6 +257,25 @@ def final_line(final: dict[str, Any]) -> str:
         f"{number(SENSITIVITY):.3f}, specificity {number(SPECIFICITY):.3f}, accuracy "
         f"{number(ACCURACY):.3f}; ECE {number('ece'):.3f}"
     )
+
+
+def class_table(pooled: dict[str, Any]) -> Table:
+    """Each class's pooled figures: AUC with its interval, the threshold and the rates at it."""
+    table = Table(title="Per class — pooled validation (one-vs-rest)")
+    columns = ("class", "AUC", "95 % CI", "threshold", "sensitivity", "specificity", "positives")
+    for header in columns:
+        table.add_column(header, justify="right")
+    for name, found in pooled["classes"].items():
+        table.add_row(
+            escape(name),
+            _fmt(found.get(AUC)),
+            f"{_fmt(found.get('auc-ci-low'))}–{_fmt(found.get('auc-ci-high'))}",
+            _fmt(found.get("threshold")),
+            _fmt(found.get(SENSITIVITY)),
+            _fmt(found.get(SPECIFICITY)),
+            _fmt(found.get("positives"), 0),
+        )
+    return table
 
 
 def _print_epsilon(

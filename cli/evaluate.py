@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,7 +50,9 @@ def evaluate(
     from fedscan.client.local_evaluation import evaluate_checkpoint
     from fedscan.common.ingest.cache import default_cache_dir
 
-    given = {name: value for name, value in (("csv", labels), ("key", key)) if value is not None}
+    given: dict[str, Any] = {
+        name: value for name, value in (("csv", labels), ("key", key)) if value is not None
+    }
     try:
         result = evaluate_checkpoint(
             checkpoint,

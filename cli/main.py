@@ -80,12 +80,36 @@ def synth(
     images_per_site: Annotated[
         int, typer.Option(help="DICOM images per site.")
     ] = defaults.IMAGES_PER_SITE,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="What labels.csv and the masks hold. classification: a 0/1 label (opacities), "
+            "a 0/255 mask. multiclass: a finding column, one of normal, opacity, nodule, "
+            "effusion. multilabel: 0/1 columns opacity, nodule, effusion, cardiomegaly and a "
+            "findings column (present names, |-separated). segmentation: masks are label maps "
+            "(see --labels). Every task keeps the 0/1 label column (any finding)."
+        ),
+    ] = "classification",
+    labels: Annotated[
+        int | None,
+        typer.Option(
+            help="Segmentation only: structures K in each label-map mask, 1-4: 0 background, "
+            "then 1 opacity, 2 heart, 3 nodule, 4 effusion (the first K). 1 writes the "
+            "classification task's 0/255 opacity masks (the default).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write synthetic hospitals: DICOM chest-radiograph phantoms and a labels.csv per site."""
     from fedscan.common.data.synth import SynthConfig, generate_sites
 
     try:
-        site_dirs = generate_sites(out, SynthConfig(sites, images_per_site, seed))
+        config = SynthConfig(sites, images_per_site, seed, task, 1 if labels is None else labels)
+        # An explicit --labels 1 is a mistake without segmentation too; the config cannot tell
+        # it from the default, so it is checked here (after the task name is known to be valid).
+        if labels is not None and task != "segmentation":
+            raise fail(f"--labels is only for --task segmentation (got --task {task}).")
+        site_dirs = generate_sites(out, config)
     except (FedscanError, OSError) as exc:
         raise fail(str(exc)) from None
     for site_dir in site_dirs:
@@ -141,7 +165,12 @@ def simulate(
 ) -> None:
     """Run a whole DP federation on this machine (default: 3 synthetic DICOM hospitals)."""
     from fedscan.cli.simulate import resume_simulation, run_simulation
-    from fedscan.cli.simulation_sites import DataChoice, Simulation, count_sites
+    from fedscan.cli.simulation_sites import (
+        DataChoice,
+        Simulation,
+        count_sites,
+        synthetic_classes,
+    )
     from fedscan.common.ingest.cache import default_cache_dir
 
     cache = "" if no_cache else (cache_dir or default_cache_dir())
@@ -156,7 +185,9 @@ def simulate(
             choice, count_sites(choice, sites), partition, images_per_site, device
         )
         config = RunConfig.from_options(
-            **settings, min_sites=simulation.sites, dp=False if no_dp else None
+            **synthetic_classes(choice, settings),
+            min_sites=simulation.sites,
+            dp=False if no_dp else None,
         )
         if no_dp:
             err_console.print(

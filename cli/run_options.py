@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from fedscan.common.config import RunConfig
-from fedscan.common.settings import Key, keys_of
+from fedscan.common.settings import Key, Names, keys_of
 
 # Every run setting is an option, but these: `--sites` sets min-sites, and DP is turned off only
 # with an explicit `--no-dp` (which warns).
@@ -35,12 +35,14 @@ def _option(name: str, key: Key) -> inspect.Parameter:
     if key.kind is bool:
         flag = f"{flag}/--no-{key.name}"
     default = "" if "default" in key.help else f" (default: {key.default_text.strip(chr(34))})"
-    option = typer.Option(flag, help=key.help + default, show_default=False)
+    # A list of names is typed on the command line as one comma-separated string (its flat form).
+    kind, listed = (str, " Comma-separated.") if key.kind == Names else (key.kind, "")
+    option = typer.Option(flag, help=key.help + listed + default, show_default=False)
     return inspect.Parameter(
         name,
         inspect.Parameter.KEYWORD_ONLY,
         default=None,
-        annotation=Annotated[key.kind | None, option],
+        annotation=Annotated[kind | None, option],
     )
 
 

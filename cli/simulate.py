@@ -87,7 +87,13 @@ def run_simulation(
         workdir = Path(tmp)
         # Synthetic sites and npz partitions follow the run's seed: a resumed run sees the same
         # data.
-        sources = plan_sources(simulation, seed=config.seed, workdir=workdir, cache_dir=cache_dir)
+        sources = plan_sources(
+            simulation,
+            seed=config.seed,
+            workdir=workdir,
+            cache_dir=cache_dir,
+            task=config.train.task,
+        )
         run_dir = _run_directory(out, simulation, resume_id)
         run_config = _run_config(
             config, simulation, run_dir, sources, resumed=resume_id is not None

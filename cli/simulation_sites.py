@@ -7,6 +7,7 @@ run's seed).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,12 @@ from typing import Any
 from fedscan.common import defaults
 from fedscan.common.data.partition import parse_partition
 from fedscan.common.data.sources import FolderSource, NpzShardSource
-from fedscan.common.data.synth import SynthConfig, generate_sites
+from fedscan.common.data.synth import FINDINGS, MULTICLASS_CLASSES, SynthConfig, generate_sites
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.ingest.labels import DEFAULT_LABELS_FILE
+from fedscan.common.tasks import BINARY, MULTICLASS, MULTILABEL
+
+SYNTH_CLASSES = {MULTICLASS: MULTICLASS_CLASSES, MULTILABEL: FINDINGS}  # simulate's classes
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,17 @@ def count_sites(choice: DataChoice, requested: int | None) -> int:
     return found
 
 
+def synthetic_classes(choice: DataChoice, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` with the synthetic hospitals' class list when a multiclass or multilabel
+    simulation on them names none (a run on real data must declare its own)."""
+    task = settings.get("task")
+    if choice.kind != "synthetic" or settings.get("classes") or task not in SYNTH_CLASSES:
+        return dict(settings)
+    return {**settings, "classes": ",".join(SYNTH_CLASSES[task])}
+
+
 def plan_sources(
-    simulation: Simulation, *, seed: int, workdir: Path, cache_dir: str = ""
+    simulation: Simulation, *, seed: int, workdir: Path, cache_dir: str = "", task: str = BINARY
 ) -> tuple[FolderSource | NpzShardSource, ...]:
     """Each site's data source, checked up front (before Ray starts)."""
     choice, sites = simulation.choice, simulation.sites
@@ -137,7 +150,9 @@ def plan_sources(
                 f"{DEFAULT_LABELS_FILE}; --sites asks for {sites}."
             )
     else:
-        config = SynthConfig(sites, simulation.images_per_site, seed)
+        # A binary or segmentation run trains on today's phantoms; the other kinds on findings.
+        kind = task if task in SYNTH_CLASSES else BINARY
+        config = SynthConfig(sites, simulation.images_per_site, seed, task=kind)
         site_dirs = generate_sites(workdir / "synthetic", config)
     names = _unique_names([p.name for p in site_dirs[:sites]])
     return tuple(

@@ -30,6 +30,7 @@ from fedscan.common.errors import FedscanError
 from fedscan.common.logs import log_to_stderr
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import HistoryEntry, planned_releases
+from fedscan.common.tasks import outputs
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,12 @@ def _train(msg: Message, request: SiteRequest, site: Site, device: str | None) -
     started = time.monotonic()
     sent = msg.content.array_records[protocol.ARRAYS]
     received = sent.to_torch_state_dict()
-    data = load_for(site, request.settings.train.model)
+    data = load_for(site, request.settings.train)
     on = resolve_device(device or site.device)
     # The previous round's aggregate (the model just received), scored before training on it when
     # the coordinator asks: it saves a separate evaluate exchange per round.
     evaluation = (
-        score(request.model, sent, data.val, threshold=0.5, device=on)
+        score(request.model, sent, data.val, threshold=0.5, device=on, scheme=request.scheme)
         if request.evaluate_first
         else None
     )
@@ -174,7 +175,9 @@ def _local_round(
     from fedscan.common.models.training import train_local
 
     train = request.settings.train
-    model = build_model(train.model, options=train.classical)
+    model = build_model(
+        train.model, options=train.classical, outputs=outputs(train.task, train.classes)
+    )
     model.load_state_dict(received)
     outcome = train_local(model, data.train, train, dp=dp, device=device)
     arrays = {key: value.detach().cpu() for key, value in model.state_dict().items()}
@@ -200,13 +203,14 @@ def _other_releases(request: SiteRequest) -> list[HistoryEntry]:
 
 def _evaluate(msg: Message, request: SiteRequest, site: Site, device: str | None) -> Message:
     started = time.monotonic()
-    val = load_for(site, request.settings.train.model).val
+    val = load_for(site, request.settings.train).val
     metrics, histogram = score(
         request.model,
         msg.content.array_records[protocol.ARRAYS],
         val,
         device=resolve_device(device or site.device),
         threshold=request.threshold,
+        scheme=request.scheme,
     )
     metrics[protocol.SITE_SECONDS] = time.monotonic() - started
     return replies.evaluate_reply(msg, metrics, site.name, histogram=histogram)
@@ -214,7 +218,7 @@ def _evaluate(msg: Message, request: SiteRequest, site: Site, device: str | None
 
 def _cross_evaluate(msg: Message, request: SiteRequest, site: Site, device: str | None) -> Message:
     """Every model in the message (global, each site's local one) on this site's validation data."""
-    val = load_for(site, request.settings.train.model).val
+    val = load_for(site, request.settings.train).val
     on = resolve_device(device or site.device)
     results: dict[str, Scored] = {
         name: score(request.model, arrays, val, device=on, threshold=request.threshold)

@@ -32,10 +32,17 @@ from fedscan.common.metrics.segmentation import OverlapCounts, predict_masks, sc
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.protocol import AUC, POSITIVES
+from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme
 
 
 def load_eval_data(
-    data: str, *, split: str, size: int, labels: LabelSpec | None = None, cache_dir: str = ""
+    data: str,
+    *,
+    split: str,
+    size: int,
+    labels: LabelSpec | None = None,
+    cache_dir: str = "",
+    scheme: LabelScheme | None = None,
 ) -> ImageSet:
     kind, _, path_text = data.partition(":")
     path = Path(path_text).expanduser()
@@ -44,13 +51,15 @@ def load_eval_data(
     if not path.exists():
         raise DataError(f"--data path does not exist: {path_text}")
     if kind == "npz":
-        images, truth = load_npz_split(path, split)
+        images, truth = load_npz_split(path, split, scheme)
         return ImageSet(
             preprocess(list(images), size),
             torch.as_tensor(truth),
             tuple(f"{split}:{index}" for index in range(len(truth))),
         )
-    site = load_site(path, size=size, labels=labels, cache_dir=cache_dir, val_fraction=0.0)
+    site = load_site(
+        path, size=size, labels=labels, cache_dir=cache_dir, val_fraction=0.0, scheme=scheme
+    )
     return site.train  # every accepted image of the folder
 
 
@@ -66,6 +75,20 @@ def evaluate_checkpoint(
     predictions: Path | None = None,
 ) -> dict:
     model, meta = load_checkpoint(checkpoint)
+    if meta.get("task") in (MULTICLASS, MULTILABEL):
+        from fedscan.client.class_evaluation import evaluate_class_checkpoint
+
+        return evaluate_class_checkpoint(
+            model,
+            meta,
+            data,
+            split=split,
+            device=device,
+            labels=labels,
+            cache_dir=cache_dir,
+            plots=plots,
+            predictions=predictions,
+        )
     if get_model_spec(meta["model"]).task == "segmentation":
         if plots is not None:
             raise ConfigError(

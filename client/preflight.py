@@ -20,6 +20,8 @@ from fedscan.client.site_config import SiteConfig, load_site_config
 from fedscan.common.config import join_address, split_address
 from fedscan.common.errors import FedscanError
 
+REGISTERED = "site registered"  # the check a site fixes by asking the coordinator operator
+
 
 @dataclass(frozen=True)
 class Check:
@@ -44,6 +46,7 @@ def run_checks(
         _state_dir,
         _data,
         _device,
+        _client_app,
     ]
     checks += [step(config) for step in steps]
     if config.connection is not None and all(check.ok for check in checks[1:4]):
@@ -173,6 +176,23 @@ def _device(config: SiteConfig) -> Check:
         return Check("device", False, str(exc))
 
 
+def _client_app(config: SiteConfig) -> Check:
+    """The code each message runs (Flower's ClientApp) loads in this installation: a broken one
+    would refuse every request of every run."""
+    import importlib
+
+    try:
+        importlib.import_module("fedscan.client.app")
+    except Exception as exc:  # any import failure: the installation is broken
+        return Check(
+            "client app",
+            False,
+            f"fedscan's ClientApp does not load ({type(exc).__name__}: {exc}); reinstall fedscan "
+            "(`pip install --force-reinstall`) and check that its dependencies match.",
+        )
+    return Check("client app", True, "fedscan.client.app loads")
+
+
 def _coordinator(config: SiteConfig, timeout_s: float) -> Check:
     """Reach the Fleet port and, with TLS, verify its certificate against the site's CA only."""
     connection = config.connection
@@ -220,19 +240,15 @@ def _registered(config: SiteConfig, timeout_s: float) -> Check:
     )
     public = connection.private_key.with_suffix(".pub")
     if answer.registration is Registration.REGISTERED:
-        return Check("site registered", True, "the coordinator knows this site's key")
+        return Check(REGISTERED, True, "the coordinator knows this site's key")
     if answer.registration is Registration.UNKNOWN:
         return Check(
-            "site registered",
+            REGISTERED,
             False,
-            f"the coordinator does not know this site's key: send {public} to the coordinator "
-            f"operator, who runs `fedscan server sites add {config.name} {public.name}`; after "
-            "a `sites remove`, make a new key first (`fedscan certs site "
+            f"the coordinator refused this site's key (it is not registered): send {public} to "
+            f"the coordinator operator, who runs `fedscan server sites add {config.name} "
+            f"{public.name}`; after a `sites remove`, make a new key first (`fedscan certs site "
             f"{config.name} --force`).",
         )
-    return Check(
-        "site registered",
-        False,
-        f"could not tell whether the coordinator knows this site's key ({answer.detail}); "
-        "`fedscan client start` will say when it connects.",
-    )
+    # Not a failure: an answer this Flower does not give; `client start` finds out when it joins.
+    return Check(REGISTERED, True, f"could not tell ({answer.detail}); joining will tell")

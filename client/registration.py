@@ -52,12 +52,18 @@ def registration(
     key = load_ssh_private_key(private_key.read_bytes(), None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         return Answer(Registration.UNDETERMINED, "the site key is not an EC key")
-    channel = create_channel(
-        server_address=address,
-        insecure=False,
-        root_certificates=ca_certificate.read_bytes(),
-        interceptors=[NodeAuthClientInterceptor(key, key.public_key())],
-    )
+    flower_log = logging.getLogger("flwr")
+    level = flower_log.level
+    flower_log.setLevel(max(level, logging.INFO))  # its "Opened secure gRPC connection" debug line
+    try:
+        channel = create_channel(
+            server_address=address,
+            insecure=False,
+            root_certificates=ca_certificate.read_bytes(),
+            interceptors=[NodeAuthClientInterceptor(key, key.public_key())],
+        )
+    finally:
+        flower_log.setLevel(level)
     request = ActivateNodeRequest(
         public_key=public_key_to_bytes(key.public_key()), heartbeat_interval=PROBE_INTERVAL_S
     )

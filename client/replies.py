@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
@@ -22,11 +23,15 @@ from fedscan import __version__
 from fedscan.common import protocol
 from fedscan.common.errors import ReplyRefused, public_reply
 from fedscan.common.metrics.histogram import BINS, ScoreHistogram
+from fedscan.common.tasks import MAX_CLASSES
+
+if TYPE_CHECKING:
+    from fedscan.common.metrics.classwise import ClassEvidence
 
 _ALLOWED_DTYPES = frozenset(
     {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64}
 )
-Evaluation = tuple[Mapping[str, float], ScoreHistogram | None]
+Evaluation = tuple[Mapping[str, float], "ScoreHistogram | ClassEvidence | None"]
 
 
 def _site_record(site_name: str) -> ConfigRecord:
@@ -86,12 +91,26 @@ def train_reply(
 
 
 def _evaluation_record(
-    metrics: Mapping[str, float], histogram: ScoreHistogram | None
+    metrics: Mapping[str, float], histogram: ScoreHistogram | ClassEvidence | None
 ) -> MetricRecord:
     record = _scalars(metrics, protocol.EVALUATE_METRICS)
-    for key, values in (histogram.to_lists() if histogram is not None else {}).items():
-        record[key] = _histogram_values(key, values)
+    lists = histogram.to_lists() if histogram is not None else {}
+    classes = _classes_in(lists)
+    for key, values in lists.items():
+        record[key] = _histogram_values(key, values, classes)
     return record
+
+
+def _classes_in(lists: Mapping[str, list]) -> int:
+    """How many classes per-class evidence covers (0: a binary histogram); its arrays agree."""
+    lengths = {len(lists[key]) for key in protocol.CLASS_HISTOGRAM_KEYS if key in lists}
+    if not lengths:
+        return 0
+    (length,) = lengths if len(lengths) == 1 else (0,)
+    classes, rest = divmod(length, BINS)
+    if rest or not 1 <= classes <= MAX_CLASSES or set(protocol.CLASS_HISTOGRAM_KEYS) - set(lists):
+        raise ReplyRefused("Per-class histograms must be K × BINS, all three, for K classes.")
+    return classes
 
 
 def evaluate_reply(
@@ -99,7 +118,7 @@ def evaluate_reply(
     metrics: Mapping[str, float],
     site_name: str,
     *,
-    histogram: ScoreHistogram | None = None,
+    histogram: ScoreHistogram | ClassEvidence | None = None,
 ) -> Message:
     content = RecordDict(
         {
@@ -121,11 +140,17 @@ def cross_site_reply(msg: Message, results: Mapping[str, Evaluation], site_name:
     return Message(content=content, reply_to=msg)
 
 
-def _histogram_values(key: str, values: list) -> list:
-    """Per-bin counts (integers ≥ 0) or score sums (finite floats), exactly BINS of them."""
-    if key not in protocol.HISTOGRAM_KEYS or len(values) != BINS:
+def _histogram_values(key: str, values: list, classes: int = 0) -> list:
+    """Per-bin counts (integers ≥ 0) or score sums (finite floats): BINS of them, K × BINS per
+    class histogram, K × K confusion counts."""
+    expected = {
+        **{name: BINS for name in protocol.HISTOGRAM_KEYS},
+        **{name: classes * BINS for name in protocol.CLASS_HISTOGRAM_KEYS},
+        protocol.CONFUSION_MATRIX: classes * classes,
+    }
+    if key not in expected or len(values) != expected[key] or not values:
         raise ReplyRefused(f"Histogram {key!r} is not on the allow-list or has the wrong length.")
-    if key == protocol.HIST_SCORE_SUMS:
+    if key in (protocol.HIST_SCORE_SUMS, protocol.CLASS_HIST_SCORE_SUMS):
         if not all(isinstance(v, float) and math.isfinite(v) for v in values):
             raise ReplyRefused("Histogram score sums must be finite floats.")
         return [float(v) for v in values]

@@ -16,6 +16,7 @@ from fedscan.common import protocol
 from fedscan.common.config import SiteSettings
 from fedscan.common.errors import ConfigError
 from fedscan.common.settings import parse_bool
+from fedscan.common.tasks import SEGMENTATION, LabelScheme
 from fedscan.common.version import check_compatible
 
 
@@ -46,6 +47,12 @@ class SiteRequest:
             ),
             threshold=_number(config.get(protocol.THRESHOLD, 0.5)),
         )
+
+    @property
+    def scheme(self) -> LabelScheme | None:
+        """The run's task kind and classes, for a classification task (None: segmentation)."""
+        train = self.settings.train
+        return None if train.task == SEGMENTATION else LabelScheme(train.task, train.classes)
 
     @property
     def model(self) -> tuple[str, str]:

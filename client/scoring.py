@@ -7,25 +7,33 @@ the reply builder (:mod:`fedscan.client.replies`) checks that again before anyth
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from flwr.app import ArrayRecord
 
 from fedscan.client.site import Site
+from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import ImageSet, SiteData
 from fedscan.common.metrics.classification import binary_metrics, predict
 from fedscan.common.metrics.histogram import ScoreHistogram
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.protocol import LOSS, NUM_EXAMPLES
+from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme
 
-Scored = tuple[dict[str, float], ScoreHistogram | None]
+if TYPE_CHECKING:
+    from fedscan.common.metrics.classwise import ClassEvidence
+
+Scored = tuple[dict[str, float], "ScoreHistogram | ClassEvidence | None"]
 
 
-def load_for(site: Site, model: str) -> SiteData:
-    """The site's data at ``model``'s input size; with every image's mask when the model
-    segments."""
-    spec = get_model_spec(model)
-    return site.source.load(spec.input_size, masks=spec.task == "segmentation")
+def load_for(site: Site, train: TrainSettings) -> SiteData:
+    """The site's data at the run's model's input size, labelled for the run's task kind and
+    classes; with every image's mask when the model segments."""
+    spec = get_model_spec(train.model)
+    scheme = None if spec.task == "segmentation" else LabelScheme(train.task, train.classes)
+    return site.source.load(spec.input_size, masks=spec.task == "segmentation", scheme=scheme)
 
 
 def score(
@@ -35,15 +43,20 @@ def score(
     *,
     device: torch.device,
     threshold: float,
+    scheme: LabelScheme | None = None,
 ) -> Scored:
     """Metrics of one model (name, classical options) on the site's validation images, and their
     score histogram; for segmentation Dice, IoU, Hausdorff-95 and the overlap counts (no
-    histogram)."""
+    histogram); for a multiclass or multilabel ``scheme`` the per-class evidence."""
     name, options = model
+    classes = scheme is not None and scheme.kind in (MULTICLASS, MULTILABEL)
     built = build_model(
-        name, check_dp=False, options=options
+        name, check_dp=False, options=options, outputs=scheme.outputs if scheme else 1
     )  # evaluation only: no DP-SGD, no Opacus import
     built.load_state_dict(arrays.to_torch_state_dict())
+    if classes:
+        assert scheme is not None
+        return _score_classes(built, val, scheme, device)
     if get_model_spec(name).task == "segmentation":
         from fedscan.common.metrics.segmentation import evaluate_segmentation
 
@@ -61,3 +74,15 @@ def score(
     return metrics, ScoreHistogram.of(
         scores, labels
     )  # counts per score bin: pooled at the coordinator
+
+
+def _score_classes(
+    model: torch.nn.Module, val: ImageSet, scheme: LabelScheme, device: torch.device
+) -> Scored:
+    from fedscan.common.metrics.classification import predict_classes
+    from fedscan.common.metrics.classwise import ClassEvidence, site_scalars
+
+    probabilities, loss = predict_classes(model, val, scheme, device=device)
+    evidence = ClassEvidence.of(probabilities, val.labels.numpy(), scheme)
+    metrics = {**site_scalars(evidence), LOSS: loss, NUM_EXAMPLES: len(val)}
+    return metrics, evidence  # per-class counts and sums: pooled at the coordinator

@@ -32,6 +32,52 @@ class ServedTls:
     certificate: Path
     private_key: Path
     hosts: tuple[str, ...]
+    any_of: tuple[str, ...] = ()  # a Fleet port on 0.0.0.0: this host's addresses, one covered
+
+
+def local_addresses() -> tuple[str, ...]:
+    """This host's own non-loopback IP addresses (Linux: IPv4 by interface, IPv6 from /proc)."""
+    import fcntl
+    import socket
+    import struct
+
+    found: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(probe.fileno(), 0x8915, request)  # SIOCGIFADDR
+            except OSError:
+                continue  # no IPv4 address on this interface
+            found.append(socket.inet_ntoa(answer[20:24]))
+    try:
+        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        raw = line.split()[0]
+        found.append(str(ipaddress.ip_address(bytes.fromhex(raw))))
+    return tuple(a for a in dict.fromkeys(found) if not ipaddress.ip_address(a).is_loopback)
+
+
+def _any_of_problem(certificate: x509.Certificate, tls: ServedTls) -> str:
+    """A Fleet port on every address: the certificate must name one of them, or a DNS name
+    (which cannot be checked here without a lookup: a name is trusted to be the public one)."""
+    if not tls.any_of or any(covers(certificate, address) for address in tls.any_of):
+        return ""
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = [n for n in names.get_values_for_type(x509.DNSName) if n.lower() != "localhost"]
+    except x509.ExtensionNotFound:
+        dns = []
+    if dns:
+        return ""
+    return (
+        f"{tls.certificate} covers none of this host's addresses ({', '.join(tls.any_of)}), and "
+        "the Fleet port listens on all of them: sites would refuse the coordinator. Re-issue it "
+        "for the address or name sites dial, or set public-hosts in coordinator.toml to the "
+        f"names they dial; {_REISSUE}."
+    )
 
 
 def _load_certificate(path: Path) -> x509.Certificate | str:
@@ -114,6 +160,7 @@ def certificate_problems(tls: ServedTls) -> list[str]:
         _validity_problem(certificate, tls.certificate),
         _validity_problem(ca, tls.ca_certificate),
         _key_problem(certificate, tls),
+        _any_of_problem(certificate, tls),
     ]
     missing = [host for host in tls.hosts if not covers(certificate, host)]
     if missing:

@@ -22,7 +22,18 @@ from fedscan.common import defaults, protocol
 from fedscan.common.errors import ConfigError
 from fedscan.common.models.registry import get_model_spec, models_for
 from fedscan.common.privacy import PrivacyConfig
-from fedscan.common.settings import Key, coerce, flatten, keys_of, nest, setting, wire_keys
+from fedscan.common.settings import (
+    Key,
+    Names,
+    coerce,
+    flatten,
+    keys_of,
+    nest,
+    omitted_defaults,
+    setting,
+    wire_keys,
+)
+from fedscan.common.tasks import BINARY, check_classes, model_task
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean", "krum")
 FlatValue = bool | int | float | str
@@ -74,7 +85,14 @@ class TrainSettings:
     )
     task: str = setting(
         "classification",
-        help="classification (one label per image) or segmentation (a mask per image).",
+        help="classification (one 0/1 label per image), multiclass (one of `classes` per "
+        "image), multilabel (any subset of `classes`) or segmentation (a mask per image).",
+    )
+    classes: Names = setting(
+        (),
+        omit_default=True,
+        help="multiclass / multilabel: the class (finding) names, in order; every site checks "
+        'its labels against them, e.g. ["normal", "effusion", "nodule"].',
     )
 
 
@@ -150,10 +168,11 @@ class RunConfig:
                 f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}."
             )
         check_training(self.train)
-        if self.train.task == "segmentation" and self.cross_site:
+        if self.train.task != BINARY and self.cross_site:
             raise ConfigError(
-                "Cross-site validation ranks classifiers (AUC); for task segmentation set "
-                "cross-site = false (`fedscan simulate --task segmentation` does)."
+                "Cross-site validation ranks binary classifiers (one AUC per model and site); "
+                f"for task {self.train.task} set cross-site = false (`fedscan simulate --task "
+                f"{self.train.task}` does)."
             )
         _check_robust(self)
         _check_central_dp(self)
@@ -207,7 +226,15 @@ class RunConfig:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {"fedscan_version": __version__, **asdict(self)}
+        document = {"fedscan_version": __version__, **asdict(self)}
+        for key in omitted_defaults(RunConfig):  # as to_flat: unset later additions stay out
+            *parents, name = key.path
+            section = document
+            for parent in parents:
+                section = section[parent]
+            if section[name] == key.spec.default:
+                del section[name]
+        return document
 
 
 _TASK_KEY = protocol.config_key("task")
@@ -244,6 +271,8 @@ class SiteSettings:
         """Parse and validate a request's settings; ConfigError names a missing or invalid key."""
         found: dict[tuple[str, ...], Any] = {}
         for key in wire_keys(RunConfig):
+            if key.name not in config and key.spec.metadata.get("omit_default"):
+                continue  # at its default: the dataclass's own
             if key.name not in config:
                 raise ConfigError(f"The coordinator's configuration lacks {key.name!r}.")
             found[key.path] = _read(key, config[key.name])
@@ -268,11 +297,18 @@ def check_training(train: TrainSettings) -> None:
         raise ConfigError("momentum must be in [0, 1).")
     if train.task not in defaults.TASKS:
         raise ConfigError(f"Unknown task {train.task!r}; use one of {', '.join(defaults.TASKS)}.")
-    if get_model_spec(train.model).task != train.task:
+    spec = get_model_spec(train.model)
+    if spec.task != model_task(train.task) or (spec.classical and train.task != BINARY):
+        usable = [
+            name
+            for name in models_for(model_task(train.task))
+            if train.task == BINARY or not get_model_spec(name).classical
+        ]
         raise ConfigError(
-            f"Model {train.model!r} does {get_model_spec(train.model).task}; for task "
-            f"{train.task} choose one of: {', '.join(models_for(train.task))}."
+            f"Model {train.model!r} does not do task {train.task}; choose one of: "
+            f"{', '.join(usable)}."
         )
+    check_classes(train.task, train.classes)
     if train.classical:
         from fedscan.common.models.classical import ClassicalConfig
 

@@ -54,8 +54,12 @@ class TaskDefaults:
 #   0.709), but at ε = 3 they collapsed to Dice 0.005 (5 rounds: 0.581). Over 10 rounds at ε = 8,
 # lr 0.2 (0.761), batch 128 (0.720) and 5 local epochs (0.736) did no better. DP noise differs from
 # run to run. Cross-site validation ranks classifiers (AUC), so it is off.
+# Multi-class and multi-label runs train the classification models with a head per class; the
+# cross-site matrix ranks binary classifiers by one AUC, so it is off for them.
 TASK_DEFAULTS = {
     "classification": TaskDefaults(model=MODEL, learning_rate=LEARNING_RATE, cross_site=True),
+    "multiclass": TaskDefaults(model=MODEL, learning_rate=LEARNING_RATE, cross_site=False),
+    "multilabel": TaskDefaults(model=MODEL, learning_rate=LEARNING_RATE, cross_site=False),
     "segmentation": TaskDefaults(model="unet", learning_rate=0.1, cross_site=False),
 }
 TASKS = tuple(TASK_DEFAULTS)

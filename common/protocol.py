@@ -109,6 +109,17 @@ HIST_POSITIVES = "hist-pos"
 HIST_NEGATIVES = "hist-neg"
 HIST_SCORE_SUMS = "hist-score-sum"
 HISTOGRAM_KEYS = (HIST_POSITIVES, HIST_NEGATIVES, HIST_SCORE_SUMS)
+# Multiclass / multilabel: one one-vs-rest histogram per class, K × BINS flattened row by row in
+# the run's class order; multiclass also a K × K confusion matrix [true, predicted], flattened.
+CLASS_HIST_POSITIVES = "class-hist-pos"
+CLASS_HIST_NEGATIVES = "class-hist-neg"
+CLASS_HIST_SCORE_SUMS = "class-hist-score-sum"
+CLASS_HISTOGRAM_KEYS = (CLASS_HIST_POSITIVES, CLASS_HIST_NEGATIVES, CLASS_HIST_SCORE_SUMS)
+CONFUSION_MATRIX = "confusion-matrix"
+LABEL_OVERLAPS = "label-overlaps"  # segmentation with K labels: K × (TP, FP, FN)
+MACRO_AUC = "macro-auc"  # a site's own macro AUC (scalar); pooled, also the per-class detail
+MICRO_AUC = "micro-auc"
+BALANCED_ACCURACY = "balanced-accuracy"
 EVALUATE_METRICS = frozenset(
     {
         NUM_EXAMPLES,
@@ -118,6 +129,8 @@ EVALUATE_METRICS = frozenset(
         *CLASSIFICATION_METRICS,
         *SEGMENTATION_METRICS,
         *COUNT_KEYS,
+        MACRO_AUC,
+        BALANCED_ACCURACY,
     }
 )
 

@@ -44,6 +44,7 @@ def described(
     wire: bool = False,
     read_default: Callable[[], Any] | None = None,
     default_text: str = "",
+    omit_default: bool = False,
 ) -> dict[str, Any]:
     """A setting's documentation and how it is read, as dataclass field metadata.
 
@@ -56,6 +57,8 @@ def described(
     wire : sent to every site with each request (run settings only)
     read_default : the default when read from a TOML file, if it differs from the programmatic one
         (e.g. the user's cache folder), with ``default_text`` describing it
+    omit_default : left out of the flat form and messages while it holds its default (a setting
+        added later: what earlier versions wrote and sent stays exactly as it was)
     """
     return {
         "help": help,
@@ -65,6 +68,7 @@ def described(
         "wire": wire,
         "read_default": read_default,
         "default_text": default_text,
+        "omit_default": omit_default,
     }
 
 
@@ -239,7 +243,23 @@ def _to_str(value: Any) -> str:
     return str(value)
 
 
-_CONVERTERS: dict[Any, Callable[[Any], Any]] = {int: _to_int, float: _to_float, str: _to_str}
+def _to_names(value: Any) -> tuple[str, ...]:
+    """A list of names: a TOML array of strings, or one string of comma-separated names (the flat
+    form, as Flower's run config carries it)."""
+    if isinstance(value, str):
+        value = value.split(",") if value.strip() else []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(value)
+    return tuple(name.strip() for name in value)
+
+
+Names = tuple[str, ...]  # a setting holding an ordered list of names (classes, CSV columns)
+_CONVERTERS: dict[Any, Callable[[Any], Any]] = {
+    int: _to_int,
+    float: _to_float,
+    str: _to_str,
+    Names: _to_names,
+}
 
 
 def flatten(instance: Any, *, wire_only: bool = False) -> dict[str, Any]:
@@ -249,8 +269,15 @@ def flatten(instance: Any, *, wire_only: bool = False) -> dict[str, Any]:
         value = instance
         for name in key.path:
             value = getattr(value, name)
-        flat[key.name] = value
+        if key.spec.metadata.get("omit_default") and value == key.spec.default:
+            continue
+        flat[key.name] = ",".join(value) if isinstance(value, tuple) else value
     return flat
+
+
+def omitted_defaults(cls: type) -> list[Key]:
+    """The keys of ``cls`` left out of flat forms and messages while at their default."""
+    return [key for key in keys_of(cls) if key.spec.metadata.get("omit_default")]
 
 
 def wire_keys(cls: type) -> list[Key]:
@@ -274,7 +301,14 @@ def _plain(kind: Any) -> Any:
 
 def _type_name(kind: Any) -> str:
     plain = _plain(kind)
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", Path: "path"}
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        Path: "path",
+        Names: "list of names",
+    }
     name = names.get(plain, getattr(plain, "__name__", str(plain)))
     return f"{name} (optional)" if plain is not kind else name
 
@@ -286,4 +320,6 @@ def _toml_literal(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{item}"' for item in value) + "]"
     return repr(value)

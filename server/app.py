@@ -28,6 +28,7 @@ from fedscan.common.logs import log_to_stderr
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.settings import parse_bool
+from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme, outputs
 from fedscan.server.coverage import (
     PHASE_CROSS_SITE_VALIDATION,
     Gap,
@@ -54,6 +55,7 @@ from fedscan.server.rundir import (
 )
 from fedscan.server.strategy import build_strategy
 from fedscan.server.tensorboard import require_tensorboard
+from fedscan.server.triage import SiteNames
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,8 @@ def _federate(
 
 
 def _run_log(run_dir: RunDirectory, config: RunConfig) -> RunLog:
+    from fedscan.server.site_registry import names_by_node  # STATE/sites.json, beside STATE/runs
+
     return RunLog(
         run_dir,
         config.train.model,
@@ -183,7 +187,18 @@ def _run_log(run_dir: RunDirectory, config: RunConfig) -> RunLog:
         tensorboard=config.tensorboard,
         gate=UpdateGate(norm_factor=config.norm_gate),
         model_options=config.train.classical,
+        scheme=_class_scheme(config),
+        # A site that refuses before it ever replied is still named as the operator registered it.
+        names=SiteNames(names_by_node(run_dir.path.parent.parent)),
     )
+
+
+def _class_scheme(config: RunConfig) -> LabelScheme | None:
+    """The run's classes when it pools per class (multiclass, multilabel)."""
+    train = config.train
+    if train.task not in (MULTICLASS, MULTILABEL):
+        return None
+    return LabelScheme(train.task, train.classes)
 
 
 def _save_final(
@@ -204,6 +219,7 @@ def _save_final(
         rounds=config.rounds,
         strategy=config.strategy,
         threshold=run_log.threshold,
+        **run_log.class_meta,
     )
 
 
@@ -212,7 +228,13 @@ def _initial_arrays(
 ) -> ArrayRecord:
     """The round-1 global model, the same for the same seed; the classical models' feature
     standardisation comes from the sites."""
-    model = build_model(config.train.model, seed=config.seed, options=config.train.classical)
+    train = config.train
+    model = build_model(
+        train.model,
+        seed=config.seed,
+        options=train.classical,
+        outputs=outputs(train.task, train.classes),
+    )
     arrays = ArrayRecord(model.state_dict())
     if not get_model_spec(config.train.model).classical:
         return arrays

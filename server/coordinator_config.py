@@ -23,11 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedscan.common.certcheck import ServedTls, certificate_problems
+from fedscan.common.certcheck import ServedTls, certificate_problems, local_addresses
 from fedscan.common.config import split_address
 from fedscan.common.errors import ConfigError
 from fedscan.common.files import read_toml
-from fedscan.common.settings import Section, described, setting
+from fedscan.common.settings import Names, Section, described, setting
 
 _ANY_ADDRESS = ("0.0.0.0", "::", "[::]", "")
 
@@ -63,6 +63,12 @@ class CoordinatorConfig:
         "0.0.0.0:9092",
         help="Where sites connect (gRPC over TLS): the one port to open to the hospitals.",
     )
+    public_hosts: Names = setting(
+        (),
+        help="The names and addresses sites dial (as in `fedscan certs server --host`); the "
+        "certificate must cover each. Empty with a fleet-address of 0.0.0.0: it must cover one "
+        "of this host's own addresses.",
+    )
     control_address: str = setting(
         "127.0.0.1:9093",
         help="The control API `fedscan run` and `flwr` use (HTTPS); keep it private.",
@@ -88,13 +94,15 @@ class CoordinatorConfig:
         host = split_address(self.control_address)[0]
         return "127.0.0.1" if host in _ANY_ADDRESS else host
 
+    @property
+    def fleet_on_every_address(self) -> bool:
+        return split_address(self.fleet_address)[0] in _ANY_ADDRESS
+
     def served_hosts(self) -> tuple[str, ...]:
-        """Addresses the certificate must cover: the control API's, and the Fleet API's when it
-        listens on one address (on 0.0.0.0 only the operator knows what sites dial)."""
-        fleet = split_address(self.fleet_address)[0]
-        return tuple(
-            dict.fromkeys([self.control_host, *([] if fleet in _ANY_ADDRESS else [fleet])])
-        )
+        """Addresses the certificate must cover: the control API's, the Fleet API's when it
+        listens on one address, and every public host the operator names."""
+        fleet = [] if self.fleet_on_every_address else [split_address(self.fleet_address)[0]]
+        return tuple(dict.fromkeys([self.control_host, *fleet, *self.public_hosts]))
 
     @property
     def runs_dir(self) -> Path:
@@ -129,8 +137,10 @@ class CoordinatorConfig:
             self._check_certificate(self.tls)
 
     def _check_certificate(self, tls: TlsFiles) -> None:
+        # On 0.0.0.0 with no public hosts named, sites dial one of this host's own addresses.
+        local = local_addresses() if self.fleet_on_every_address and not self.public_hosts else ()
         served = ServedTls(
-            tls.ca_certificate, tls.certificate, tls.private_key, self.served_hosts()
+            tls.ca_certificate, tls.certificate, tls.private_key, self.served_hosts(), local
         )
         if problems := certificate_problems(served):
             raise ConfigError(

@@ -4,8 +4,9 @@ Each site's evaluation carries either its validation score histogram (classifica
 overlap counts (segmentation). :class:`RoundPool` moves them out of the site's metrics — so Flower's
 metric averaging and the run log never see 3 000 numbers per site — checks them, and at the end of
 the round sums them: the pooled AUC, its interval, the Youden threshold and the metrics at it, or
-Dice and IoU of the pooled masks. A malformed histogram or count is a refusal of that site's
-evaluation.
+Dice and IoU of the pooled masks; for a multiclass or multilabel run (``scheme``) the per-class
+evidence (``common/metrics/classwise.py``) summed into per-class and macro figures. A malformed
+histogram or count is a refusal of that site's evaluation.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 
 from fedscan.common import protocol
 from fedscan.common.errors import ErrorCode
+from fedscan.common.metrics.classwise import ClassEvidence, pooled_class_metrics
 from fedscan.common.metrics.histogram import ScoreHistogram, pooled_metrics, youden_threshold
 from fedscan.common.metrics.segmentation import OverlapCounts, pooled_overlap
+from fedscan.common.tasks import MULTILABEL, LabelScheme
 
 
 @dataclass
@@ -26,6 +29,9 @@ class RoundPool:
 
     histograms: dict[str, ScoreHistogram] = field(default_factory=dict)
     overlaps: dict[str, OverlapCounts] = field(default_factory=dict)
+    scheme: LabelScheme | None = None  # multiclass / multilabel: the run's classes
+    evidence: dict[str, ClassEvidence] = field(default_factory=dict)
+    class_thresholds: dict[str, float] = field(default_factory=dict)  # multilabel, pooled Youden
 
     def take(self, site: str, metrics: MutableMapping[str, Any]) -> str | None:
         """Move ``site``'s histogram or counts out of ``metrics``; the problem when they are
@@ -36,6 +42,9 @@ class RoundPool:
                 self.overlaps[site] = OverlapCounts.from_metrics(counts)
             except (KeyError, ValueError, TypeError) as error:
                 return f"{ErrorCode.MALFORMED_OVERLAP_COUNTS}: {error}"
+        problem = self._take_evidence(site, metrics)
+        if problem is not None:
+            return problem
         lists = {key: metrics.pop(key) for key in protocol.HISTOGRAM_KEYS if key in metrics}
         if lists:
             try:
@@ -44,11 +53,46 @@ class RoundPool:
                 return f"{ErrorCode.MALFORMED_HISTOGRAM}: {error}"
         return None
 
+    def _take_evidence(self, site: str, metrics: MutableMapping[str, Any]) -> str | None:
+        keys = (*protocol.CLASS_HISTOGRAM_KEYS, protocol.CONFUSION_MATRIX)
+        lists = {key: metrics.pop(key) for key in keys if key in metrics}
+        if not lists and self.scheme is None:
+            return None
+        if self.scheme is None:
+            return f"{ErrorCode.MALFORMED_HISTOGRAM}: per-class histograms in a binary run"
+        try:
+            self.evidence[site] = ClassEvidence.from_lists(self.scheme, lists)
+        except (KeyError, ValueError, TypeError) as error:
+            return f"{ErrorCode.MALFORMED_HISTOGRAM}: {error}"
+        return None
+
+    def _close_evidence(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The per-class pooled figures and the histograms document of the round's evidence."""
+        evidence, self.evidence = self.evidence, {}
+        first, *rest = evidence.values()
+        total = sum(rest, first)
+        pooled = pooled_class_metrics(total)
+        if self.scheme is not None and self.scheme.kind == MULTILABEL:
+            self.class_thresholds = {
+                name: float(detail[protocol.THRESHOLD])
+                for name, detail in pooled["classes"].items()
+            }
+        document = {
+            "classes": list(total.histograms.classes),
+            "thresholds": self.class_thresholds,
+            "pooled": total.to_lists(),
+            "sites": {name: found.to_lists() for name, found in sorted(evidence.items())},
+        }
+        return pooled, document
+
     def close(
         self, images: int
-    ) -> tuple[dict[str, float] | None, float | None, dict[str, Any] | None]:
+    ) -> tuple[dict[str, Any] | None, float | None, dict[str, Any] | None]:
         """(the round's pooled metrics, the new operating threshold, the histograms document), each
         None when the round had nothing to pool; the pool is empty afterwards."""
+        if self.evidence:
+            per_class, classes_document = self._close_evidence()
+            return per_class, None, classes_document
         overlaps, histograms = self.overlaps, self.histograms
         self.overlaps, self.histograms = {}, {}
         pooled = (

@@ -18,7 +18,7 @@ from fedscan.common.files import atomic_write_bytes
 from fedscan.common.metrics.crosssite import CrossSiteMatrix
 from fedscan.common.metrics.histogram import ScoreHistogram
 from fedscan.common.protocol import NUM_EXAMPLES
-from fedscan.server import report_html
+from fedscan.server import report_classes, report_html
 from fedscan.server import report_segmentation as segmentation
 from fedscan.server.coverage import gaps_from_status
 from fedscan.server.report_format import fmt as _fmt
@@ -75,7 +75,9 @@ def build_report(run_dir: Path) -> tuple[Path, Path]:
         ),
         "ε per site": plots.epsilon_per_round(run["history"], delta),
     }
-    if run["histograms"]:
+    if report_classes.is_per_class(run):
+        figures.update(report_classes.figures(run))
+    elif run["histograms"]:
         pooled = ScoreHistogram.from_lists(run["histograms"]["pooled"])
         sites = {
             name: ScoreHistogram.from_lists(h) for name, h in run["histograms"]["sites"].items()
@@ -155,6 +157,8 @@ def model_card(run: dict[str, Any]) -> str:
     ]
     if segmentation.is_segmentation(run):
         return "\n".join([*lines, "", *segmentation.card_lines(run), _LIMITS]) + "\n"
+    if report_classes.is_per_class(run):
+        return "\n".join([*lines, "", *report_classes.card_lines(run), _LIMITS]) + "\n"
     lines += [
         "",
         "Pooled validation metrics (from summed score histograms):",
@@ -193,6 +197,8 @@ def _threshold_line(run: dict[str, Any]) -> list[str]:
             "- Task: segmentation (one finding mask per image, DiceCE loss); pixel threshold 0.5",
             "",
         ]
+    if report_classes.is_per_class(run):
+        return [*report_classes.task_lines(run), ""]
     return [
         f"- Operating threshold: {_fmt(run['final'].get('threshold'))} (Youden, pooled validation)",
         "",

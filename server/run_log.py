@@ -27,6 +27,7 @@ from flwr.app import ArrayRecord, Message
 
 from fedscan.common import protocol
 from fedscan.common.errors import ErrorCode, FedscanError
+from fedscan.common.tasks import LabelScheme
 from fedscan.server.coverage import Gap, final_evaluation_gap, node_name
 from fedscan.server.gate import Candidate, UpdateGate
 from fedscan.server.pooling import RoundPool
@@ -60,6 +61,9 @@ def weighted_mean(per_site: dict[str, dict[str, float]], key: str) -> float:
     return sum(value * weight for value, weight in pairs) / total if total else math.nan
 
 
+_CLASS = (protocol.MACRO_AUC, protocol.BALANCED_ACCURACY)  # multiclass / multilabel site figures
+
+
 @dataclass
 class RunLog:
     """Mutable per-run log, owned by the strategy of one run."""
@@ -80,7 +84,23 @@ class RunLog:
     gaps: list[Gap] = field(default_factory=list)  # phases that missed sites they needed
     _sent: dict[str, Any] | None = None  # the global model of the current round, for the gate
     _current: Record = field(default_factory=dict)
+    scheme: LabelScheme | None = None  # multiclass / multilabel: pooled per class
     _pool: RoundPool = field(default_factory=RoundPool)
+
+    def __post_init__(self) -> None:
+        self._pool = RoundPool(scheme=self.scheme)
+
+    @property
+    def class_meta(self) -> dict[str, Any]:
+        """What a multiclass or multilabel checkpoint records beside its weights: the task, the
+        class list (its head's order) and, multilabel, each finding's pooled threshold; nothing for
+        a binary or segmentation run (its checkpoints stay as they were)."""
+        if self.scheme is None:
+            return {}
+        meta: dict[str, Any] = {"task": self.scheme.kind, "classes": list(self.scheme.classes)}
+        if self._pool.class_thresholds:
+            meta["thresholds"] = dict(self._pool.class_thresholds)
+        return meta
 
     @property
     def trained(self) -> int:
@@ -238,6 +258,7 @@ class RunLog:
                 arrays.to_torch_state_dict(),
                 classical=self.model_options,
                 round=server_round,
+                **self.class_meta,
             )
 
     def round_done(self, server_round: int) -> Record:
@@ -247,7 +268,7 @@ class RunLog:
         reported = {key for metrics in evaluation.values() for key in metrics}
         record["aggregated"] = {
             key: weighted_mean(evaluation, key)
-            for key in (*protocol.CLASSIFICATION_METRICS, *protocol.SEGMENTATION_METRICS)
+            for key in (*protocol.CLASSIFICATION_METRICS, *protocol.SEGMENTATION_METRICS, *_CLASS)
             if key in reported or (key in protocol.CLASSIFICATION_METRICS and not evaluation)
         }
         record["aggregated"][protocol.NUM_EXAMPLES] = sum(

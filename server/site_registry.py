@@ -29,6 +29,16 @@ def _registry(config: CoordinatorConfig) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def names_by_node(state_dir: Path) -> dict[int, str]:
+    """Node id → the name the operator registered it under (none for a simulation, or an
+    unreadable registry: then sites are named as they report themselves)."""
+    try:
+        sites = json.loads((Path(state_dir) / SITES_FILE).read_text())
+        return {int(entry["node_id"]): str(name) for name, entry in sites.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def _save_registry(config: CoordinatorConfig, sites: dict[str, dict[str, Any]]) -> None:
     atomic_write_bytes(
         config.state_dir / SITES_FILE, json.dumps(sites, indent=2, sort_keys=True).encode()

@@ -52,7 +52,12 @@ def require_tensorboard() -> None:
 
 def round_scalars(record: dict[str, Any]) -> dict[str, float]:
     """Tag → value for one metrics.jsonl line; undefined values (NaN, no DP's ∞) are left out."""
-    scalars = {f"pooled/{key}": (record.get("pooled") or {}).get(key) for key in _POOLED}
+    pooled = record.get("pooled") or {}
+    scalars = {f"pooled/{key}": pooled.get(key) for key in _POOLED}
+    for key in ("macro-auc", "micro-auc", "balanced-accuracy", "macro-f1"):  # multi-class runs
+        scalars[f"pooled/{key}"] = pooled.get(key)
+    for name, found in (pooled.get("classes") or {}).items():  # a class name is not patient data
+        scalars[f"class_auc/{name}"] = found.get("auc")
     scalars["mean/val_loss"] = (record.get("aggregated") or {}).get("loss")
     for phase, key, tag in _PER_SITE:
         for site, metrics in record.get(phase, {}).items():

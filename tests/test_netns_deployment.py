@@ -117,6 +117,7 @@ def _write_configs(root: Path, coordinator: str) -> None:
             (DEPLOY / "coordinator.example.toml").read_text(),
             {
                 "state-dir": '"coordinator-state"',
+                "public-hosts": f'["{coordinator}"]',  # the one address the guide's sites dial
                 "ca-certificate": '"certs/ca.crt"',
                 "certificate": '"certs/server.crt"',
                 "private-key": '"certs/server.key"',

@@ -109,7 +109,7 @@ def test_client_check_tells_an_unregistered_key_from_a_registered_one(root: Path
         assert checked.returncode != 0  # the archive folder does not exist: a failed data check
         (lines[name],) = [line for line in checked.stdout.splitlines() if "registered" in line]
     assert "knows this site's key" in lines["checked"]
-    assert "does not know" in lines["stranger"] and "sites add stranger" in lines["stranger"]
+    assert "refused this site" in lines["stranger"] and "sites add stranger" in lines["stranger"]
     listed = fedscan("server", "sites", "list", *config, cwd=root)
     (row,) = [line for line in listed.stdout.splitlines() if "checked" in line]
     assert "│ registered │" in row  # asking changed nothing: still registered, not online

@@ -28,7 +28,13 @@ class TrainingSet(torch.utils.data.Dataset):
     neighbour)."""
 
     def __init__(
-        self, data: ImageSet, *, augment: bool, seed: int, segmentation: bool = False
+        self,
+        data: ImageSet,
+        *,
+        augment: bool,
+        seed: int,
+        segmentation: bool = False,
+        integer_labels: bool = False,
     ) -> None:
         from monai.transforms import RandAffine, RandAffined
 
@@ -38,6 +44,9 @@ class TrainingSet(torch.utils.data.Dataset):
                 "masks."
             )
         self.data, self.segmentation = data, segmentation
+        # Multiclass and multilabel labels (a class index, a bit set of findings) stay integers:
+        # float32 holds a bit set exactly only up to 24 findings.
+        self.integer_labels = integer_labels
         self.augment: Any = None  # MONAI's RandAffine, or RandAffined for an image and its mask
         if augment and not segmentation:
             self.augment = RandAffine(**_AFFINE).set_random_state(seed)
@@ -64,4 +73,5 @@ class TrainingSet(torch.utils.data.Dataset):
             )
         if self.augment is not None:
             image = convert_to_tensor(self.augment(image), track_meta=False).float()
-        return image, self.data.labels[index].float()
+        label = self.data.labels[index]
+        return image, label if self.integer_labels else label.float()

@@ -21,6 +21,7 @@ from fedscan.common.ingest.decode_pool import PoolSettings
 from fedscan.common.ingest.dicom import DecodeOptions
 from fedscan.common.ingest.labels import LabelSpec
 from fedscan.common.ingest.scan import IngestSettings, Samples, ingest_site
+from fedscan.common.tasks import LabelScheme
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def load_site(
     val_fraction: float = defaults.VAL_FRACTION,
     seed: int = 0,
     masks: bool = False,
+    scheme: LabelScheme | None = None,
 ) -> SiteData:
     """Ingest a site folder (see :mod:`fedscan.common.ingest.scan`) and split it by patient;
     ``masks``: segmentation, every image with its mask.
@@ -43,7 +45,9 @@ def load_site(
     Raises :class:`DataError` when not one file is usable; the message holds counts only.
     """
     settings = IngestSettings(size, decode or DecodeOptions(), pool or PoolSettings(), cache_dir)
-    samples, report = ingest_site(Path(site_dir), labels or LabelSpec(), settings, masks=masks)
+    samples, report = ingest_site(
+        Path(site_dir), labels or LabelSpec(), settings, masks=masks, scheme=scheme
+    )
     if report.rejected:
         log.warning(
             "Rejected %s of %s files: %s",

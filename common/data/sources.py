@@ -18,6 +18,7 @@ from fedscan.common.errors import DataError
 from fedscan.common.ingest.cache import default_cache_dir
 from fedscan.common.ingest.labels import LabelSpec
 from fedscan.common.settings import described, setting
+from fedscan.common.tasks import LabelScheme
 
 if TYPE_CHECKING:
     from fedscan.common.data.imageset import SiteData
@@ -29,7 +30,9 @@ class SiteSource(Protocol):
     @property
     def name(self) -> str: ...
 
-    def load(self, size: int, *, masks: bool = False) -> SiteData: ...
+    def load(
+        self, size: int, *, masks: bool = False, scheme: LabelScheme | None = None
+    ) -> SiteData: ...
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,9 @@ class FolderSource:
     )
     seed: int = 0
 
-    def load(self, size: int, *, masks: bool = False) -> SiteData:
+    def load(
+        self, size: int, *, masks: bool = False, scheme: LabelScheme | None = None
+    ) -> SiteData:
         from fedscan.common.data.site import load_site
         from fedscan.common.ingest import DecodeOptions, PoolSettings
 
@@ -88,6 +93,7 @@ class FolderSource:
             val_fraction=self.val_fraction,
             seed=self.seed,
             masks=masks,
+            scheme=scheme,
         )
 
 
@@ -102,7 +108,9 @@ class NpzShardSource:
     partition: str = "iid"
     seed: int = 0
 
-    def load(self, size: int, *, masks: bool = False) -> SiteData:
+    def load(
+        self, size: int, *, masks: bool = False, scheme: LabelScheme | None = None
+    ) -> SiteData:
         if masks:
             raise DataError(
                 "An npz site has no masks; segmentation needs a site folder whose labels CSV "
@@ -117,6 +125,7 @@ class NpzShardSource:
             partition=self.partition,
             seed=self.seed,
             size=size,
+            scheme=scheme,
         )
 
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from fedscan.common.errors import ConfigError, DataError
-from fedscan.common.settings import setting
+from fedscan.common.ingest.classlabels import Parsed, RowParser, row_parser
+from fedscan.common.settings import Names, setting
+from fedscan.common.tasks import LabelScheme
 
 KEY_KINDS = ("path", "SOPInstanceUID", "StudyInstanceUID", "AccessionNumber", "PatientID")
 DEFAULT_LABELS_FILE = "labels.csv"
@@ -27,7 +29,6 @@ _SNAKE = {
     "AccessionNumber": "accession_number",
     "PatientID": "patient_id",
 }
-_TRUE, _FALSE = ("1", "1.0", "true", "yes", "positive"), ("0", "0.0", "false", "no", "negative")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,16 @@ class LabelSpec:
         help="The CSV column holding the key (default: file for path keys, else "
         "the attribute's name or its snake_case).",
     )
-    label_column: str = setting("label", help="The CSV column holding each image's 0/1 label.")
+    label_column: str = setting(
+        "label",
+        help="The CSV column holding each image's label: 0/1 (binary), a class name or index "
+        "(multiclass), or its findings separated by | (multilabel).",
+    )
+    label_columns: Names = setting(
+        (),
+        help="Multilabel: one 0/1 column per finding, named like the run's findings (default: "
+        "those columns when the CSV has one for every finding, else label-column).",
+    )
     patient_column: str = setting(
         "",
         help="The CSV column grouping images by patient for the split "
@@ -84,6 +94,7 @@ class LabelTable:
     patients: dict[str, str] = field(default_factory=dict)
     rows: int = 0
     masks: dict[str, str] = field(default_factory=dict)  # key → mask path (relative, POSIX)
+    unknown: frozenset[str] = frozenset()  # keys whose row names a class the run did not declare
 
 
 def normalise_path(text: str) -> str:
@@ -91,16 +102,14 @@ def normalise_path(text: str) -> str:
     return str(PurePosixPath(text.strip().replace("\\", "/")))
 
 
-def parse_label(text: str) -> int | None:
-    value = text.strip().lower()
-    return 1 if value in _TRUE else 0 if value in _FALSE else None
-
-
-def read_label_table(spec: LabelSpec, site_dir: Path, *, masks: bool = False) -> LabelTable:
+def read_label_table(
+    spec: LabelSpec, site_dir: Path, *, masks: bool = False, scheme: LabelScheme | None = None
+) -> LabelTable:
     """Read the CSV; raise :class:`DataError` (with what to fix) when it is unusable as a whole.
 
     ``masks`` (segmentation): the mask column is required and the class column ignored; every keyed
-    row counts as labelled, and images without a mask are rejected later, one by one.
+    row counts as labelled, and images without a mask are rejected later, one by one. ``scheme``:
+    the run's task kind and classes (default binary), see :mod:`fedscan.common.ingest.classlabels`.
     """
     path = spec.csv_path(site_dir)
     try:
@@ -114,18 +123,20 @@ def read_label_table(spec: LabelSpec, site_dir: Path, *, masks: bool = False) ->
                     f"{', '.join(columns) or 'none'}); segmentation needs one naming each "
                     "image's mask file; set mask-column."
                 )
-            if not masks and spec.label_column not in columns:
-                raise DataError(
-                    f"The labels CSV has no '{spec.label_column}' column (columns: "
-                    f"{', '.join(columns) or 'none'}); set --label-column."
+            parser = (
+                None
+                if masks
+                else row_parser(
+                    scheme or LabelScheme(), spec.label_column, spec.label_columns, columns
                 )
+            )
             if spec.patient_column and spec.patient_column not in columns:
                 raise DataError(f"The labels CSV has no '{spec.patient_column}' patient column.")
             return _collect(
                 reader,
                 spec,
                 key_column,
-                masks=masks,
+                parser=parser,
                 mask_column=spec.mask_column if spec.mask_column in columns else "",
             )
     except OSError as exc:
@@ -164,10 +175,16 @@ def _pick_key_column(spec: LabelSpec, columns: Sequence[str]) -> str:
 
 
 def _collect(
-    reader: csv.DictReader, spec: LabelSpec, key_column: str, *, masks: bool, mask_column: str
+    reader: csv.DictReader,
+    spec: LabelSpec,
+    key_column: str,
+    *,
+    parser: RowParser | None,
+    mask_column: str,
 ) -> LabelTable:
     labels: dict[str, int] = {}
     invalid: dict[str, str] = {}
+    unknown: set[str] = set()
     patients: dict[str, str] = {}
     mask_paths: dict[str, str] = {}
     rows = 0
@@ -180,9 +197,12 @@ def _collect(
         if mask_column and (row.get(mask_column) or "").strip():
             mask_paths[key] = normalise_path(row[mask_column])
         # Segmentation: the class is derived from the mask (placeholder 0 until then).
-        label = 0 if masks else parse_label(row.get(spec.label_column) or "")
+        parsed = Parsed(0) if parser is None else parser(row)
+        label = parsed.label
         if label is None:
-            invalid[key] = "not 0/1"
+            invalid[key] = parsed.problem
+            if parsed.unknown:
+                unknown.add(key)
         elif key in labels and labels[key] != label:
             invalid[key] = "two different labels"
         elif key not in invalid:
@@ -191,4 +211,4 @@ def _collect(
             patients[key] = row[spec.patient_column].strip()
     for key in invalid:
         labels.pop(key, None)
-    return LabelTable(labels, invalid, patients, rows, mask_paths)
+    return LabelTable(labels, invalid, patients, rows, mask_paths, frozenset(unknown))

@@ -31,6 +31,7 @@ class Reason(StrEnum):
     BLANK_IMAGE = "BLANK_IMAGE"
     LABEL_MISSING = "LABEL_MISSING"
     LABEL_INVALID = "LABEL_INVALID"
+    LABEL_UNKNOWN_CLASS = "LABEL_UNKNOWN_CLASS"
     DUPLICATE_INSTANCE = "DUPLICATE_INSTANCE"
     MASK_MISSING = "MASK_MISSING"
     MASK_UNREADABLE = "MASK_UNREADABLE"
@@ -75,7 +76,14 @@ _ADVICE = {
         "every pixel has the same value after the LUTs; the image carries no content"
     ),
     Reason.LABEL_MISSING: "add a row for this image to the labels CSV (or check --key)",
-    Reason.LABEL_INVALID: ("labels must be 0 or 1, and one key must not have two different labels"),
+    Reason.LABEL_UNKNOWN_CLASS: (
+        "the row names a class or finding the run did not declare: correct the row, or ask the "
+        "coordinator operator to add the class to the run's classes"
+    ),
+    Reason.LABEL_INVALID: (
+        "labels must be 0 or 1 (binary), a class (multiclass) or 0/1 per finding (multilabel), "
+        "and one key must not have two different labels"
+    ),
     Reason.DUPLICATE_INSTANCE: (
         "another file holds the same SOP Instance UID or bytes; remove the copy"
     ),

@@ -39,6 +39,7 @@ from fedscan.common.ingest.labels import (
 from fedscan.common.ingest.masks import load_mask
 from fedscan.common.ingest.rejections import TRANSIENT, Reason
 from fedscan.common.ingest.report import FileRecord, IngestReport
+from fedscan.common.tasks import LabelScheme
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +83,26 @@ class _Scan:
 
 
 def ingest_site(
-    site_dir: Path, labels: LabelSpec, settings: IngestSettings, *, masks: bool = False
+    site_dir: Path,
+    labels: LabelSpec,
+    settings: IngestSettings,
+    *,
+    masks: bool = False,
+    scheme: LabelScheme | None = None,
 ) -> tuple[Samples, IngestReport]:
     """Scan, decode (or read from cache), label and validate every file of a site; with ``masks``
-    (segmentation) each image also needs a valid mask."""
+    (segmentation) each image also needs a valid mask; ``scheme``: the run's task kind and classes
+    (default binary)."""
     site_dir = Path(site_dir)
     if not site_dir.is_dir():
         raise DataError("The site data folder does not exist or is not a folder; check data-dir.")
     started = time.monotonic()
     scan = _Scan(
-        read_label_table(labels, site_dir, masks=masks), labels, site_dir, settings.size, masks
+        read_label_table(labels, site_dir, masks=masks, scheme=scheme),
+        labels,
+        site_dir,
+        settings.size,
+        masks,
     )
     cache = (
         DecodeCache(Path(settings.cache_dir), settings_key(settings.decode, settings.size))
@@ -294,6 +305,8 @@ def _label_problem(
 ) -> tuple[Reason, str] | None:
     if header.get("SOPInstanceUID") and header["SOPInstanceUID"] in instances:
         return Reason.DUPLICATE_INSTANCE, "Another file holds the same SOP Instance UID."
+    if key in table.unknown:
+        return Reason.LABEL_UNKNOWN_CLASS, f"The label is unusable ({table.invalid[key]})."
     if key in table.invalid:
         return Reason.LABEL_INVALID, f"The label for this image is unusable ({table.invalid[key]})."
     if not key or key not in table.labels:

@@ -23,6 +23,7 @@ from fedscan.common.protocol import (
     SENSITIVITY,
     SPECIFICITY,
 )
+from fedscan.common.tasks import MULTICLASS, LabelScheme
 
 
 def binary_metrics(
@@ -86,6 +87,33 @@ def predict(
         scores.append(torch.sigmoid(logits).cpu().numpy())
     all_scores = np.concatenate(scores) if scores else np.zeros(0)
     return all_scores, loss / max(len(data), 1)
+
+
+@torch.no_grad()
+def predict_classes(
+    model: nn.Module,
+    data: ImageSet,
+    scheme: LabelScheme,
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, float]:
+    """Class probabilities (N×K: softmax for multiclass, per-finding sigmoid for multilabel) and
+    the mean training loss of the kind (``training_loss``)."""
+    from fedscan.common.models.training import training_loss
+
+    model.to(device).eval()
+    criterion = training_loss("bce", kind=scheme.kind, classes=scheme.classes)
+    scores, loss = [], 0.0
+    for start in range(0, len(data), batch_size):
+        images = data.images[start : start + batch_size].to(device)
+        labels = data.labels[start : start + batch_size].to(device)
+        logits = model(images)
+        loss += float(criterion(logits, labels)) * len(images)
+        probabilities = logits.softmax(dim=1) if scheme.kind == MULTICLASS else logits.sigmoid()
+        scores.append(probabilities.cpu().numpy())
+    empty = np.zeros((0, len(scheme.classes)))
+    return (np.concatenate(scores) if scores else empty), loss / max(len(data), 1)
 
 
 def evaluate_model(

@@ -48,7 +48,12 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         raise DataError(f"Checkpoint {path} needs both {path.name} and {meta_path.name}.")
     try:
         meta = json.loads(meta_path.read_text())
-        model = build_model(meta["model"], options=str(meta.get("classical", "")))
+        classes = meta.get("classes") or []  # multiclass / multilabel: a head per class
+        model = build_model(
+            meta["model"],
+            options=str(meta.get("classical", "")),
+            outputs=len(classes) if meta.get("task") in ("multiclass", "multilabel") else 1,
+        )
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (KeyError, ValueError, RuntimeError, OSError) as exc:
         raise DataError(

@@ -1,8 +1,9 @@
 """The networks behind the registry's names, each built Opacus-compatible (GroupNorm or
 InstanceNorm, no in-place ops).
 
-A classification model maps a 1×S×S image to one logit; a segmentation model
-(task "segmentation") to a 1×S×S map of logits, one per pixel.
+A classification model maps a 1×S×S image to one logit (shape (N,)), or with ``outputs`` K > 1
+(multiclass, multilabel) to K logits (shape (N, K)); a segmentation model (task "segmentation") to
+a 1×S×S map of logits, one per pixel.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ class SmallCNN(nn.Module):
     0.94–0.96 with worse calibration.
     """
 
-    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), grid: int = 4) -> None:
+    def __init__(
+        self, channels: tuple[int, int, int] = (16, 32, 64), grid: int = 4, outputs: int = 1
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 1
@@ -41,22 +44,26 @@ class SmallCNN(nn.Module):
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(grid)
-        self.head = nn.Linear(in_channels * grid * grid, 1)
+        self.head = nn.Linear(in_channels * grid * grid, outputs)
+        self.outputs = outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = (x - 0.5) * 4.0  # inputs are in [0, 1]; centre them for the first conv
-        return self.head(torch.flatten(self.pool(self.features(centred)), 1)).squeeze(1)
+        logits = self.head(torch.flatten(self.pool(self.features(centred)), 1))
+        return logits.squeeze(1) if self.outputs == 1 else logits
 
 
 class _SqueezeLogit(nn.Module):
-    """Wrap a MONAI classifier with one output unit so it returns shape (N,)."""
+    """Wrap a MONAI classifier so that one output unit returns shape (N,), K units (N, K)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, outputs: int = 1) -> None:
         super().__init__()
         self.net = net
+        self.outputs = outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(1)
+        logits = self.net(x)
+        return logits.squeeze(1) if self.outputs == 1 else logits
 
 
 def _no_inplace(model: nn.Module) -> nn.Module:
@@ -69,30 +76,30 @@ def _no_inplace(model: nn.Module) -> nn.Module:
     return ModuleValidator.fix(model)
 
 
-def _densenet121() -> nn.Module:
+def _densenet121(outputs: int = 1) -> nn.Module:
     from monai.networks.nets import DenseNet121
 
     net = DenseNet121(
         spatial_dims=2,
         in_channels=1,
-        out_channels=1,
+        out_channels=outputs,
         norm=("group", {"num_groups": 8}),
         act=("relu", {"inplace": False}),
     )
-    return _SqueezeLogit(_no_inplace(net))
+    return _SqueezeLogit(_no_inplace(net), outputs)
 
 
-def _resnet18() -> nn.Module:
+def _resnet18(outputs: int = 1) -> nn.Module:
     from monai.networks.nets import resnet18
 
     net = resnet18(
         spatial_dims=2,
         n_input_channels=1,
-        num_classes=1,
+        num_classes=outputs,
         norm=("group", {"num_groups": 8}),
         act=("relu", {"inplace": False}),
     )
-    return _SqueezeLogit(_no_inplace(net))
+    return _SqueezeLogit(_no_inplace(net), outputs)
 
 
 def _unet() -> nn.Module:
@@ -141,7 +148,7 @@ def _classical(kind: str) -> Callable[..., nn.Module]:
 
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "small-cnn": SmallCNN,
+    "small-cnn": lambda outputs=1: SmallCNN(outputs=outputs),
     "densenet121": _densenet121,
     "resnet18": _resnet18,
     "unet": _unet,
@@ -150,18 +157,29 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(
-    name: str, *, seed: int | None = None, check_dp: bool = True, options: str = ""
+    name: str,
+    *,
+    seed: int | None = None,
+    check_dp: bool = True,
+    options: str = "",
+    outputs: int = 1,
 ) -> nn.Module:
     """A fresh model, identical for the same seed; ``check_dp`` runs Opacus' validator on it.
 
     ``options`` (run config ``classical``) configures the classical models' preprocessing and
-    features.
+    features; ``outputs``: the head's units (one per class for multiclass and multilabel; the
+    classical models and the U-Net have one).
     """
     spec = get_model_spec(name)
+    if outputs != 1 and (spec.classical or spec.task != "classification"):
+        raise ModelError(f"Model {name!r} has one output; it cannot serve {outputs} classes.")
     with torch.random.fork_rng():  # seeding must not leak into the caller's RNG
         if seed is not None:
             torch.manual_seed(seed)
-        model = _BUILDERS[name](options) if spec.classical else _BUILDERS[name]()
+        if spec.classical:
+            model = _BUILDERS[name](options)
+        else:
+            model = _BUILDERS[name](outputs) if outputs != 1 else _BUILDERS[name]()
     if not check_dp:
         return model
     from opacus.validators import ModuleValidator

@@ -17,6 +17,7 @@ from fedscan.common.data.augment import TrainingSet
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import HistoryEntry
+from fedscan.common.tasks import BINARY, MULTICLASS, MULTILABEL
 
 if TYPE_CHECKING:
     from opacus.optimizers import DPOptimizer
@@ -125,6 +126,7 @@ def _loader(data: ImageSet, settings: TrainSettings, seed: int) -> torch.utils.d
         augment=settings.augment and not spec.classical,
         seed=seed % 2**32,
         segmentation=spec.task == "segmentation",
+        integer_labels=settings.task in (MULTICLASS, MULTILABEL),
     )
     return torch.utils.data.DataLoader(
         dataset,
@@ -155,7 +157,9 @@ def _run_epochs(
     anchor: list[torch.Tensor] | None,
     device: torch.device,
 ) -> tuple[float, int]:
-    criterion = training_loss(get_model_spec(settings.model).loss)
+    criterion = training_loss(
+        get_model_spec(settings.model).loss, kind=settings.task, classes=settings.classes
+    )
     total_loss, total_seen, steps = 0.0, 0, 0
     for epoch in range(1, settings.local_epochs + 1):
         log.info("Training: epoch %s of %s", epoch, settings.local_epochs)
@@ -175,9 +179,12 @@ def _run_epochs(
     return total_loss / max(total_seen, 1), steps
 
 
-def training_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def training_loss(
+    name: str, *, kind: str = BINARY, classes: tuple[str, ...] = ()
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The model's training loss: log-loss on logits, the SVM's hinge loss on margins, or for
-    segmentation Dice + pixel log-loss on logit maps.
+    segmentation Dice + pixel log-loss on logit maps; for ``kind`` multiclass softmax
+    cross-entropy on the class index, for multilabel per-finding log-loss on the findings' bits.
 
     Every loss is a mean over the batch of per-image losses, as Opacus' per-sample clipping assumes:
     the Dice term is computed per image (``batch=False``), never over the batch's pooled pixels.
@@ -190,7 +197,23 @@ def training_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
         from monai.losses import DiceCELoss
 
         return DiceCELoss(sigmoid=True, batch=False)
+    if kind == MULTICLASS:
+        cross_entropy = nn.CrossEntropyLoss()
+        return lambda logits, labels: cross_entropy(logits, labels.long())
+    if kind == MULTILABEL:
+        # Summed over findings, averaged over images: each image's loss is one term of the
+        # batch mean, as Opacus' per-sample clipping assumes.
+        per_finding = nn.BCEWithLogitsLoss(reduction="none")
+        return lambda logits, labels: (
+            per_finding(logits, finding_matrix(labels, len(classes))).sum(dim=1).mean()
+        )
     return nn.BCEWithLogitsLoss()
+
+
+def finding_matrix(labels: torch.Tensor, findings: int) -> torch.Tensor:
+    """Multi-label bit sets (N,) → an N×K float matrix of 0/1, column k for finding k."""
+    bits = torch.arange(findings, device=labels.device)
+    return ((labels.long().unsqueeze(1) >> bits) & 1).float()
 
 
 @torch.no_grad()

@@ -200,3 +200,29 @@ def test_wildcard_names_cover_one_label_only(tmp_path: Path) -> None:
     certificate = x509.load_pem_x509_certificate(pair.public.read_bytes())
     assert covers(certificate, "coord.example.org") and covers(certificate, "::1")
     assert not covers(certificate, "a.b.example.org") and not covers(certificate, "example.org")
+
+
+def test_on_every_address_the_certificate_must_name_one_of_this_hosts_or_the_public_hosts(
+    tmp_path: Path,
+) -> None:
+    from fedscan.common.certcheck import local_addresses
+
+    init_ca(tmp_path / "certs")
+    issue_server_certificate(tmp_path / "certs", tmp_path / "certs", hosts=["10.9.9.9"])
+    refused = _start(_coordinator_toml(tmp_path))  # fleet-address 0.0.0.0:9092
+    assert refused.exit_code == 2 and "covers none of this host's addresses" in refused.output
+    assert not (tmp_path / "state").exists()
+    mine = local_addresses()
+    if mine:  # a host with a non-loopback address: a certificate for it starts
+        issue_server_certificate(
+            tmp_path / "certs", tmp_path / "certs", hosts=[mine[0]], force=True
+        )
+        load_coordinator_config(_coordinator_toml(tmp_path)).validate(insecure=False)
+    named = _coordinator_toml(tmp_path)
+    named.write_text(
+        named.read_text().replace("[tls]", 'public-hosts = ["coord.example.org"]\n\n[tls]')
+    )
+    config = load_coordinator_config(named)
+    assert config.served_hosts() == ("127.0.0.1", "coord.example.org")
+    refused = _start(named)
+    assert refused.exit_code == 2 and "does not cover coord.example.org" in refused.output

@@ -186,3 +186,14 @@ def test_a_site_that_evaluated_only_some_models_is_a_gap(
     assert result.run_dir.read_status()["state"] == "completed-with-gaps"
     (gap,) = result.gaps
     assert gap.phase == PHASE_CROSS_SITE_EVALUATION and gap.missing == {"site-1": "3 of 4 models"}
+
+
+def test_a_site_that_never_replied_is_named_as_the_operator_registered_it(tmp_path: Path) -> None:
+    from fedscan.server.site_registry import SITES_FILE, names_by_node
+
+    (tmp_path / SITES_FILE).write_text(
+        json.dumps({"st-marys": {"node_id": "1337", "key": "ab12"}, "north": {"node_id": "7"}})
+    )
+    assert names_by_node(tmp_path) == {1337: "st-marys", 7: "north"}
+    (tmp_path / SITES_FILE).write_text("{not json")
+    assert names_by_node(tmp_path) == {} and names_by_node(tmp_path / "absent") == {}

@@ -1,0 +1,103 @@
+"""Multiclass and multilabel federations in process (ServerApp logic + ClientApps over a loopback
+Grid, DP on): per-class pooled figures from summed evidence, a checkpoint with a head per class,
+and a site whose labels name only undeclared classes refusing with a code while the run goes on."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedscan.client.app import make_client_app
+from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.data.sources import FolderSource
+from fedscan.common.data.synth import FINDINGS, MULTICLASS_CLASSES, SynthConfig, generate_sites
+from fedscan.common.ingest.labels import LabelSpec
+from fedscan.common.metrics.classwise import ClassEvidence
+from fedscan.common.models.checkpoint import load_checkpoint
+from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme
+from fedscan.server.app import run_federation
+from fedscan.server.rundir import RunDirectory
+from tests.helpers import LoopbackGrid, site_resolver
+
+PRIVATE = PrivacyConfig(epsilon=8.0, delta=1e-4)
+
+
+def _config(task: str, classes: tuple[str, ...], min_sites: int = 3) -> RunConfig:
+    train = TrainSettings(task=task, classes=classes, local_epochs=1, batch_size=16, augment=False)
+    return RunConfig(rounds=2, min_sites=min_sites, train=train, cross_site=False, privacy=PRIVATE)
+
+
+def _run(
+    sites: list[Path], config: RunConfig, tmp_path: Path, labels: dict[str, LabelSpec] | None = None
+) -> tuple[list[dict], Path]:
+    specs = labels or {}
+    sources = [FolderSource(s.name, str(s), specs.get(s.name, LabelSpec())) for s in sites]
+    grid = LoopbackGrid(
+        make_client_app(site_resolver(sources, tmp_path / "state"), device="cpu"), 3
+    )
+    result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+    lines = [
+        json.loads(x) for x in (result.run_dir.path / "metrics.jsonl").read_text().splitlines()
+    ]
+    return lines, result.run_dir.path
+
+
+def test_a_multiclass_federation_pools_every_figure_per_class(
+    flower_identity, tmp_path: Path
+) -> None:
+    sites = generate_sites(tmp_path / "data", SynthConfig(3, 60, 0, task=MULTICLASS))
+    lines, run_dir = _run(sites, _config(MULTICLASS, MULTICLASS_CLASSES), tmp_path)
+    pooled = lines[-1]["pooled"]
+    assert list(pooled["classes"]) == list(MULTICLASS_CLASSES)
+    assert pooled["auc"] == pooled["macro-auc"] and 0 <= pooled["balanced-accuracy"] <= 1
+    confusion = np.array(pooled["confusion"])
+    assert confusion.shape == (4, 4) and confusion.sum() == lines[-1]["aggregated"]["num-examples"]
+    assert np.isclose(pooled["accuracy"], np.trace(confusion) / confusion.sum())
+    document = json.loads((run_dir / "histograms.json").read_text())
+    scheme = LabelScheme(MULTICLASS, MULTICLASS_CLASSES)
+    first, *rest = [ClassEvidence.from_lists(scheme, s) for s in document["sites"].values()]
+    summed = sum(rest, first).to_lists()
+    assert summed == document["pooled"]  # the pool is the sum of the sites' evidence, exactly
+    model, meta = load_checkpoint(run_dir / "final.pt")
+    assert meta["task"] == MULTICLASS and meta["classes"] == list(MULTICLASS_CLASSES)
+    assert model(torch.rand(2, 1, 64, 64)).shape == (2, 4)
+    assert "Task: multiclass" in (run_dir / "model_card.md").read_text()
+    from fedscan.client.local_evaluation import evaluate_checkpoint
+
+    table = tmp_path / "predictions.csv"
+    found = evaluate_checkpoint(
+        run_dir / "final.pt", f"dicom:{sites[0]}", split="val", device="cpu", predictions=table
+    )
+    assert found["task"] == MULTICLASS and found["n"] == 60 and np.sum(found["confusion"]) == 60
+    header = table.read_text().splitlines()[0].split(",")
+    assert header == ["key", "truth", *(f"score:{name}" for name in MULTICLASS_CLASSES)]
+
+
+def test_a_site_labelled_with_undeclared_findings_refuses_and_the_run_goes_on(
+    flower_identity,
+    tmp_path: Path,
+) -> None:
+    sites = generate_sites(tmp_path / "data", SynthConfig(3, 60, 1, task=MULTILABEL))
+    labels = sites[2] / "labels.csv"
+    with open(labels, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(labels, "w", newline="") as handle:  # another hospital's vocabulary, one column
+        writer = csv.writer(handle)
+        writer.writerow(["file", "findings", "mask"])
+        writer.writerows([[row["file"], "pneumothorax|mass", row["mask"]] for row in rows])
+    named = {"site-2": LabelSpec(label_column="findings")}
+    lines, run_dir = _run(sites, _config(MULTILABEL, FINDINGS, min_sites=2), tmp_path, named)
+    assert all(sorted(line["train"]) == ["site-0", "site-1"] for line in lines)
+    # A refusal carries no site name (an error reply holds only the code): the node's number.
+    others = [r for line in lines for r in line.get("refusals", []) if r["site"] != "site-0"]
+    refusals = [r for r in others if r["site"] != "site-1"]
+    assert refusals and all(r["reason"].startswith("data-error:") for r in refusals)
+    assert {r["phase"] for r in refusals} == {"train", "evaluate"}
+    pooled = lines[-1]["pooled"]
+    assert list(pooled["classes"]) == list(FINDINGS) and 0 <= pooled["macro-auc"] <= 1
+    assert set(json.loads((run_dir / "final.json").read_text())["thresholds"]) == set(FINDINGS)
