@@ -127,10 +127,11 @@ class RoundTable:
             )
 
     def _duration(self, record: dict[str, Any]) -> float:
-        """This round's own seconds (metrics.jsonl holds the run's elapsed time at each round)."""
+        """This round's own training exchange (``train_s``); for runs written before it was
+        recorded, the time between two rows (which holds the next round's training too)."""
         elapsed = float(record.get("elapsed_s", 0.0))
         duration, self.elapsed = elapsed - self.elapsed, elapsed
-        return max(duration, 0.0)
+        return float(record["train_s"]) if "train_s" in record else max(duration, 0.0)
 
     def event(self, event: dict[str, Any]) -> None:
         """One line for an event of the run (events.jsonl), when it is one an operator follows."""
@@ -143,6 +144,8 @@ _EVENTS: dict[str, str] = {
     Event.WAITING_FOR_SITES: "waiting for sites: {connected} of {needed} connected",
     Event.ROUND_TRAINING: "round {round} of {rounds}: training at {sites} sites",
     Event.ROUND_AGGREGATED: "round {round} of {rounds}: aggregated the updates of {trained} sites",
+    Event.ROUND_RESENT: "round {round}: {unavailable} sites were unavailable; sent again once "
+    "they are back",
     Event.FINAL_EVALUATION: "final evaluation at {sites} sites",
     Event.FINAL_EVALUATED: "final evaluation: {evaluated} of {sites} sites evaluated",
     Event.CROSS_SITE_VALIDATION: "cross-site validation",

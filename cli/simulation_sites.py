@@ -16,8 +16,9 @@ from fedscan.common import defaults
 from fedscan.common.data.partition import parse_partition
 from fedscan.common.data.sources import FolderSource, NpzShardSource
 from fedscan.common.data.synth import FINDINGS, MULTICLASS_CLASSES, SynthConfig, generate_sites
+from fedscan.common.data.synth_findings import CLASS_COLUMN
 from fedscan.common.errors import ConfigError, DataError
-from fedscan.common.ingest.labels import DEFAULT_LABELS_FILE
+from fedscan.common.ingest.labels import DEFAULT_LABELS_FILE, LabelSpec
 from fedscan.common.tasks import BINARY, MULTICLASS, MULTILABEL
 
 SYNTH_CLASSES = {MULTICLASS: MULTICLASS_CLASSES, MULTILABEL: FINDINGS}  # simulate's classes
@@ -155,8 +156,11 @@ def plan_sources(
         config = SynthConfig(sites, simulation.images_per_site, seed, task=kind)
         site_dirs = generate_sites(workdir / "synthetic", config)
     names = _unique_names([p.name for p in site_dirs[:sites]])
+    # The synthetic hospitals name each image's class in their own column (multiclass).
+    synthetic = choice.kind == "synthetic" and task == MULTICLASS
+    labels = LabelSpec(label_column=CLASS_COLUMN) if synthetic else LabelSpec()
     return tuple(
-        FolderSource(name, str(p), seed=seed, cache_dir=cache_dir)
+        FolderSource(name, str(p), labels, seed=seed, cache_dir=cache_dir)
         for name, p in zip(names, site_dirs[:sites], strict=True)
     )
 

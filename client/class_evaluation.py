@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from fedscan.common.data.imageset import ImageSet
 from fedscan.common.device import resolve_device
-from fedscan.common.ingest.labels import LabelSpec
 from fedscan.common.metrics.classification import predict_classes
 from fedscan.common.metrics.classwise import ClassEvidence, pooled_class_metrics
 from fedscan.common.tasks import MULTICLASS, LabelScheme, findings_of
@@ -28,29 +28,17 @@ def scheme_of(meta: dict[str, Any]) -> LabelScheme:
     return LabelScheme(str(meta["task"]), tuple(str(name) for name in meta["classes"]))
 
 
-def evaluate_class_checkpoint(
+def evaluate_classes(
     model: nn.Module,
     meta: dict[str, Any],
-    data: str,
+    images: ImageSet,
     *,
-    split: str,
     device: str,
-    labels: LabelSpec | None = None,
-    cache_dir: str = "",
     plots: Path | None = None,
     predictions: Path | None = None,
 ) -> dict[str, Any]:
-    from fedscan.client.local_evaluation import load_eval_data
-
+    """The checkpoint's per-class figures on ``images`` (labelled for its :func:`scheme_of`)."""
     scheme = scheme_of(meta)
-    images = load_eval_data(
-        data,
-        split=split,
-        size=int(meta["input_size"]),
-        labels=labels,
-        cache_dir=cache_dir,
-        scheme=scheme,
-    )
     probabilities, loss = predict_classes(model, images, scheme, device=resolve_device(device))
     truth = images.labels.numpy()
     evidence = ClassEvidence.of(probabilities, truth, scheme)

@@ -76,18 +76,18 @@ def evaluate_checkpoint(
 ) -> dict:
     model, meta = load_checkpoint(checkpoint)
     if meta.get("task") in (MULTICLASS, MULTILABEL):
-        from fedscan.client.class_evaluation import evaluate_class_checkpoint
+        from fedscan.client.class_evaluation import evaluate_classes, scheme_of
 
-        return evaluate_class_checkpoint(
-            model,
-            meta,
+        images = load_eval_data(
             data,
             split=split,
-            device=device,
+            size=int(meta["input_size"]),
             labels=labels,
             cache_dir=cache_dir,
-            plots=plots,
-            predictions=predictions,
+            scheme=scheme_of(meta),
+        )
+        return evaluate_classes(
+            model, meta, images, device=device, plots=plots, predictions=predictions
         )
     if get_model_spec(meta["model"]).task == "segmentation":
         if plots is not None:

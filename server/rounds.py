@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.common.constant import ErrorCode as FlowerErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -31,6 +33,19 @@ log = logging.getLogger(__name__)
 
 RoundHook = Callable[[int, ArrayRecord], None]
 Progress = Callable[..., None]  # (event, *, phase=None, **counts): see rundir.RunProgress
+
+
+@dataclass(frozen=True)
+class _Exchange:
+    """What every exchange of one run's round loop shares."""
+
+    strategy: Strategy
+    grid: Grid
+    run_log: RunLog
+    timeout: float
+    message_config: dict[str, Any]
+    tell: Progress
+    wait_for_sites: Callable[[int], object] | None = None  # before a round is sent again
 
 
 def run_rounds(
@@ -48,45 +63,87 @@ def run_rounds(
     progress: Progress | None = None,
 ) -> ArrayRecord:
     """Train rounds ``first_round``..``rounds`` from ``initial_arrays`` (the global model after
-    round
-    ``first_round - 1``); every aggregate is evaluated at every site. The final arrays.
+    round ``first_round - 1``); every aggregate is evaluated at every site. The final arrays.
 
     ``before_round`` may wait for sites (or end the run); ``after_round`` sees each new global model
     (the coordinator checkpoints it there); ``progress`` hears each round sent and aggregated.
     """
     tell: Progress = progress or (lambda *_, **__: None)
+    exchange = _Exchange(strategy, grid, run_log, timeout, message_config, tell, before_round)
     arrays = initial_arrays
     for server_round in range(first_round, rounds + 1):
         log.info("Round %s of %s", server_round, rounds)
         if before_round is not None:
             before_round(server_round)
-        config = ConfigRecord({**message_config, EVALUATE_FIRST: server_round > 1})
-        run_log.expect(arrays)
-        messages = list(strategy.configure_train(server_round, arrays, config, grid))
-        tell(
-            Event.ROUND_TRAINING,
-            phase=PHASE_ROUND,
-            round=server_round,
-            rounds=rounds,
-            sites=len(messages),
-        )
-        replies: list[Message] = list(grid.send_and_receive(messages, timeout=timeout))
-        if server_round > 1:
-            run_log.take_evaluations(
-                server_round - 1, replies
-            )  # the previous aggregate, scored by each site
-        aggregated, _ = strategy.aggregate_train(server_round, replies)
-        if aggregated is not None:
-            arrays = aggregated
-        tell(Event.ROUND_AGGREGATED, round=server_round, rounds=rounds, trained=run_log.trained)
+        arrays = _train_round(exchange, server_round, rounds, arrays)
         if after_round is not None:
             after_round(server_round, arrays)
-    messages = list(
-        strategy.configure_evaluate(rounds, arrays, ConfigRecord(dict(message_config)), grid)
-    )
-    tell(Event.FINAL_EVALUATION, sites=len(messages))
-    strategy.aggregate_evaluate(rounds, list(grid.send_and_receive(messages, timeout=timeout)))
-    run_log.check_final_evaluation([m.metadata.dst_node_id for m in messages], timeout)
-    evaluated = len(run_log.history[-1].get("evaluate", {})) if run_log.history else 0
-    tell(Event.FINAL_EVALUATED, evaluated=evaluated, sites=len(messages))
+    _final_evaluation(exchange, rounds, arrays)
     return arrays
+
+
+def _train_round(
+    exchange: _Exchange, server_round: int, rounds: int, arrays: ArrayRecord
+) -> ArrayRecord:
+    """One train exchange, carrying the previous aggregate's evaluation; the new aggregate (the
+    old one when no update counted)."""
+    strategy, run_log = exchange.strategy, exchange.run_log
+    replies = _send_train(exchange, server_round, rounds, arrays)
+    if _resend_worth_it(replies, run_log.min_sites) and exchange.wait_for_sites is not None:
+        # A restarted coordinator's database lists sites as online until their heartbeats lapse;
+        # a round sent meanwhile comes back "Node Unavailable" from sites still reconnecting.
+        # Sent again once: a site that had already released replays its stored update.
+        unavailable = sum(_unavailable(reply) for reply in replies)
+        log.warning("Round %s: %s sites unavailable; sending it again", server_round, unavailable)
+        exchange.tell(Event.ROUND_RESENT, round=server_round, unavailable=unavailable)
+        exchange.wait_for_sites(server_round)
+        replies = _send_train(exchange, server_round, rounds, arrays)
+    if server_round > 1:  # the previous aggregate, scored by each site
+        run_log.take_evaluations(server_round - 1, replies)
+    aggregated, _ = strategy.aggregate_train(server_round, replies)
+    exchange.tell(
+        Event.ROUND_AGGREGATED, round=server_round, rounds=rounds, trained=run_log.trained
+    )
+    return aggregated if aggregated is not None else arrays
+
+
+def _send_train(
+    exchange: _Exchange, server_round: int, rounds: int, arrays: ArrayRecord
+) -> list[Message]:
+    config = ConfigRecord({**exchange.message_config, EVALUATE_FIRST: server_round > 1})
+    exchange.run_log.expect(arrays)
+    messages = list(exchange.strategy.configure_train(server_round, arrays, config, exchange.grid))
+    exchange.tell(
+        Event.ROUND_TRAINING,
+        phase=PHASE_ROUND,
+        round=server_round,
+        rounds=rounds,
+        sites=len(messages),
+    )
+    return list(exchange.grid.send_and_receive(messages, timeout=exchange.timeout))
+
+
+def _unavailable(reply: Message) -> bool:
+    return reply.has_error() and reply.error.code == FlowerErrorCode.NODE_UNAVAILABLE
+
+
+def _resend_worth_it(replies: list[Message], min_sites: int) -> bool:
+    """The round missed its quorum only because sites were unavailable (not because they
+    refused), and those sites would make it."""
+    answered = sum(not reply.has_error() for reply in replies)
+    unavailable = sum(_unavailable(reply) for reply in replies)
+    return answered < min_sites <= answered + unavailable
+
+
+def _final_evaluation(exchange: _Exchange, rounds: int, arrays: ArrayRecord) -> None:
+    """The last aggregate at every site (it needs every site that trained in the last round)."""
+    strategy, run_log, grid = exchange.strategy, exchange.run_log, exchange.grid
+    config = ConfigRecord(dict(exchange.message_config))
+    messages = list(strategy.configure_evaluate(rounds, arrays, config, grid))
+    exchange.tell(Event.FINAL_EVALUATION, sites=len(messages))
+    strategy.aggregate_evaluate(
+        rounds, list(grid.send_and_receive(messages, timeout=exchange.timeout))
+    )
+    run_log.check_final_evaluation([m.metadata.dst_node_id for m in messages], exchange.timeout)
+    evaluated = len(run_log.history[-1].get("evaluate", {})) if run_log.history else 0
+    exchange.tell(Event.FINAL_EVALUATED, evaluated=evaluated, sites=len(messages))

@@ -83,6 +83,7 @@ class RunLog:
     history: list[Record] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)  # phases that missed sites they needed
     _sent: dict[str, Any] | None = None  # the global model of the current round, for the gate
+    _train_started: float = field(default_factory=time.monotonic)
     _current: Record = field(default_factory=dict)
     scheme: LabelScheme | None = None  # multiclass / multilabel: pooled per class
     _pool: RoundPool = field(default_factory=RoundPool)
@@ -129,6 +130,9 @@ class RunLog:
             ]
         if phase == "train":
             accepted = self._through_gate(record, accepted)
+            # The round's own train exchange (send, the sites' work, replies): what the live
+            # table shows per round; elapsed_s stays the run's clock.
+            record["train_s"] = round(time.monotonic() - self._train_started, 2)
         for reply in accepted:
             record.setdefault(phase, {})[self.site_name(reply)] = first_metrics(reply)
         if phase == "train" and len(accepted) < self.min_sites:
@@ -181,6 +185,7 @@ class RunLog:
         """The global model this round's train messages carry: what the gate checks updates
         against."""
         self._sent = {key: value.numpy() for key, value in arrays.to_torch_state_dict().items()}
+        self._train_started = time.monotonic()
 
     def _through_gate(self, record: Record, replies: list[Message]) -> list[Message]:
         """Drop (and note) updates the sanity gate refuses; before any aggregation sees them."""

@@ -84,6 +84,7 @@ class Event(enum.StrEnum):
     WAITING_FOR_SITES = "waiting-for-sites"
     ROUND_TRAINING = "round-training"
     ROUND_AGGREGATED = "round-aggregated"
+    ROUND_RESENT = "round-resent"
     FINAL_EVALUATION = "final-evaluation"
     FINAL_EVALUATED = "final-evaluated"
     CROSS_SITE_VALIDATION = "cross-site-validation"

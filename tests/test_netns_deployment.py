@@ -143,7 +143,7 @@ def _write_configs(root: Path, coordinator: str) -> None:
             (DEPLOY / "run.example.toml").read_text(),
             {
                 "coordinator-config": '"coordinator.toml"',
-                "rounds": "5",
+                "rounds": "4",
                 "min-sites": "2",
                 "local-epochs": "1",
                 "batch-size": "16",
@@ -208,7 +208,8 @@ def _run_dir(root: Path) -> Callable[[], Path | None]:
     return newest
 
 
-# 8 rounds with two kills and a resume took 8.8 min at load 10 on 2 cores; now 5 rounds.
+# 8 rounds with two kills and a resume took 8.8 min at load 10 on 2 cores; 5 rounds 180 s on a
+# busy machine; now 4 (the coordinator dies in round 3, site-2 trains again in round 3 or 4).
 @pytest.mark.timeout(1200)
 def test_the_guide_on_separate_hosts_survives_a_site_and_a_coordinator_kill(
     federation: Federation,
@@ -260,11 +261,11 @@ def test_the_guide_on_separate_hosts_survives_a_site_and_a_coordinator_kill(
     assert status["state"] == "completed", status
     history = _metrics(run_dir)
     trained = {line["round"]: sorted(line["train"]) for line in history}
-    assert list(trained) == list(range(1, 6))
+    assert list(trained) == list(range(1, 5))
     # site-2 died with round 2's message: that round ended without it or, when it was back within
     # the round, with it (the coordinator holds its message until it is gone for good).
     assert trained[1] == list(SITES) and {"site-0", "site-1"} <= set(trained[2]), trained
-    later = [r for r in range(3, 6) if "site-2" in trained[r]]
+    later = [r for r in range(3, 5) if "site-2" in trained[r]]
     assert later, f"site-2 never trained again after its restart: {trained}"
     ended = time.monotonic() - killed_site_at
     print(f"site-2 trained again in round {later[0]}; the run ended {ended:.0f} s after its kill")

@@ -55,12 +55,12 @@ def plant_canaries(source: Path, target: Path, site: int) -> list[bytes]:
 class LeakySource(FolderSource):
     """A site whose loader fails with its secrets in the exception text."""
 
-    def load(self, size: int, *, masks: bool = False):
+    def load(self, size: int, *, masks: bool = False, scheme=None):
         raise RuntimeError(f"cannot open {self.site_dir}/CANARYEXCEPTION-RuntimeError")
 
 
 class LeakyDataSource(FolderSource):
-    def load(self, size: int, *, masks: bool = False):
+    def load(self, size: int, *, masks: bool = False, scheme=None):
         raise DataError(f"patient CANARYDATAERROR in {self.site_dir} is unreadable")
 
 

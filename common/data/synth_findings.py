@@ -21,6 +21,7 @@ import numpy as np
 from fedscan.common.data.synth_phantom import FINDINGS, STRUCTURES
 
 MULTICLASS_CLASSES = ("normal", "opacity", "nodule", "effusion")
+CLASS_COLUMN = "finding"  # multiclass: each image's class name (`label` stays "any finding")
 TASKS = ("classification", "multiclass", "multilabel", "segmentation")
 NORMAL_WEIGHT = 0.35  # multi-class: the normal class's weight against the findings' prevalences
 # Per site, in FINDINGS order (opacity, nodule, effusion, cardiomegaly).
@@ -105,7 +106,7 @@ def _multilabel_cases(
 def csv_header(task: str) -> list[str]:
     """labels.csv columns; ``label`` (any finding) and ``mask`` stay for existing readers."""
     if task == "multiclass":
-        return ["file", "sop_instance_uid", "label", "finding", "mask"]
+        return ["file", "sop_instance_uid", "label", CLASS_COLUMN, "mask"]
     if task == "multilabel":
         return ["file", "sop_instance_uid", "label", *FINDINGS, "findings", "mask"]
     return ["file", "sop_instance_uid", "label", "mask"]

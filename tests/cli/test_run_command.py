@@ -120,6 +120,8 @@ def test_the_round_table_shows_each_round_s_own_duration() -> None:
     table.update({**FINAL, "round": 2, "elapsed_s": 20.5})
     lines = console.export_text().splitlines()
     assert lines[0].endswith("round time 12.0 s") and lines[1].endswith("round time 8.5 s")
+    table.update({**FINAL, "round": 3, "elapsed_s": 40.0, "train_s": 6.25})  # its own exchange
+    assert console.export_text().splitlines()[-1].endswith("round time 6.2 s")
 
 
 def test_events_read_as_lines_and_unknown_ones_are_not_printed() -> None:

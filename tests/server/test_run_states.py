@@ -9,9 +9,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from flwr.app import Message
+from flwr.app import Error, Message
+from flwr.common.constant import ErrorCode as FlowerErrorCode
 
 from fedscan.client.app import make_client_app
+from fedscan.client.ledger import PrivacyLedger
 from fedscan.common.config import RunConfig, TrainSettings
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import ResumeError
@@ -197,3 +199,46 @@ def test_a_site_that_never_replied_is_named_as_the_operator_registered_it(tmp_pa
     assert names_by_node(tmp_path) == {1337: "st-marys", 7: "north"}
     (tmp_path / SITES_FILE).write_text("{not json")
     assert names_by_node(tmp_path) == {} and names_by_node(tmp_path / "absent") == {}
+
+
+class FirstRoundUnavailable(LoopbackGrid):
+    """The loopback federation, except that round 1's first train exchange comes back "Node
+    Unavailable" from every site (a restarted coordinator whose sites are still reconnecting):
+    the sites did train and release, and must replay that release when the round is sent again."""
+
+    failed = 0
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        messages = list(messages)
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        if messages and messages[0].metadata.message_type == "train" and not self.failed:
+            self.failed = len(replies)
+            error = Error(code=FlowerErrorCode.NODE_UNAVAILABLE, reason="Error: Node Unavailable")
+            return [Message(error, reply_to=message) for message in messages]
+        return replies
+
+
+def test_a_round_that_found_its_sites_unavailable_is_sent_again_and_spends_nothing_twice(
+    flower_identity, synthetic_sites: list[Path], tmp_path: Path
+) -> None:
+    sources = [FolderSource(name, str(p)) for name, p in zip(SITES, synthetic_sites, strict=True)]
+    app = make_client_app(site_resolver(sources, tmp_path / "state"), device="cpu")
+    config = RunConfig(
+        rounds=1,
+        min_sites=3,
+        cross_site=False,
+        train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
+        privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
+    )
+    grid = FirstRoundUnavailable(app, 3)
+    result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+    assert grid.failed == 3 and result.run_dir.read_status()["state"] == "completed"
+    (line,) = result.history
+    assert sorted(line["train"]) == list(SITES)
+    events = [e["event"] for e in result.run_dir.read_events()]
+    assert events.count("round-training") == 2 and "round-resent" in events
+    for name in SITES:  # one release each: the resent round replayed the stored update
+        ledger = PrivacyLedger(tmp_path / "state" / name)
+        assert len(ledger.releases(result.run_dir.run_id)) == 1
