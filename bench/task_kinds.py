@@ -254,23 +254,33 @@ def _grid(args: argparse.Namespace) -> list[tuple[str, str, int]]:
     return [(t, p, s) for s in args.seeds for t in args.tasks for p in args.privacy]
 
 
+def _report(results: list[dict], grid: list[tuple[str, str, int]], args: argparse.Namespace) -> str:
+    """The tables over the cells of ``grid``, in its order."""
+    place = {cell: index for index, cell in enumerate(grid)}
+    within = [c for c in results if (c["task"], c["privacy"], c["seed"]) in place]
+    within.sort(key=lambda c: place[(c["task"], c["privacy"], c["seed"])])
+    return report(within, args.tasks, args.privacy)
+
+
 def main() -> None:
     args = _arguments()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the running simulate is stopped
     args.notes.mkdir(parents=True, exist_ok=True)
     saved, grid = args.notes / "results.json", _grid(args)
     kept = json.loads(saved.read_text()) if args.resume and saved.exists() else []
-    results = [c for c in kept if "pooled" in c and (c["task"], c["privacy"], c["seed"]) in grid]
+    results = [c for c in kept if "pooled" in c]  # all kept in the file; the tables show the grid
+    done = {(c["task"], c["privacy"], c["seed"]) for c in results}
     for task, privacy, seed in grid:
-        if any((c["task"], c["privacy"], c["seed"]) == (task, privacy, seed) for c in results):
+        if (task, privacy, seed) in done:
             continue
         print(f"{task} {HEADERS[privacy]} seed {seed} ...", end=" ", flush=True)
         cell = run_cell(task, privacy, seed, args)
         print(cell.get("failure", "ok"), f"{cell['wall-s']:.0f} s", flush=True)
         results.append(cell)
         saved.write_text(json.dumps(results, indent=1))
-        (args.notes / "table.md").write_text(report(results, args.tasks, args.privacy))
-    print("\n" + report(results, args.tasks, args.privacy))
+        (args.notes / "table.md").write_text(_report(results, grid, args))
+    (args.notes / "table.md").write_text(_report(results, grid, args))
+    print("\n" + _report(results, grid, args))
 
 
 if __name__ == "__main__":
