@@ -259,6 +259,7 @@ def test_a_coordinator_killed_at_a_random_round_resumes_to_the_same_weights(
     assert all(torch.equal(expected[key], actual[key]) for key in expected)
 
 
+@pytest.mark.slow  # CI time (≈ 26 s): the quorum rule is tested in process in the suite
 def test_a_quorum_that_cannot_be_met_ends_the_run_with_a_clear_message(
     deployment: Deployment,
 ) -> None:

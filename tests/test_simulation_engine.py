@@ -92,6 +92,7 @@ def test_small_dp_federation_over_site_folders_runs_on_the_simulation_engine(
     assert (run_dir / "coordinator.log").stat().st_size > 0
 
 
+@pytest.mark.slow  # CI time (≈ 23 s): the in-process failure states are tested in the suite
 def test_a_failed_run_exits_1_with_the_reason_and_leaves_nothing_running(tmp_path: Path) -> None:
     result = _simulate(
         tmp_path,

@@ -52,7 +52,7 @@ def _run(
 def test_a_multiclass_federation_pools_every_figure_per_class(
     flower_identity, tmp_path: Path
 ) -> None:
-    sites = generate_sites(tmp_path / "data", SynthConfig(3, 60, 0, task=MULTICLASS))
+    sites = generate_sites(tmp_path / "data", SynthConfig(3, 40, 0, task=MULTICLASS))
     named = {site.name: LabelSpec(label_column=CLASS_COLUMN) for site in sites}
     lines, run_dir = _run(sites, _config(MULTICLASS, MULTICLASS_CLASSES), tmp_path, named)
     pooled = lines[-1]["pooled"]
@@ -82,7 +82,7 @@ def test_a_multiclass_federation_pools_every_figure_per_class(
         labels=LabelSpec(label_column=CLASS_COLUMN),
         predictions=table,
     )
-    assert found["task"] == MULTICLASS and found["n"] == 60 and np.sum(found["confusion"]) == 60
+    assert found["task"] == MULTICLASS and found["n"] == 40 and np.sum(found["confusion"]) == 40
     header = table.read_text().splitlines()[0].split(",")
     assert header == ["key", "truth", *(f"score:{name}" for name in MULTICLASS_CLASSES)]
 
@@ -91,7 +91,7 @@ def test_a_site_labelled_with_undeclared_findings_refuses_and_the_run_goes_on(
     flower_identity,
     tmp_path: Path,
 ) -> None:
-    sites = generate_sites(tmp_path / "data", SynthConfig(3, 60, 1, task=MULTILABEL))
+    sites = generate_sites(tmp_path / "data", SynthConfig(3, 40, 1, task=MULTILABEL))
     labels = sites[2] / "labels.csv"
     with open(labels, newline="") as handle:
         rows = list(csv.DictReader(handle))
