@@ -49,13 +49,11 @@ def score(
     score histogram; for segmentation Dice, IoU, Hausdorff-95 and the overlap counts (no
     histogram); for a multiclass or multilabel ``scheme`` the per-class evidence."""
     name, options = model
-    classes = scheme is not None and scheme.kind in (MULTICLASS, MULTILABEL)
     built = build_model(
         name, check_dp=False, options=options, outputs=scheme.outputs if scheme else 1
     )  # evaluation only: no DP-SGD, no Opacus import
     built.load_state_dict(arrays.to_torch_state_dict())
-    if classes:
-        assert scheme is not None
+    if scheme is not None and scheme.kind in (MULTICLASS, MULTILABEL):
         return _score_classes(built, val, scheme, device)
     if get_model_spec(name).task == "segmentation":
         from fedscan.common.metrics.segmentation import evaluate_segmentation
