@@ -32,7 +32,9 @@ from pathlib import Path
 
 from fedscan.common.processes import stop_process_group
 
-TASKS = ("multilabel", "multiclass", "classification")
+TASKS = ("multilabel", "multiclass", "classification", "segmentation", "segmentation-3")
+# How simulate is asked for each task: segmentation-3 is a label map of three structures.
+TASK_FLAGS = {"segmentation-3": ["--task", "segmentation", "--classes", "opacity,heart,nodule"]}
 PRIVACY = {"no-dp": ["--no-dp"], "dp8": [], "dp3": ["--epsilon", "3"]}  # dp8: the default ε
 HEADERS = {"no-dp": "no DP", "dp8": "ε 8", "dp3": "ε 3"}
 BINARY = "classification"
@@ -84,7 +86,8 @@ def run_cell(task: str, privacy: str, seed: int, args: argparse.Namespace) -> di
     out = args.out / f"{task}-{privacy}-seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
     before = set(out.iterdir())
-    command = [sys.executable, "-m", "fedscan", "simulate", "--task", task, "--seed", str(seed)]
+    flags = TASK_FLAGS.get(task, ["--task", task])
+    command = [sys.executable, "-m", "fedscan", "simulate", *flags, "--seed", str(seed)]
     command += [*PRIVACY[privacy], "--out", str(out)]
     if args.images_per_site is not None:
         command += ["--images-per-site", str(args.images_per_site)]
@@ -136,6 +139,12 @@ def _picks(task: str, pooled: dict) -> list[tuple[str, Callable[[dict], float | 
     """(row label, how to read it from a run's pooled metrics) of ``task``'s table."""
     if task == BINARY:  # one 0/1 label: no per-class figures
         return [("**AUC**", lambda p: p.get("auc")), ("accuracy", lambda p: p.get("accuracy"))]
+    if task.startswith("segmentation"):  # per-structure Dice from pooled counts (label map)
+        rows: list[tuple[str, Callable[[dict], float | None]]] = [
+            (f"{name} Dice", lambda p, n=name: p["labels"][n].get("dice"))
+            for name in pooled.get("labels", {})
+        ]
+        return [*rows, ("**Dice**", lambda p: p.get("dice")), ("IoU", lambda p: p.get("iou"))]
     rows: list[tuple[str, Callable[[dict], float | None]]] = [
         (f"{name} AUC", lambda p, n=name: p["classes"].get(n, {}).get("auc"))
         for name in pooled["classes"]
@@ -206,11 +215,12 @@ def _number(value: float | None) -> str:
 
 def runs_table(results: list[dict]) -> list[str]:
     """Every run: wall time, rounds, final ε, macro AUC, or why it failed."""
-    lines = ["### Runs", "", "| task | privacy | seed | wall s | rounds | ε | macro AUC | status |"]
+    lines = ["### Runs", ""]
+    lines += ["| task | privacy | seed | wall s | rounds | ε | AUC / Dice | status |"]
     lines += ["|---|---|---|---|---|---|---|---|"]
     for c in results:
         pooled = c.get("pooled", {})
-        auc = pooled.get("macro-auc", pooled.get("auc"))
+        auc = pooled.get("macro-auc", pooled.get("auc", pooled.get("dice")))
         eps = "—" if c.get("epsilon") is None else f"{c['epsilon']:.2f}"
         lines.append(
             f"| {c['task']} | {HEADERS[c['privacy']]} | {c['seed']} | {c['wall-s']:.0f} | "

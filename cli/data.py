@@ -74,7 +74,9 @@ def data_check(
         str,
         typer.Option(
             help="multiclass / multilabel: the run's class names, comma-separated, in order; "
-            "rows naming any other class are rejected (LABEL_UNKNOWN_CLASS)."
+            "rows naming any other class are rejected (LABEL_UNKNOWN_CLASS). Segmentation: a label "
+            "map's structures (mask value k = the k-th); other values are rejected "
+            "(MASK_UNKNOWN_LABEL)."
         ),
     ] = "",
     label_columns: Annotated[
@@ -156,9 +158,9 @@ def data_check(
         found = check_site(folder, spec, settings, masks=task == "segmentation", scheme=scheme)
     except FedscanError as exc:
         raise fail(str(exc)) from None
-    per_class = scheme is not None and scheme.kind != "classification"
+    per_class = scheme.kind in ("multiclass", "multilabel")
     print_report(console, found, by_label=not per_class)
-    if scheme is not None and per_class:
+    if per_class:
         _print_counts(console, "Samples by class", class_counts(found, scheme))
     if report is not None:
         report.write_text(found.to_json(), encoding="utf-8")
@@ -180,11 +182,12 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
 
 
-def _scheme(task: str, classes: str) -> LabelScheme | None:
-    """The labels the check reads (None: segmentation); ConfigError for a bad class list."""
+def _scheme(task: str, classes: str) -> LabelScheme:
+    """The labels the check reads (segmentation: the label map's structures, if any);
+    ConfigError for a bad class list."""
     from fedscan.common.tasks import LabelScheme
 
-    return None if task == "segmentation" else LabelScheme(task, _names(classes) or ())
+    return LabelScheme(task, _names(classes) or ())
 
 
 def class_counts(report: IngestReport, scheme: LabelScheme) -> dict[str, int]:

@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from fedscan.cli.class_tables import class_table, structure_table
 from fedscan.cli.console import EXIT_PARTIAL, print_table
 from fedscan.common.protocol import (
     ACCURACY,
@@ -202,6 +203,8 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     console.print(final_line(final), highlight=False)
     if "classes" in (final.get("pooled") or {}):
         print_table(class_table(final["pooled"]), console)
+    if (final.get("pooled") or {}).get("labels"):
+        print_table(structure_table(final["pooled"]["labels"]), console)
     for line in gap_lines(summary.get("state", ""), summary.get("gaps", [])):
         console.print(line, highlight=False)
     matrix = summary.get("matrix") or {}
@@ -260,25 +263,6 @@ def final_line(final: dict[str, Any]) -> str:
         f"{number(SENSITIVITY):.3f}, specificity {number(SPECIFICITY):.3f}, accuracy "
         f"{number(ACCURACY):.3f}; ECE {number('ece'):.3f}"
     )
-
-
-def class_table(pooled: dict[str, Any]) -> Table:
-    """Each class's pooled figures: AUC with its interval, the threshold and the rates at it."""
-    table = Table(title="Per class — pooled validation (one-vs-rest)")
-    columns = ("class", "AUC", "95 % CI", "threshold", "sensitivity", "specificity", "positives")
-    for header in columns:
-        table.add_column(header, justify="right")
-    for name, found in pooled["classes"].items():
-        table.add_row(
-            escape(name),
-            _fmt(found.get(AUC)),
-            f"{_fmt(found.get('auc-ci-low'))}–{_fmt(found.get('auc-ci-high'))}",
-            _fmt(found.get("threshold")),
-            _fmt(found.get(SENSITIVITY)),
-            _fmt(found.get(SPECIFICITY)),
-            _fmt(found.get("positives"), 0),
-        )
-    return table
 
 
 def _print_epsilon(

@@ -93,6 +93,7 @@ def run_simulation(
             workdir=workdir,
             cache_dir=cache_dir,
             task=config.train.task,
+            classes=config.train.classes,
         )
         run_dir = _run_directory(out, simulation, resume_id)
         run_config = _run_config(

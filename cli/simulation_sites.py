@@ -17,9 +17,10 @@ from fedscan.common.data.partition import parse_partition
 from fedscan.common.data.sources import FolderSource, NpzShardSource
 from fedscan.common.data.synth import FINDINGS, MULTICLASS_CLASSES, SynthConfig, generate_sites
 from fedscan.common.data.synth_findings import CLASS_COLUMN
+from fedscan.common.data.synth_phantom import STRUCTURES
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.ingest.labels import DEFAULT_LABELS_FILE, LabelSpec
-from fedscan.common.tasks import BINARY, MULTICLASS, MULTILABEL
+from fedscan.common.tasks import BINARY, MULTICLASS, MULTILABEL, SEGMENTATION
 
 SYNTH_CLASSES = {MULTICLASS: MULTICLASS_CLASSES, MULTILABEL: FINDINGS}  # simulate's classes
 
@@ -137,7 +138,13 @@ def synthetic_classes(choice: DataChoice, settings: Mapping[str, Any]) -> dict[s
 
 
 def plan_sources(
-    simulation: Simulation, *, seed: int, workdir: Path, cache_dir: str = "", task: str = BINARY
+    simulation: Simulation,
+    *,
+    seed: int,
+    workdir: Path,
+    cache_dir: str = "",
+    task: str = BINARY,
+    classes: tuple[str, ...] = (),
 ) -> tuple[FolderSource | NpzShardSource, ...]:
     """Each site's data source, checked up front (before Ray starts)."""
     choice, sites = simulation.choice, simulation.sites
@@ -151,9 +158,7 @@ def plan_sources(
                 f"{DEFAULT_LABELS_FILE}; --sites asks for {sites}."
             )
     else:
-        # A binary or segmentation run trains on today's phantoms; the other kinds on findings.
-        kind = task if task in SYNTH_CLASSES else BINARY
-        config = SynthConfig(sites, simulation.images_per_site, seed, task=kind)
+        config = _synth_config(simulation, seed, task, classes)
         site_dirs = generate_sites(workdir / "synthetic", config)
     names = _unique_names([p.name for p in site_dirs[:sites]])
     # The synthetic hospitals name each image's class in their own column (multiclass).
@@ -163,6 +168,25 @@ def plan_sources(
         FolderSource(name, str(p), labels, seed=seed, cache_dir=cache_dir)
         for name, p in zip(names, site_dirs[:sites], strict=True)
     )
+
+
+def _synth_config(
+    simulation: Simulation, seed: int, task: str, classes: tuple[str, ...]
+) -> SynthConfig:
+    """The synthetic hospitals for ``task``: a binary or binary-mask run trains on today's
+    phantoms, the class kinds on findings, a label map on the first K synthetic structures."""
+    if task == SEGMENTATION and classes:
+        if classes != STRUCTURES[: len(classes)]:
+            raise ConfigError(
+                f"The synthetic hospitals' label maps hold {', '.join(STRUCTURES)} as 1, 2, ...; "
+                f"classes must be the first K of them in that order (got {', '.join(classes)}), "
+                f"e.g. --classes {','.join(STRUCTURES[:3])}."
+            )
+        return SynthConfig(
+            simulation.sites, simulation.images_per_site, seed, task=task, labels=len(classes)
+        )
+    kind = task if task in SYNTH_CLASSES else BINARY
+    return SynthConfig(simulation.sites, simulation.images_per_site, seed, task=kind)
 
 
 def _npz_sources(

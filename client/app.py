@@ -220,8 +220,11 @@ def _cross_evaluate(msg: Message, request: SiteRequest, site: Site, device: str 
     """Every model in the message (global, each site's local one) on this site's validation data."""
     val = load_for(site, request.settings.train).val
     on = resolve_device(device or site.device)
+    scheme = request.scheme
     results: dict[str, Scored] = {
-        name: score(request.model, arrays, val, device=on, threshold=request.threshold)
+        name: score(
+            request.model, arrays, val, device=on, threshold=request.threshold, scheme=scheme
+        )
         for name, arrays in msg.content.array_records.items()
     }
     return replies.cross_site_reply(msg, results, site.name)

@@ -23,16 +23,22 @@ from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.ingest.labels import LabelSpec
 from fedscan.common.metrics.classification import binary_metrics, predict
+from fedscan.common.metrics.confusion import LabelOverlaps
 from fedscan.common.metrics.histogram import (
     ScoreHistogram,
     auc_confidence_interval,
     expected_calibration_error,
 )
-from fedscan.common.metrics.segmentation import OverlapCounts, predict_masks, score_masks
+from fedscan.common.metrics.segmentation import (
+    OverlapCounts,
+    evaluate_label_map,
+    predict_masks,
+    score_masks,
+)
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.protocol import AUC, POSITIVES
-from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme
+from fedscan.common.tasks import MULTICLASS, MULTILABEL, SEGMENTATION, LabelScheme
 
 
 def load_eval_data(
@@ -156,9 +162,15 @@ def write_predictions(
 
 
 def load_masked_folder(
-    data: str, *, size: int, labels: LabelSpec | None, cache_dir: str
+    data: str,
+    *,
+    size: int,
+    labels: LabelSpec | None,
+    cache_dir: str,
+    structures: tuple[str, ...] = (),
 ) -> ImageSet:
-    """Every accepted image of a ``dicom:DIR`` site folder, with its mask."""
+    """Every accepted image of a ``dicom:DIR`` site folder, with its mask (a label map of
+    ``structures`` when given)."""
     kind, _, path_text = data.partition(":")
     if kind != "dicom" or not path_text:
         raise ConfigError(
@@ -168,8 +180,15 @@ def load_masked_folder(
     path = Path(path_text).expanduser()
     if not path.is_dir():
         raise DataError(f"--data folder does not exist: {path_text}")
+    scheme = LabelScheme(SEGMENTATION, structures)
     return load_site(
-        path, size=size, labels=labels, cache_dir=cache_dir, val_fraction=0.0, masks=True
+        path,
+        size=size,
+        labels=labels,
+        cache_dir=cache_dir,
+        val_fraction=0.0,
+        masks=True,
+        scheme=scheme,
     ).train
 
 
@@ -184,10 +203,17 @@ def evaluate_segmentation_checkpoint(
     predictions: Path | None,
 ) -> dict[str, Any]:
     """Pooled Dice and IoU over the folder's images (from overlap counts), mean Hausdorff-95,
-    loss."""
+    loss; for a label map also each structure's."""
+    structures = tuple(meta.get("classes") or ())
     images = load_masked_folder(
-        data, size=int(meta["input_size"]), labels=labels, cache_dir=cache_dir
+        data,
+        size=int(meta["input_size"]),
+        labels=labels,
+        cache_dir=cache_dir,
+        structures=structures,
     )
+    if structures:
+        return _label_map_checkpoint(model, meta, images, device=device, predictions=predictions)
     probabilities, loss = predict_masks(model, images, device=resolve_device(device))
     metrics, counts = score_masks(
         probabilities >= 0.5, images.require_masks().numpy() >= 0.5, loss=loss
@@ -202,6 +228,51 @@ def evaluate_segmentation_checkpoint(
         "model": meta["model"],
         "task": "segmentation",
     }
+
+
+def _label_map_checkpoint(
+    model: nn.Module,
+    meta: dict[str, Any],
+    images: ImageSet,
+    *,
+    device: str,
+    predictions: Path | None,
+) -> dict[str, Any]:
+    """Mean and per-structure Dice and IoU (pooled TP, FP, FN over the folder), foreground
+    Hausdorff-95 and loss of a label-map checkpoint."""
+    structures = tuple(meta["classes"])
+    metrics, foreground, per_label = evaluate_label_map(
+        model, images, structures, device=resolve_device(device)
+    )
+    if predictions is not None:
+        probabilities, _ = predict_masks(
+            model, images, device=resolve_device(device), structures=structures
+        )
+        write_label_overlaps(predictions, images, probabilities.argmax(axis=1), structures)
+    return {
+        **metrics,
+        **per_label.metrics(structures),
+        "foreground-dice": foreground.dice,
+        "n": len(images),
+        "with_finding": int(images.labels.sum()),
+        "model": meta["model"],
+        "task": "segmentation",
+    }
+
+
+def write_label_overlaps(
+    path: Path, images: ImageSet, predicted: np.ndarray, structures: tuple[str, ...]
+) -> None:
+    """One CSV row per image: its local key and its own Dice of each structure (local only)."""
+    truth = np.rint(images.require_masks().numpy()[:, 0]).astype(np.int64)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", *(f"dice:{name}" for name in structures)])
+        for index in range(len(images)):
+            found = LabelOverlaps.of(predicted[index], truth[index], labels=len(structures))
+            per_label = found.metrics(structures)["labels"]
+            key = images.keys[index] if index < len(images.keys) else str(index)
+            writer.writerow([key, *(f"{per_label[name]['dice']:.6f}" for name in structures)])
 
 
 def write_overlaps(path: Path, images: ImageSet, predicted: np.ndarray) -> None:

@@ -4,7 +4,8 @@ Only these ever leave: the model arrays after DP training (the same keys and
 shapes as the model the coordinator sent, numeric, all finite), scalar
 metrics with known names (per model, for the models of a cross-site evaluation), the validation
 score histogram (counts and score sums per fixed bin, for pooled metrics) or, for segmentation,
-three foreground pixel counts summed over the validation masks (for pooled Dice), and a tiny record
+three foreground pixel counts summed over the validation masks (for pooled Dice; a label map
+also K × 3 per structure), and a tiny record
 naming the site and its fedscan version; for the classical models, per-feature sums and sums of
 squares over the site's images (noised under DP). Refusals carry a code and a fixed public reason,
 never an exception's text. Audit this file, not the handlers.
@@ -27,11 +28,12 @@ from fedscan.common.tasks import MAX_CLASSES
 
 if TYPE_CHECKING:
     from fedscan.common.metrics.classwise import ClassEvidence
+    from fedscan.common.metrics.confusion import LabelOverlaps
 
 _ALLOWED_DTYPES = frozenset(
     {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64}
 )
-Evaluation = tuple[Mapping[str, float], "ScoreHistogram | ClassEvidence | None"]
+Evaluation = tuple[Mapping[str, float], "ScoreHistogram | ClassEvidence | LabelOverlaps | None"]
 
 
 def _site_record(site_name: str) -> ConfigRecord:
@@ -91,7 +93,7 @@ def train_reply(
 
 
 def _evaluation_record(
-    metrics: Mapping[str, float], histogram: ScoreHistogram | ClassEvidence | None
+    metrics: Mapping[str, float], histogram: ScoreHistogram | ClassEvidence | LabelOverlaps | None
 ) -> MetricRecord:
     record = _scalars(metrics, protocol.EVALUATE_METRICS)
     lists = histogram.to_lists() if histogram is not None else {}
@@ -118,7 +120,7 @@ def evaluate_reply(
     metrics: Mapping[str, float],
     site_name: str,
     *,
-    histogram: ScoreHistogram | ClassEvidence | None = None,
+    histogram: ScoreHistogram | ClassEvidence | LabelOverlaps | None = None,
 ) -> Message:
     content = RecordDict(
         {
@@ -142,11 +144,13 @@ def cross_site_reply(msg: Message, results: Mapping[str, Evaluation], site_name:
 
 def _histogram_values(key: str, values: list, classes: int = 0) -> list:
     """Per-bin counts (integers ≥ 0) or score sums (finite floats): BINS of them, K × BINS per
-    class histogram, K × K confusion counts."""
+    class histogram, K × K confusion counts, K × 3 label-map overlap counts."""
+    structures, rest = divmod(len(values), 3)
     expected = {
         **{name: BINS for name in protocol.HISTOGRAM_KEYS},
         **{name: classes * BINS for name in protocol.CLASS_HISTOGRAM_KEYS},
         protocol.CONFUSION_MATRIX: classes * classes,
+        protocol.LABEL_OVERLAPS: -1 if rest or not 2 <= structures <= MAX_CLASSES else len(values),
     }
     if key not in expected or len(values) != expected[key] or not values:
         raise ReplyRefused(f"Histogram {key!r} is not on the allow-list or has the wrong length.")

@@ -16,7 +16,7 @@ from fedscan.common import protocol
 from fedscan.common.config import SiteSettings
 from fedscan.common.errors import ConfigError
 from fedscan.common.settings import parse_bool
-from fedscan.common.tasks import SEGMENTATION, LabelScheme
+from fedscan.common.tasks import LabelScheme
 from fedscan.common.version import check_compatible
 
 
@@ -49,10 +49,10 @@ class SiteRequest:
         )
 
     @property
-    def scheme(self) -> LabelScheme | None:
-        """The run's task kind and classes, for a classification task (None: segmentation)."""
+    def scheme(self) -> LabelScheme:
+        """The run's task kind and classes (a label map's structures)."""
         train = self.settings.train
-        return None if train.task == SEGMENTATION else LabelScheme(train.task, train.classes)
+        return LabelScheme(train.task, train.classes)
 
     @property
     def model(self) -> tuple[str, str]:

@@ -1,7 +1,8 @@
 """Scoring a model the coordinator sent on the site's own validation images.
 
 Invariant: what comes back is per-site metrics (scalars) and, for classification, the validation
-score histogram; for segmentation three overlap counts. No per-image score, mask or key leaves here;
+score histogram; for segmentation three overlap counts (a label map: also K × 3 per structure). No
+per-image score, mask or key leaves here;
 the reply builder (:mod:`fedscan.client.replies`) checks that again before anything is sent.
 """
 
@@ -24,15 +25,16 @@ from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme
 
 if TYPE_CHECKING:
     from fedscan.common.metrics.classwise import ClassEvidence
+    from fedscan.common.metrics.confusion import LabelOverlaps
 
-Scored = tuple[dict[str, float], "ScoreHistogram | ClassEvidence | None"]
+Scored = tuple[dict[str, float], "ScoreHistogram | ClassEvidence | LabelOverlaps | None"]
 
 
 def load_for(site: Site, train: TrainSettings) -> SiteData:
     """The site's data at the run's model's input size, labelled for the run's task kind and
     classes; with every image's mask when the model segments."""
     spec = get_model_spec(train.model)
-    scheme = None if spec.task == "segmentation" else LabelScheme(train.task, train.classes)
+    scheme = LabelScheme(train.task, train.classes)
     return site.source.load(spec.input_size, masks=spec.task == "segmentation", scheme=scheme)
 
 
@@ -55,6 +57,8 @@ def score(
     built.load_state_dict(arrays.to_torch_state_dict())
     if scheme is not None and scheme.kind in (MULTICLASS, MULTILABEL):
         return _score_classes(built, val, scheme, device)
+    if scheme is not None and scheme.structures:
+        return _score_label_map(built, val, scheme, device)
     if get_model_spec(name).task == "segmentation":
         from fedscan.common.metrics.segmentation import evaluate_segmentation
 
@@ -72,6 +76,16 @@ def score(
     return metrics, ScoreHistogram.of(
         scores, labels
     )  # counts per score bin: pooled at the coordinator
+
+
+def _score_label_map(
+    model: torch.nn.Module, val: ImageSet, scheme: LabelScheme, device: torch.device
+) -> Scored:
+    from fedscan.common.metrics.segmentation import evaluate_label_map
+
+    metrics, foreground, per_label = evaluate_label_map(model, val, scheme.classes, device=device)
+    # Both count sets are pooled centrally: the foreground's and the K × 3 per structure.
+    return {**metrics, **foreground.to_metrics(), NUM_EXAMPLES: len(val)}, per_label
 
 
 def _score_classes(

@@ -33,7 +33,7 @@ from fedscan.common.settings import (
     setting,
     wire_keys,
 )
-from fedscan.common.tasks import BINARY, check_classes, model_task
+from fedscan.common.tasks import BINARY, SEGMENTATION, check_classes, model_task
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean", "krum")
 FlatValue = bool | int | float | str
@@ -92,7 +92,8 @@ class TrainSettings:
         (),
         omit_default=True,
         help="multiclass / multilabel: the class (finding) names, in order; every site checks "
-        'its labels against them, e.g. ["normal", "effusion", "nodule"].',
+        'its labels against them, e.g. ["normal", "effusion", "nodule"]. Segmentation: a label '
+        "map's structures, mask value k the k-th (none: a binary mask).",
     )
 
 
@@ -168,11 +169,11 @@ class RunConfig:
                 f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}."
             )
         check_training(self.train)
-        if self.train.task != BINARY and self.cross_site:
+        if self.train.task == SEGMENTATION and self.cross_site:
             raise ConfigError(
-                "Cross-site validation ranks binary classifiers (one AUC per model and site); "
-                f"for task {self.train.task} set cross-site = false (`fedscan simulate --task "
-                f"{self.train.task}` does)."
+                "Cross-site validation ranks classifiers (one AUC, or macro AUC, per model and "
+                "site); for task segmentation set cross-site = false (`fedscan simulate --task "
+                "segmentation` does)."
             )
         _check_robust(self)
         _check_central_dp(self)

@@ -116,7 +116,9 @@ CLASS_HIST_NEGATIVES = "class-hist-neg"
 CLASS_HIST_SCORE_SUMS = "class-hist-score-sum"
 CLASS_HISTOGRAM_KEYS = (CLASS_HIST_POSITIVES, CLASS_HIST_NEGATIVES, CLASS_HIST_SCORE_SUMS)
 CONFUSION_MATRIX = "confusion-matrix"
-LABEL_OVERLAPS = "label-overlaps"  # segmentation with K labels: K × (TP, FP, FN)
+# Segmentation with a label map of K structures: K × (TP, FP, FN) pixel counts, flattened row by
+# row in the run's structure order (per-structure Dice at the coordinator).
+LABEL_OVERLAPS = "label-overlaps"
 MACRO_AUC = "macro-auc"  # a site's own macro AUC (scalar); pooled, also the per-class detail
 MICRO_AUC = "micro-auc"
 BALANCED_ACCURACY = "balanced-accuracy"

@@ -3,7 +3,9 @@
 - ``classification`` (binary, the default): one 0/1 label per image; the model has one output.
 - ``multiclass``: exactly one of the run's classes per image; one output per class (softmax).
 - ``multilabel``: any subset of the run's findings per image; one output per finding (sigmoid).
-- ``segmentation``: a mask per image (one structure).
+- ``segmentation``: a mask per image: one structure (no classes; a binary mask, one sigmoid
+  output) or, with K ≥ 2 structure names as classes, a label map (0 background, k the k-th
+  structure; K + 1 softmax outputs).
 
 Invariants: the class list is the run's (names and order), sent to every site with the run's
 settings; a site never widens it — a row naming a class outside it is rejected with a coded reason.
@@ -35,20 +37,33 @@ def model_task(kind: str) -> str:
 
 
 def outputs(kind: str, classes: tuple[str, ...]) -> int:
-    """Outputs of the model's head: one per class for multiclass and multilabel, else one."""
-    return len(classes) if kind in (MULTICLASS, MULTILABEL) else 1
+    """Outputs of the model's head: one per class for multiclass and multilabel, background and
+    one per structure for a label map, else one."""
+    if kind in (MULTICLASS, MULTILABEL):
+        return len(classes)
+    return structures(kind, classes) + 1 if structures(kind, classes) else 1
+
+
+def structures(kind: str, classes: tuple[str, ...]) -> int:
+    """Structures of a label-map segmentation (its masks hold 0..K); 0 for a binary mask."""
+    return len(classes) if kind == SEGMENTATION else 0
 
 
 def check_classes(kind: str, classes: tuple[str, ...]) -> None:
     """The run's class list for ``kind``; ConfigError says what to change."""
-    if kind not in (MULTICLASS, MULTILABEL):
+    if kind not in (MULTICLASS, MULTILABEL, SEGMENTATION):
         if classes:
             raise ConfigError(
-                f"classes is for task multiclass or multilabel; task {kind} takes none "
-                "(remove classes, or set task)."
+                f"classes is for task multiclass, multilabel or segmentation (a label map's "
+                f"structures); task {kind} takes none (remove classes, or set task)."
             )
         return
-    least = 2 if kind == MULTICLASS else 1
+    if kind == SEGMENTATION and len(classes) == 1:
+        raise ConfigError(
+            "A label map needs at least 2 structures in classes (mask value k = the k-th); for "
+            "one structure leave classes out: its mask is binary."
+        )
+    least = {MULTICLASS: 2, MULTILABEL: 1, SEGMENTATION: 0}[kind]
     if len(classes) < least:
         raise ConfigError(
             f"Task {kind} needs classes: at least {least} class name(s), in order, e.g. "
@@ -85,6 +100,11 @@ class LabelScheme:
     @property
     def outputs(self) -> int:
         return outputs(self.kind, self.classes)
+
+    @property
+    def structures(self) -> int:
+        """Structures of a label map (0: binary mask, or not segmentation)."""
+        return structures(self.kind, self.classes)
 
     def class_names(self) -> tuple[str, ...]:
         """The names per-class counts and metrics use (binary: negative, positive)."""

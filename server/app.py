@@ -28,7 +28,7 @@ from fedscan.common.logs import log_to_stderr
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.settings import parse_bool
-from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme, outputs
+from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme, outputs, structures
 from fedscan.server.coverage import (
     PHASE_CROSS_SITE_VALIDATION,
     Gap,
@@ -194,9 +194,10 @@ def _run_log(run_dir: RunDirectory, config: RunConfig) -> RunLog:
 
 
 def _class_scheme(config: RunConfig) -> LabelScheme | None:
-    """The run's classes when it pools per class (multiclass, multilabel)."""
+    """The run's classes when it pools per class (multiclass, multilabel) or per structure (a
+    label map)."""
     train = config.train
-    if train.task not in (MULTICLASS, MULTILABEL):
+    if train.task not in (MULTICLASS, MULTILABEL) and not structures(train.task, train.classes):
         return None
     return LabelScheme(train.task, train.classes)
 

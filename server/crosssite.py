@@ -23,8 +23,10 @@ from flwr.serverapp import Grid
 
 from fedscan.common import protocol
 from fedscan.common.config import RunConfig
+from fedscan.common.metrics.classwise import ClassEvidence
 from fedscan.common.metrics.crosssite import CrossSiteMatrix, SiteEvaluation, build_matrix
 from fedscan.common.metrics.histogram import ScoreHistogram
+from fedscan.common.tasks import LabelScheme
 from fedscan.server.coverage import (
     PHASE_CROSS_SITE_EVALUATION,
     PHASE_FINE_TUNE,
@@ -165,8 +167,12 @@ def _evaluate_everywhere(
         site = run_log.site_name(reply)
         records = reply.content.metric_records
         try:
-            evaluated = {name: _evaluation(records[name]) for name in models if name in records}
-        except (KeyError, ValueError) as error:
+            evaluated = {
+                name: _evaluation(records[name], run_log.scheme)
+                for name in models
+                if name in records
+            }
+        except (KeyError, ValueError, TypeError) as error:
             reason = f"malformed cross-site reply ({type(error).__name__}); ignored"
             refusals.append(Refusal(site, phase, reason))
             continue
@@ -209,8 +215,14 @@ def _fine_tune(
     return dict(sorted(local.items())), epsilon, refusals
 
 
-def _evaluation(record: Any) -> SiteEvaluation:
+def _evaluation(record: Any, scheme: LabelScheme | None) -> SiteEvaluation:
+    """One model's evaluation at one site: its scalars and score histogram, or per-class
+    evidence for a multiclass or multilabel run (raises KeyError/ValueError when malformed)."""
     metrics = dict(record)
+    if scheme is not None:
+        keys = (*protocol.CLASS_HISTOGRAM_KEYS, protocol.CONFUSION_MATRIX)
+        lists = {key: metrics.pop(key) for key in keys if key in metrics}
+        return SiteEvaluation(metrics, ClassEvidence.from_lists(scheme, lists))
     histogram = ScoreHistogram.from_lists(
         {key: metrics.pop(key) for key in protocol.HISTOGRAM_KEYS}
     )

@@ -5,8 +5,10 @@ overlap counts (segmentation). :class:`RoundPool` moves them out of the site's m
 metric averaging and the run log never see 3 000 numbers per site — checks them, and at the end of
 the round sums them: the pooled AUC, its interval, the Youden threshold and the metrics at it, or
 Dice and IoU of the pooled masks; for a multiclass or multilabel run (``scheme``) the per-class
-evidence (``common/metrics/classwise.py``) summed into per-class and macro figures. A malformed
-histogram or count is a refusal of that site's evaluation.
+evidence (``common/metrics/classwise.py``) summed into per-class and macro figures; for a label
+map (segmentation with K structures) the K × (TP, FP, FN) counts summed into per-structure Dice and
+IoU, whose means are the round's Dice and IoU. A malformed histogram or count is a refusal of that
+site's evaluation.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 from fedscan.common import protocol
 from fedscan.common.errors import ErrorCode
 from fedscan.common.metrics.classwise import ClassEvidence, pooled_class_metrics
+from fedscan.common.metrics.confusion import MEAN_DICE, MEAN_IOU, LabelOverlaps
 from fedscan.common.metrics.histogram import ScoreHistogram, pooled_metrics, youden_threshold
 from fedscan.common.metrics.segmentation import OverlapCounts, pooled_overlap
-from fedscan.common.tasks import MULTILABEL, LabelScheme
+from fedscan.common.tasks import MULTILABEL, SEGMENTATION, LabelScheme
 
 
 @dataclass
@@ -29,20 +32,28 @@ class RoundPool:
 
     histograms: dict[str, ScoreHistogram] = field(default_factory=dict)
     overlaps: dict[str, OverlapCounts] = field(default_factory=dict)
-    scheme: LabelScheme | None = None  # multiclass / multilabel: the run's classes
+    scheme: LabelScheme | None = None  # multiclass / multilabel / label map: the run's classes
+    label_overlaps: dict[str, LabelOverlaps] = field(default_factory=dict)
     evidence: dict[str, ClassEvidence] = field(default_factory=dict)
     class_thresholds: dict[str, float] = field(default_factory=dict)  # multilabel, pooled Youden
 
     def take(self, site: str, metrics: MutableMapping[str, Any]) -> str | None:
         """Move ``site``'s histogram or counts out of ``metrics``; the problem when they are
-        malformed."""
+        malformed (then nothing of the site's stays in the pool)."""
+        problem = self._take(site, metrics)
+        if problem is not None:
+            for found in (self.overlaps, self.label_overlaps, self.evidence, self.histograms):
+                found.pop(site, None)
+        return problem
+
+    def _take(self, site: str, metrics: MutableMapping[str, Any]) -> str | None:
         counts = {key: metrics.pop(key) for key in protocol.COUNT_KEYS if key in metrics}
         if counts:
             try:
                 self.overlaps[site] = OverlapCounts.from_metrics(counts)
             except (KeyError, ValueError, TypeError) as error:
                 return f"{ErrorCode.MALFORMED_OVERLAP_COUNTS}: {error}"
-        problem = self._take_evidence(site, metrics)
+        problem = self._take_label_overlaps(site, metrics) or self._take_evidence(site, metrics)
         if problem is not None:
             return problem
         lists = {key: metrics.pop(key) for key in protocol.HISTOGRAM_KEYS if key in metrics}
@@ -53,12 +64,28 @@ class RoundPool:
                 return f"{ErrorCode.MALFORMED_HISTOGRAM}: {error}"
         return None
 
+    def _take_label_overlaps(self, site: str, metrics: MutableMapping[str, Any]) -> str | None:
+        flat = metrics.pop(protocol.LABEL_OVERLAPS, None)
+        labels = self.scheme.structures if self.scheme is not None else 0
+        if flat is None and not labels:
+            return None
+        try:
+            if flat is None or len(flat) != 3 * labels:
+                raise ValueError(f"a label map of {labels} structures needs {3 * labels} counts")
+            self.label_overlaps[site] = LabelOverlaps.from_array(
+                [flat[3 * k : 3 * k + 3] for k in range(labels)]
+            )
+        except (ValueError, TypeError) as error:
+            return f"{ErrorCode.MALFORMED_OVERLAP_COUNTS}: {error}"
+        return None
+
     def _take_evidence(self, site: str, metrics: MutableMapping[str, Any]) -> str | None:
         keys = (*protocol.CLASS_HISTOGRAM_KEYS, protocol.CONFUSION_MATRIX)
         lists = {key: metrics.pop(key) for key in keys if key in metrics}
-        if not lists and self.scheme is None:
+        binary = self.scheme is None or self.scheme.kind == SEGMENTATION
+        if not lists and binary:
             return None
-        if self.scheme is None:
+        if binary or self.scheme is None:
             return f"{ErrorCode.MALFORMED_HISTOGRAM}: per-class histograms in a binary run"
         try:
             self.evidence[site] = ClassEvidence.from_lists(self.scheme, lists)
@@ -85,6 +112,22 @@ class RoundPool:
         }
         return pooled, document
 
+    def _with_structures(self, pooled: dict[str, Any]) -> dict[str, Any]:
+        """The foreground figures (any structure) kept under ``foreground-*``; the round's Dice and
+        IoU are the means over structures, each structure's own beside them."""
+        assert self.scheme is not None  # label overlaps are taken for a label map only
+        found, self.label_overlaps = self.label_overlaps, {}
+        first, *rest = found.values()
+        per_label = sum(rest, first).metrics(self.scheme.classes)
+        return {
+            **pooled,
+            "foreground-dice": pooled[protocol.DICE],
+            "foreground-iou": pooled[protocol.IOU],
+            protocol.DICE: per_label[MEAN_DICE],
+            protocol.IOU: per_label[MEAN_IOU],
+            **per_label,
+        }
+
     def close(
         self, images: int
     ) -> tuple[dict[str, Any] | None, float | None, dict[str, Any] | None]:
@@ -98,6 +141,8 @@ class RoundPool:
         pooled = (
             pooled_overlap(sum(overlaps.values(), OverlapCounts()), images) if overlaps else None
         )
+        if pooled is not None and self.label_overlaps:
+            pooled = self._with_structures(pooled)
         if not histograms:
             return pooled, None, None
         total = sum(histograms.values(), ScoreHistogram.empty(next(iter(histograms.values())).bins))

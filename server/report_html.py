@@ -35,7 +35,7 @@ def render(
         for title, png in figures.items()
     )
     rounds = (
-        _rounds_table(run["history"], segmentation.ROUND_HEADERS, segmentation.round_cells)
+        _rounds_table(run["history"], segmentation.round_headers(run), segmentation.round_cells)
         if segmentation.is_segmentation(run)
         else _rounds_table(run["history"])
     )

@@ -23,6 +23,7 @@ def card_lines(run: dict[str, Any]) -> list[str]:
         f"- Dice {_fmt(pooled.get('dice'))}, IoU {_fmt(pooled.get('iou'))} over "
         f"{_fmt(pooled.get('n'), 0)} validation images",
         "",
+        *structure_lines(pooled),
         "| site | Dice | IoU | Hausdorff-95 (px) | validation loss |",
         "|---|---|---|---|---|",
     ]
@@ -39,9 +40,38 @@ def card_lines(run: dict[str, Any]) -> list[str]:
     ]
 
 
-ROUND_HEADERS = ("pooled Dice", "pooled IoU")
+def structure_lines(pooled: dict[str, Any]) -> list[str]:
+    """A label map's per-structure table (pooled TP, FP, FN → Dice, IoU); nothing for one mask."""
+    labels = pooled.get("labels") or {}
+    if not labels:
+        return []
+    lines = [
+        f"A label map of {len(labels)} structures: the Dice and IoU above are their means; the "
+        f"foreground (any structure) Dice is {_fmt(pooled.get('foreground-dice'))}.",
+        "",
+        "| structure | Dice | IoU | true-positive px | false-positive px | false-negative px |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {_fmt(m.get('dice'))} | {_fmt(m.get('iou'))} | "
+        f"{_fmt(m.get('true-positives'), 0)} | {_fmt(m.get('false-positives'), 0)} | "
+        f"{_fmt(m.get('false-negatives'), 0)} |"
+        for name, m in labels.items()
+    ]
+    return [*lines, ""]
+
+
+def round_headers(run: dict[str, Any]) -> tuple[str, ...]:
+    """The rounds table's columns: pooled Dice and IoU, and a label map's Dice per structure."""
+    classes = run["config"].get("train", {}).get("classes") or ()
+    return ("pooled Dice", "pooled IoU", *(f"Dice {name}" for name in classes))
 
 
 def round_cells(pooled: dict[str, Any]) -> list[str]:
-    """A round's pooled Dice and IoU, for the report's rounds table."""
-    return [_fmt(pooled.get("dice")), _fmt(pooled.get("iou"))]
+    """A round's pooled Dice and IoU (and each structure's Dice), for the report's rounds table."""
+    labels = pooled.get("labels") or {}
+    return [
+        _fmt(pooled.get("dice")),
+        _fmt(pooled.get("iou")),
+        *(_fmt(found.get("dice")) for found in labels.values()),
+    ]

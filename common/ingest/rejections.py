@@ -36,6 +36,7 @@ class Reason(StrEnum):
     MASK_MISSING = "MASK_MISSING"
     MASK_UNREADABLE = "MASK_UNREADABLE"
     MASK_MISMATCH = "MASK_MISMATCH"
+    MASK_UNKNOWN_LABEL = "MASK_UNKNOWN_LABEL"
 
     @property
     def advice(self) -> str:
@@ -98,6 +99,11 @@ _ADVICE = {
     Reason.MASK_MISMATCH: (
         "the mask's size (rows × columns, frames) must equal its image's: re-export the mask for "
         "this image"
+    ),
+    Reason.MASK_UNKNOWN_LABEL: (
+        "the label map holds a value (or a SEG a segment) outside the run's structures 1..K: "
+        "relabel the mask, or ask the coordinator operator to add the structure to the run's "
+        "classes"
     ),
 }
 

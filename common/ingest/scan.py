@@ -57,8 +57,8 @@ class IngestSettings:
 @dataclass(frozen=True)
 class Samples:
     """N×C×S×S images in [0, 1], labels, the patient group and local key of each sample (local
-    only); for segmentation N×1×S×S masks in {0, 1} (and each label says whether its mask marks
-    anything)."""
+    only); for segmentation N×1×S×S masks in {0, 1}, or 0..K for a label map (and each label
+    says whether its mask marks anything)."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -76,6 +76,7 @@ class _Scan:
     site_dir: Path
     size: int
     with_masks: bool = False  # segmentation: every image needs its mask
+    structures: int = 0  # a label map's K (masks hold 0..K); 0: binary masks
     records: dict[str, FileRecord] = field(default_factory=dict)
     images: dict[str, CachedImage] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
@@ -103,6 +104,7 @@ def ingest_site(
         site_dir,
         settings.size,
         masks,
+        scheme.structures if scheme is not None else 0,
     )
     cache = (
         DecodeCache(Path(settings.cache_dir), settings_key(settings.decode, settings.size))
@@ -295,6 +297,7 @@ def _mask_of(
             columns=int(image.header.get("Columns", 0)),
             frames=len(image.frames),
             size=scan.size,
+            structures=scan.structures,
         ), None
     except Rejected as rejected:
         return None, (rejected.reason, str(rejected))

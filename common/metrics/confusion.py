@@ -41,6 +41,7 @@ from fedscan.common.protocol import (
     DICE,
     F1,
     IOU,
+    LABEL_OVERLAPS,
     PRECISION,
     SENSITIVITY,
 )
@@ -221,6 +222,10 @@ class LabelOverlaps:
 
     def to_array(self) -> np.ndarray:
         return self.counts.astype(np.int64)
+
+    def to_lists(self) -> dict[str, list[int]]:
+        """The counts as a site's reply carries them: K × 3 flattened row by row."""
+        return {LABEL_OVERLAPS: [int(v) for v in self.to_array().reshape(-1)]}
 
     @classmethod
     def from_array(cls, array: Any) -> LabelOverlaps:

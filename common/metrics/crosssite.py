@@ -6,7 +6,9 @@ coordinator then asks every site to evaluate the global model and every
 site's local model. The result is a models × sites table of metrics, plus a
 pooled column per model (summed score histograms, as for the rounds). It
 shows how well a model travels: a local model that wins at home and loses
-elsewhere is overfit to its hospital. The models' names are the records of the cross-site message
+elsewhere is overfit to its hospital. For a multiclass or multilabel run each cell's ``auc`` is
+the site's macro AUC, with every class's AUC under ``classes``, and the pooled column sums the
+per-class evidence. The models' names are the records of the cross-site message
 (:data:`~fedscan.common.protocol.GLOBAL_MODEL`, :func:`~fedscan.common.protocol.local_model_name`).
 """
 
@@ -16,15 +18,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedscan.common import protocol
+from fedscan.common.metrics.classwise import ClassEvidence, pooled_class_metrics
 from fedscan.common.metrics.histogram import ScoreHistogram, pooled_metrics
 
 
 @dataclass(frozen=True)
 class SiteEvaluation:
-    """One site's metrics and score histogram for one model."""
+    """One site's metrics and score histogram (per-class evidence) for one model."""
 
     metrics: Mapping[str, float]
-    histogram: ScoreHistogram
+    histogram: ScoreHistogram | ClassEvidence
+
+    def cell(self) -> dict[str, Any]:
+        """The matrix cell: the site's metrics; per class also its macro AUC as ``auc`` and each
+        class's AUC."""
+        if not isinstance(self.histogram, ClassEvidence):
+            return dict(self.metrics)
+        found = pooled_class_metrics(self.histogram)  # of this one site's evidence
+        classes = {name: detail[protocol.AUC] for name, detail in found["classes"].items()}
+        return {**self.metrics, protocol.AUC: found[protocol.AUC], "classes": classes}
+
+
+def _pooled(evaluations: list[ScoreHistogram | ClassEvidence], threshold: float) -> dict[str, Any]:
+    """A model's pooled column: its summed histograms (or per-class evidence) over the sites."""
+    classes = [found for found in evaluations if isinstance(found, ClassEvidence)]
+    if classes:
+        return pooled_class_metrics(sum(classes[1:], classes[0]))
+    histograms = [found for found in evaluations if isinstance(found, ScoreHistogram)]
+    return pooled_metrics(sum(histograms[1:], histograms[0]), threshold)
 
 
 @dataclass(frozen=True)
@@ -33,8 +55,8 @@ class CrossSiteMatrix:
 
     models: tuple[str, ...]
     sites: tuple[str, ...]
-    cells: Mapping[str, Mapping[str, Mapping[str, float]]]  # model → site → metrics
-    pooled: Mapping[str, Mapping[str, float]]  # model → pooled metrics
+    cells: Mapping[str, Mapping[str, Mapping[str, Any]]]  # model → site → metrics
+    pooled: Mapping[str, Mapping[str, Any]]  # model → pooled metrics
     threshold: float
     notes: tuple[str, ...] = field(default=())
     epsilon: Mapping[str, float] = field(
@@ -83,18 +105,17 @@ def build_matrix(
     """The matrix from ``results[site][model]``; pooled metrics sum each model's histograms over
     sites."""
     sites = sorted(results)
-    cells: dict[str, dict[str, dict[str, float]]] = {model: {} for model in models}
-    pooled: dict[str, dict[str, float]] = {}
+    cells: dict[str, dict[str, dict[str, Any]]] = {model: {} for model in models}
+    pooled: dict[str, dict[str, Any]] = {}
     for model in models:
         histograms = []
         for site in sites:
             evaluation = results[site].get(model)
             if evaluation is not None:
-                cells[model][site] = dict(evaluation.metrics)
+                cells[model][site] = evaluation.cell()
                 histograms.append(evaluation.histogram)
         if histograms:
-            total = sum(histograms, ScoreHistogram.empty(histograms[0].bins))
-            pooled[model] = pooled_metrics(total, threshold)
+            pooled[model] = _pooled(histograms, threshold)
     return CrossSiteMatrix(
         tuple(models),
         tuple(sites),

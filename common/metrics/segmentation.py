@@ -11,6 +11,12 @@ guarantee of the model updates; no mask or pixel position leaves a site.
 Hausdorff-95 (pixels at the model's input size) is the mean over images where
 both the prediction and the truth mark something; it is per site only (a
 distance does not pool from counts).
+
+A label map of K structures (masks 0..K, K + 1 softmax outputs) is predicted by the most probable
+label of each pixel; its counts are K × (TP, FP, FN), one row per structure
+(:class:`~fedscan.common.metrics.confusion.LabelOverlaps`), beside the foreground (any structure)
+counts above; a site's Dice and IoU are then the means over its structures, Hausdorff-95 that of
+the foreground.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 from torch import nn
 
 from fedscan.common.data.imageset import ImageSet
+from fedscan.common.metrics.confusion import MEAN_DICE, MEAN_IOU, LabelOverlaps
 from fedscan.common.metrics.ratios import safe_ratio
 from fedscan.common.protocol import COUNT_KEYS, DICE, HD95, IOU, LOSS
 
@@ -117,16 +124,22 @@ def hausdorff95(predicted: np.ndarray, truth: np.ndarray) -> float:
 
 @torch.no_grad()
 def predict_masks(
-    model: nn.Module, data: ImageSet, *, device: torch.device, batch_size: int = 64
+    model: nn.Module,
+    data: ImageSet,
+    *,
+    device: torch.device,
+    batch_size: int = 64,
+    structures: tuple[str, ...] = (),
 ) -> tuple[np.ndarray, float]:
-    """Foreground probabilities (N×1×S×S) of every image and the mean Dice + log-loss (training
-    loss)."""
+    """Foreground probabilities (N×1×S×S) of every image, or for a label map of ``structures``
+    the (K + 1) label probabilities (N×(K+1)×S×S), and the mean Dice + log-loss (training loss)."""
     from fedscan.common.models.training import training_loss
 
     if data.masks is None:
         raise ValueError("Segmentation needs masks: load the site with masks=True.")
     model.to(device).eval()
-    criterion = training_loss("dice-ce")
+    criterion = training_loss("dice-ce", kind="segmentation", classes=structures)
+    activation = (lambda x: torch.softmax(x, dim=1)) if structures else torch.sigmoid
     probabilities, loss = [], 0.0
     for start in range(0, len(data), batch_size):
         images = data.images[start : start + batch_size].to(device)
@@ -135,8 +148,8 @@ def predict_masks(
             float(criterion(logits, data.masks[start : start + batch_size].to(device)))
             * images.shape[0]
         )
-        probabilities.append(torch.sigmoid(logits).cpu().numpy())
-    shape = (0, *data.images.shape[1:])
+        probabilities.append(activation(logits).cpu().numpy())
+    shape = (0, len(structures) + 1 if structures else 1, *data.images.shape[2:])
     return (
         np.concatenate(probabilities) if probabilities else np.zeros(shape, np.float32)
     ), loss / max(len(data), 1)
@@ -148,6 +161,21 @@ def evaluate_segmentation(
     """(Dice, IoU, Hausdorff-95, loss of ``model`` on ``data``; the overlap counts to pool)."""
     probabilities, loss = predict_masks(model, data, device=device)
     return score_masks(probabilities >= threshold, data.require_masks().numpy() >= 0.5, loss=loss)
+
+
+def evaluate_label_map(
+    model: nn.Module, data: ImageSet, structures: tuple[str, ...], *, device: torch.device
+) -> tuple[dict[str, float], OverlapCounts, LabelOverlaps]:
+    """(mean Dice and IoU over ``structures``, foreground Hausdorff-95, loss; the foreground
+    counts; the per-structure counts) of a label-map model on ``data``."""
+    probabilities, loss = predict_masks(model, data, device=device, structures=structures)
+    predicted = probabilities.argmax(axis=1)[:, None]
+    truth = np.rint(data.require_masks().numpy()).astype(np.int64)
+    metrics, foreground = score_masks(predicted > 0, truth > 0, loss=loss)
+    per_label = LabelOverlaps.of(predicted, truth, labels=len(structures))
+    means = per_label.metrics(structures)
+    metrics.update({DICE: means[MEAN_DICE], IOU: means[MEAN_IOU]})
+    return metrics, foreground, per_label
 
 
 def score_masks(

@@ -19,6 +19,7 @@ from fedscan.common.errors import DataError
 from fedscan.common.files import atomic_write_bytes
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.registry import get_model_spec
+from fedscan.common.tasks import BINARY, outputs
 
 
 def save_checkpoint(
@@ -48,11 +49,11 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         raise DataError(f"Checkpoint {path} needs both {path.name} and {meta_path.name}.")
     try:
         meta = json.loads(meta_path.read_text())
-        classes = meta.get("classes") or []  # multiclass / multilabel: a head per class
+        classes = tuple(meta.get("classes") or ())  # a head per class (or per structure)
         model = build_model(
             meta["model"],
             options=str(meta.get("classical", "")),
-            outputs=len(classes) if meta.get("task") in ("multiclass", "multilabel") else 1,
+            outputs=outputs(str(meta.get("task", BINARY)), classes),
         )
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (KeyError, ValueError, RuntimeError, OSError) as exc:

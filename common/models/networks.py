@@ -3,7 +3,7 @@ InstanceNorm, no in-place ops).
 
 A classification model maps a 1×S×S image to one logit (shape (N,)), or with ``outputs`` K > 1
 (multiclass, multilabel) to K logits (shape (N, K)); a segmentation model (task "segmentation") to
-a 1×S×S map of logits, one per pixel.
+a 1×S×S map of logits, one per pixel, or for a label map of K structures (K + 1)×S×S logits.
 """
 
 from __future__ import annotations
@@ -102,8 +102,9 @@ def _resnet18(outputs: int = 1) -> nn.Module:
     return _SqueezeLogit(_no_inplace(net), outputs)
 
 
-def _unet() -> nn.Module:
-    """MONAI's residual U-Net, 4 levels (16–128 channels), ~0.2 M parameters.
+def _unet(outputs: int = 1) -> nn.Module:
+    """MONAI's residual U-Net, 4 levels (16–128 channels), ~0.2 M parameters; ``outputs`` 1 (a
+    binary mask's logit) or K + 1 (background and K structures of a label map, softmax).
 
     InstanceNorm (affine), not GroupNorm: the last decoder block has one channel, which no group
     count divides. Opacus computes per-sample gradients of its transposed convolutions with
@@ -112,14 +113,15 @@ def _unet() -> nn.Module:
     The output bias starts at the logit of a 2 % foreground prior (as in RetinaNet): findings
     cover a few percent of an image, and from an even start the Dice loss sat at "all background"
     for ~75 SGD steps on the synthetic sites; from the prior, Dice was 0.65 after 25 steps and 0.86
-    after 50 (batch 64, lr 0.1, centralised).
+    after 50 (batch 64, lr 0.1, centralised). A label map starts from the same prior per structure
+    under the softmax (background the rest).
     """
     from monai.networks.nets import UNet
 
     net = UNet(
         spatial_dims=2,
         in_channels=1,
-        out_channels=1,
+        out_channels=outputs,
         channels=(16, 32, 64, 128),
         strides=(2, 2, 2),
         num_res_units=1,
@@ -131,7 +133,11 @@ def _unet() -> nn.Module:
     ][-1]
     assert output.bias is not None  # MONAI's output convolution has a bias
     with torch.no_grad():
-        output.bias.fill_(math.log(FOREGROUND_PRIOR / (1 - FOREGROUND_PRIOR)))
+        if outputs == 1:
+            output.bias.fill_(math.log(FOREGROUND_PRIOR / (1 - FOREGROUND_PRIOR)))
+        else:  # softmax: structure k gets FOREGROUND_PRIOR, background the rest
+            output.bias.fill_(math.log(FOREGROUND_PRIOR))
+            output.bias[0] = math.log(1 - FOREGROUND_PRIOR * (outputs - 1))
     return _no_inplace(net)
 
 
@@ -167,11 +173,11 @@ def build_model(
     """A fresh model, identical for the same seed; ``check_dp`` runs Opacus' validator on it.
 
     ``options`` (run config ``classical``) configures the classical models' preprocessing and
-    features; ``outputs``: the head's units (one per class for multiclass and multilabel; the
-    classical models and the U-Net have one).
+    features; ``outputs``: the head's units (one per class for multiclass and multilabel; for a
+    label map background and one per structure; the classical models have one).
     """
     spec = get_model_spec(name)
-    if outputs != 1 and (spec.classical or spec.task != "classification"):
+    if outputs != 1 and spec.classical:
         raise ModelError(f"Model {name!r} has one output; it cannot serve {outputs} classes.")
     with torch.random.fork_rng():  # seeding must not leak into the caller's RNG
         if seed is not None:

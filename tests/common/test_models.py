@@ -83,3 +83,24 @@ def test_unet_per_sample_gradients_under_opacus_equal_each_image_alone() -> None
             assert torch.allclose(
                 param.grad_sample[index], expected[index][name], atol=1e-5, rtol=1e-3
             ), name
+
+
+@pytest.mark.parametrize("name", ["resnet18", "small-cnn"])  # expanded weights, hooks
+def test_an_empty_poisson_batch_is_a_noise_only_step_and_counted(name: str) -> None:
+    from fedscan.common.models.training import _empty_step
+
+    model = build_model(name, seed=0)
+    data = torch.utils.data.TensorDataset(torch.rand(4, 1, 64, 64), torch.zeros(4))
+    engine = PrivacyEngine()
+    private, optimizer, _ = engine.make_private(
+        module=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        data_loader=torch.utils.data.DataLoader(data, batch_size=2),
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        grad_sample_mode=get_model_spec(name).grad_sample_mode,
+    )
+    before = [p.detach().clone() for p in private.parameters()]
+    _empty_step(private, optimizer)  # a forward pass of 0 images would fail for expanded weights
+    assert all(not torch.equal(a, b) for a, b in zip(before, private.parameters(), strict=True))
+    assert len(engine.accountant.history) == 1  # the step is accounted like any other

@@ -40,7 +40,7 @@ def test_the_class_list_is_checked_and_the_binary_forms_do_not_change() -> None:
         (TrainSettings(task=MULTICLASS, classes=("only",)), "at least 2"),
         (TrainSettings(task=MULTILABEL, classes=("a", "a")), "repeat"),
         (TrainSettings(task=MULTILABEL, classes=("a,b",)), "no commas"),
-        (TrainSettings(classes=("a", "b")), "classes is for task multiclass or multilabel"),
+        (TrainSettings(classes=("a", "b")), "classes is for task multiclass, multilabel or"),
         (TrainSettings(task=MULTILABEL, classes=("a",), model="hog-svm"), "small-cnn"),
     ):
         with pytest.raises(ConfigError, match=match):

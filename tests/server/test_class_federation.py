@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from fedscan.client.app import make_client_app
@@ -110,3 +111,34 @@ def test_a_site_labelled_with_undeclared_findings_refuses_and_the_run_goes_on(
     pooled = lines[-1]["pooled"]
     assert list(pooled["classes"]) == list(FINDINGS) and 0 <= pooled["macro-auc"] <= 1
     assert set(json.loads((run_dir / "final.json").read_text())["thresholds"]) == set(FINDINGS)
+
+
+def test_a_multilabel_cross_site_matrix_gives_macro_auc_per_cell_and_per_class_detail(
+    flower_identity, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from fedscan.common.metrics.classwise import pooled_class_metrics
+    from fedscan.common.metrics.crosssite import CrossSiteMatrix
+
+    sites = generate_sites(tmp_path / "data", SynthConfig(3, 40, 2, task=MULTILABEL))
+    config = replace(_config(MULTILABEL, FINDINGS), cross_site=True)
+    _, run_dir = _run(sites, config, tmp_path)
+    document = json.loads((run_dir / "cross_site.json").read_text())
+    matrix = CrossSiteMatrix.from_json(document)
+    assert matrix.models[0] == "global" and len(matrix.models) == 4  # global + 3 fine-tuned
+    for row in matrix.cells.values():
+        for cell in row.values():
+            assert cell["auc"] == cell["macro-auc"] and set(cell["classes"]) == set(FINDINGS)
+            defined = [v for v in cell["classes"].values() if v is not None and v == v]
+            assert cell["auc"] == pytest.approx(np.mean(defined))  # undefined: no positive
+    for model, pooled in matrix.pooled.items():
+        assert list(pooled["classes"]) == list(FINDINGS) and pooled["auc"] == pooled["macro-auc"]
+        assert 0.0 <= pooled["auc"] <= 1.0, model
+    # The pooled global column is the pooled figure of the run's own last evaluation, summed the
+    # same way (the same model scored at the same sites).
+    histograms = json.loads((run_dir / "histograms.json").read_text())
+    scheme = LabelScheme(MULTILABEL, FINDINGS)
+    summed = ClassEvidence.from_lists(scheme, histograms["pooled"])
+    expected = pooled_class_metrics(summed)["macro-auc"]
+    assert matrix.pooled["global"]["auc"] == expected
