@@ -33,7 +33,7 @@ from fedscan.common.settings import (
     setting,
     wire_keys,
 )
-from fedscan.common.tasks import BINARY, SEGMENTATION, check_classes, model_task
+from fedscan.common.tasks import SEGMENTATION, check_classes, model_task
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean", "krum")
 FlatValue = bool | int | float | str
@@ -299,12 +299,8 @@ def check_training(train: TrainSettings) -> None:
     if train.task not in defaults.TASKS:
         raise ConfigError(f"Unknown task {train.task!r}; use one of {', '.join(defaults.TASKS)}.")
     spec = get_model_spec(train.model)
-    if spec.task != model_task(train.task) or (spec.classical and train.task != BINARY):
-        usable = [
-            name
-            for name in models_for(model_task(train.task))
-            if train.task == BINARY or not get_model_spec(name).classical
-        ]
+    if spec.task != model_task(train.task):
+        usable = models_for(model_task(train.task))
         raise ConfigError(
             f"Model {train.model!r} does not do task {train.task}; choose one of: "
             f"{', '.join(usable)}."

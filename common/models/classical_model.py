@@ -60,15 +60,17 @@ def shared_extractor(kind: str, options: str) -> FeatureExtractor:
 
 class FeatureClassifier(nn.Module):
     """Standardised features → one logit (the SVM's margin or the logistic regression's
-    log-odds)."""
+    log-odds), or one per class (``outputs`` K > 1): one linear model per class on the same
+    features."""
 
-    def __init__(self, kind: str, *, input_size: int, options: str = "") -> None:
+    def __init__(self, kind: str, *, input_size: int, options: str = "", outputs: int = 1) -> None:
         super().__init__()
         self.extractor = shared_extractor(kind, options)
         dimension = self.extractor.dimension(input_size)
         self.register_buffer(MEAN_KEY, torch.zeros(dimension))
         self.register_buffer(SCALE_KEY, torch.ones(dimension))
-        self.linear = nn.Linear(dimension, 1)
+        self.linear = nn.Linear(dimension, outputs)
+        self.outputs = outputs
         nn.init.zeros_(self.linear.weight)  # a linear model needs no symmetry breaking
         nn.init.zeros_(self.linear.bias)
 
@@ -78,7 +80,15 @@ class FeatureClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         mean, scale = self.get_buffer(MEAN_KEY), self.get_buffer(SCALE_KEY)
         standardised = (self.features(images) - mean) / scale
-        return self.linear(standardised).squeeze(1)
+        logits = self.linear(standardised)
+        return logits.squeeze(1) if self.outputs == 1 else logits
+
+
+def one_vs_rest_hinge(margins: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """K linear SVMs at once, ``targets`` an N×K 0/1 matrix: each class's hinge loss, summed over
+    classes and averaged over images (one term per image, as Opacus' per-sample clipping
+    assumes)."""
+    return torch.clamp(1.0 - (2.0 * targets - 1.0) * margins, min=0.0).sum(dim=1).mean()
 
 
 def hinge_loss(margins: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

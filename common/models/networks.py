@@ -145,10 +145,12 @@ FOREGROUND_PRIOR = 0.02
 
 
 def _classical(kind: str) -> Callable[..., nn.Module]:
-    def build(options: str = "") -> nn.Module:
+    def build(options: str = "", outputs: int = 1) -> nn.Module:
         from fedscan.common.models.classical_model import FeatureClassifier
 
-        return FeatureClassifier(kind, input_size=CLASSICAL_INPUT_SIZE, options=options)
+        return FeatureClassifier(
+            kind, input_size=CLASSICAL_INPUT_SIZE, options=options, outputs=outputs
+        )
 
     return build
 
@@ -174,16 +176,14 @@ def build_model(
 
     ``options`` (run config ``classical``) configures the classical models' preprocessing and
     features; ``outputs``: the head's units (one per class for multiclass and multilabel; for a
-    label map background and one per structure; the classical models have one).
+    label map background and one per structure; a classical model one linear model per class).
     """
     spec = get_model_spec(name)
-    if outputs != 1 and spec.classical:
-        raise ModelError(f"Model {name!r} has one output; it cannot serve {outputs} classes.")
     with torch.random.fork_rng():  # seeding must not leak into the caller's RNG
         if seed is not None:
             torch.manual_seed(seed)
         if spec.classical:
-            model = _BUILDERS[name](options)
+            model = _BUILDERS[name](options, outputs)
         else:
             model = _BUILDERS[name](outputs) if outputs != 1 else _BUILDERS[name]()
     if not check_dp:

@@ -200,14 +200,18 @@ def training_loss(
     segmentation Dice + pixel log-loss on logit maps (a label map of ``classes`` structures:
     softmax over background and structures, Dice over the structures only); for ``kind``
     multiclass softmax cross-entropy on the class index, for multilabel per-finding log-loss on
-    the findings' bits.
+    the findings' bits; the SVM's hinge one-vs-rest per class for either.
 
     Every loss is a mean over the batch of per-image losses, as Opacus' per-sample clipping assumes:
     the Dice term is computed per image (``batch=False``), never over the batch's pooled pixels.
     """
     if name == "hinge":
-        from fedscan.common.models.classical_model import hinge_loss
+        from fedscan.common.models.classical_model import hinge_loss, one_vs_rest_hinge
 
+        if kind in (MULTICLASS, MULTILABEL):  # one SVM per class against the rest
+            return lambda margins, labels: one_vs_rest_hinge(
+                margins, class_targets(labels, kind, len(classes))
+            )
         return hinge_loss
     if name == "dice-ce":
         from monai.losses import DiceCELoss
@@ -228,6 +232,13 @@ def training_loss(
             per_finding(logits, finding_matrix(labels, len(classes))).sum(dim=1).mean()
         )
     return nn.BCEWithLogitsLoss()
+
+
+def class_targets(labels: torch.Tensor, kind: str, classes: int) -> torch.Tensor:
+    """N×K 0/1 targets: one-hot class indices (multiclass) or the findings' bits (multilabel)."""
+    if kind == MULTICLASS:
+        return nn.functional.one_hot(labels.long(), classes).float()
+    return finding_matrix(labels, classes)
 
 
 def finding_matrix(labels: torch.Tensor, findings: int) -> torch.Tensor:
