@@ -31,8 +31,8 @@ from fedscan.common.metrics.histogram import (
 )
 from fedscan.common.metrics.segmentation import (
     OverlapCounts,
-    evaluate_label_map,
     predict_masks,
+    score_label_map,
     score_masks,
 )
 from fedscan.common.models.checkpoint import load_checkpoint
@@ -241,14 +241,15 @@ def _label_map_checkpoint(
     """Mean and per-structure Dice and IoU (pooled TP, FP, FN over the folder), foreground
     Hausdorff-95 and loss of a label-map checkpoint."""
     structures = tuple(meta["classes"])
-    metrics, foreground, per_label = evaluate_label_map(
-        model, images, structures, device=resolve_device(device)
+    probabilities, loss = predict_masks(
+        model, images, device=resolve_device(device), structures=structures
+    )
+    predicted = probabilities.argmax(axis=1)  # one prediction for the figures and the table
+    metrics, foreground, per_label = score_label_map(
+        predicted[:, None], images, structures, loss=loss
     )
     if predictions is not None:
-        probabilities, _ = predict_masks(
-            model, images, device=resolve_device(device), structures=structures
-        )
-        write_label_overlaps(predictions, images, probabilities.argmax(axis=1), structures)
+        write_label_overlaps(predictions, images, predicted, structures)
     return {
         **metrics,
         **per_label.metrics(structures),

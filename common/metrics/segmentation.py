@@ -169,7 +169,13 @@ def evaluate_label_map(
     """(mean Dice and IoU over ``structures``, foreground Hausdorff-95, loss; the foreground
     counts; the per-structure counts) of a label-map model on ``data``."""
     probabilities, loss = predict_masks(model, data, device=device, structures=structures)
-    predicted = probabilities.argmax(axis=1)[:, None]
+    return score_label_map(probabilities.argmax(axis=1)[:, None], data, structures, loss=loss)
+
+
+def score_label_map(
+    predicted: np.ndarray, data: ImageSet, structures: tuple[str, ...], *, loss: float
+) -> tuple[dict[str, float], OverlapCounts, LabelOverlaps]:
+    """:func:`evaluate_label_map`'s figures for predicted N×1×S×S label maps of ``data``."""
     truth = np.rint(data.require_masks().numpy()).astype(np.int64)
     metrics, foreground = score_masks(predicted > 0, truth > 0, loss=loss)
     per_label = LabelOverlaps.of(predicted, truth, labels=len(structures))
