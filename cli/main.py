@@ -130,16 +130,22 @@ def simulate(
     data: Annotated[
         str,
         typer.Option(
-            help="synthetic | npz:PATH | dicom:DIR_A,DIR_B,... (site folders, each with "
-            "labels.csv) | dicom:DIR (a folder of site folders)."
+            help="synthetic | synthetic-ct (chest-CT series, 3-D models) | npz:PATH | "
+            "dicom:DIR_A,DIR_B,... (site folders, each with labels.csv) | dicom:DIR (a folder "
+            "of site folders)."
         ),
     ] = "synthetic",
     partition: Annotated[
         str, typer.Option(help="How npz data is split: iid | dirichlet:ALPHA.")
     ] = "iid",
     images_per_site: Annotated[
-        int, typer.Option(help="Images per synthetic site.")
-    ] = defaults.IMAGES_PER_SITE,
+        int | None,
+        typer.Option(
+            help=f"Images per synthetic site (default {defaults.IMAGES_PER_SITE}; synthetic-ct: "
+            f"series per site, default {defaults.VOLUMES_PER_SITE}).",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     out: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path("runs"),
     cache_dir: Annotated[
@@ -181,6 +187,9 @@ def simulate(
             )
             return
         choice = DataChoice.parse(data)
+        if images_per_site is None:
+            ct = choice.kind == "synthetic-ct"
+            images_per_site = defaults.VOLUMES_PER_SITE if ct else defaults.IMAGES_PER_SITE
         simulation = Simulation(
             choice, count_sites(choice, sites), partition, images_per_site, device
         )

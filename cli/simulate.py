@@ -83,6 +83,7 @@ def run_simulation(
             "An npz file holds no masks: segmentation runs on site folders whose labels CSV names "
             "a mask per image (--data synthetic or dicom:DIR,...)."
         )
+    _check_dimensions(config, simulation)
     with StopSignals(interrupt=True), tempfile.TemporaryDirectory(prefix="fedscan-sim-") as tmp:
         workdir = Path(tmp)
         # Synthetic sites and npz partitions follow the run's seed: a resumed run sees the same
@@ -108,6 +109,24 @@ def run_simulation(
             _run_engine(workdir, app_dir, run_dir, federation, table.update)
         wall = time.monotonic() - started
     return _summary(config, run_dir, wall)
+
+
+def _check_dimensions(config: RunConfig, simulation: Simulation) -> None:
+    """A 3-D model needs series (synthetic-ct or DICOM folders); synthetic-ct needs a 3-D model."""
+    from fedscan.common.models.registry import get_model_spec
+
+    volumetric = get_model_spec(config.train.model).volumetric
+    kind = simulation.choice.kind
+    if volumetric and kind in ("synthetic", "npz"):
+        raise ConfigError(
+            f"Model {config.train.model} trains on volumes (DICOM series); use --data "
+            "synthetic-ct or dicom:DIR,... with CT or MR series."
+        )
+    if kind == "synthetic-ct" and not volumetric:
+        raise ConfigError(
+            f"--data synthetic-ct holds CT series; model {config.train.model} reads 2-D "
+            "images. Use cnn3d, densenet3d or unet3d (the default for the task when none is set)."
+        )
 
 
 def _run_directory(out: Path, simulation: Simulation, resume_id: str | None) -> RunDirectory:

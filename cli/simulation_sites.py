@@ -23,11 +23,14 @@ from fedscan.common.ingest.labels import DEFAULT_LABELS_FILE, LabelSpec
 from fedscan.common.tasks import BINARY, MULTICLASS, MULTILABEL, SEGMENTATION
 
 SYNTH_CLASSES = {MULTICLASS: MULTICLASS_CLASSES, MULTILABEL: FINDINGS}  # simulate's classes
+SYNTHETIC_CT = "synthetic-ct"
+CT_MODELS = {BINARY: "cnn3d", SEGMENTATION: "unet3d"}  # synthetic-ct's models by task
 
 
 @dataclass(frozen=True)
 class DataChoice:
-    """``synthetic``, ``npz:PATH``, or ``dicom:DIR[,DIR...]``.
+    """``synthetic``, ``synthetic-ct`` (CT series for the 3-D models), ``npz:PATH``, or
+    ``dicom:DIR[,DIR...]``.
 
     For ``dicom``, each DIR is one site folder with its ``labels.csv``; a single
     DIR without ``labels.csv`` is a folder of such site folders.
@@ -38,12 +41,13 @@ class DataChoice:
 
     @classmethod
     def parse(cls, text: str) -> DataChoice:
-        if text == "synthetic":
-            return cls("synthetic")
+        if text in ("synthetic", SYNTHETIC_CT):
+            return cls(text)
         kind, _, listed = text.partition(":")
         if kind not in ("npz", "dicom") or not listed:
             raise ConfigError(
-                f"Unknown --data {text!r}; use synthetic, npz:PATH or dicom:DIR[,DIR...]."
+                f"Unknown --data {text!r}; use synthetic, synthetic-ct, npz:PATH or "
+                "dicom:DIR[,DIR...]."
             )
         paths = tuple(
             Path(item).expanduser().resolve() for item in listed.split(",") if item.strip()
@@ -85,6 +89,10 @@ class Simulation:
     images_per_site: int = defaults.IMAGES_PER_SITE
     device: str = "auto"
 
+    @property
+    def synthetic(self) -> bool:
+        return self.choice.kind in ("synthetic", SYNTHETIC_CT)
+
     def __post_init__(self) -> None:
         if self.sites < 2:
             raise ConfigError("--sites must be at least 2: a federation needs two hospitals.")
@@ -96,7 +104,7 @@ class Simulation:
             )
 
     def to_json(self) -> dict[str, Any]:
-        synthetic = self.choice.kind == "synthetic"
+        synthetic = self.synthetic
         return {
             "data": self.choice.describe(),
             "sites": self.sites,
@@ -130,11 +138,24 @@ def count_sites(choice: DataChoice, requested: int | None) -> int:
 
 def synthetic_classes(choice: DataChoice, settings: Mapping[str, Any]) -> dict[str, Any]:
     """``settings`` with the synthetic hospitals' class list when a multiclass or multilabel
-    simulation on them names none (a run on real data must declare its own)."""
+    simulation on them names none (a run on real data must declare its own); on synthetic CT the
+    3-D model of the task when none is named."""
     task = settings.get("task")
+    if choice.kind == SYNTHETIC_CT:
+        return _ct_settings(settings)
     if choice.kind != "synthetic" or settings.get("classes") or task not in SYNTH_CLASSES:
         return dict(settings)
     return {**settings, "classes": ",".join(SYNTH_CLASSES[task])}
+
+
+def _ct_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    task = settings.get("task") or BINARY
+    if task not in CT_MODELS or settings.get("classes"):
+        raise ConfigError(
+            "The synthetic CT hospitals have one finding, nodules: use --task classification "
+            "(a nodule or not) or segmentation (its 3-D mask), without --classes."
+        )
+    return {"model": CT_MODELS[task], **settings}
 
 
 def plan_sources(
@@ -157,6 +178,11 @@ def plan_sources(
                 f"--data {choice.describe()} holds {len(site_dirs)} site folders with "
                 f"{DEFAULT_LABELS_FILE}; --sites asks for {sites}."
             )
+    elif choice.kind == SYNTHETIC_CT:
+        from fedscan.common.data.synth_ct import CTConfig, generate_ct_sites
+
+        ct = CTConfig(sites, simulation.images_per_site, seed)
+        site_dirs = generate_ct_sites(workdir / "synthetic-ct", ct)
     else:
         config = _synth_config(simulation, seed, task, classes)
         site_dirs = generate_sites(workdir / "synthetic", config)

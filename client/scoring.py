@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord
 from fedscan.client.site import Site
 from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import ImageSet, SiteData
+from fedscan.common.data.sources import volume_input
 from fedscan.common.metrics.classification import binary_metrics, predict
 from fedscan.common.metrics.histogram import ScoreHistogram
 from fedscan.common.models.networks import build_model
@@ -35,7 +36,12 @@ def load_for(site: Site, train: TrainSettings) -> SiteData:
     classes; with every image's mask when the model segments."""
     spec = get_model_spec(train.model)
     scheme = LabelScheme(train.task, train.classes)
-    return site.source.load(spec.input_size, masks=spec.task == "segmentation", scheme=scheme)
+    return site.source.load(
+        spec.input_size,
+        masks=spec.task == "segmentation",
+        scheme=scheme,
+        volume=volume_input(spec),
+    )
 
 
 def score(

@@ -20,7 +20,7 @@ from typing import Any
 from fedscan import __version__
 from fedscan.common import defaults, protocol
 from fedscan.common.errors import ConfigError
-from fedscan.common.models.registry import get_model_spec, models_for
+from fedscan.common.models.registry import MODELS, get_model_spec, models_for
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.settings import (
     Key,
@@ -206,6 +206,7 @@ class RunConfig:
             **task_defaults(str(flat.get(_TASK_KEY, "classification"))),
             **{name: value for name, value in flat.items() if name in keys},
         }
+        merged = {**model_defaults(str(merged.get(_MODEL_KEY, defaults.MODEL))), **merged}
         return cls(
             **nest(
                 cls, {keys[name].path: _read(keys[name], value) for name, value in merged.items()}
@@ -239,6 +240,15 @@ class RunConfig:
 
 
 _TASK_KEY = protocol.config_key("task")
+_MODEL_KEY = protocol.config_key("model")
+_BATCH_KEY = protocol.config_key("batch_size")
+
+
+def model_defaults(model: str) -> dict[str, FlatValue]:
+    """The flat keys whose default depends on the model (a 3-D model's batch size); none for an
+    unknown model (validation names it)."""
+    spec = MODELS.get(model)
+    return {_BATCH_KEY: spec.batch_size} if spec is not None and spec.batch_size else {}
 
 
 def task_defaults(task: str) -> dict[str, FlatValue]:

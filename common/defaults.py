@@ -28,6 +28,7 @@ STRATEGY = "fedavg"
 SEED = 0  # a run's seed (model initialisation, node sampling), and the synthetic sites'
 SITES = 3
 IMAGES_PER_SITE = 300
+VOLUMES_PER_SITE = 60  # synthetic CT: series per site (each ~40 slices; ~6 s to write a site)
 VAL_FRACTION = 0.25  # share of a site's patients kept for validation (stratified by label)
 FRAMES = "middle"  # multi-frame files: one sample, the middle frame ("all": every frame a sample)
 DECODE_WORKERS = 2  # decoder processes per site

@@ -1,7 +1,8 @@
 """Training-time augmentation: a light, label-preserving random affine per sample (MONAI).
 
-For segmentation one random affine moves an image and its mask together (the mask by nearest
-neighbour), so they stay aligned.
+Volumes (N×1×D×S×S) get the 3-D affine: a few voxels of shift, a small turn in the axial plane
+and ±6 % scale. For segmentation one random affine moves an image and its mask together (the mask
+by nearest neighbour), so they stay aligned.
 """
 
 from __future__ import annotations
@@ -18,6 +19,17 @@ _AFFINE: dict[str, Any] = {
     "rotate_range": 0.08,
     "translate_range": (3, 3),
     "scale_range": (0.06, 0.06),
+    "padding_mode": "border",
+}
+
+
+# Canonical volume axes are z, y, x (inferior → superior first): MONAI's first rotation angle
+# turns the axial (y, x) plane, as a patient lies a little askew on the table.
+_AFFINE_3D: dict[str, Any] = {
+    "prob": 0.7,
+    "rotate_range": (0.08, 0.0, 0.0),
+    "translate_range": (1, 2, 2),
+    "scale_range": (0.06, 0.06, 0.06),
     "padding_mode": "border",
 }
 
@@ -48,11 +60,12 @@ class TrainingSet(torch.utils.data.Dataset):
         # float32 holds a bit set exactly only up to 24 findings.
         self.integer_labels = integer_labels
         self.augment: Any = None  # MONAI's RandAffine, or RandAffined for an image and its mask
+        ranges = _AFFINE_3D if data.images.ndim == 5 else _AFFINE
         if augment and not segmentation:
-            self.augment = RandAffine(**_AFFINE).set_random_state(seed)
+            self.augment = RandAffine(**ranges).set_random_state(seed)
         elif augment:
             self.augment = RandAffined(
-                keys=("image", "mask"), mode=("bilinear", "nearest"), **_AFFINE
+                keys=("image", "mask"), mode=("bilinear", "nearest"), **ranges
             ).set_random_state(seed)
 
     def __len__(self) -> int:

@@ -10,6 +10,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from fedscan.common.ingest.dicom import DecodeOptions
 from fedscan.common.ingest.labels import LabelSpec
 from fedscan.common.ingest.scan import IngestSettings, Samples, ingest_site
 from fedscan.common.tasks import LabelScheme
+
+if TYPE_CHECKING:
+    from fedscan.common.ingest.series.assemble import VolumeSettings
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,41 @@ def load_site(
         train=_subset(samples, train_idx),
         val=_subset(samples, val_idx),
         rejected=report.rejected_by_reason(),
+    )
+
+
+def load_volume_site(
+    site_dir: Path,
+    settings: VolumeSettings,
+    *,
+    labels: LabelSpec | None = None,
+    val_fraction: float = defaults.VAL_FRACTION,
+    seed: int = 0,
+    masks: bool = False,
+    scheme: LabelScheme | None = None,
+) -> SiteData:
+    """Assemble a site's DICOM series into volumes (see
+    :mod:`fedscan.common.ingest.series.assemble`), one sample per series, split by patient.
+
+    Raises :class:`DataError` when not one series is usable; the message holds counts only.
+    """
+    from fedscan.common.ingest.series.assemble import ingest_volumes
+
+    samples, report = ingest_volumes(
+        Path(site_dir), labels or LabelSpec(), settings, masks=masks, scheme=scheme
+    )
+    rejected = report.rejected_by_reason()
+    if rejected:
+        log.warning("Left out %s series or files: %s", sum(rejected.values()), rejected)
+    if len(samples.labels) == 0:
+        raise DataError(
+            f"No usable series at this site: 0 of {len(report.series)} series accepted from "
+            f"{report.files} files (rejected: {rejected or 'none found'}). Run `fedscan data "
+            "check --volumes` on the site folder for the reasons."
+        )
+    train_idx, val_idx = patient_split(samples.labels, samples.groups, val_fraction, seed)
+    return SiteData(
+        train=_subset(samples, train_idx), val=_subset(samples, val_idx), rejected=rejected
     )
 
 

@@ -17,11 +17,24 @@ from fedscan.common import defaults
 from fedscan.common.errors import DataError
 from fedscan.common.ingest.cache import default_cache_dir
 from fedscan.common.ingest.labels import LabelSpec
+from fedscan.common.ingest.series.intensity import POLICY_HELP
 from fedscan.common.settings import described, setting
 from fedscan.common.tasks import LabelScheme
 
 if TYPE_CHECKING:
     from fedscan.common.data.imageset import SiteData
+    from fedscan.common.ingest.series.assemble import VolumeSettings
+    from fedscan.common.ingest.series.resample import VolumeInput
+    from fedscan.common.models.registry import ModelSpec
+
+
+def volume_input(spec: ModelSpec) -> VolumeInput | None:
+    """A 3-D model's input (depth × side × side voxels of its spacing); None for a 2-D model."""
+    if not spec.volumetric:
+        return None
+    from fedscan.common.ingest.series.resample import VolumeInput
+
+    return VolumeInput(spec.depth, spec.input_size, spec.voxel_mm)
 
 
 class SiteSource(Protocol):
@@ -31,7 +44,12 @@ class SiteSource(Protocol):
     def name(self) -> str: ...
 
     def load(
-        self, size: int, *, masks: bool = False, scheme: LabelScheme | None = None
+        self,
+        size: int,
+        *,
+        masks: bool = False,
+        scheme: LabelScheme | None = None,
+        volume: VolumeInput | None = None,
     ) -> SiteData: ...
 
 
@@ -75,14 +93,28 @@ class FolderSource:
     val_fraction: float = setting(
         defaults.VAL_FRACTION, help="Share of patients kept for validation, in [0, 1)."
     )
+    intensity: str = setting(
+        "auto",
+        help="Volumes (3-D models): how modality values become [0, 1]: " + POLICY_HELP + ".",
+    )
+    min_slices: int = setting(
+        8, help="Volumes: the fewest slices a series may have (fewer: SERIES_TOO_FEW_SLICES)."
+    )
     seed: int = 0
 
     def load(
-        self, size: int, *, masks: bool = False, scheme: LabelScheme | None = None
+        self,
+        size: int,
+        *,
+        masks: bool = False,
+        scheme: LabelScheme | None = None,
+        volume: VolumeInput | None = None,
     ) -> SiteData:
         from fedscan.common.data.site import load_site
         from fedscan.common.ingest import DecodeOptions, PoolSettings
 
+        if volume is not None:
+            return self._load_volumes(volume, masks=masks, scheme=scheme)
         return load_site(
             Path(self.site_dir),
             size=size,
@@ -90,6 +122,35 @@ class FolderSource:
             decode=DecodeOptions(frames=self.frames),
             pool=PoolSettings(workers=self.workers, timeout_s=self.decode_timeout_s),
             cache_dir=self.cache_dir,
+            val_fraction=self.val_fraction,
+            seed=self.seed,
+            masks=masks,
+            scheme=scheme,
+        )
+
+    def volume_settings(self, volume: VolumeInput) -> VolumeSettings:
+        """How this site assembles series for a 3-D model's input."""
+        from fedscan.common.ingest import PoolSettings
+        from fedscan.common.ingest.series.assemble import VolumeSettings
+        from fedscan.common.ingest.series.geometry import SeriesLimits
+
+        return VolumeSettings(
+            volume,
+            intensity=self.intensity,
+            limits=SeriesLimits(min_slices=self.min_slices),
+            pool=PoolSettings(workers=self.workers, timeout_s=self.decode_timeout_s),
+            cache_dir=self.cache_dir,
+        )
+
+    def _load_volumes(
+        self, volume: VolumeInput, *, masks: bool, scheme: LabelScheme | None
+    ) -> SiteData:
+        from fedscan.common.data.site import load_volume_site
+
+        return load_volume_site(
+            Path(self.site_dir),
+            self.volume_settings(volume),
+            labels=self.labels,
             val_fraction=self.val_fraction,
             seed=self.seed,
             masks=masks,
@@ -109,8 +170,18 @@ class NpzShardSource:
     seed: int = 0
 
     def load(
-        self, size: int, *, masks: bool = False, scheme: LabelScheme | None = None
+        self,
+        size: int,
+        *,
+        masks: bool = False,
+        scheme: LabelScheme | None = None,
+        volume: VolumeInput | None = None,
     ) -> SiteData:
+        if volume is not None:
+            raise DataError(
+                "An npz site holds 2-D images; a 3-D model trains on DICOM series (a site "
+                "folder, or --data synthetic-ct)."
+            )
         if masks:
             raise DataError(
                 "An npz site has no masks; segmentation needs a site folder whose labels CSV "

@@ -12,6 +12,9 @@ Grayscale DICOM pixel semantics, in order:
 Colour (RGB, YBR_* — converted to RGB by pydicom —, PALETTE COLOR) is scaled by its bit
 depth, then reduced to luminance (ITU-R BT.601) for 1-channel models or kept for 3.
 Multi-frame files give the middle frame or every frame (``frames`` policy).
+For volumes (``values = "modality"``) a grayscale frame stops after step 2: the modality values
+themselves (HU for CT, exactly slope · stored + intercept, per frame for an enhanced multi-frame
+object), unclipped and unscaled; the series' intensity policy maps them later.
 This module imports no torch, so decoding can run in a light worker process.
 """
 
@@ -37,6 +40,7 @@ from fedscan.common.ingest.raster import RASTER_SIGNATURES, decode_raster, lumin
 from fedscan.common.ingest.rejections import Reason
 
 FRAME_POLICIES = ("middle", "all")
+VALUE_KINDS = ("display", "modality")  # [0, 1] after the VOI, or the modality values (volumes)
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = (
     "RGB",
@@ -65,6 +69,7 @@ class DecodeOptions:
     channels: int = 1
     frames: str = defaults.FRAMES
     limits: DecodeLimits = field(default_factory=DecodeLimits)
+    values: str = "display"
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -73,6 +78,8 @@ class DecodeOptions:
             raise ValueError(
                 f"frames must be one of {', '.join(FRAME_POLICIES)}; got {self.frames!r}."
             )
+        if self.values not in VALUE_KINDS:
+            raise ValueError(f"values must be one of {', '.join(VALUE_KINDS)}.")
 
 
 def decode_file(path: Path, options: DecodeOptions) -> Decoded:
@@ -110,10 +117,15 @@ def decode_dicom(path: Path, options: DecodeOptions) -> Decoded:
     photometric = _check_photometric(ds, geometry)
     header.check_native_length(ds, path, tsyntax, geometry)
     indices = frame_indices(geometry.frames, options.frames)
-    frames = [
-        _to_channels(ds, _decode_frame(ds, index), photometric, options.channels)
-        for index in indices
-    ]
+    if options.values == "modality":
+        frames = [
+            modality_values(ds, _decode_frame(ds, index), index, photometric) for index in indices
+        ]
+    else:
+        frames = [
+            _to_channels(ds, _decode_frame(ds, index), photometric, options.channels)
+            for index in indices
+        ]
     facts: dict[str, Any] = {name: str(ds.get(name, "") or "") for name in HEADER_FIELDS}
     facts.update(
         format="DICOM",
@@ -175,6 +187,43 @@ def _to_channels(ds: Dataset, raw: np.ndarray, photometric: str, channels: int) 
     if float(rgb.max()) == float(rgb.min()):
         raise Rejected(Reason.BLANK_IMAGE, "Every pixel has the same colour.")
     return luminance(rgb)[None] if channels == 1 else np.moveaxis(rgb, -1, 0)
+
+
+def modality_values(ds: Dataset, raw: np.ndarray, index: int, photometric: str) -> np.ndarray:
+    """1×H×W modality values of frame ``index``: slope · stored + intercept in float64 (exact for
+    integer stored values), from the top-level Rescale attributes or, in an enhanced multi-frame
+    object, the frame's Pixel Value Transformation; a Modality LUT Sequence through pydicom."""
+    if photometric not in GRAYSCALE:
+        raise Rejected(
+            Reason.UNSUPPORTED_PHOTOMETRIC, f"A volume needs grayscale slices, not {photometric}."
+        )
+    if "ModalityLUTSequence" in ds:
+        return apply_modality_lut(raw, ds).astype(np.float32)[None]
+    slope, intercept = rescale_of(ds, index)
+    return (raw.astype(np.float64) * slope + intercept).astype(np.float32)[None]
+
+
+def rescale_of(ds: Dataset, index: int) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of frame ``index``: per-frame, shared or top-level groups;
+    (1, 0) when none is given."""
+    sources = []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and index < len(per_frame):
+        sources.append(per_frame[index])
+    sources.extend(ds.get("SharedFunctionalGroupsSequence") or [])
+    for group in sources:
+        transform = group.get("PixelValueTransformationSequence")
+        if transform:
+            return _rescale(transform[0])
+    return _rescale(ds)
+
+
+def _rescale(item: Any) -> tuple[float, float]:
+    slope, intercept = item.get("RescaleSlope"), item.get("RescaleIntercept")
+    return (
+        1.0 if slope in (None, "") else float(slope),
+        0.0 if intercept in (None, "") else float(intercept),
+    )
 
 
 def grayscale_to_unit(ds: Dataset, raw: np.ndarray) -> np.ndarray:

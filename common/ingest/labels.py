@@ -1,12 +1,13 @@
 """A site's labels CSV: which column identifies an image, which holds its class (and its mask).
 
 The key column matches either the file's path relative to the site folder
-(``key = "path"``) or a DICOM attribute (SOPInstanceUID, StudyInstanceUID,
+(``key = "path"``) or a DICOM attribute (SOPInstanceUID, SeriesInstanceUID, StudyInstanceUID,
 AccessionNumber, PatientID); a study- or patient-level key labels every image
-it matches. An optional patient column groups images for the split when the
-files carry no PatientID (PNG/JPEG sites). For segmentation a mask column names
-each image's mask file; the class column is then not needed (an image's class
-is whether its mask marks anything).
+it matches. For volumes (a 3-D model) a row labels a series: ``path`` is then the series' folder
+(or, for one enhanced multi-frame file, the file), and SOPInstanceUID is refused.
+An optional patient column groups images for the split when the files carry no PatientID
+(PNG/JPEG sites). For segmentation a mask column names each image's mask file; the class column
+is then not needed (an image's class is whether its mask marks anything).
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ from fedscan.common.ingest.classlabels import Parsed, RowParser, row_parser
 from fedscan.common.settings import Names, setting
 from fedscan.common.tasks import LabelScheme
 
-KEY_KINDS = ("path", "SOPInstanceUID", "StudyInstanceUID", "AccessionNumber", "PatientID")
+KEY_KINDS = (
+    "path",
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "AccessionNumber",
+    "PatientID",
+)
 DEFAULT_LABELS_FILE = "labels.csv"
 _SNAKE = {
     "SOPInstanceUID": "sop_instance_uid",
+    "SeriesInstanceUID": "series_instance_uid",
     "StudyInstanceUID": "study_instance_uid",
     "AccessionNumber": "accession_number",
     "PatientID": "patient_id",

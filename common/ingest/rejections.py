@@ -37,6 +37,17 @@ class Reason(StrEnum):
     MASK_UNREADABLE = "MASK_UNREADABLE"
     MASK_MISMATCH = "MASK_MISMATCH"
     MASK_UNKNOWN_LABEL = "MASK_UNKNOWN_LABEL"
+    # Volumes (a CT or MR series assembled from its slices): one code per series.
+    SERIES_NO_GEOMETRY = "SERIES_NO_GEOMETRY"
+    SERIES_INCONSISTENT = "SERIES_INCONSISTENT"
+    SERIES_MIXED_PIXELS = "SERIES_MIXED_PIXELS"
+    SERIES_LOCALIZER = "SERIES_LOCALIZER"
+    SERIES_OBLIQUE = "SERIES_OBLIQUE"
+    SERIES_TOO_FEW_SLICES = "SERIES_TOO_FEW_SLICES"
+    SERIES_DUPLICATE_POSITION = "SERIES_DUPLICATE_POSITION"
+    SERIES_MISSING_SLICE = "SERIES_MISSING_SLICE"
+    SERIES_IRREGULAR_SPACING = "SERIES_IRREGULAR_SPACING"
+    SERIES_FRAME_COUNT = "SERIES_FRAME_COUNT"
 
     @property
     def advice(self) -> str:
@@ -104,6 +115,46 @@ _ADVICE = {
         "the label map holds a value (or a SEG a segment) outside the run's structures 1..K: "
         "relabel the mask, or ask the coordinator operator to add the structure to the run's "
         "classes"
+    ),
+    Reason.SERIES_NO_GEOMETRY: (
+        "a slice lacks a usable ImagePositionPatient, ImageOrientationPatient or PixelSpacing "
+        "(or a SeriesInstanceUID): re-export the series from the archive with its geometry"
+    ),
+    Reason.SERIES_INCONSISTENT: (
+        "the series' slices differ in orientation, size or pixel spacing: export each "
+        "acquisition as its own series"
+    ),
+    Reason.SERIES_MIXED_PIXELS: (
+        "the slices differ in rescale slope/intercept or photometric interpretation, or are "
+        "colour: re-export the series with one pixel encoding"
+    ),
+    Reason.SERIES_LOCALIZER: (
+        "a localizer (scout) image is mixed into the series: move it out of the series' folder "
+        "or give it its own SeriesInstanceUID"
+    ),
+    Reason.SERIES_OBLIQUE: (
+        "the slices are tilted more than 37° from every patient axis: reformat the series to "
+        "axial, coronal or sagittal at the scanner or workstation"
+    ),
+    Reason.SERIES_TOO_FEW_SLICES: (
+        "the series has fewer slices than a volume needs: export the full series, or lower the "
+        "site's min-slices"
+    ),
+    Reason.SERIES_DUPLICATE_POSITION: (
+        "two slices share a position along the slice normal: remove the duplicate (often a "
+        "second reconstruction filed under the same series)"
+    ),
+    Reason.SERIES_MISSING_SLICE: (
+        "a gap between slices exceeds 1.5 × the median spacing: a slice is missing; copy the "
+        "whole series again from the archive (PACS)"
+    ),
+    Reason.SERIES_IRREGULAR_SPACING: (
+        "slice spacing varies beyond the tolerance: export a series reconstructed at one "
+        "spacing, or raise the site's spacing-tolerance"
+    ),
+    Reason.SERIES_FRAME_COUNT: (
+        "a multi-frame object's per-frame geometry does not match its NumberOfFrames: "
+        "re-export the object"
     ),
 }
 

@@ -111,7 +111,8 @@ def ingest_site(
         if settings.cache_dir
         else None
     )
-    files, ignored = scan_files(site_dir, exclude=_excluded(site_dir, labels, settings, scan.table))
+    excluded = excluded_paths(site_dir, labels, settings.cache_dir, scan.table)
+    files, ignored = scan_files(site_dir, exclude=excluded)
     jobs = [
         job for relative in files if (job := _triage(scan, site_dir, relative, cache)) is not None
     ]
@@ -149,13 +150,14 @@ def scan_files(site_dir: Path, *, exclude: frozenset[Path] = frozenset()) -> tup
     return sorted(found), ignored
 
 
-def _excluded(
-    site_dir: Path, labels: LabelSpec, settings: IngestSettings, table: LabelTable
+def excluded_paths(
+    site_dir: Path, labels: LabelSpec, cache_dir: str, table: LabelTable
 ) -> frozenset[Path]:
+    """What a scan skips: the labels CSV, the masks it names and the cache folder."""
     paths = {labels.csv_path(site_dir).resolve(), (site_dir / DEFAULT_LABELS_FILE).resolve()}
     paths.update((site_dir / mask).resolve() for mask in table.masks.values())
-    if settings.cache_dir:
-        paths.add(Path(settings.cache_dir).resolve())
+    if cache_dir:
+        paths.add(Path(cache_dir).resolve())
     return frozenset(paths)
 
 

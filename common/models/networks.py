@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fedscan.common.errors import ModelError
+from fedscan.common.models.layers import FOREGROUND_PRIOR, SqueezeLogit, no_inplace
 from fedscan.common.models.registry import CLASSICAL_INPUT_SIZE, MODELS, get_model_spec
 
 
@@ -53,29 +54,6 @@ class SmallCNN(nn.Module):
         return logits.squeeze(1) if self.outputs == 1 else logits
 
 
-class _SqueezeLogit(nn.Module):
-    """Wrap a MONAI classifier so that one output unit returns shape (N,), K units (N, K)."""
-
-    def __init__(self, net: nn.Module, outputs: int = 1) -> None:
-        super().__init__()
-        self.net = net
-        self.outputs = outputs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x)
-        return logits.squeeze(1) if self.outputs == 1 else logits
-
-
-def _no_inplace(model: nn.Module) -> nn.Module:
-    # MONAI's norm/act arguments do not reach every layer: fix what remains.
-    from opacus.validators import ModuleValidator
-
-    for module in model.modules():
-        if hasattr(module, "inplace"):
-            setattr(module, "inplace", False)  # noqa: B010 - an attribute of some module types only
-    return ModuleValidator.fix(model)
-
-
 def _densenet121(outputs: int = 1) -> nn.Module:
     from monai.networks.nets import DenseNet121
 
@@ -86,7 +64,7 @@ def _densenet121(outputs: int = 1) -> nn.Module:
         norm=("group", {"num_groups": 8}),
         act=("relu", {"inplace": False}),
     )
-    return _SqueezeLogit(_no_inplace(net), outputs)
+    return SqueezeLogit(no_inplace(net), outputs)
 
 
 def _resnet18(outputs: int = 1) -> nn.Module:
@@ -99,7 +77,7 @@ def _resnet18(outputs: int = 1) -> nn.Module:
         norm=("group", {"num_groups": 8}),
         act=("relu", {"inplace": False}),
     )
-    return _SqueezeLogit(_no_inplace(net), outputs)
+    return SqueezeLogit(no_inplace(net), outputs)
 
 
 def _unet(outputs: int = 1) -> nn.Module:
@@ -138,10 +116,7 @@ def _unet(outputs: int = 1) -> nn.Module:
         else:  # softmax: structure k gets FOREGROUND_PRIOR, background the rest
             output.bias.fill_(math.log(FOREGROUND_PRIOR))
             output.bias[0] = math.log(1 - FOREGROUND_PRIOR * (outputs - 1))
-    return _no_inplace(net)
-
-
-FOREGROUND_PRIOR = 0.02
+    return no_inplace(net)
 
 
 def _classical(kind: str) -> Callable[..., nn.Module]:
@@ -155,11 +130,25 @@ def _classical(kind: str) -> Callable[..., nn.Module]:
     return build
 
 
+def _volume(name: str, outputs: int) -> nn.Module:
+    from fedscan.common.models import networks3d
+
+    builders = {
+        "cnn3d": lambda: networks3d.SmallCNN3D(outputs=outputs),
+        "densenet3d": lambda: networks3d.densenet3d(outputs),
+        "unet3d": lambda: networks3d.unet3d(outputs),
+    }
+    return builders[name]()
+
+
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "small-cnn": lambda outputs=1: SmallCNN(outputs=outputs),
     "densenet121": _densenet121,
     "resnet18": _resnet18,
     "unet": _unet,
+    "cnn3d": lambda outputs=1: _volume("cnn3d", outputs),
+    "densenet3d": lambda outputs=1: _volume("densenet3d", outputs),
+    "unet3d": lambda outputs=1: _volume("unet3d", outputs),
     **{name: _classical(name.split("-")[0]) for name, spec in MODELS.items() if spec.classical},
 }
 

@@ -33,6 +33,15 @@ class ModelSpec:
         False  # built from run config ``classical``; standardised by federated statistics
     )
     task: str = "classification"  # or "segmentation" (see TASKS)
+    # A 3-D model trains on volumes: ``depth`` × input_size × input_size voxels of ``voxel_mm``
+    # (isotropic); sites assemble DICOM series for it. 0: a 2-D model (images).
+    depth: int = 0
+    voxel_mm: float = 0.0
+    batch_size: int = 0  # its default expected batch when a run sets none (0: the run default)
+
+    @property
+    def volumetric(self) -> bool:
+        return self.depth > 0
 
 
 _HEADS = {"svm": "linear SVM", "logreg": "logistic regression"}
@@ -46,6 +55,25 @@ _CLASSICAL = tuple(
     )
     for kind in ("hog", "lbp")
     for head in ("svm", "logreg")
+)
+
+# Volumes: 32 × 64 × 64 voxels of 5 mm (160 × 320 × 320 mm: a chest CT's lungs and body).
+# Batch 16, not 64: Opacus' per-sample convolution gradients unfold each layer's input (27 values
+# per voxel), ~230 MB for the first layer at 16 volumes and ~0.9 GB at 64 (bench/volumes.py).
+_VOLUME_MODELS = tuple(
+    ModelSpec(name, 64, depth=32, voxel_mm=5.0, batch_size=16, **extra)  # type: ignore[arg-type]
+    for name, extra in (
+        ("cnn3d", {"description": "3-block 3-D CNN, ~19k parameters (volumes' default)"}),
+        ("densenet3d", {"description": "MONAI 3-D DenseNet (slim), GroupNorm"}),
+        (
+            "unet3d",
+            {
+                "loss": "dice-ce",
+                "task": "segmentation",
+                "description": "MONAI 3-D residual U-Net, InstanceNorm (volume segmentation)",
+            },
+        ),
+    )
 )
 
 MODELS: dict[str, ModelSpec] = {
@@ -65,6 +93,7 @@ MODELS: dict[str, ModelSpec] = {
             task="segmentation",
             description="MONAI residual U-Net, InstanceNorm (segmentation)",
         ),
+        *_VOLUME_MODELS,
     )
 }
 __all__ = ["CLASSICAL_INPUT_SIZE", "MODELS", "TASKS", "ModelSpec", "get_model_spec", "models_for"]

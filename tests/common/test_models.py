@@ -20,7 +20,8 @@ def test_model_is_dp_compatible_and_trains_one_private_step(name: str) -> None:
     model = build_model(name, seed=0)
     assert ModuleValidator.validate(model, strict=False) == []
     assert not any(getattr(m, "inplace", False) for m in model.modules())
-    images = torch.rand(4, 1, spec.input_size, spec.input_size)
+    depth = (spec.depth,) if spec.volumetric else ()  # a 3-D model takes 1×D×S×S volumes
+    images = torch.rand(4, 1, *depth, spec.input_size, spec.input_size)
     segmentation = spec.task == "segmentation"
     labels = (images > 0.9).float() if segmentation else torch.tensor([0.0, 1.0, 0.0, 1.0])
     loader = torch.utils.data.DataLoader(
@@ -38,7 +39,7 @@ def test_model_is_dp_compatible_and_trains_one_private_step(name: str) -> None:
     )
     x, y = images[:2], labels[:2]
     logits = private(x)
-    assert logits.shape == ((2, 1, spec.input_size, spec.input_size) if segmentation else (2,))
+    assert logits.shape == ((2, *images.shape[1:]) if segmentation else (2,))
     training_loss(spec.loss)(logits, y).backward()
     optimizer.step()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
@@ -61,22 +62,26 @@ def test_unknown_model_lists_the_valid_names() -> None:
         get_model_spec("vgg16")
 
 
-def test_unet_per_sample_gradients_under_opacus_equal_each_image_alone() -> None:
+@pytest.mark.parametrize(("name", "shape"), [("unet", (64, 64)), ("unet3d", (16, 16, 16))])
+def test_unet_per_sample_gradients_under_opacus_equal_each_image_alone(
+    name: str, shape: tuple[int, ...]
+) -> None:
     """The clipping bound holds only if Opacus' per-sample gradients are right: the transposed
-    convolutions (functorch inside hooks mode) and the per-image Dice loss included."""
+    convolutions (functorch inside hooks mode; 3-D ones too) and the per-image Dice loss
+    included."""
     from opacus import GradSampleModule
 
     torch.manual_seed(0)
-    images = torch.rand(3, 1, 64, 64)
-    masks = (torch.rand(3, 1, 64, 64) > 0.95).float()
+    images = torch.rand(3, 1, *shape)
+    masks = (torch.rand(3, 1, *shape) > 0.95).float()
     loss = training_loss("dice-ce")
-    model = build_model("unet", seed=1)
+    model = build_model(name, seed=1)
     expected = []
     for index in range(3):
         model.zero_grad()
         loss(model(images[index : index + 1]), masks[index : index + 1]).backward()
         expected.append({name: p.grad.clone() for name, p in model.named_parameters()})
-    wrapped = GradSampleModule(build_model("unet", seed=1), loss_reduction="mean")
+    wrapped = GradSampleModule(build_model(name, seed=1), loss_reduction="mean")
     loss(wrapped(images), masks).backward()
     for name, param in wrapped._module.named_parameters():
         for index in range(3):
