@@ -11,7 +11,7 @@ STAMP := $(VENV)/.fedscan-installed
 # is invisible to it); its messages are mapped back to the real paths.
 TYPECHECK_TREE := build/typecheck
 
-.PHONY: demo test lint typecheck test-all bench-ingest bench-deployment bench-byzantine bench-soak bench-classical bench-segmentation bench-site-training bench install clean
+.PHONY: demo test lint typecheck test-all bench-ingest bench-deployment bench-byzantine bench-soak bench-classical bench-segmentation bench-volumes bench-site-training bench install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "fedscan needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -63,6 +63,9 @@ clean:
 
 bench-segmentation: $(STAMP)
 	$(BIN)/python bench/segmentation.py
+
+bench-volumes: $(STAMP)
+	$(BIN)/python bench/volumes.py
 
 bench-site-training: $(STAMP)
 	$(BIN)/python bench/site_training.py

@@ -128,6 +128,14 @@ def data_check(
     report: Annotated[
         Path | None, typer.Option(help="Write the per-file JSON report here (local: holds paths).")
     ] = None,
+    volumes: Annotated[
+        bool,
+        typer.Option(
+            "--volumes",
+            help="Check CT/MR series as a 3-D model's run assembles them (implied by a 3-D "
+            "--model): series accepted or rejected by reason, slices, spacing, orientation.",
+        ),
+    ] = False,
 ) -> None:
     """Check a site folder: every file accepted or rejected with a reason, and what was found."""
     from fedscan.common.ingest.cache import default_cache_dir
@@ -148,6 +156,12 @@ def data_check(
             )
         )
         scheme = _scheme(task, classes)
+        if volumes or get_model_spec(model).volumetric:
+            from fedscan.cli.data_volumes import run_volume_check
+
+            cache = "" if no_cache else (cache_dir or default_cache_dir())
+            run_volume_check(folder, spec, model, cache, (workers, timeout), task, scheme, report)
+            return
         settings = build_settings(
             size=get_model_spec(model).input_size,
             frames=frames,

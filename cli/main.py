@@ -78,8 +78,21 @@ def synth(
         int, typer.Option(help="Seed; the same seed writes identical files.")
     ] = defaults.SEED,
     images_per_site: Annotated[
-        int, typer.Option(help="DICOM images per site.")
-    ] = defaults.IMAGES_PER_SITE,
+        int | None,
+        typer.Option(
+            help=f"DICOM images per site (default {defaults.IMAGES_PER_SITE}); --modality ct: "
+            f"series per site (default {defaults.VOLUMES_PER_SITE}).",
+            show_default=False,
+        ),
+    ] = None,
+    modality: Annotated[
+        str,
+        typer.Option(
+            help="cr: chest radiographs (one file per image). ct: chest-CT series (one file per "
+            "slice; site 1 shuffled and reversed with NIfTI masks, site 2 enhanced multi-frame; "
+            "nodules as the finding, 3-D masks; site 0 also three broken series)."
+        ),
+    ] = "cr",
     task: Annotated[
         str,
         typer.Option(
@@ -100,11 +113,18 @@ def synth(
         ),
     ] = None,
 ) -> None:
-    """Write synthetic hospitals: DICOM chest-radiograph phantoms and a labels.csv per site."""
+    """Write synthetic hospitals: DICOM chest-radiograph phantoms (or CT series) and a labels.csv
+    per site."""
     from fedscan.common.data.synth import SynthConfig, generate_sites
 
     try:
-        config = SynthConfig(sites, images_per_site, seed, task, 1 if labels is None else labels)
+        if modality not in ("cr", "ct"):
+            raise fail(f"Unknown --modality {modality!r}; use cr or ct.")
+        if modality == "ct":
+            _synth_ct(out, sites, seed, images_per_site, task, labels)
+            return
+        count = defaults.IMAGES_PER_SITE if images_per_site is None else images_per_site
+        config = SynthConfig(sites, count, seed, task, 1 if labels is None else labels)
         # An explicit --labels 1 is a mistake without segmentation too; the config cannot tell
         # it from the default, so it is checked here (after the task name is known to be valid).
         if labels is not None and task != "segmentation":
@@ -113,6 +133,21 @@ def synth(
     except (FedscanError, OSError) as exc:
         raise fail(str(exc)) from None
     for site_dir in site_dirs:
+        console.print(f"wrote {site_dir}", highlight=False)
+
+
+def _synth_ct(
+    out: Path, sites: int, seed: int, volumes: int | None, task: str, labels: int | None
+) -> None:
+    from fedscan.common.data.synth_ct import CTConfig, generate_ct_sites
+
+    if task != "classification" or labels is not None:
+        raise fail(
+            "--modality ct writes one finding (nodules) with a 0/1 label and a 3-D mask per "
+            "series: leave out --task and --labels (segmentation runs read the masks)."
+        )
+    count = defaults.VOLUMES_PER_SITE if volumes is None else volumes
+    for site_dir in generate_ct_sites(out, CTConfig(sites, count, seed)):
         console.print(f"wrote {site_dir}", highlight=False)
 
 

@@ -9,6 +9,7 @@ of the pooled masks (from overlap counts), Hausdorff-95 and its loss.
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.data.npz import load_npz_split, preprocess
-from fedscan.common.data.site import load_site
+from fedscan.common.data.sources import FolderSource, volume_input
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.ingest.labels import LabelSpec
@@ -49,7 +50,10 @@ def load_eval_data(
     labels: LabelSpec | None = None,
     cache_dir: str = "",
     scheme: LabelScheme | None = None,
+    model: str = "",
 ) -> ImageSet:
+    """The images of ``--data`` (npz:PATH or dicom:DIR); ``model``: the checkpoint's, whose 3-D
+    kind reads a folder's series as volumes."""
     kind, _, path_text = data.partition(":")
     path = Path(path_text).expanduser()
     if kind not in ("npz", "dicom") or not path_text:
@@ -63,10 +67,25 @@ def load_eval_data(
             torch.as_tensor(truth),
             tuple(f"{split}:{index}" for index in range(len(truth))),
         )
-    site = load_site(
-        path, size=size, labels=labels, cache_dir=cache_dir, val_fraction=0.0, scheme=scheme
-    )
-    return site.train  # every accepted image of the folder
+    return _folder(path, size, labels, cache_dir, scheme, masks=False, model=model)
+
+
+def _folder(
+    path: Path,
+    size: int,
+    labels: LabelSpec | None,
+    cache_dir: str,
+    scheme: LabelScheme | None,
+    *,
+    masks: bool,
+    model: str,
+) -> ImageSet:
+    """Every accepted image of a site folder — or, for a 3-D checkpoint, every series as a volume
+    (keys: the series' names) — with masks for segmentation."""
+    volume = volume_input(get_model_spec(model)) if model else None
+    source = FolderSource("evaluate", str(path), labels or LabelSpec(), cache_dir=cache_dir)
+    source = replace(source, val_fraction=0.0)
+    return source.load(size, masks=masks, scheme=scheme, volume=volume).train
 
 
 def evaluate_checkpoint(
@@ -91,6 +110,7 @@ def evaluate_checkpoint(
             labels=labels,
             cache_dir=cache_dir,
             scheme=scheme_of(meta),
+            model=meta["model"],
         )
         return evaluate_classes(
             model, meta, images, device=device, plots=plots, predictions=predictions
@@ -111,7 +131,12 @@ def evaluate_checkpoint(
             predictions=predictions,
         )
     images = load_eval_data(
-        data, split=split, size=int(meta["input_size"]), labels=labels, cache_dir=cache_dir
+        data,
+        split=split,
+        size=int(meta["input_size"]),
+        labels=labels,
+        cache_dir=cache_dir,
+        model=meta["model"],
     )
     threshold = float(
         meta.get("threshold", 0.5)
@@ -168,6 +193,7 @@ def load_masked_folder(
     labels: LabelSpec | None,
     cache_dir: str,
     structures: tuple[str, ...] = (),
+    model: str = "",
 ) -> ImageSet:
     """Every accepted image of a ``dicom:DIR`` site folder, with its mask (a label map of
     ``structures`` when given)."""
@@ -181,15 +207,7 @@ def load_masked_folder(
     if not path.is_dir():
         raise DataError(f"--data folder does not exist: {path_text}")
     scheme = LabelScheme(SEGMENTATION, structures)
-    return load_site(
-        path,
-        size=size,
-        labels=labels,
-        cache_dir=cache_dir,
-        val_fraction=0.0,
-        masks=True,
-        scheme=scheme,
-    ).train
+    return _folder(path, size, labels, cache_dir, scheme, masks=True, model=model)
 
 
 def evaluate_segmentation_checkpoint(
@@ -211,6 +229,7 @@ def evaluate_segmentation_checkpoint(
         labels=labels,
         cache_dir=cache_dir,
         structures=structures,
+        model=meta["model"],
     )
     if structures:
         return _label_map_checkpoint(model, meta, images, device=device, predictions=predictions)

@@ -15,10 +15,14 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedscan.client.site_config import SiteConfig, load_site_config
 from fedscan.common.config import join_address, split_address
 from fedscan.common.errors import FedscanError
+
+if TYPE_CHECKING:
+    from fedscan.common.data.imageset import SiteData
 
 REGISTERED = "site registered"  # the check a site fixes by asking the coordinator operator
 
@@ -128,13 +132,11 @@ def _state_dir(config: SiteConfig) -> Check:
 
 
 def _data(config: SiteConfig) -> Check:
-    """The site's images decode and are enough for the policy, for each task its labels CSV serves
-    (a class column: classification; a mask column: segmentation, every mask checked too)."""
-    from fedscan.common import defaults
+    """The site's images (or, for CT/MR series, volumes) decode and are enough for the policy,
+    for each task its labels CSV serves (a class column: classification; a mask column:
+    segmentation, every mask checked too)."""
     from fedscan.common.ingest.labels import tasks_supported
-    from fedscan.common.models.registry import get_model_spec
 
-    models = {task: chosen.model for task, chosen in defaults.TASK_DEFAULTS.items()}
     try:
         tasks = tasks_supported(config.data.labels, Path(config.data.site_dir))
         if not tasks:
@@ -144,19 +146,14 @@ def _data(config: SiteConfig) -> Check:
                 f"The labels CSV has neither a '{config.data.labels.label_column}' nor a "
                 f"'{config.data.labels.mask_column}' column; set label-column or mask-column.",
             )
-        found = {
-            task: config.data.load(
-                get_model_spec(models[task]).input_size, masks=task == "segmentation"
-            )
-            for task in tasks
-        }
+        found = {task: _load(config, task) for task in tasks}
     except FedscanError as exc:
         return Check("data", False, str(exc))
     detail = "; ".join(
-        f"{task}: {len(data.train)} training and {len(data.val)} validation images"
-        for task, data in found.items()
+        f"{task}: {len(data.train)} training and {len(data.val)} validation {unit}"
+        for task, (unit, data) in found.items()
     )
-    if all(len(data.train) < config.policy.min_samples for data in found.values()):
+    if all(len(data.train) < config.policy.min_samples for _, data in found.values()):
         return Check(
             "data",
             False,
@@ -165,6 +162,24 @@ def _data(config: SiteConfig) -> Check:
             "rejected.",
         )
     return Check("data", True, detail)
+
+
+def _load(config: SiteConfig, task: str) -> tuple[str, SiteData]:
+    """("volumes", …) when the folder's DICOM series assemble for the task's 3-D model — a header
+    pass, quick to fail on a site of radiographs —, else ("images", …) for its 2-D model."""
+    from fedscan.common import defaults
+    from fedscan.common.data.sources import volume_input
+    from fedscan.common.errors import DataError
+    from fedscan.common.models.registry import get_model_spec
+
+    masks = task == "segmentation"
+    volume = volume_input(get_model_spec("unet3d" if masks else "cnn3d"))
+    try:
+        return "volumes", config.data.load(0, masks=masks, volume=volume)
+    except DataError:
+        pass  # no usable series: a site of 2-D images, checked as such
+    model = get_model_spec(defaults.TASK_DEFAULTS[task].model)
+    return "images", config.data.load(model.input_size, masks=masks)
 
 
 def _device(config: SiteConfig) -> Check:

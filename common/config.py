@@ -202,11 +202,11 @@ class RunConfig:
                 f"Unknown run configuration keys: {', '.join(unknown)}; "
                 f"valid keys: {', '.join(sorted(keys))}."
             )
-        merged = {
-            **task_defaults(str(flat.get(_TASK_KEY, "classification"))),
-            **{name: value for name, value in flat.items() if name in keys},
-        }
-        merged = {**model_defaults(str(merged.get(_MODEL_KEY, defaults.MODEL))), **merged}
+        given = {name: value for name, value in flat.items() if name in keys}
+        by_task = task_defaults(str(flat.get(_TASK_KEY, "classification")))
+        model = str(given.get(_MODEL_KEY, by_task.get(_MODEL_KEY, defaults.MODEL)))
+        # Precedence: what the run sets, then the model's own defaults, then the task's.
+        merged = {**by_task, **model_defaults(model), **given}
         return cls(
             **nest(
                 cls, {keys[name].path: _read(keys[name], value) for name, value in merged.items()}
@@ -242,13 +242,17 @@ class RunConfig:
 _TASK_KEY = protocol.config_key("task")
 _MODEL_KEY = protocol.config_key("model")
 _BATCH_KEY = protocol.config_key("batch_size")
+_RATE_KEY = protocol.config_key("learning_rate")
 
 
 def model_defaults(model: str) -> dict[str, FlatValue]:
-    """The flat keys whose default depends on the model (a 3-D model's batch size); none for an
-    unknown model (validation names it)."""
+    """The flat keys whose default depends on the model (a 3-D model's batch size and learning
+    rate); none for an unknown model (validation names it)."""
     spec = MODELS.get(model)
-    return {_BATCH_KEY: spec.batch_size} if spec is not None and spec.batch_size else {}
+    if spec is None:
+        return {}
+    chosen = {_BATCH_KEY: spec.batch_size, _RATE_KEY: spec.learning_rate}
+    return {key: value for key, value in chosen.items() if value}
 
 
 def task_defaults(task: str) -> dict[str, FlatValue]:

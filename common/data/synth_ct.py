@@ -2,7 +2,8 @@
 
 Anatomy is drawn in patient millimetres (LPS), so sites that sample it at different spacings see
 the same bodies: air, a body ellipse of soft tissue with a fat rim, two lungs, a heart and a spine,
-in HU; positives carry one or two nodules (spheres of 8–14 mm radius in a lung). Every series has
+in HU; positives carry one or two solid nodules (spheres of 10–16 mm radius, 60–160 HU, in a
+lung). Every series has
 a 3-D nodule mask and a row in ``labels.csv`` keyed by the series' folder (``file``), with its
 ``series_instance_uid`` and ``patient_id``. Sites differ as hospitals do
 (:data:`CT_PROFILES`): matrix, pixel spacing, slice spacing, noise, slice order and file naming;
@@ -105,7 +106,7 @@ def render_chest(
     for _ in range(nodules):
         centre, radius = _nodule_site(rng, lungs)
         inside = (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2 <= radius**2
-        hu[inside] = rng.uniform(0.0, 60.0)
+        hu[inside] = rng.uniform(60.0, 160.0)  # solid, denser than the 40 HU soft tissue
         mask[inside] = 1
     for _ in range(int(rng.integers(2, 6))):  # vessels cut across: bright specks in every lung
         centre, _ = _nodule_site(rng, lungs)
@@ -126,7 +127,7 @@ def _nodule_site(
     direction /= np.linalg.norm(direction)
     reach = rng.uniform(0.0, 0.6)
     point = tuple(float(c + d * s * reach) for c, d, s in zip(centre, direction, semi, strict=True))
-    return (point[0], point[1], point[2]), float(rng.uniform(8.0, 14.0))
+    return (point[0], point[1], point[2]), float(rng.uniform(10.0, 16.0))
 
 
 def generate_ct_site(out_dir: Path, site: int, config: CTConfig) -> int:

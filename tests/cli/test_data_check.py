@@ -123,3 +123,46 @@ def test_the_preflight_checks_the_data_for_every_task_its_labels_csv_serves(
     assert (
         only.ok and only.detail.startswith("segmentation: ") and "classification" not in only.detail
     )
+
+
+def test_synth_ct_then_data_check_volumes_prints_series_by_reason_without_identifiers(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    written = runner.invoke(
+        app,
+        [
+            "synth",
+            "--out",
+            str(tmp_path / "ct"),
+            "--modality",
+            "ct",
+            "--sites",
+            "1",
+            "--images-per-site",
+            "6",
+        ],
+    )
+    assert written.exit_code == 0, written.output
+    site, report = tmp_path / "ct" / "site-0", tmp_path / "series.json"
+    result = runner.invoke(
+        app, ["data", "check", str(site), "--volumes", "--no-cache", "--report", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    for expected in (
+        "series accepted",
+        "│ 6 ",
+        "SERIES_MISSING_SLICE",
+        "SERIES_LOCALIZER",
+        "SERIES_DUPLICATE_POSITION",
+        "5.00×3.40×3.40",
+        "axial",
+    ):
+        assert expected in result.output, expected
+    patient = pydicom.dcmread(next(site.rglob("IM0001.dcm"))).PatientID
+    assert patient not in result.output and "CT0000" not in result.output
+    assert "CT0000" in report.read_text()  # the local report names series
+    assert json.loads(report.read_text())["summary"]["rejected"] == 3
+    wrong = runner.invoke(app, ["synth", "--out", str(tmp_path / "x"), "--modality", "mr"])
+    assert wrong.exit_code != 0 and "--modality" in one_line_error(wrong.output)

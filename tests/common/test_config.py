@@ -143,3 +143,13 @@ def test_the_flat_form_round_trips_and_its_keys_come_from_the_fields() -> None:
     config = RunConfig.from_flat({"rounds": 3, "strategy": "median", "epsilon": 3.0})
     assert RunConfig.from_flat(config.to_flat()) == config
     assert set(config.to_message()) - {"fedscan-version"} < set(config.to_flat())
+
+
+def test_a_3d_model_brings_its_batch_and_learning_rate_unless_the_run_sets_them() -> None:
+    volume = RunConfig.from_options(model="cnn3d").train
+    assert (volume.batch_size, volume.learning_rate) == (16, 0.01)
+    chosen = RunConfig.from_options(model="cnn3d", batch_size=8, learning_rate=0.2).train
+    assert (chosen.batch_size, chosen.learning_rate) == (8, 0.2)
+    segmentation = RunConfig.from_options(model="unet3d", task="segmentation").train
+    assert (segmentation.batch_size, segmentation.learning_rate) == (16, 0.1)  # the task's rate
+    assert RunConfig.from_options().train.batch_size == 64  # 2-D models keep the run default
