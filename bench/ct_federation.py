@@ -40,12 +40,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--volumes", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", default="classification,segmentation")
     args = parser.parse_args()
     rows = [
         "| task (model) | privacy | pooled | ε per site | wall s | site s / round | peak RSS MB |",
         "|---|---|---|---|---|---|---|",
     ]
     for task, privacy, flags in RUNS:
+        if task not in args.tasks.split(","):
+            continue
         with tempfile.TemporaryDirectory(prefix="fedscan-bench-ct-") as tmp:
             command = ["--data", "synthetic-ct", "--images-per-site", str(args.volumes)]
             command += ["--seed", str(args.seed), *flags]

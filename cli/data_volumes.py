@@ -55,8 +55,6 @@ def check_volumes(
 
 def print_volume_report(console: Console, report: SeriesReport) -> None:
     """Series found / accepted / rejected by reason, slices per series, spacing, orientation."""
-    from fedscan.common.ingest import Reason
-
     summary = report.summary()
     overview = Table(title="Site data check (volumes)", show_header=False, title_justify="left")
     cache = summary["cache"]
@@ -78,6 +76,12 @@ def print_volume_report(console: Console, report: SeriesReport) -> None:
     ):
         overview.add_row(name, str(value))
     console.print(overview)
+    _print_tables(console, summary)
+
+
+def _print_tables(console: Console, summary: dict) -> None:
+    from fedscan.common.ingest import Reason
+
     for title, unit, key in (
         ("Rejected series", "series", "rejected_by_reason"),
         ("Files that joined no series", "files", "files_outside_series"),

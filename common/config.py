@@ -243,15 +243,20 @@ _TASK_KEY = protocol.config_key("task")
 _MODEL_KEY = protocol.config_key("model")
 _BATCH_KEY = protocol.config_key("batch_size")
 _RATE_KEY = protocol.config_key("learning_rate")
+_EPOCHS_KEY = protocol.config_key("local_epochs")
 
 
 def model_defaults(model: str) -> dict[str, FlatValue]:
-    """The flat keys whose default depends on the model (a 3-D model's batch size and learning
-    rate); none for an unknown model (validation names it)."""
+    """The flat keys whose default depends on the model (a 3-D model's batch size, learning rate
+    and local epochs); none for an unknown model (validation names it)."""
     spec = MODELS.get(model)
     if spec is None:
         return {}
-    chosen = {_BATCH_KEY: spec.batch_size, _RATE_KEY: spec.learning_rate}
+    chosen = {
+        _BATCH_KEY: spec.batch_size,
+        _RATE_KEY: spec.learning_rate,
+        _EPOCHS_KEY: spec.local_epochs,
+    }
     return {key: value for key, value in chosen.items() if value}
 
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from fedscan.common.models.layers import FOREGROUND_PRIOR, SqueezeLogit, no_inplace
+from fedscan.common.models.layers import SqueezeLogit, no_inplace
 
 
 class SmallCNN3D(nn.Module):
@@ -63,9 +63,17 @@ def densenet3d(outputs: int = 1) -> nn.Module:
     return SqueezeLogit(no_inplace(net), outputs)
 
 
+# A finding fills far less of a volume than of a radiograph: the synthetic CT sites' nodules cover
+# 0.04 % of the voxels. From the 2-D U-Net's 2 % prior the 3-D U-Net's Dice stayed 0.000 over 200
+# central Adam steps (and 72 SGD steps at lr 0.1 or 0.5); from 0.1 % it was 0.49 after one epoch
+# and 0.88 after ten (3 sites × 45 training volumes).
+VOLUME_FOREGROUND_PRIOR = 0.001
+
+
 def unet3d(outputs: int = 1) -> nn.Module:
     """MONAI's residual U-Net in 3-D, 4 levels (8–64 channels), InstanceNorm; the output bias
-    starts at the 2 % foreground prior, as the 2-D U-Net's (see its docstring for the numbers)."""
+    starts at a 0.1 % foreground prior (:data:`VOLUME_FOREGROUND_PRIOR`), as the 2-D U-Net's at
+    2 % (see its docstring for why a prior)."""
     from monai.networks.nets import UNet
 
     net = UNet(
@@ -82,9 +90,10 @@ def unet3d(outputs: int = 1) -> nn.Module:
     output = [module for module in net.modules() if isinstance(module, convolutions)][-1]
     assert output.bias is not None  # MONAI's output convolution has a bias
     with torch.no_grad():
+        prior = VOLUME_FOREGROUND_PRIOR
         if outputs == 1:
-            output.bias.fill_(math.log(FOREGROUND_PRIOR / (1 - FOREGROUND_PRIOR)))
+            output.bias.fill_(math.log(prior / (1 - prior)))
         else:
-            output.bias.fill_(math.log(FOREGROUND_PRIOR))
-            output.bias[0] = math.log(1 - FOREGROUND_PRIOR * (outputs - 1))
+            output.bias.fill_(math.log(prior))
+            output.bias[0] = math.log(1 - prior * (outputs - 1))
     return no_inplace(net)

@@ -151,5 +151,6 @@ def test_a_3d_model_brings_its_batch_and_learning_rate_unless_the_run_sets_them(
     chosen = RunConfig.from_options(model="cnn3d", batch_size=8, learning_rate=0.2).train
     assert (chosen.batch_size, chosen.learning_rate) == (8, 0.2)
     segmentation = RunConfig.from_options(model="unet3d", task="segmentation").train
-    assert (segmentation.batch_size, segmentation.learning_rate) == (16, 0.1)  # the task's rate
+    assert (segmentation.batch_size, segmentation.learning_rate) == (16, 0.2)
+    assert segmentation.local_epochs == 5 and volume.local_epochs == 3
     assert RunConfig.from_options().train.batch_size == 64  # 2-D models keep the run default

@@ -24,18 +24,19 @@ from pathlib import Path
 import numpy as np
 
 from fedscan.common.errors import DataError, Rejected
-from fedscan.common.ingest.cache import CachedImage, CachedRejection, DecodeCache, content_hash
+from fedscan.common.ingest.cache import CachedImage, CachedRejection, DecodeCache
 from fedscan.common.ingest.decode_pool import DecodePool, PoolSettings
 from fedscan.common.ingest.decoded import Decoded
 from fedscan.common.ingest.dicom import DecodeOptions
 from fedscan.common.ingest.dicom_header import DecodeLimits
-from fedscan.common.ingest.labels import LabelSpec, LabelTable, read_label_table
+from fedscan.common.ingest.labels import LabelSpec, read_label_table
 from fedscan.common.ingest.rejections import TRANSIENT, Reason
 from fedscan.common.ingest.scan import Samples, excluded_paths, scan_files
 from fedscan.common.ingest.series.geometry import SeriesLimits, SeriesPlan, plan_series
 from fedscan.common.ingest.series.intensity import IntensityPolicy
+from fedscan.common.ingest.series.labelling import MaskFitter, Series, label_series, unmatched
 from fedscan.common.ingest.series.report import SeriesRecord, SeriesReport
-from fedscan.common.ingest.series.resample import VolumeInput, fit_image, fit_labels, to_canonical
+from fedscan.common.ingest.series.resample import VolumeInput, fit_image, to_canonical
 from fedscan.common.ingest.series.slices import FileSlices
 from fedscan.common.ingest.series.survey import (
     HeaderMemo,
@@ -43,7 +44,6 @@ from fedscan.common.ingest.series.survey import (
     series_name,
     survey,
 )
-from fedscan.common.ingest.series.volume_masks import load_volume_mask
 from fedscan.common.tasks import LabelScheme
 
 log = logging.getLogger(__name__)
@@ -73,18 +73,6 @@ class VolumeSettings:
         return "volumes-" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-@dataclass
-class _Series:
-    """One series on its way through the pass."""
-
-    record: SeriesRecord
-    members: list[FileSlices]
-    base: str  # its folder, or its file (what a path key matches)
-    plan: SeriesPlan | None = None
-    volume: np.ndarray | None = None  # 1×D×S×S once fitted
-    digest: str = ""  # its files' content name (series_digest)
-
-
 def ingest_volumes(
     site_dir: Path,
     labels: LabelSpec,
@@ -94,14 +82,7 @@ def ingest_volumes(
     scheme: LabelScheme | None = None,
 ) -> tuple[Samples, SeriesReport]:
     """Assemble, label and validate every series of a site; see the module docstring."""
-    site_dir = Path(site_dir)
-    if not site_dir.is_dir():
-        raise DataError("The site data folder does not exist or is not a folder; check data-dir.")
-    if labels.key == "SOPInstanceUID":
-        raise DataError(
-            "Volumes are labelled per series: set key to path (the series' folder), "
-            "SeriesInstanceUID, StudyInstanceUID, AccessionNumber or PatientID."
-        )
+    site_dir = _checked(Path(site_dir), labels)
     started = time.monotonic()
     policy = IntensityPolicy.parse(settings.intensity)
     table = read_label_table(labels, site_dir, masks=masks, scheme=scheme)
@@ -116,33 +97,37 @@ def ingest_volumes(
         for item in series:
             if item.plan is not None:
                 _fit(item, site_dir, found.digests, settings, policy, pool, cache)
-    fitter = _MaskFitter(
-        site_dir, table, scheme.structures if scheme else 0, settings.target, cache
-    )
-    samples = _label(series, table, labels, fitter if masks else None)
+    fitter = MaskFitter(site_dir, table, scheme.structures if scheme else 0, settings.target, cache)
+    samples = label_series(series, table, labels, fitter if masks else None)
     report = SeriesReport(
         [item.record for item in series],
         len(files),
         found.left_out,
         table.rows,
-        _unmatched(table, series),
+        unmatched(table, series),
         asdict(cache.stats) if cache else None,
         round(time.monotonic() - started, 3),
     )
-    log.info(
-        "Ingested %s series from %s files: %s accepted, %s rejected",
-        len(series),
-        len(files),
-        report.accepted,
-        report.rejected,
-    )
+    log.info("Ingested %s series: %s accepted", len(series), report.accepted)
     return samples, report
 
 
-def _planned(groups: dict[str, list[FileSlices]], limits: SeriesLimits) -> list[_Series]:
+def _checked(site_dir: Path, labels: LabelSpec) -> Path:
+    """The site folder, when it is one and its labels can key series; DataError otherwise."""
+    if not site_dir.is_dir():
+        raise DataError("The site data folder does not exist or is not a folder; check data-dir.")
+    if labels.key == "SOPInstanceUID":
+        raise DataError(
+            "Volumes are labelled per series: set key to path (the series' folder), "
+            "SeriesInstanceUID, StudyInstanceUID, AccessionNumber or PatientID."
+        )
+    return site_dir
+
+
+def _planned(groups: dict[str, list[FileSlices]], limits: SeriesLimits) -> list[Series]:
     """A record per series, its plan or its rejection; ordered by name."""
     folders = Counter(series_name(members, 0, False) for members in groups.values())
-    named: list[_Series] = []
+    named: list[Series] = []
     counters: Counter[str] = Counter()
     for members in sorted(groups.values(), key=lambda m: series_name(m, 0, False)):
         base = series_name(members, 0, False)
@@ -152,7 +137,7 @@ def _planned(groups: dict[str, list[FileSlices]], limits: SeriesLimits) -> list[
         slices = [s for member in members for s in member.slices]
         facts = {k: members[0].identity[k] for k in ("Modality", "Manufacturer")}
         record = SeriesRecord(name, "accepted", files=len(members), slices=len(slices), facts=facts)
-        item = _Series(record, members, base)
+        item = Series(record, members, base)
         try:
             item.plan = plan_series(slices, limits)
             item.record = _with_geometry(record, item.plan)
@@ -170,7 +155,7 @@ def _with_geometry(record: SeriesRecord, plan: SeriesPlan) -> SeriesRecord:
 
 
 def _fit(
-    item: _Series,
+    item: Series,
     site_dir: Path,
     digests: dict[str, str],
     settings: VolumeSettings,
@@ -198,7 +183,7 @@ def _fit(
 
 
 def _assemble(
-    item: _Series,
+    item: Series,
     site_dir: Path,
     settings: VolumeSettings,
     policy: IntensityPolicy,
@@ -239,110 +224,3 @@ def assemble_values(
 
 def _frames(outcome: Decoded) -> np.ndarray:
     return outcome.frames[:, 0]  # F×1×H×W modality values → F×H×W
-
-
-def _key_of(item: _Series, spec: LabelSpec) -> str:
-    if spec.key == "path":
-        return item.base
-    return item.members[0].identity.get(spec.key, "")
-
-
-def _label(
-    series: list[_Series], table: LabelTable, spec: LabelSpec, masks: _MaskFitter | None
-) -> Samples:
-    """Join each fitted series with its label (and mask); reject the rest with a code."""
-    images, labels, groups, keys, fitted_masks = [], [], [], [], []
-    for item in series:
-        if item.volume is None or item.plan is None:
-            continue
-        key = _key_of(item, spec)
-        problem = _label_problem(table, key)
-        mask = None
-        if problem is None and masks is not None:
-            mask, problem = masks.fit(item, key)
-        if problem is not None:
-            item.record = item.record.reject(*problem)
-            continue
-        label = table.labels[key] if mask is None else int(mask.any())
-        from dataclasses import replace
-
-        item.record = replace(item.record, label=label)
-        images.append(item.volume)
-        labels.append(label)
-        patient = item.members[0].identity.get("PatientID", "")
-        groups.append(table.patients.get(key) or patient or f"series:{item.record.name}")
-        keys.append(item.record.name)
-        if mask is not None:
-            fitted_masks.append(mask)
-    return _samples(images, labels, groups, keys, fitted_masks if masks is not None else None)
-
-
-def _samples(
-    images: list[np.ndarray],
-    labels: list[int],
-    groups: list[str],
-    keys: list[str],
-    masks: list[np.ndarray] | None,
-) -> Samples:
-    stacked = np.stack(images) if images else np.zeros((0, 1, 1, 1, 1), np.float32)
-    stacked_masks = None
-    if masks is not None:
-        stacked_masks = np.stack(masks) if masks else np.zeros((0, *stacked.shape[1:]), np.float32)
-    return Samples(stacked, np.asarray(labels, np.int64), tuple(groups), tuple(keys), stacked_masks)
-
-
-def _label_problem(table: LabelTable, key: str) -> tuple[Reason, str] | None:
-    if key in table.unknown:
-        return Reason.LABEL_UNKNOWN_CLASS, f"The label is unusable ({table.invalid[key]})."
-    if key in table.invalid:
-        return Reason.LABEL_INVALID, f"The series' label is unusable ({table.invalid[key]})."
-    if not key or key not in table.labels:
-        return Reason.LABEL_MISSING, "No row in the labels CSV matches this series' key."
-    return None
-
-
-@dataclass(frozen=True)
-class _MaskFitter:
-    """Each series' mask, read against its plan and fitted like its image; cached by the series'
-    and the mask file's content (a warm pass reads no mask voxels)."""
-
-    site_dir: Path
-    table: LabelTable
-    structures: int
-    target: VolumeInput
-    cache: DecodeCache | None
-
-    def fit(self, item: _Series, key: str) -> tuple[np.ndarray | None, tuple[Reason, str] | None]:
-        plan = item.plan
-        assert plan is not None
-        if key not in self.table.masks:
-            return None, (Reason.MASK_MISSING, "The labels CSV names no mask for this series.")
-        path = self.site_dir / self.table.masks[key]
-        name = self._name(item, path)
-        entry = self.cache.get(name) if self.cache and name else None
-        if isinstance(entry, CachedImage):
-            return entry.frames[0], None
-        try:
-            values = load_volume_mask(path, plan, self.structures)
-        except Rejected as rejected:
-            return None, (rejected.reason, str(rejected))
-        spacing = plan.canonical_spacing()
-        fitted = fit_labels(to_canonical(values, plan), spacing, self.target, self.structures)
-        if self.cache and name:
-            self.cache.put(name, CachedImage(fitted[None], {}))
-        return fitted, None
-
-    def _name(self, item: _Series, path: Path) -> str:
-        try:
-            mask = content_hash(path)
-        except OSError:
-            return ""  # unreadable: load_volume_mask says so
-        text = f"mask:{item.digest}:{mask}:{self.structures}"
-        return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
-
-
-def _unmatched(table: LabelTable, series: list[_Series]) -> int:
-    matched = {item.base for item in series} | {
-        value for item in series for value in item.members[0].identity.values()
-    }
-    return sum(1 for key in (*table.labels, *table.invalid) if key not in matched)
