@@ -102,6 +102,18 @@ class FolderSource:
     )
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # A typo in the intensity policy or min-slices fails when site.toml is read, not at the
+        # first round of a run.
+        from fedscan.common.errors import ConfigError
+        from fedscan.common.ingest.series.geometry import SeriesLimits
+        from fedscan.common.ingest.series.intensity import IntensityPolicy
+
+        IntensityPolicy.parse(self.intensity)
+        most = SeriesLimits().max_slices
+        if not 2 <= self.min_slices <= most:
+            raise ConfigError(f"[data] min-slices must be 2..{most}; got {self.min_slices}.")
+
     def load(
         self,
         size: int,

@@ -266,3 +266,35 @@ def test_moving_a_series_folder_keeps_its_cache_entry(tmp_path: Path) -> None:
     write_labels(site, [{"file": "moved", "label": 1}])
     samples, report = ingest_volumes(site, LabelSpec(), settings(cache))
     assert report.cache is not None and report.cache["hits"] == 1 and list(samples.labels) == [1]
+
+
+def test_intensity_policies_map_ct_windows_and_mr_percentiles_and_refuse_nonsense() -> None:
+    from fedscan.common.errors import ConfigError
+    from fedscan.common.ingest.series.intensity import IntensityPolicy
+
+    hu = np.array([-1000.0, -600.0, 40.0, 400.0, 3000.0])
+    assert np.allclose(
+        IntensityPolicy.parse("auto").apply(hu, "CT"), [0, 0.4 / 1.4, 1.04 / 1.4, 1, 1]
+    )
+    lung = IntensityPolicy.parse("lung")  # window 1500 / level -600: -1350..150 HU
+    assert (lung.low, lung.high) == (-1350.0, 150.0)
+    assert IntensityPolicy.parse("hu:-100,100").apply(
+        np.array([-200.0, 0.0, 50.0]), "CT"
+    ).tolist() == [0.0, 0.5, 0.75]
+    mr = np.arange(101, dtype=np.float64) * 7.0  # arbitrary MR units: percentiles, not values
+    unit = IntensityPolicy.parse("auto").apply(mr, "MR")
+    assert unit[1] == 0.0 and unit[99] == 1.0 and 0.49 < unit[50] < 0.51
+    assert IntensityPolicy.parse("percentile:5,95").apply(np.ones(10), "MR").max() == 0.0
+    for bad in ("hu:5", "hu:10,0", "percentile:-1,50", "window"):
+        with pytest.raises(ConfigError, match="intensity"):
+            IntensityPolicy.parse(bad)
+
+
+def test_a_site_s_volume_settings_are_checked_when_its_config_is_read() -> None:
+    from fedscan.common.data.sources import FolderSource
+    from fedscan.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="intensity"):
+        FolderSource("a", "/nowhere", intensity="lungs")
+    with pytest.raises(ConfigError, match="min-slices"):
+        FolderSource("a", "/nowhere", min_slices=1)
