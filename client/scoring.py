@@ -36,12 +36,11 @@ def load_for(site: Site, train: TrainSettings) -> SiteData:
     classes; with every image's mask when the model segments."""
     spec = get_model_spec(train.model)
     scheme = LabelScheme(train.task, train.classes)
-    return site.source.load(
-        spec.input_size,
-        masks=spec.task == "segmentation",
-        scheme=scheme,
-        volume=volume_input(spec),
-    )
+    masks = spec.task == "segmentation"
+    volume = volume_input(spec)
+    if volume is None:  # a 2-D model: sources written before volumes keep working
+        return site.source.load(spec.input_size, masks=masks, scheme=scheme)
+    return site.source.load(spec.input_size, masks=masks, scheme=scheme, volume=volume)
 
 
 def score(

@@ -52,8 +52,11 @@ def content_hash(path: Path) -> str:
 
 def settings_key(options: DecodeOptions, size: int) -> str:
     """One name for every setting that changes an entry's content."""
+    chosen = asdict(options)
+    if chosen["values"] == "display":  # the default kind leaves the key as it was before volumes
+        del chosen["values"]
     described = json.dumps(
-        {"version": PIPELINE_VERSION, "size": size, "options": asdict(options)}, sort_keys=True
+        {"version": PIPELINE_VERSION, "size": size, "options": chosen}, sort_keys=True
     )
     return hashlib.blake2b(described.encode(), digest_size=8).hexdigest()
 
