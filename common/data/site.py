@@ -65,12 +65,7 @@ def load_site(
             f"(rejected: {report.rejected_by_reason() or 'none found'}). Run "
             "`fedscan data check` on the site folder for the reasons."
         )
-    train_idx, val_idx = patient_split(samples.labels, samples.groups, val_fraction, seed)
-    return SiteData(
-        train=_subset(samples, train_idx),
-        val=_subset(samples, val_idx),
-        rejected=report.rejected_by_reason(),
-    )
+    return _split(samples, val_fraction, seed, report.rejected_by_reason())
 
 
 def load_volume_site(
@@ -102,6 +97,10 @@ def load_volume_site(
             f"{report.files} files (rejected: {rejected or 'none found'}). Run `fedscan data "
             "check --volumes` on the site folder for the reasons."
         )
+    return _split(samples, val_fraction, seed, rejected)
+
+
+def _split(samples: Samples, val_fraction: float, seed: int, rejected: dict[str, int]) -> SiteData:
     train_idx, val_idx = patient_split(samples.labels, samples.groups, val_fraction, seed)
     return SiteData(
         train=_subset(samples, train_idx), val=_subset(samples, val_idx), rejected=rejected

@@ -269,7 +269,7 @@ def _label_and_collect(scan: _Scan, files: list[str]) -> Samples:
         if image is None:
             continue
         key = relative if scan.spec.key == "path" else str(image.header.get(scan.spec.key, ""))
-        problem = _label_problem(scan.table, key, image.header, collected.instances)
+        problem = label_problem(scan.table, key, image.header, collected.instances)
         mask = None
         if problem is None and scan.with_masks:
             mask, problem = _mask_of(scan, key, image)
@@ -305,9 +305,11 @@ def _mask_of(
         return None, (rejected.reason, str(rejected))
 
 
-def _label_problem(
+def label_problem(
     table: LabelTable, key: str, header: dict, instances: set
 ) -> tuple[Reason, str] | None:
+    """Why the row keyed ``key`` cannot label a sample (None: it can); ``header`` and
+    ``instances`` catch a second file with the same SOP Instance UID."""
     if header.get("SOPInstanceUID") and header["SOPInstanceUID"] in instances:
         return Reason.DUPLICATE_INSTANCE, "Another file holds the same SOP Instance UID."
     if key in table.unknown:

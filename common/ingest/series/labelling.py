@@ -17,7 +17,7 @@ from fedscan.common.errors import Rejected
 from fedscan.common.ingest.cache import CachedImage, DecodeCache, content_hash
 from fedscan.common.ingest.labels import LabelSpec, LabelTable
 from fedscan.common.ingest.rejections import Reason
-from fedscan.common.ingest.scan import Samples
+from fedscan.common.ingest.scan import Samples, label_problem
 from fedscan.common.ingest.series.geometry import SeriesPlan
 from fedscan.common.ingest.series.report import SeriesRecord
 from fedscan.common.ingest.series.resample import VolumeInput, fit_labels, to_canonical
@@ -52,7 +52,7 @@ def label_series(
         if item.volume is None or item.plan is None:
             continue
         key = _key_of(item, spec)
-        problem = _label_problem(table, key)
+        problem = label_problem(table, key, {}, set())
         mask = None
         if problem is None and masks is not None:
             mask, problem = masks.fit(item, key)
@@ -83,16 +83,6 @@ def _samples(
     if masks is not None:
         stacked_masks = np.stack(masks) if masks else np.zeros((0, *stacked.shape[1:]), np.float32)
     return Samples(stacked, np.asarray(labels, np.int64), tuple(groups), tuple(keys), stacked_masks)
-
-
-def _label_problem(table: LabelTable, key: str) -> tuple[Reason, str] | None:
-    if key in table.unknown:
-        return Reason.LABEL_UNKNOWN_CLASS, f"The label is unusable ({table.invalid[key]})."
-    if key in table.invalid:
-        return Reason.LABEL_INVALID, f"The series' label is unusable ({table.invalid[key]})."
-    if not key or key not in table.labels:
-        return Reason.LABEL_MISSING, "No row in the labels CSV matches this series' key."
-    return None
 
 
 @dataclass(frozen=True)
