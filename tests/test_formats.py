@@ -221,9 +221,12 @@ def test_without_dp_the_same_seed_trains_what_0_1_trained(
             assert {
                 k: v for k, v in now["evaluate"][site].items() if k in metrics
             } == pytest.approx(metrics, rel=1e-4, nan_ok=True)
+    # Weights differ across CPUs too: on another Xeon (2026-12-06) the code that had passed CI
+    # trained weights 1.1e-4 and layer sums 5.4e-4 away at most (float32 kernels add in another
+    # order), while seed 1 instead of 0 moves a site's AUC from 0.67 to 0.83 and its loss by 2.7.
     weights = torch.load(result.final_model, weights_only=True)
     for name, values in stored["weights"].items():
         tensor = weights[name].double()
         assert tensor.flatten()[:8].tolist() + [float(tensor.sum())] == pytest.approx(
-            values, rel=1e-5, abs=1e-7
+            values, rel=1e-5, abs=2e-3
         )
