@@ -147,13 +147,18 @@ def _read_raster(path: Path, rows: int, columns: int) -> np.ndarray:
     return values[None]
 
 
-def _read_numpy(path: Path, rows: int, columns: int) -> np.ndarray:
+def open_numpy(path: Path) -> np.ndarray:
+    """A .npy mask memory-mapped (no voxel read yet), or MASK_UNREADABLE; pickles are refused."""
     try:
-        values = np.load(path, mmap_mode="r", allow_pickle=False)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise Rejected(
             Reason.MASK_UNREADABLE, f"The mask is not a NumPy array file ({type(exc).__name__})."
         ) from exc
+
+
+def _read_numpy(path: Path, rows: int, columns: int) -> np.ndarray:
+    values = open_numpy(path)
     if values.ndim not in (2, 3) or not (
         np.issubdtype(values.dtype, np.number) or values.dtype == bool
     ):

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fedscan.common.errors import Rejected
-from fedscan.common.ingest.masks import SEGMENTATION_STORAGE, _values
+from fedscan.common.ingest.masks import SEGMENTATION_STORAGE, _values, open_numpy
 from fedscan.common.ingest.rejections import Reason
 from fedscan.common.ingest.series.geometry import SeriesPlan
 
@@ -64,12 +64,7 @@ def _as_labels(values: np.ndarray, structures: int) -> np.ndarray:
 
 
 def _read_numpy(path: Path, plan: SeriesPlan, structures: int) -> np.ndarray:
-    try:
-        values = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise Rejected(
-            Reason.MASK_UNREADABLE, f"The mask is not a NumPy array file ({type(exc).__name__})."
-        ) from exc
+    values = open_numpy(path)
     if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
         raise Rejected(Reason.MASK_UNREADABLE, f"A .npy mask must be numeric, not {values.dtype}.")
     if tuple(values.shape) != plan.shape:
