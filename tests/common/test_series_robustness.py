@@ -1,6 +1,6 @@
 """The mutation battery over series: damaged slices, inflated frame counts and wrong geometry tags
 never crash assembly, every rejection carries a code, and no header sizes an allocation beyond
-the limits."""
+the limits; damaged mask files cost their series only."""
 
 from __future__ import annotations
 
@@ -15,7 +15,17 @@ import pytest
 from fedscan.common.ingest.labels import LabelSpec
 from fedscan.common.ingest.rejections import Reason
 from fedscan.common.ingest.series.assemble import ingest_volumes
-from tests.series_factory import edit, hu_volume, settings, slice_files, write, write_labels
+from tests.series_factory import (
+    GEOMETRY,
+    edit,
+    hu_volume,
+    settings,
+    slice_files,
+    write,
+    write_labels,
+    write_mask,
+    write_seg,
+)
 
 CODES = {reason.value for reason in Reason}
 
@@ -187,3 +197,27 @@ def test_random_byte_damage_never_crashes_assembly(
             path.write_bytes(bytes(data))
         outcomes |= _codes(site) or {"accepted"}
     assert outcomes  # every trial ended accepted or with codes only (checked in _codes)
+
+
+@pytest.mark.parametrize("kind", ["npy", "nii", "nii.gz", "dcm"])
+def test_a_truncated_mask_file_rejects_its_series_with_a_code_and_nothing_crashes(
+    kind: str, tmp_path: Path
+) -> None:
+    # Found by hand (2026-12-06): a .nii.gz cut short passed the header check, then its voxel read
+    # raised EOFError, which ended `fedscan data check` with a bare "Aborted.".
+    folder = write(tmp_path, hu_volume())
+    mask = np.zeros((GEOMETRY.slices, GEOMETRY.side, GEOMETRY.side), np.uint8)
+    mask[3:7, 5:12, 14:20] = 1
+    path = tmp_path / "masks" / f"m.{kind}"
+    path.parent.mkdir()
+    if kind == "dcm":
+        write_seg(path, folder, mask)
+    else:
+        write_mask(path, mask)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 16])  # the last voxels (and a gzip's trailer) lost
+    write_labels(tmp_path, [{"file": "CT0000", "mask": f"masks/m.{kind}"}])
+    samples, report = ingest_volumes(tmp_path, LabelSpec(), settings(), masks=True)
+    (series,) = report.series
+    assert series.reason == Reason.MASK_UNREADABLE, (series.status, series.message)
+    assert str(tmp_path) not in series.message and len(samples.labels) == 0

@@ -109,7 +109,13 @@ def _read_nifti(path: Path, plan: SeriesPlan, structures: int) -> np.ndarray:
             "The NIfTI mask's affine does not place it on its series' voxels (origin, directions "
             "or spacing differ): export the mask from this series.",
         )
-    values = np.asarray(image.dataobj).reshape(columns, rows, slices).transpose(2, 1, 0)
+    try:
+        values = np.asarray(image.dataobj).reshape(columns, rows, slices).transpose(2, 1, 0)
+    except Exception as exc:  # a truncated .nii.gz raises EOFError, a short .nii ValueError
+        raise Rejected(
+            Reason.MASK_UNREADABLE,
+            f"The NIfTI mask's voxels cannot be read ({type(exc).__name__}).",
+        ) from exc
     return _as_labels(values if forward else values[::-1], structures)
 
 
