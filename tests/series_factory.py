@@ -66,6 +66,13 @@ def write_labels(site_dir: Path, rows: list[dict[str, object]]) -> None:
         writer.writerows(rows)
 
 
+def nodule_mask() -> np.ndarray:
+    """A small box of foreground in the GEOMETRY series, off-centre so a flipped axis would show."""
+    mask = np.zeros((GEOMETRY.slices, GEOMETRY.side, GEOMETRY.side), np.uint8)
+    mask[3:7, 5:12, 14:20] = 1
+    return mask
+
+
 def write_mask(path: Path, mask: np.ndarray, geometry: SeriesGeometry = GEOMETRY) -> None:
     write_masks(path, mask, geometry)
 

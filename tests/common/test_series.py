@@ -25,6 +25,7 @@ from tests.series_factory import (
     LAYOUTS,
     edit,
     hu_volume,
+    nodule_mask,
     settings,
     slice_files,
     write,
@@ -174,17 +175,11 @@ def test_series_are_labelled_by_folder_series_uid_or_patient(
         ingest_volumes(tmp_path, LabelSpec(key="SOPInstanceUID"), settings())
 
 
-def _nodule() -> np.ndarray:
-    mask = np.zeros((GEOMETRY.slices, GEOMETRY.side, GEOMETRY.side), np.uint8)
-    mask[3:7, 5:12, 14:20] = 1  # off-centre, so a flipped axis would show
-    return mask
-
-
 @pytest.mark.parametrize("kind", ["npy", "nii.gz", "seg"])
 def test_npy_nifti_and_seg_masks_fit_to_the_same_voxels(kind: str, tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     write(reference, hu_volume())
-    write_mask(reference / "masks" / "m.npy", _nodule())
+    write_mask(reference / "masks" / "m.npy", nodule_mask())
     write_labels(reference, [{"file": "CT0000", "mask": "masks/m.npy"}])
     expected, _ = ingest_volumes(reference, LabelSpec(), settings(), masks=True)
     site = tmp_path / kind
@@ -192,9 +187,9 @@ def test_npy_nifti_and_seg_masks_fit_to_the_same_voxels(kind: str, tmp_path: Pat
     name = f"masks/m.{'dcm' if kind == 'seg' else kind}"
     if kind == "seg":
         (site / "masks").mkdir()
-        write_seg(site / name, folder, _nodule())
+        write_seg(site / name, folder, nodule_mask())
     else:
-        write_mask(site / name, _nodule())
+        write_mask(site / name, nodule_mask())
     write_labels(site, [{"file": "CT0000", "mask": name}])
     samples, report = ingest_volumes(site, LabelSpec(), settings(), masks=True)
     assert report.accepted == 1, report.summary()
@@ -207,11 +202,13 @@ def test_masks_off_the_series_geometry_are_rejected_before_reading_voxels(tmp_pa
     import nibabel
 
     write(tmp_path, hu_volume())
-    np.save(tmp_path / "short.npy", _nodule()[:-1])
+    np.save(tmp_path / "short.npy", nodule_mask()[:-1])
     shifted = GEOMETRY.affine_ras()
     shifted[2, 3] += GEOMETRY.slice_mm / 2  # half a slice off
-    nibabel.save(nibabel.Nifti1Image(_nodule().transpose(2, 1, 0), shifted), tmp_path / "off.nii")
-    labelmap = _nodule() * 3
+    nibabel.save(
+        nibabel.Nifti1Image(nodule_mask().transpose(2, 1, 0), shifted), tmp_path / "off.nii"
+    )
+    labelmap = nodule_mask() * 3
     np.save(tmp_path / "three.npy", labelmap)
     codes = {}
     for name in ("short.npy", "off.nii", "three.npy"):

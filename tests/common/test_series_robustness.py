@@ -16,9 +16,9 @@ from fedscan.common.ingest.labels import LabelSpec
 from fedscan.common.ingest.rejections import Reason
 from fedscan.common.ingest.series.assemble import ingest_volumes
 from tests.series_factory import (
-    GEOMETRY,
     edit,
     hu_volume,
+    nodule_mask,
     settings,
     slice_files,
     write,
@@ -206,8 +206,7 @@ def test_a_truncated_mask_file_rejects_its_series_with_a_code_and_nothing_crashe
     # Found by hand (2026-12-06): a .nii.gz cut short passed the header check, then its voxel read
     # raised EOFError, which ended `fedscan data check` with a bare "Aborted.".
     folder = write(tmp_path, hu_volume())
-    mask = np.zeros((GEOMETRY.slices, GEOMETRY.side, GEOMETRY.side), np.uint8)
-    mask[3:7, 5:12, 14:20] = 1
+    mask = nodule_mask()
     path = tmp_path / "masks" / f"m.{kind}"
     path.parent.mkdir()
     if kind == "dcm":
