@@ -26,11 +26,15 @@ def npz_federation(
     partition: str,
     seed: int = 1,
     wrap: Callable[[Any], Any] | None = None,
+    skip: int | None = None,
 ) -> FederationResult:
     """``config``'s run over ``sites`` shards of ``npz`` (``partition``: iid | dirichlet:ALPHA);
-    ``wrap`` may interpose on every site (e.g. a Byzantine one)."""
+    ``wrap`` may interpose on every site (e.g. a Byzantine one); shard ``skip`` is left out (held
+    out for a leave-one-site-out check)."""
     sources = [
-        NpzShardSource(f"site-{i}", str(npz), i, sites, partition, seed) for i in range(sites)
+        NpzShardSource(f"site-{i}", str(npz), i, sites, partition, seed)
+        for i in range(sites)
+        if i != skip
     ]
     policy = PrivacyPolicy.for_simulation(config.privacy)
     states = [Site(source, root / "state" / source.name, policy) for source in sources]
@@ -38,5 +42,7 @@ def npz_federation(
         lambda context: states[int(context.node_config["partition-id"])], device="cpu"
     )
     return run_federation(
-        InProcessGrid(wrap(app) if wrap else app, sites), config, RunDirectory.create(root / "runs")
+        InProcessGrid(wrap(app) if wrap else app, len(sources)),
+        config,
+        RunDirectory.create(root / "runs"),
     )

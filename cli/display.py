@@ -262,6 +262,11 @@ def final_line(final: dict[str, Any]) -> str:
         f"{number('auc-ci-high'):.3f}); at threshold {number('threshold'):.3f}: sensitivity "
         f"{number(SENSITIVITY):.3f}, specificity {number(SPECIFICITY):.3f}, accuracy "
         f"{number(ACCURACY):.3f}; ECE {number('ece'):.3f}"
+        + (
+            f" ({number('ece-calibrated'):.3f} after recalibration)"
+            if "ece-calibrated" in pooled
+            else ""
+        )
     )
 
 

@@ -23,6 +23,7 @@ from fedscan.common.data.sources import FolderSource, volume_input
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.ingest.labels import LabelSpec
+from fedscan.common.metrics.calibration import Calibration
 from fedscan.common.metrics.classification import binary_metrics, predict
 from fedscan.common.metrics.confusion import LabelOverlaps
 from fedscan.common.metrics.histogram import (
@@ -148,19 +149,35 @@ def evaluate_checkpoint(
         metrics[AUC], int(truth.sum()), int(truth.size - truth.sum())
     )
     histogram = ScoreHistogram.of(scores, truth)
+    calibration = _calibration(meta)
+    calibrated = calibration.apply(scores)
     if plots is not None:
         write_plots(plots, histogram, threshold)
     if predictions is not None:
-        write_predictions(predictions, images.keys, truth, scores)
+        write_predictions(predictions, images.keys, truth, scores, calibrated)
     metrics.update(
         loss=loss,
         ece=expected_calibration_error(histogram),
+        ece_calibrated=expected_calibration_error(ScoreHistogram.of(calibrated, truth)),
         auc_ci_low=low,
         auc_ci_high=high,
         n=int(metrics["n"]),
         positives=int(metrics[POSITIVES]),
     )
-    return {**metrics, "threshold": threshold, "model": meta["model"]}
+    return {
+        **metrics,
+        "threshold": threshold,
+        "calibration": calibration.to_json(),
+        "model": meta["model"],
+    }
+
+
+def _calibration(meta: dict) -> Calibration:
+    """The Platt map stored with the model (the identity, saying why, for an older model)."""
+    try:
+        return Calibration.from_json(meta.get("calibration"))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"The checkpoint's calibration map is unusable: {error}") from None
 
 
 def write_plots(folder: Path, histogram: ScoreHistogram, threshold: float) -> None:
@@ -173,17 +190,22 @@ def write_plots(folder: Path, histogram: ScoreHistogram, threshold: float) -> No
 
 
 def write_predictions(
-    path: Path, keys: tuple[str, ...], labels: np.ndarray, scores: np.ndarray
+    path: Path,
+    keys: tuple[str, ...],
+    labels: np.ndarray,
+    scores: np.ndarray,
+    calibrated: np.ndarray | None = None,
 ) -> None:
-    """One row per image (local key, label, score): the hospital's own audit trail; it stays
-    local."""
+    """One row per image (local key, label, score and the calibrated score): the hospital's own
+    audit trail; it stays local. Nine significant digits: a confident model's 1e-7 stays 1e-7."""
+    calibrated = scores if calibrated is None else calibrated
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["key", "label", "score"])
-        for index, (label, score) in enumerate(zip(labels.tolist(), scores.tolist(), strict=True)):
-            writer.writerow(
-                [keys[index] if index < len(keys) else str(index), label, f"{score:.6f}"]
-            )
+        writer.writerow(["key", "label", "score", "calibrated_score"])
+        rows = zip(labels.tolist(), scores.tolist(), calibrated.tolist(), strict=True)
+        for index, (label, score, mapped) in enumerate(rows):
+            key = keys[index] if index < len(keys) else str(index)
+            writer.writerow([key, label, f"{score:.9g}", f"{mapped:.9g}"])
 
 
 def load_masked_folder(

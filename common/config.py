@@ -97,6 +97,20 @@ class TrainSettings:
     )
 
 
+def _check_operating_point(config: RunConfig) -> None:
+    from fedscan.common.metrics.histogram import parse_operating_point
+
+    try:
+        parse_operating_point(config.operating_point)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if config.operating_point != "youden" and (config.train.task != "classification"):
+        raise ConfigError(
+            "operating-point applies to binary classification (one threshold); leave it at "
+            f"'youden' for task {config.train.task!r}."
+        )
+
+
 def _wired(*, factory: Any) -> Any:
     """A nested settings field sent to every site."""
     return field(default_factory=factory, metadata={"wire": True})
@@ -142,6 +156,14 @@ class RunConfig:
         wire=True,
         help="Seed of the initial model, node sampling and (without DP) the sites' shuffling.",
     )
+    operating_point: str = setting(
+        "youden",
+        omit_default=True,
+        help="How the stored threshold is chosen on the pooled validation histogram: youden "
+        "(max sensitivity + specificity − 1) or sensitivity:T, the highest threshold that keeps "
+        "sensitivity ≥ T there (e.g. sensitivity:0.90; it held best on held-out sites, see the "
+        "README's accuracy section).",
+    )
     cross_site: bool = setting(
         True,
         wire=True,
@@ -177,6 +199,7 @@ class RunConfig:
             )
         _check_robust(self)
         _check_central_dp(self)
+        _check_operating_point(self)
 
     @property
     def central_dp(self) -> bool:

@@ -188,6 +188,7 @@ def _run_log(run_dir: RunDirectory, config: RunConfig) -> RunLog:
         gate=UpdateGate(norm_factor=config.norm_gate),
         model_options=config.train.classical,
         scheme=_class_scheme(config),
+        operating_point=config.operating_point,
         # A site that refuses before it ever replied is still named as the operator registered it.
         names=SiteNames(names_by_node(run_dir.path.parent.parent)),
     )
@@ -220,6 +221,7 @@ def _save_final(
         rounds=config.rounds,
         strategy=config.strategy,
         threshold=run_log.threshold,
+        **({"calibration": run_log.calibration} if run_log.calibration else {}),
         **run_log.class_meta,
     )
 

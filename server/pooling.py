@@ -19,9 +19,10 @@ from typing import Any
 
 from fedscan.common import protocol
 from fedscan.common.errors import ErrorCode
+from fedscan.common.metrics.calibration import calibrated_ece, fit_platt
 from fedscan.common.metrics.classwise import ClassEvidence, pooled_class_metrics
 from fedscan.common.metrics.confusion import MEAN_DICE, MEAN_IOU, LabelOverlaps
-from fedscan.common.metrics.histogram import ScoreHistogram, pooled_metrics, youden_threshold
+from fedscan.common.metrics.histogram import ScoreHistogram, operating_threshold, pooled_metrics
 from fedscan.common.metrics.segmentation import OverlapCounts, pooled_overlap
 from fedscan.common.tasks import MULTILABEL, SEGMENTATION, LabelScheme
 
@@ -36,6 +37,7 @@ class RoundPool:
     label_overlaps: dict[str, LabelOverlaps] = field(default_factory=dict)
     evidence: dict[str, ClassEvidence] = field(default_factory=dict)
     class_thresholds: dict[str, float] = field(default_factory=dict)  # multilabel, pooled Youden
+    operating_point: str = "youden"  # how a binary run's threshold is chosen (run config)
 
     def take(self, site: str, metrics: MutableMapping[str, Any]) -> str | None:
         """Move ``site``'s histogram or counts out of ``metrics``; the problem when they are
@@ -145,11 +147,20 @@ class RoundPool:
             pooled = self._with_structures(pooled)
         if not histograms:
             return pooled, None, None
-        total = sum(histograms.values(), ScoreHistogram.empty(next(iter(histograms.values())).bins))
-        threshold = youden_threshold(total)
+        first, *rest = histograms.values()
+        total = sum(rest, first)
+        threshold = operating_threshold(total, self.operating_point)
+        calibration = fit_platt(total)
         document = {
             "threshold": threshold,
+            "calibration": calibration.to_json(),
             "pooled": total.to_lists(),
             "sites": {name: hist.to_lists() for name, hist in sorted(histograms.items())},
         }
-        return pooled_metrics(total, threshold), threshold, document
+        # In-sample: the map is fitted on these very histograms (bench/shift.py measures it on
+        # held-out sites).
+        figures = {
+            **pooled_metrics(total, threshold),
+            "ece-calibrated": calibrated_ece(total, calibration),
+        }
+        return figures, threshold, document

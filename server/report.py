@@ -169,7 +169,9 @@ def model_card(run: dict[str, Any]) -> str:
         f"- at threshold {_fmt(p.get('threshold'))}: sensitivity {_fmt(p.get('sensitivity'))}, "
         "specificity "
         f"{_fmt(p.get('specificity'))}, F1 {_fmt(p.get('f1'))}, accuracy {_fmt(p.get('accuracy'))}",
-        f"- expected calibration error {_fmt(p.get('ece'))} (10 bins); n = {_fmt(p.get('n'), 0)}",
+        f"- expected calibration error {_fmt(p.get('ece'))} (10 bins); after the stored Platt "
+        f"recalibration {_fmt(p.get('ece-calibrated'))} (fitted on this same validation data); "
+        f"n = {_fmt(p.get('n'), 0)}",
         "",
         *_cross_site_markdown(run["matrix"]),
         _LIMITS,
@@ -200,7 +202,8 @@ def _threshold_line(run: dict[str, Any]) -> list[str]:
     if report_classes.is_per_class(run):
         return [*report_classes.task_lines(run), ""]
     return [
-        f"- Operating threshold: {_fmt(run['final'].get('threshold'))} (Youden, pooled validation)",
+        f"- Operating threshold: {_fmt(run['final'].get('threshold'))} "
+        f"({run['config'].get('operating_point', 'youden')}, pooled validation)",
         "",
     ]
 

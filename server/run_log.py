@@ -86,10 +86,12 @@ class RunLog:
     _train_started: float = field(default_factory=time.monotonic)
     _current: Record = field(default_factory=dict)
     scheme: LabelScheme | None = None  # multiclass / multilabel: pooled per class
+    operating_point: str = "youden"  # the run config's rule for the stored threshold
+    calibration: dict[str, Any] | None = None  # Platt map of the latest pooled validation
     _pool: RoundPool = field(default_factory=RoundPool)
 
     def __post_init__(self) -> None:
-        self._pool = RoundPool(scheme=self.scheme)
+        self._pool = RoundPool(scheme=self.scheme, operating_point=self.operating_point)
 
     @property
     def class_meta(self) -> dict[str, Any]:
@@ -155,6 +157,7 @@ class RunLog:
             "history": self.history,
             "current": self._current,
             "threshold": self.threshold,
+            "calibration": self.calibration,
             "names": {str(node): name for node, name in self.names.names.items()},
             "central_epsilon": self.central_epsilon,
             "declared": dict(self.gate.declared),
@@ -170,6 +173,7 @@ class RunLog:
             float(snapshot["threshold"]),
             snapshot["central_epsilon"],
         )
+        self.calibration = snapshot.get("calibration")  # none in checkpoints before issue 21
         self.names.names = {int(node): name for node, name in snapshot["names"].items()}
         self.gate.declared = {site: int(count) for site, count in snapshot["declared"].items()}
         self.started = time.monotonic() - float(snapshot["elapsed_s"])
@@ -302,6 +306,7 @@ class RunLog:
         if threshold is not None:
             self.threshold = threshold
         if histograms is not None:
+            self.calibration = histograms.get("calibration")
             self.run_dir.write_json(HISTOGRAMS_FILE, {"round": record["round"], **histograms})
 
     def _write_events(self, record: Record) -> None:

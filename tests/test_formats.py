@@ -215,7 +215,12 @@ def test_without_dp_the_same_seed_trains_what_0_1_trained(
     # Losses are float32 means: one differed by 5.5e-6 relative on a loaded machine and 3.7e-5 on
     # a fresh clone (2026-12-02), so metrics get 1e-4; the weights below keep their tolerance.
     for now, then in zip(result.history, stored["history"], strict=True):
-        assert now["pooled"] == pytest.approx(then["pooled"], rel=1e-4, nan_ok=True)
+        # The pooled figures come from score histograms, binned in logit steps since issue 21:
+        # 0.1's 0.001-wide linear bins tied this model's scores near 0.99 (pooled AUC 0.667 then,
+        # 0.717 now, threshold 0.988 then). The same images were pooled; the exact per-site
+        # figures below still match.
+        for key in ("n", "positives"):
+            assert now["pooled"][key] == then["pooled"][key]
         assert now["aggregated"] == pytest.approx(then["aggregated"], rel=1e-4, nan_ok=True)
         for site, metrics in then["evaluate"].items():
             assert {

@@ -75,7 +75,8 @@ def rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def predict(
     model: nn.Module, data: ImageSet, *, device: torch.device, batch_size: int = 256
 ) -> tuple[np.ndarray, float]:
-    """Probabilities for every image and the mean binary cross-entropy."""
+    """Probabilities for every image (float64: a float32 sigmoid rounds every logit above ≈ 17 to
+    exactly 1, which would tie a confident model's positives) and the mean binary cross-entropy."""
     model.to(device).eval()
     criterion = nn.BCEWithLogitsLoss(reduction="sum")
     scores, loss = [], 0.0
@@ -84,7 +85,7 @@ def predict(
         labels = data.labels[start : start + batch_size].float().to(device)
         logits = model(images)
         loss += float(criterion(logits, labels))
-        scores.append(torch.sigmoid(logits).cpu().numpy())
+        scores.append(torch.sigmoid(logits.double()).cpu().numpy())
     all_scores = np.concatenate(scores) if scores else np.zeros(0)
     return all_scores, loss / max(len(data), 1)
 
@@ -110,6 +111,7 @@ def predict_classes(
         labels = data.labels[start : start + batch_size].to(device)
         logits = model(images)
         loss += float(criterion(logits, labels)) * len(images)
+        logits = logits.double()  # float64 probabilities, as in predict()
         probabilities = logits.softmax(dim=1) if scheme.kind == MULTICLASS else logits.sigmoid()
         scores.append(probabilities.cpu().numpy())
     empty = np.zeros((0, len(scheme.classes)))

@@ -5,8 +5,10 @@ site bins its validation scores into fixed bins — counts of positives and
 negatives, and the sum of scores, per bin — and the coordinator adds the
 histograms. From the sums: ROC-AUC (ties inside a bin count one half), the
 ROC curve, sensitivity/specificity/F1/accuracy at a threshold on a bin edge,
-the Youden-optimal threshold, expected calibration error on coarser bins, and
-a Hanley–McNeil 95 % interval for the AUC.
+the Youden-optimal threshold, the threshold that keeps a target sensitivity,
+expected calibration error on coarser bins, and a Hanley–McNeil 95 % interval
+for the AUC. The bins are equal steps in logit space (:mod:`.binning`), so a
+confident model's scores near 0 or 1 still spread over many bins.
 
 Like every metric a site reports, histograms are statistics of its validation
 images outside the DP guarantee of the model updates.
@@ -21,11 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from fedscan.common.metrics.binning import (
+    BINS,
+    CALIBRATION_BINS,
+    Binning,
+    binning_of,
+    check_known,
+)
 from fedscan.common.metrics.ratios import safe_ratio
 from fedscan.common.protocol import HIST_NEGATIVES, HIST_POSITIVES, HIST_SCORE_SUMS, HISTOGRAM_KEYS
 
-BINS = 1000  # fine enough that the binned AUC is within 0.002 of the exact one in practice
-ECE_BINS = 10
+__all__ = ["BINS", "ScoreHistogram", "auc", "at_threshold", "youden_threshold"]
+ECE_BINS = CALIBRATION_BINS
 
 
 @dataclass(frozen=True)
@@ -38,9 +47,11 @@ class ScoreHistogram:
 
     @classmethod
     def of(cls, scores: np.ndarray, labels: np.ndarray, bins: int = BINS) -> ScoreHistogram:
+        """From probabilities (float64 ones keep a confident model's scores near 1 apart)."""
+        binning = binning_of(bins)
         scores = np.clip(np.asarray(scores, dtype=np.float64).reshape(-1), 0.0, 1.0)
         labels = np.asarray(labels).reshape(-1).astype(bool)
-        index = np.minimum((scores * bins).astype(np.int64), bins - 1)
+        index = binning.index(scores)
         return cls(
             np.bincount(index[labels], minlength=bins),
             np.bincount(index[~labels], minlength=bins),
@@ -52,6 +63,11 @@ class ScoreHistogram:
         return cls(np.zeros(bins, np.int64), np.zeros(bins, np.int64), np.zeros(bins))
 
     def __add__(self, other: ScoreHistogram) -> ScoreHistogram:
+        if other.bins != self.bins:
+            raise ValueError(
+                f"Cannot add a {other.bins}-bin score histogram to a {self.bins}-bin one: the "
+                "sites run different fedscan releases; install the same one everywhere."
+            )
         return ScoreHistogram(
             self.positives + other.positives,
             self.negatives + other.negatives,
@@ -61,6 +77,10 @@ class ScoreHistogram:
     @property
     def bins(self) -> int:
         return int(self.positives.size)
+
+    @property
+    def binning(self) -> Binning:
+        return binning_of(self.bins)
 
     def to_lists(self) -> dict[str, list]:
         """The three lists under their message keys
@@ -78,6 +98,7 @@ class ScoreHistogram:
             raise ValueError(
                 "A score histogram is malformed (lengths differ or counts are negative)."
             )
+        check_known(parts[0].size)  # a bin count fedscan sends, or a ValueError that says so
         return cls(
             parts[0].astype(np.int64), parts[1].astype(np.int64), parts[2].astype(np.float64)
         )
@@ -95,15 +116,15 @@ def auc(hist: ScoreHistogram) -> float:
 
 def roc_curve(hist: ScoreHistogram) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(false-positive rate, true-positive rate, threshold) at every bin edge, from 1 down to 0."""
-    thresholds = np.arange(hist.bins, -1, -1) / hist.bins
+    thresholds = hist.binning.edges[::-1]
     tp = np.concatenate([[0], np.cumsum(hist.positives[::-1])])
     fp = np.concatenate([[0], np.cumsum(hist.negatives[::-1])])
     return fp / max(fp[-1], 1), tp / max(tp[-1], 1), thresholds
 
 
 def at_threshold(hist: ScoreHistogram, threshold: float) -> dict[str, float]:
-    """Scores ≥ ``threshold`` (rounded to a bin edge) count as positive."""
-    edge = int(round(threshold * hist.bins))
+    """Scores ≥ ``threshold`` (rounded to the nearest bin edge) count as positive."""
+    edge = hist.binning.nearest_edge(threshold)
     tp, fn = float(hist.positives[edge:].sum()), float(hist.positives[:edge].sum())
     fp, tn = float(hist.negatives[edge:].sum()), float(hist.negatives[:edge].sum())
     return {
@@ -115,12 +136,55 @@ def at_threshold(hist: ScoreHistogram, threshold: float) -> dict[str, float]:
     }
 
 
+def on_edge(hist: ScoreHistogram, threshold: float) -> float:
+    """The bin edge that :func:`at_threshold` applies for ``threshold``: the one reported."""
+    return float(hist.binning.edges[hist.binning.nearest_edge(threshold)])
+
+
 def youden_threshold(hist: ScoreHistogram) -> float:
     """The bin edge maximising sensitivity + specificity − 1 (0.5 when undefined)."""
     fpr, tpr, thresholds = roc_curve(hist)
     if hist.positives.sum() == 0 or hist.negatives.sum() == 0:
         return 0.5
     return float(thresholds[int(np.argmax(tpr - fpr))])
+
+
+def sensitivity_threshold(hist: ScoreHistogram, target: float) -> float:
+    """The highest bin edge at which sensitivity is still ≥ ``target`` (0.5 when undefined)."""
+    if not 0 < target <= 1:
+        raise ValueError(f"A target sensitivity is in (0, 1]; got {target}.")
+    fpr, tpr, thresholds = roc_curve(hist)
+    if hist.positives.sum() == 0:
+        return 0.5
+    return float(thresholds[int(np.argmax(tpr >= target - 1e-12))])
+
+
+OPERATING_POINTS = ("youden", "sensitivity:TARGET")
+
+
+def operating_threshold(hist: ScoreHistogram, rule: str) -> float:
+    """The stored threshold by the run's rule: ``youden`` or ``sensitivity:0.90``."""
+    if rule == "youden":
+        return youden_threshold(hist)
+    return sensitivity_threshold(hist, parse_operating_point(rule))
+
+
+def parse_operating_point(rule: str) -> float:
+    """The target sensitivity of ``sensitivity:T`` (NaN for youden); a ValueError that says what
+    to write otherwise."""
+    if rule == "youden":
+        return math.nan
+    kind, _, value = rule.partition(":")
+    try:
+        target = float(value)
+    except ValueError:
+        target = math.nan
+    if kind != "sensitivity" or not 0 < target < 1:
+        raise ValueError(
+            f"operating-point {rule!r} is neither 'youden' nor 'sensitivity:T' with T in (0, 1), "
+            "e.g. 'sensitivity:0.90'."
+        )
+    return target
 
 
 def expected_calibration_error(hist: ScoreHistogram, bins: int = ECE_BINS) -> float:
@@ -143,11 +207,15 @@ def reliability_curve(
 
 
 def _calibration_bins(hist: ScoreHistogram, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positives, counts and score sums merged into ``bins`` equal-width bins (exact: sums add)."""
-    if hist.bins % bins:
-        raise ValueError(f"{bins} calibration bins must divide the {hist.bins} histogram bins.")
+    """Positives, counts and score sums merged into ``bins`` equal-width bins (exact: sums add,
+    and the calibration edges are histogram edges)."""
+    edges = hist.binning.edges
+    wanted = np.arange(bins + 1) / bins
+    if np.abs(edges[[hist.binning.nearest_edge(w) for w in wanted]] - wanted).max() > 1e-9:
+        raise ValueError(f"{bins} calibration bins do not fall on the histogram's bin edges.")
+    target = np.minimum((hist.binning.midpoints() * bins).astype(np.int64), bins - 1)
     merged = [
-        values.reshape(bins, -1).sum(axis=1)
+        np.bincount(target, weights=values, minlength=bins)
         for values in (hist.positives, hist.positives + hist.negatives, hist.score_sums)
     ]
     return merged[0], merged[1], merged[2]
@@ -177,7 +245,7 @@ def pooled_metrics(hist: ScoreHistogram, threshold: float) -> dict[str, float]:
         "auc-ci-high": high,
         **at_threshold(hist, threshold),
         "ece": expected_calibration_error(hist),
-        "threshold": threshold,
+        "threshold": on_edge(hist, threshold),
         "n": float(hist.positives.sum() + hist.negatives.sum()),
         "positives": float(hist.positives.sum()),
     }

@@ -40,6 +40,7 @@ from fedscan.common.metrics.histogram import (
     auc,
     auc_confidence_interval,
     expected_calibration_error,
+    on_edge,
     youden_threshold,
 )
 from fedscan.common.protocol import (
@@ -264,7 +265,7 @@ def _one_class(hist: ScoreHistogram, threshold: float | None) -> dict[str, float
     positives, negatives = int(hist.positives.sum()), int(hist.negatives.sum())
     value = auc(hist)
     low, high = auc_confidence_interval(value, positives, negatives)
-    chosen = youden_threshold(hist) if threshold is None else float(threshold)
+    chosen = youden_threshold(hist) if threshold is None else on_edge(hist, threshold)
     point = at_threshold(hist, chosen)
     return {
         AUC: value,

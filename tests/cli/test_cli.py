@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from fedscan import __version__
 from fedscan.cli.main import app
+from fedscan.common.metrics.calibration import Calibration
 from fedscan.common.models.checkpoint import save_checkpoint
 from fedscan.common.models.networks import build_model
 
@@ -121,10 +123,52 @@ def test_evaluate_writes_plots_and_a_local_predictions_file(
     assert (tmp_path / "plots" / "roc.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "reliability.png").stat().st_size > 1000
     rows = (tmp_path / "predictions.csv").read_text().splitlines()
-    assert rows[0] == "key,label,score" and len(rows) == 41
+    assert rows[0] == "key,label,score,calibrated_score" and len(rows) == 41
     assert {row.split(",")[0] for row in rows[1:]} == {
         p.name for p in synthetic_sites[0].glob("*.dcm")
     }
+
+
+def test_evaluate_applies_the_stored_calibration_map_and_reports_ece_before_and_after(
+    tmp_path: Path, synthetic_sites: list[Path]
+) -> None:
+    # Prepare: a checkpoint whose run stored a Platt map (and an older one without)
+    calibrated, plain = tmp_path / "final.pt", tmp_path / "old.pt"
+    state = build_model("small-cnn", seed=0).state_dict()
+    platt = Calibration(0.5, -1.0)
+    save_checkpoint(calibrated, "small-cnn", state, calibration=platt.to_json())
+    save_checkpoint(plain, "small-cnn", state)
+    # Execute
+    outputs = {}
+    for checkpoint in (calibrated, plain):
+        predictions = checkpoint.with_suffix(".csv")
+        result = runner.invoke(
+            app,
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                f"dicom:{synthetic_sites[0]}",
+                "--device",
+                "cpu",
+                "--predictions",
+                str(predictions),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        outputs[checkpoint.stem] = json.loads(result.output), predictions
+    # Assert: every row's calibrated score is the map of its score; both ECEs are reported
+    metrics, predictions = outputs["final"]
+    assert metrics["calibration"] == platt.to_json()
+    assert 0 <= metrics["ece_calibrated"] <= 1 and 0 <= metrics["ece"] <= 1
+    rows = [line.split(",") for line in predictions.read_text().splitlines()[1:]]
+    scores = np.array([float(row[2]) for row in rows])
+    mapped = np.array([float(row[3]) for row in rows])
+    assert np.allclose(mapped, platt.apply(scores), rtol=1e-6)
+    old, _ = outputs["old"]
+    assert old["ece_calibrated"] == old["ece"]
+    assert "without a calibration map" in old["calibration"]["reason"]
 
 
 def test_evaluate_without_checkpoint_json_is_a_clear_error(tmp_path: Path, tiny_npz: Path) -> None:

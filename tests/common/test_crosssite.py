@@ -64,3 +64,28 @@ def test_a_site_that_did_not_evaluate_a_model_leaves_a_gap_and_the_json_round_tr
 
 def test_sites_plan_one_more_release_for_the_local_fine_tune() -> None:
     assert planned_releases(5, True) == 6 and planned_releases(5, False) == 5
+
+
+def test_a_confident_local_model_pools_to_the_auc_its_sites_see() -> None:
+    # Prepare: the model behind a 0.500 in fedscan 0.1 (per-site AUC ≈ 0.95, every score < 0.001)
+    rng = np.random.default_rng(11)
+    model = local_model_name("a")
+    results, scores_all, labels_all = {}, [], []
+    for site, n in (("a", 200), ("b", 150), ("c", 90)):
+        labels = rng.integers(0, 2, n)
+        scores = 1 / (1 + np.exp(-(rng.normal(-12, 1, n) + 3.3 * labels)))
+        results[site] = {
+            model: SiteEvaluation(binary_metrics(labels, scores), ScoreHistogram.of(scores, labels))
+        }
+        scores_all.append(scores)
+        labels_all.append(labels)
+    # Execute
+    matrix = build_matrix(results, models=[model], threshold=0.5)
+    # Assert
+    per_site = [row[0] for row in matrix.values("auc")]
+    assert min(per_site) > 0.9
+    pooled = matrix.pooled[model]["auc"]
+    assert min(per_site) - 0.02 <= pooled <= max(per_site) + 0.02
+    assert pooled == pytest.approx(
+        direct_auc(np.concatenate(scores_all), np.concatenate(labels_all)), abs=0.002
+    )

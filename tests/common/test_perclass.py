@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from fedscan.common.metrics.binning import BINS, logit_binning
 from fedscan.common.metrics.classification import rank_auc
 from fedscan.common.metrics.confusion import ConfusionCounts, LabelOverlaps
 from fedscan.common.metrics.histogram import (
@@ -170,7 +171,9 @@ def test_operating_points_are_those_of_the_pooled_scores(seed: int) -> None:
     names, sites = _classes(k), _sigmoid_sites(rng, k)
     scores = np.concatenate([s for s, _ in sites])
     targets = np.concatenate([t for _, t in sites])
-    given = {names[0]: float(rng.integers(1, 1000)) / 1000}
+    # A given threshold is a bin edge (an earlier round's Youden threshold): off an edge, the
+    # pooled figures apply the nearest edge and report it.
+    given = {names[0]: float(logit_binning().edges[rng.integers(1, BINS)])}
     # Execute
     pooled = _pooled(sites, lambda s, t: ClassHistograms.of_multilabel(s, t, names))
     metrics = class_metrics(pooled, given)

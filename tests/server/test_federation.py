@@ -85,6 +85,8 @@ def test_federation_writes_run_directory_and_every_site_reports(
     model, meta = load_checkpoint(result.final_model)
     assert meta["model"] == "small-cnn" and meta["rounds"] == 2
     assert meta["threshold"] == histograms["threshold"] == pooled["threshold"]
+    assert meta["calibration"] == histograms["calibration"]  # the Platt map, stored with the model
+    assert 0 <= pooled["ece-calibrated"] <= 1
     assert model(torch.rand(2, 1, 64, 64)).shape == (2,)
     assert {m.metadata.message_type for m in grid.delivered} == {"train", "evaluate"}
     # One exchange per round: round 2's train message asks each site to score round 1's aggregate

@@ -1,0 +1,104 @@
+"""The tables of ``bench/shift.py``: ranking, operating points and calibration under shift.
+
+Each fold's threshold and calibration map come from its validation scores binned as the sites bin
+them (a pooled :class:`ScoreHistogram`), exactly what the coordinator stores; the held-out figures
+are then exact (rank AUC, counts at the threshold, ECE over ten equal-width bins).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+
+from fedscan.common.metrics.calibration import fit_platt
+from fedscan.common.metrics.classification import binary_metrics
+from fedscan.common.metrics.histogram import (
+    ScoreHistogram,
+    expected_calibration_error,
+    sensitivity_threshold,
+    youden_threshold,
+)
+
+SHIFTED = ("held-out site", "other scanner", "37.5 % normal")
+Figures = dict[str, float]
+
+
+def fold_figures(labels: dict[str, list], scores: dict[str, list]) -> Figures:
+    """Every figure of one fold and model variant."""
+    val = ScoreHistogram.of(np.asarray(scores["validation"]), np.asarray(labels["validation"]))
+    thresholds = {"youden": youden_threshold(val), "sens90": sensitivity_threshold(val, 0.9)}
+    calibration = fit_platt(val)
+    figures: Figures = {}
+    for where in ("validation", *SHIFTED):
+        y, s = np.asarray(labels[where]), np.asarray(scores[where])
+        figures[f"{where}/auc"] = binary_metrics(y, s)["auc"]
+        for rule, threshold in thresholds.items():
+            point = binary_metrics(y, s, threshold=threshold)
+            figures[f"{where}/{rule}/sens"] = point["sensitivity"]
+            figures[f"{where}/{rule}/spec"] = point["specificity"]
+        figures[f"{where}/ece"] = expected_calibration_error(ScoreHistogram.of(s, y))
+        calibrated = calibration.apply(s)
+        figures[f"{where}/ece-cal"] = expected_calibration_error(ScoreHistogram.of(calibrated, y))
+    return figures
+
+
+def _cell(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _rows(folds: list[dict]) -> dict[tuple[str, str, str], list[Figures]]:
+    grouped: dict[tuple[str, str, str], list[Figures]] = defaultdict(list)
+    for fold in folds:
+        for variant, scores in fold["scores"].items():
+            key = (fold["config"], fold["privacy"], variant)
+            grouped[key].append(fold_figures(fold["labels"], scores))
+    return grouped
+
+
+def _table(
+    title: str,
+    grouped: dict[tuple[str, str, str], list[Figures]],
+    columns: list[tuple[str, Callable[[Figures], float]]],
+) -> None:
+    print(f"\n{title}\n")
+    print("| config | privacy | model | folds | " + " | ".join(name for name, _ in columns) + " |")
+    print("|---" * (len(columns) + 4) + "|")
+    order = {"none": 0, "8": 1, "3": 2}
+    for key in sorted(grouped, key=lambda k: (order.get(k[1], 9), k[0], k[2])):
+        figures = grouped[key]
+        cells = [_cell([pick(f) for f in figures]) for _, pick in columns]
+        privacy = "no DP" if key[1] == "none" else f"ε {key[1]}"
+        print(f"| {key[0]} | {privacy} | {key[2]} | {len(figures)} | " + " | ".join(cells) + " |")
+
+
+def print_tables(folds: list[dict]) -> None:
+    grouped = _rows(folds)
+    _table(
+        "AUC: in-distribution validation against held-out sites (seed s holds out shard s mod 3)",
+        grouped,
+        [(f"{where} AUC", lambda f, w=where: f[f"{w}/auc"]) for where in ("validation", *SHIFTED)],
+    )
+    operating = []
+    for where in SHIFTED[:2]:
+        for rule, label in (("youden", "Youden"), ("sens90", "sens-0.90 rule")):
+            operating += [
+                (f"{where}: {label} sens", lambda f, w=where, r=rule: f[f"{w}/{r}/sens"]),
+                (f"{where}: {label} spec", lambda f, w=where, r=rule: f[f"{w}/{r}/spec"]),
+            ]
+    _table(
+        "Operating points that transfer: the stored threshold on held-out sites", grouped, operating
+    )
+    _table(
+        "Calibration: ECE (10 bins) of raw scores / after the Platt map fitted on validation",
+        grouped,
+        [
+            (f"{where} ECE {kind}", lambda f, w=where, k=suffix: f[f"{w}/{k}"])
+            for where in ("validation", *SHIFTED)
+            for kind, suffix in (("raw", "ece"), ("calibrated", "ece-cal"))
+        ],
+    )
