@@ -263,7 +263,8 @@ def final_line(final: dict[str, Any]) -> str:
         f"{number(SENSITIVITY):.3f}, specificity {number(SPECIFICITY):.3f}, accuracy "
         f"{number(ACCURACY):.3f}; ECE {number('ece'):.3f}"
         + (
-            f" ({number('ece-calibrated'):.3f} after recalibration)"
+            f" ({number('ece-calibrated'):.3f} after recalibration; a calibrated model would "
+            f"show {number('ece-floor'):.3f} on {number('n'):.0f} images)"
             if "ece-calibrated" in pooled
             else ""
         )

@@ -19,7 +19,7 @@ from typing import Any
 
 from fedscan.common import protocol
 from fedscan.common.errors import ErrorCode
-from fedscan.common.metrics.calibration import calibrated_ece, fit_platt
+from fedscan.common.metrics.calibration import calibrated_ece, ece_floor, fit_platt
 from fedscan.common.metrics.classwise import ClassEvidence, pooled_class_metrics
 from fedscan.common.metrics.confusion import MEAN_DICE, MEAN_IOU, LabelOverlaps
 from fedscan.common.metrics.histogram import ScoreHistogram, operating_threshold, pooled_metrics
@@ -147,6 +147,14 @@ class RoundPool:
             pooled = self._with_structures(pooled)
         if not histograms:
             return pooled, None, None
+        figures, threshold, document = self._close_histograms(histograms)
+        return figures, threshold, document
+
+    def _close_histograms(
+        self, histograms: dict[str, ScoreHistogram]
+    ) -> tuple[dict[str, Any], float, dict[str, Any]]:
+        """The pooled figures, the stored threshold (the run's rule) and the histograms document
+        with the Platt map of the summed histogram."""
         first, *rest = histograms.values()
         total = sum(rest, first)
         threshold = operating_threshold(total, self.operating_point)
@@ -158,9 +166,10 @@ class RoundPool:
             "sites": {name: hist.to_lists() for name, hist in sorted(histograms.items())},
         }
         # In-sample: the map is fitted on these very histograms (bench/shift.py measures it on
-        # held-out sites).
+        # held-out sites); the floor says what ECE this many images allow.
         figures = {
             **pooled_metrics(total, threshold),
             "ece-calibrated": calibrated_ece(total, calibration),
+            "ece-floor": ece_floor(total, calibration),
         }
         return figures, threshold, document

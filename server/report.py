@@ -170,8 +170,9 @@ def model_card(run: dict[str, Any]) -> str:
         "specificity "
         f"{_fmt(p.get('specificity'))}, F1 {_fmt(p.get('f1'))}, accuracy {_fmt(p.get('accuracy'))}",
         f"- expected calibration error {_fmt(p.get('ece'))} (10 bins); after the stored Platt "
-        f"recalibration {_fmt(p.get('ece-calibrated'))} (fitted on this same validation data); "
-        f"n = {_fmt(p.get('n'), 0)}",
+        f"recalibration {_fmt(p.get('ece-calibrated'))} (fitted on this same validation data; "
+        f"a perfectly calibrated model would show {_fmt(p.get('ece-floor'))} on this many "
+        f"images); n = {_fmt(p.get('n'), 0)}",
         "",
         *_cross_site_markdown(run["matrix"]),
         _LIMITS,

@@ -121,6 +121,26 @@ def _newton(
     return float(params[0]), float(params[1])
 
 
+def ece_floor(hist: ScoreHistogram, calibration: Calibration, *, draws: int = 200) -> float:
+    """The mean ECE that a *perfectly* calibrated model with these (calibrated) scores would show
+    on this many cases: labels drawn from the scores themselves, ``draws`` times (fixed seed).
+    ECE is biased upwards on small sets: at the demo's 216 validation images the floor is 0.060,
+    so an ECE near it is as calibrated as the set can show."""
+    count = hist.positives + hist.negatives
+    if count.sum() == 0:
+        return math.nan
+    filled = count > 0
+    mean = calibration.apply(hist.score_sums[filled] / count[filled])
+    n = count[filled].astype(np.int64)
+    group = np.minimum((mean * CALIBRATION_BINS).astype(np.int64), CALIBRATION_BINS - 1)
+    predicted = np.bincount(group, weights=mean * n, minlength=CALIBRATION_BINS)
+    drawn = np.random.default_rng(0).binomial(n, mean, size=(draws, n.size))
+    observed = np.stack(
+        [np.bincount(group, weights=row, minlength=CALIBRATION_BINS) for row in drawn]
+    )
+    return float(np.abs(observed - predicted).sum(axis=1).mean() / n.sum())
+
+
 def calibrated_ece(hist: ScoreHistogram, calibration: Calibration) -> float:
     """The expected calibration error of the calibrated scores (ten equal-width bins), each fine
     bin standing for its mean score (exact for the identity map, within a 0.01-logit bin

@@ -8,6 +8,7 @@ import pytest
 from fedscan.common.metrics.calibration import (
     Calibration,
     calibrated_ece,
+    ece_floor,
     fit_platt,
 )
 from fedscan.common.metrics.classification import rank_auc
@@ -63,3 +64,19 @@ def test_a_map_round_trips_through_checkpoint_metadata_and_a_bad_one_is_refused(
     assert not Calibration.from_json(None).fitted
     with pytest.raises(ValueError, match="not a rising Platt map"):
         Calibration.from_json({"method": "platt", "slope": -1.0, "intercept": 0.0})
+
+
+def test_the_ece_floor_is_what_a_calibrated_model_shows_at_that_size() -> None:
+    # Prepare: calibrated scores (labels drawn from them), at two sizes
+    rng = np.random.default_rng(9)
+    floors, measured = {}, {}
+    for n in (200, 20_000):
+        scores = 1 / (1 + np.exp(-rng.normal(0, 2, n)))
+        labels = (rng.random(n) < scores).astype(int)
+        hist = ScoreHistogram.of(scores, labels)
+        # Execute
+        floors[n] = ece_floor(hist, Calibration())
+        measured[n] = expected_calibration_error(hist)
+    # Assert: small sets cannot show a small ECE; large ones can
+    assert 0.03 < floors[200] < 0.09 and floors[20_000] < 0.01
+    assert measured[200] < 2.5 * floors[200] and measured[20_000] < 2.5 * floors[20_000]
