@@ -52,6 +52,7 @@ EMA_DECAYS = (0.5, 0.75)
 CONFIGS = {  # name → RunConfig overrides (train settings under "train")
     "today": {},  # the defaults before issue 21: 5 rounds × 3 local epochs
     "r10e1": {"rounds": 10, "train": {"local_epochs": 1}},
+    "today-int": {"train": {"augment_intensity": True}},  # + scanner-like intensity augmentation
     "r15e1": {"rounds": 15, "train": {"local_epochs": 1}},
     "r10e1-lr03": {"rounds": 10, "train": {"local_epochs": 1, "learning_rate": 0.03}},
 }

@@ -22,7 +22,8 @@ from fedscan.common.metrics.histogram import (
     youden_threshold,
 )
 
-SHIFTED = ("held-out site", "other scanner", "37.5 % normal")
+SCANNERS = ("scanner low-res", "scanner noisy", "scanner framed")
+SHIFTED = ("held-out site", *SCANNERS, "37.5 % normal")
 Figures = dict[str, float]
 
 
@@ -42,6 +43,9 @@ def fold_figures(labels: dict[str, list], scores: dict[str, list]) -> Figures:
         figures[f"{where}/ece"] = expected_calibration_error(ScoreHistogram.of(s, y))
         calibrated = calibration.apply(s)
         figures[f"{where}/ece-cal"] = expected_calibration_error(ScoreHistogram.of(calibrated, y))
+    for key in [k for k in figures if k.startswith(SCANNERS[0])]:  # the mean over the scanners
+        name = key.removeprefix(SCANNERS[0])
+        figures["scanners" + name] = float(np.mean([figures[s + name] for s in SCANNERS]))
     return figures
 
 
@@ -84,21 +88,24 @@ def print_tables(folds: list[dict]) -> None:
         [(f"{where} AUC", lambda f, w=where: f[f"{w}/auc"]) for where in ("validation", *SHIFTED)],
     )
     operating = []
-    for where in SHIFTED[:2]:
+    for where in ("held-out site", "scanners"):
         for rule, label in (("youden", "Youden"), ("sens90", "sens-0.90 rule")):
             operating += [
                 (f"{where}: {label} sens", lambda f, w=where, r=rule: f[f"{w}/{r}/sens"]),
                 (f"{where}: {label} spec", lambda f, w=where, r=rule: f[f"{w}/{r}/spec"]),
             ]
     _table(
-        "Operating points that transfer: the stored threshold on held-out sites", grouped, operating
+        "Operating points that transfer: the stored threshold on held-out sites (scanners: the "
+        "mean over the three profiles)",
+        grouped,
+        operating,
     )
     _table(
         "Calibration: ECE (10 bins) of raw scores / after the Platt map fitted on validation",
         grouped,
         [
             (f"{where} ECE {kind}", lambda f, w=where, k=suffix: f[f"{w}/{k}"])
-            for where in ("validation", *SHIFTED)
+            for where in ("validation", "held-out site", "scanners", "37.5 % normal")
             for kind, suffix in (("raw", "ece"), ("calibrated", "ece-cal"))
         ],
     )

@@ -72,6 +72,12 @@ class TrainSettings:
     augment: bool = setting(
         True, help="Light label-preserving augmentation (random affine) while training."
     )
+    augment_intensity: bool = setting(
+        defaults.AUGMENT_INTENSITY,
+        omit_default=True,
+        help="Also vary each training image as another scanner would (gamma, contrast, "
+        "brightness, noise, blur) when augment is on; classification only.",
+    )
     proximal_mu: float = setting(
         0.0, flat=False, help="FedProx's proximal weight, as the strategy sends it."
     )

@@ -21,6 +21,7 @@ LOCAL_EPOCHS = 3
 BATCH_SIZE = 64
 LEARNING_RATE = 0.05
 MOMENTUM = 0.9
+AUGMENT_INTENSITY = False  # scanner-like intensity augmentation; see bench/shift.py
 EPSILON = 8.0
 DELTA = 1e-5
 CLIP_NORM = 1.0

@@ -1,4 +1,6 @@
-"""Training-time augmentation: a light, label-preserving random affine per sample (MONAI).
+"""Training-time augmentation: a light, label-preserving random affine per sample (MONAI), and
+for classification optionally the intensities another scanner would give (gamma, contrast,
+brightness, Gaussian noise, blur; ``intensity``), clamped back to [0, 1].
 
 Volumes (N×1×D×S×S) get the 3-D affine: a few voxels of shift, a small turn in the axial plane
 and ±6 % scale. For segmentation one random affine moves an image and its mask together (the mask
@@ -21,6 +23,30 @@ _AFFINE: dict[str, Any] = {
     "scale_range": (0.06, 0.06),
     "padding_mode": "border",
 }
+
+
+def _intensity(seed: int) -> Any:
+    """Scanner-like intensity changes, each with its own probability (one image in ~4 unchanged).
+    Gamma 0.7–1.5 and contrast ±30 % cover the exposure and windowing differences between
+    devices; noise σ ≤ 0.05 and a blur of ≤ 1 pixel their detectors and reconstruction."""
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrast,
+        RandGaussianNoise,
+        RandGaussianSmooth,
+        RandScaleIntensityFixedMean,
+        RandShiftIntensity,
+    )
+
+    return Compose(
+        [
+            RandAdjustContrast(prob=0.5, gamma=(0.7, 1.5)),
+            RandScaleIntensityFixedMean(prob=0.5, factors=0.3),
+            RandShiftIntensity(prob=0.5, offsets=0.1),
+            RandGaussianNoise(prob=0.3, std=0.05),
+            RandGaussianSmooth(prob=0.3, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0)),
+        ]
+    ).set_random_state(seed)
 
 
 # Canonical volume axes are z, y, x (inferior → superior first): MONAI's first rotation angle
@@ -47,6 +73,7 @@ class TrainingSet(torch.utils.data.Dataset):
         seed: int,
         segmentation: bool = False,
         integer_labels: bool = False,
+        intensity: bool = False,
     ) -> None:
         from monai.transforms import RandAffine, RandAffined
 
@@ -61,8 +88,10 @@ class TrainingSet(torch.utils.data.Dataset):
         self.integer_labels = integer_labels
         self.augment: Any = None  # MONAI's RandAffine, or RandAffined for an image and its mask
         ranges = _AFFINE_3D if data.images.ndim == 5 else _AFFINE
+        self.intensity: Any = None
         if augment and not segmentation:
             self.augment = RandAffine(**ranges).set_random_state(seed)
+            self.intensity = _intensity((seed + 1) % 2**32) if intensity else None
         elif augment:
             self.augment = RandAffined(
                 keys=("image", "mask"), mode=("bilinear", "nearest"), **ranges
@@ -86,5 +115,7 @@ class TrainingSet(torch.utils.data.Dataset):
             )
         if self.augment is not None:
             image = convert_to_tensor(self.augment(image), track_meta=False).float()
+        if self.intensity is not None:
+            image = convert_to_tensor(self.intensity(image), track_meta=False).float().clamp(0, 1)
         label = self.data.labels[index]
         return image, label if self.integer_labels else label.float()

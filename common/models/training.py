@@ -127,6 +127,7 @@ def _loader(data: ImageSet, settings: TrainSettings, seed: int) -> torch.utils.d
         seed=seed % 2**32,
         segmentation=spec.task == "segmentation",
         integer_labels=settings.task in (MULTICLASS, MULTILABEL),
+        intensity=settings.augment_intensity,
     )
     return torch.utils.data.DataLoader(
         dataset,
