@@ -47,6 +47,7 @@ from fedscan.common.privacy import PrivacyConfig
 from fedscan.server.inprocess import flower_identity
 
 SITES, PARTITION = 3, "dirichlet:0.5"
+SIZE = get_model_spec("small-cnn").input_size  # every configuration here trains small-cnn
 CPU = torch.device("cpu")
 EMA_DECAYS = (0.5, 0.75)
 CONFIGS = {  # name → RunConfig overrides (train settings under "train")
@@ -165,15 +166,19 @@ def train_fold(npz: Path, root: Path, name: str, privacy: str, seed: int) -> dic
     }
 
 
-def score_fold(npz: Path, fold: dict) -> dict:
+def evaluation_sets(npz: Path, held_out: int, seed: int, size: int) -> dict[str, ImageSet]:
+    """The training sites' validation and the held-out site's sets of one seed (the same for
+    every configuration)."""
+    return {
+        "validation": training_val(npz, held_out, seed, size),
+        **held_out_sets(npz, held_out, seed, size),
+    }
+
+
+def score_fold(fold: dict, sets: dict[str, ImageSet]) -> dict:
     """Every model variant's scores on the validation and held-out sets (no metrics yet)."""
     states = fold["rounds"]
     variants = {"final": states[-1], **{f"ema-{d}": ema(states, d) for d in EMA_DECAYS}}
-    size = get_model_spec(fold["model"]).input_size
-    sets = {
-        "validation": training_val(npz, fold["held_out"], fold["seed"], size),
-        **held_out_sets(npz, fold["held_out"], fold["seed"], size),
-    }
     scored: dict[str, dict] = {}
     for variant, state in variants.items():
         model = build_model(fold["model"])
@@ -200,10 +205,15 @@ def run_missing(
                         fold = train_fold(npz, Path(tmp), name, privacy, seed)
                     torch.save(fold, stem.with_suffix(".pt"))
                     print(f"fold trained: {stem.name}", flush=True)
-    for path in sorted(out.glob("*.pt")):
-        if not path.with_suffix(".json").exists():
+    unscored = [p for p in sorted(out.glob("*.pt")) if not p.with_suffix(".json").exists()]
+    by_seed: dict[int, list[Path]] = {}
+    for path in unscored:
+        by_seed.setdefault(int(path.stem.rsplit("_", 1)[1]), []).append(path)
+    for seed, paths in sorted(by_seed.items()):
+        sets = evaluation_sets(npz, seed % SITES, seed, SIZE)  # loaded once per seed
+        for path in paths:
             fold = torch.load(path, weights_only=True)
-            path.with_suffix(".json").write_text(json.dumps(score_fold(npz, fold)))
+            path.with_suffix(".json").write_text(json.dumps(score_fold(fold, sets)))
 
 
 def main() -> None:

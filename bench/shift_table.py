@@ -80,8 +80,29 @@ def _table(
         print(f"| {key[0]} | {privacy} | {key[2]} | {len(figures)} | " + " | ".join(cells) + " |")
 
 
+def _summary(grouped: dict[tuple[str, str, str], list[Figures]]) -> None:
+    """The README's table: the final model only, the scanners averaged."""
+    final = {key: figures for key, figures in grouped.items() if key[2] == "final"}
+    _table(
+        "Summary (final model; scanners: the mean over the three profiles)",
+        final,
+        [
+            ("validation AUC", lambda f: f["validation/auc"]),
+            ("held-out AUC", lambda f: f["held-out site/auc"]),
+            ("scanners AUC", lambda f: f["scanners/auc"]),
+            ("held-out sens", lambda f: f["held-out site/youden/sens"]),
+            ("held-out spec", lambda f: f["held-out site/youden/spec"]),
+            ("scanners sens", lambda f: f["scanners/youden/sens"]),
+            ("scanners spec", lambda f: f["scanners/youden/spec"]),
+            ("37.5 % normal ECE", lambda f: f["37.5 % normal/ece"]),
+            ("… calibrated", lambda f: f["37.5 % normal/ece-cal"]),
+        ],
+    )
+
+
 def print_tables(folds: list[dict]) -> None:
     grouped = _rows(folds)
+    _summary(grouped)
     _table(
         "AUC: in-distribution validation against held-out sites (seed s holds out shard s mod 3)",
         grouped,

@@ -167,8 +167,8 @@ class RunConfig:
         omit_default=True,
         help="How the stored threshold is chosen on the pooled validation histogram: youden "
         "(max sensitivity + specificity − 1) or sensitivity:T, the highest threshold that keeps "
-        "sensitivity ≥ T there (e.g. sensitivity:0.90; it held best on held-out sites, see the "
-        "README's accuracy section).",
+        "sensitivity ≥ T there (e.g. sensitivity:0.90: on held-out sites it kept 0.90–0.92; see "
+        "docs/accuracy.md).",
     )
     cross_site: bool = setting(
         True,
