@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fedscan.common.metrics.calibration import fit_platt
+from fedscan.common.metrics.calibration import recalibration
 from fedscan.common.metrics.classification import binary_metrics
 from fedscan.common.metrics.histogram import (
     ScoreHistogram,
@@ -31,7 +31,7 @@ def fold_figures(labels: dict[str, list], scores: dict[str, list]) -> Figures:
     """Every figure of one fold and model variant."""
     val = ScoreHistogram.of(np.asarray(scores["validation"]), np.asarray(labels["validation"]))
     thresholds = {"youden": youden_threshold(val), "sens90": sensitivity_threshold(val, 0.9)}
-    calibration = fit_platt(val)
+    calibration = recalibration(val)
     figures: Figures = {}
     for where in ("validation", *SHIFTED):
         y, s = np.asarray(labels[where]), np.asarray(scores[where])

@@ -19,7 +19,7 @@ from typing import Any
 
 from fedscan.common import protocol
 from fedscan.common.errors import ErrorCode
-from fedscan.common.metrics.calibration import calibrated_ece, ece_floor, fit_platt
+from fedscan.common.metrics.calibration import calibrated_ece, ece_floor, recalibration
 from fedscan.common.metrics.classwise import ClassEvidence, pooled_class_metrics
 from fedscan.common.metrics.confusion import MEAN_DICE, MEAN_IOU, LabelOverlaps
 from fedscan.common.metrics.histogram import ScoreHistogram, operating_threshold, pooled_metrics
@@ -158,7 +158,7 @@ class RoundPool:
         first, *rest = histograms.values()
         total = sum(rest, first)
         threshold = operating_threshold(total, self.operating_point)
-        calibration = fit_platt(total)
+        calibration = recalibration(total)
         document = {
             "threshold": threshold,
             "calibration": calibration.to_json(),

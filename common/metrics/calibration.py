@@ -85,6 +85,20 @@ def fit_platt(hist: ScoreHistogram) -> Calibration:
     return Calibration(slope, intercept)
 
 
+def recalibration(hist: ScoreHistogram) -> Calibration:
+    """The map a run stores: the Platt fit, unless it does not lower the validation ECE (then the
+    identity, saying so). Platt minimises log-loss, and on a few hundred images with scores from
+    sites of different offsets that can raise the ten-bin ECE (measured: a no-DP run's 0.111 went
+    to 0.194 at slope 7.0); a map that makes the reported figure worse is not worth storing."""
+    fitted = fit_platt(hist)
+    if fitted.fitted and calibrated_ece(hist, fitted) >= calibrated_ece(hist, Calibration()):
+        return Calibration(
+            reason=f"the Platt map (slope {fitted.slope:.3g}, intercept {fitted.intercept:.3g}) "
+            "did not lower the validation ECE"
+        )
+    return fitted
+
+
 def _bin_logits(hist: ScoreHistogram) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each filled bin's mean score as a logit, with its positives and negatives."""
     count = hist.positives + hist.negatives

@@ -10,6 +10,7 @@ from fedscan.common.metrics.calibration import (
     calibrated_ece,
     ece_floor,
     fit_platt,
+    recalibration,
 )
 from fedscan.common.metrics.classification import rank_auc
 from fedscan.common.metrics.histogram import ScoreHistogram, expected_calibration_error
@@ -80,3 +81,21 @@ def test_the_ece_floor_is_what_a_calibrated_model_shows_at_that_size() -> None:
     # Assert: small sets cannot show a small ECE; large ones can
     assert 0.03 < floors[200] < 0.09 and floors[20_000] < 0.01
     assert measured[200] < 2.5 * floors[200] and measured[20_000] < 2.5 * floors[20_000]
+
+
+def test_a_map_that_would_raise_the_validation_ece_is_not_stored() -> None:
+    # Prepare: the reliability of a no-DP demo run whose Platt fit (slope 7) raised the ten-bin ECE:
+    # (score range, images, positives) per calibration bin
+    rng = np.random.default_rng(0)
+    parts = [(0.35, 0.4, 42, 15), (0.4, 0.5, 138, 55), (0.5, 0.56, 33, 33), (0.6, 0.63, 3, 3)]
+    scores = np.concatenate([rng.uniform(low, high, n) for low, high, n, _ in parts])
+    labels = np.concatenate(
+        [rng.permutation(np.r_[np.ones(k), np.zeros(n - k)]) for _, _, n, k in parts]
+    ).astype(int)
+    hist = ScoreHistogram.of(scores, labels)
+    # Execute
+    fitted, stored = fit_platt(hist), recalibration(hist)
+    # Assert
+    assert fitted.fitted and calibrated_ece(hist, fitted) > expected_calibration_error(hist)
+    assert not stored.fitted and "did not lower the validation ECE" in stored.reason
+    assert calibrated_ece(hist, stored) == pytest.approx(expected_calibration_error(hist))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedscan.common.metrics.calibration import Calibration, fit_platt
+from fedscan.common.metrics.calibration import Calibration, recalibration
 from fedscan.common.metrics.histogram import ScoreHistogram, youden_threshold
 from fedscan.server.pooling import RoundPool
 
@@ -36,5 +36,5 @@ def test_the_pool_stores_the_threshold_of_its_rule_and_the_map_of_the_summed_his
     else:
         assert pooled["sensitivity"] >= 0.9
         assert threshold > 0 and pooled["specificity"] > 0
-    assert Calibration.from_json(document["calibration"]) == fit_platt(total)
+    assert Calibration.from_json(document["calibration"]) == recalibration(total)
     assert pooled["ece-calibrated"] < pooled["ece"]
