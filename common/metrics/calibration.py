@@ -140,15 +140,11 @@ def ece_floor(hist: ScoreHistogram, calibration: Calibration, *, draws: int = 20
     on this many cases: labels drawn from the scores themselves, ``draws`` times (fixed seed).
     ECE is biased upwards on small sets: at the demo's 216 validation images the floor is 0.060,
     so an ECE near it is as calibrated as the set can show."""
-    count = hist.positives + hist.negatives
-    if count.sum() == 0:
+    groups = _calibration_groups(hist, calibration)
+    if groups is None:
         return math.nan
-    filled = count > 0
-    mean = calibration.apply(hist.score_sums[filled] / count[filled])
-    n = count[filled].astype(np.int64)
-    group = np.minimum((mean * CALIBRATION_BINS).astype(np.int64), CALIBRATION_BINS - 1)
-    predicted = np.bincount(group, weights=mean * n, minlength=CALIBRATION_BINS)
-    drawn = np.random.default_rng(0).binomial(n, mean, size=(draws, n.size))
+    mean, n, group, predicted = groups
+    drawn = np.random.default_rng(0).binomial(n.astype(np.int64), mean, size=(draws, n.size))
     observed = np.stack(
         [np.bincount(group, weights=row, minlength=CALIBRATION_BINS) for row in drawn]
     )
@@ -159,13 +155,25 @@ def calibrated_ece(hist: ScoreHistogram, calibration: Calibration) -> float:
     """The expected calibration error of the calibrated scores (ten equal-width bins), each fine
     bin standing for its mean score (exact for the identity map, within a 0.01-logit bin
     otherwise)."""
-    count = hist.positives + hist.negatives
-    if count.sum() == 0:
+    groups = _calibration_groups(hist, calibration)
+    if groups is None:
         return math.nan
-    filled = count > 0
-    mean = calibration.apply(hist.score_sums[filled] / count[filled])
-    group = np.minimum((mean * CALIBRATION_BINS).astype(np.int64), CALIBRATION_BINS - 1)
-    n = count[filled].astype(float)
-    predicted = np.bincount(group, weights=mean * n, minlength=CALIBRATION_BINS)
+    _, n, group, predicted = groups
+    filled = (hist.positives + hist.negatives) > 0
     observed = np.bincount(group, weights=hist.positives[filled], minlength=CALIBRATION_BINS)
     return float(np.abs(predicted - observed).sum() / n.sum())
+
+
+def _calibration_groups(
+    hist: ScoreHistogram, calibration: Calibration
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per filled fine bin: its calibrated mean score, its count and its calibration bin; and the
+    predicted positives per calibration bin. None for an empty histogram."""
+    count = hist.positives + hist.negatives
+    if count.sum() == 0:
+        return None
+    filled = count > 0
+    mean = calibration.apply(hist.score_sums[filled] / count[filled])
+    n = count[filled].astype(float)
+    group = np.minimum((mean * CALIBRATION_BINS).astype(np.int64), CALIBRATION_BINS - 1)
+    return mean, n, group, np.bincount(group, weights=mean * n, minlength=CALIBRATION_BINS)

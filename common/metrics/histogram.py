@@ -33,7 +33,6 @@ from fedscan.common.metrics.binning import (
 from fedscan.common.metrics.ratios import safe_ratio
 from fedscan.common.protocol import HIST_NEGATIVES, HIST_POSITIVES, HIST_SCORE_SUMS, HISTOGRAM_KEYS
 
-__all__ = ["BINS", "ScoreHistogram", "auc", "at_threshold", "youden_threshold"]
 ECE_BINS = CALIBRATION_BINS
 
 

@@ -61,26 +61,21 @@ def test_synth_writes_sites(tmp_path: Path) -> None:
     assert (tmp_path / "site-0" / "labels.csv").is_file()
 
 
+def _evaluate(checkpoint: Path, data: str, *options: str):
+    """``fedscan evaluate`` of ``checkpoint`` on ``data`` on the CPU, with more ``options``."""
+    return runner.invoke(
+        app,
+        ["evaluate", "--checkpoint", str(checkpoint), "--data", data, "--device", "cpu", *options],
+    )
+
+
 def test_evaluate_prints_json_metrics_for_npz_and_dicom(
     tmp_path: Path, tiny_npz: Path, synthetic_sites: list[Path]
 ) -> None:
     checkpoint = tmp_path / "final.pt"
     save_checkpoint(checkpoint, "small-cnn", build_model("small-cnn", seed=0).state_dict())
     for data in (f"npz:{tiny_npz}", f"dicom:{synthetic_sites[0]}"):
-        result = runner.invoke(
-            app,
-            [
-                "evaluate",
-                "--checkpoint",
-                str(checkpoint),
-                "--data",
-                data,
-                "--split",
-                "val",
-                "--device",
-                "cpu",
-            ],
-        )
+        result = _evaluate(checkpoint, data, "--split", "val")
         assert result.exit_code == 0, result.output
         metrics = json.loads(result.output)
         assert {
@@ -103,21 +98,13 @@ def test_evaluate_writes_plots_and_a_local_predictions_file(
 ) -> None:
     checkpoint = tmp_path / "final.pt"
     save_checkpoint(checkpoint, "small-cnn", build_model("small-cnn", seed=0).state_dict())
-    result = runner.invoke(
-        app,
-        [
-            "evaluate",
-            "--checkpoint",
-            str(checkpoint),
-            "--data",
-            f"dicom:{synthetic_sites[0]}",
-            "--device",
-            "cpu",
-            "--plots",
-            str(tmp_path / "plots"),
-            "--predictions",
-            str(tmp_path / "predictions.csv"),
-        ],
+    result = _evaluate(
+        checkpoint,
+        f"dicom:{synthetic_sites[0]}",
+        "--plots",
+        str(tmp_path / "plots"),
+        "--predictions",
+        str(tmp_path / "predictions.csv"),
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "plots" / "roc.png").stat().st_size > 1000
@@ -142,19 +129,8 @@ def test_evaluate_applies_the_stored_calibration_map_and_reports_ece_before_and_
     outputs = {}
     for checkpoint in (calibrated, plain):
         predictions = checkpoint.with_suffix(".csv")
-        result = runner.invoke(
-            app,
-            [
-                "evaluate",
-                "--checkpoint",
-                str(checkpoint),
-                "--data",
-                f"dicom:{synthetic_sites[0]}",
-                "--device",
-                "cpu",
-                "--predictions",
-                str(predictions),
-            ],
+        result = _evaluate(
+            checkpoint, f"dicom:{synthetic_sites[0]}", "--predictions", str(predictions)
         )
         assert result.exit_code == 0, result.output
         outputs[checkpoint.stem] = json.loads(result.output), predictions
