@@ -47,7 +47,7 @@ from fedscan.common.privacy import PrivacyConfig
 from fedscan.server.inprocess import flower_identity
 
 SITES, PARTITION = 3, "dirichlet:0.5"
-SIZE = get_model_spec("small-cnn").input_size  # every configuration here trains small-cnn
+SIZE = get_model_spec("small-cnn").input_size  # every model here takes 64 × 64 images
 CPU = torch.device("cpu")
 EMA_DECAYS = (0.5, 0.75)
 CONFIGS = {  # name → RunConfig overrides (train settings under "train")
@@ -56,6 +56,19 @@ CONFIGS = {  # name → RunConfig overrides (train settings under "train")
     "today-int": {"train": {"augment_intensity": True}},  # + scanner-like intensity augmentation
     "r15e1": {"rounds": 15, "train": {"local_epochs": 1}},
     "r10e1-lr03": {"rounds": 10, "train": {"local_epochs": 1, "learning_rate": 0.03}},
+    # Server optimisers: FedAdam at Flower's step and smaller.
+    "fedadam": {"strategy": "fedadam"},
+    "fedadam-e01": {"strategy": "fedadam", "server_learning_rate": 0.01},
+    # Larger expected batches (σ recalibrated by the accountant), the learning rate scaled along.
+    "b128": {"train": {"batch_size": 128, "learning_rate": 0.1}},
+    "b256": {"train": {"batch_size": 256, "learning_rate": 0.2}},
+    "fedavgm": {"strategy": "fedavgm"},  # server momentum 0.9 (Hsu et al. 2019), server step 1
+    "fedavgm-05": {"strategy": "fedavgm", "server_momentum": 0.5},
+    "cosine": {"train": {"lr_schedule": "cosine"}},  # lr 0.05 → 0.005 over the rounds
+    "views4": {"train": {"augment_views": 4}},  # augmentation multiplicity K = 4
+    "ws": {"train": {"model": "small-cnn-ws"}},  # weight standardisation + GroupNorm
+    "wide": {"train": {"model": "small-cnn-wide"}},  # twice the channels
+    "resnet18": {"train": {"model": "resnet18"}},  # MONAI ResNet-18, GroupNorm, at 64 px
 }
 
 

@@ -172,9 +172,9 @@ def _local_round(
     """Train the received model on the site's training images (DP-SGD when ``dp`` is given)."""
     # Opacus (≈ 1.2 s to import) only where DP training happens: every message is a fresh process.
     from fedscan.common.models.networks import build_model
-    from fedscan.common.models.training import train_local
+    from fedscan.common.models.training import scheduled, train_local
 
-    train = request.settings.train
+    train = scheduled(request.settings.train, request.server_round, request.settings.rounds)
     model = build_model(
         train.model, options=train.classical, outputs=outputs(train.task, train.classes)
     )

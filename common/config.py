@@ -35,7 +35,7 @@ from fedscan.common.settings import (
 )
 from fedscan.common.tasks import SEGMENTATION, check_classes, model_task
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean", "krum")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedavgm", "median", "trimmed-mean", "krum")
 FlatValue = bool | int | float | str
 # Run-config keys that say where a run is written or simulated, not how it trains (set by the
 # launcher).
@@ -77,6 +77,19 @@ class TrainSettings:
         omit_default=True,
         help="Also vary each training image as another scanner would (gamma, contrast, "
         "brightness, noise, blur) when augment is on; classification only.",
+    )
+    augment_views: int = setting(
+        defaults.AUGMENT_VIEWS,
+        omit_default=True,
+        help="Augmentation multiplicity: K augmented views of each training image, their "
+        "gradients averaged before DP clipping (still one image's gradient; K× the compute); "
+        "classification with augment on.",
+    )
+    lr_schedule: str = setting(
+        defaults.LR_SCHEDULE,
+        omit_default=True,
+        help="The learning rate over the run's rounds: constant, or cosine (from learning-rate "
+        "in round 1 down to a tenth of it in the last round).",
     )
     proximal_mu: float = setting(
         0.0, flat=False, help="FedProx's proximal weight, as the strategy sends it."
@@ -134,6 +147,12 @@ class RunConfig:
     proximal_mu: float = setting(0.01, help="FedProx: weight of the proximal term.")
     server_learning_rate: float = setting(
         0.05, help="FedAdam: the server optimiser's learning rate."
+    )
+    server_momentum: float = setting(
+        defaults.SERVER_MOMENTUM,
+        omit_default=True,
+        help="FedAvgM: the server's momentum β in [0, 1) (each round steps by the averaged "
+        "update plus β × the previous step).",
     )
     trim_fraction: float = setting(
         0.2, help="Trimmed mean: the share cut from each end, per parameter."
@@ -344,6 +363,7 @@ def check_training(train: TrainSettings) -> None:
         raise ConfigError("batch-size must be at least 1.")
     if not 0 <= train.momentum < 1:
         raise ConfigError("momentum must be in [0, 1).")
+    _check_views_and_schedule(train)
     if train.task not in defaults.TASKS:
         raise ConfigError(f"Unknown task {train.task!r}; use one of {', '.join(defaults.TASKS)}.")
     spec = get_model_spec(train.model)
@@ -360,7 +380,24 @@ def check_training(train: TrainSettings) -> None:
         ClassicalConfig.parse(train.classical)  # raises with the valid keys
 
 
+def _check_views_and_schedule(train: TrainSettings) -> None:
+    if train.lr_schedule not in defaults.LR_SCHEDULES:
+        raise ConfigError(
+            f"Unknown lr-schedule {train.lr_schedule!r}; use one of "
+            f"{', '.join(defaults.LR_SCHEDULES)}."
+        )
+    if not 1 <= train.augment_views <= 16:
+        raise ConfigError("augment-views must be 1 to 16 (each view costs a forward and backward).")
+    if train.augment_views > 1 and not (train.augment and train.task != SEGMENTATION):
+        raise ConfigError(
+            "augment-views > 1 averages augmented views of an image: it needs augment = true "
+            "and a classification task (binary, multiclass or multilabel), not segmentation."
+        )
+
+
 def _check_robust(config: RunConfig) -> None:
+    if not 0 <= config.server_momentum < 1:
+        raise ConfigError("server-momentum must be in [0, 1).")
     if not 0 <= config.trim_fraction < 0.5:
         raise ConfigError(
             "trim-fraction must be in [0, 0.5): the share cut from each end per parameter."

@@ -1,5 +1,5 @@
-"""Strategies by name, each recording its rounds: FedAvg (default), FedProx, FedAdam, FedAvg +
-central DP, and the robust median, trimmed mean and Multi-Krum (Flower's)."""
+"""Strategies by name, each recording its rounds: FedAvg (default), FedProx, FedAdam, FedAvgM,
+FedAvg + central DP, and the robust median, trimmed mean and Multi-Krum (Flower's)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAdam,
     FedAvg,
+    FedAvgM,
     FedMedian,
     FedProx,
     FedTrimmedAvg,
@@ -86,6 +87,25 @@ class RecordingFedAdam(RecordingMixin, FedAdam):
     ) -> None:
         for name, values in tensors.items():
             setattr(self, name, {k: v.numpy() for k, v in values.items()})
+
+
+class RecordingFedAvgM(RecordingMixin, FedAvgM):
+    """FedAvg with server momentum (Hsu et al. 2019): the global model steps by the averaged
+    update plus β × the previous step, at no privacy cost (it only post-processes releases)."""
+
+    def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+        # The momentum vector; the current arrays come back with the resumed round's model.
+        if self.momentum_vector is None:
+            return {}, {}
+        steps = {str(i): torch.from_numpy(np.array(v)) for i, v in enumerate(self.momentum_vector)}
+        return {}, {"momentum_vector": steps}
+
+    def restore_state(
+        self, scalars: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
+    ) -> None:
+        steps = tensors.get("momentum_vector")
+        if steps:
+            self.momentum_vector = [steps[str(i)].numpy() for i in range(len(steps))]
 
 
 class RecordingFedMedian(RecordingMixin, FedMedian):
@@ -188,6 +208,8 @@ def build_strategy(config: RunConfig, run_log: RunLog, num_sites: int) -> Strate
         strategy = RecordingFedAdam(
             eta=config.server_learning_rate, eta_l=config.train.learning_rate, **plain
         )
+    elif config.strategy == "fedavgm":
+        strategy = RecordingFedAvgM(server_momentum=config.server_momentum, **plain)
     elif config.strategy == "median":
         strategy = RecordingFedMedian(**plain)
     elif config.strategy == "trimmed-mean":

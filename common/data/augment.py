@@ -5,6 +5,10 @@ brightness, Gaussian noise, blur; ``intensity``), clamped back to [0, 1].
 Volumes (N×1×D×S×S) get the 3-D affine: a few voxels of shift, a small turn in the axial plane
 and ±6 % scale. For segmentation one random affine moves an image and its mask together (the mask
 by nearest neighbour), so they stay aligned.
+
+With ``views`` K > 1 (augmentation multiplicity, De et al. 2022) a classification sample is K
+independently augmented views of one image, stacked K×1×S×S, and one label: training averages
+their gradients into that image's one gradient before DP clipping.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class TrainingSet(torch.utils.data.Dataset):
         segmentation: bool = False,
         integer_labels: bool = False,
         intensity: bool = False,
+        views: int = 1,
     ) -> None:
         from monai.transforms import RandAffine, RandAffined
 
@@ -83,6 +88,9 @@ class TrainingSet(torch.utils.data.Dataset):
                 "masks."
             )
         self.data, self.segmentation = data, segmentation
+        if views > 1 and (segmentation or not augment):
+            raise DataError("Several views of an image need augment on and a classification task.")
+        self.views = views
         # Multiclass and multilabel labels (a class index, a bit set of findings) stay integers:
         # float32 holds a bit set exactly only up to 24 findings.
         self.integer_labels = integer_labels
@@ -113,9 +121,18 @@ class TrainingSet(torch.utils.data.Dataset):
                 convert_to_tensor(pair["image"], track_meta=False).float(),
                 convert_to_tensor(pair["mask"], track_meta=False).float(),
             )
+        if self.views > 1:
+            image = torch.stack([self._augmented(image) for _ in range(self.views)])
+        else:
+            image = self._augmented(image)
+        label = self.data.labels[index]
+        return image, label if self.integer_labels else label.float()
+
+    def _augmented(self, image: torch.Tensor) -> torch.Tensor:
+        from monai.utils import convert_to_tensor
+
         if self.augment is not None:
             image = convert_to_tensor(self.augment(image), track_meta=False).float()
         if self.intensity is not None:
             image = convert_to_tensor(self.intensity(image), track_meta=False).float().clamp(0, 1)
-        label = self.data.labels[index]
-        return image, label if self.integer_labels else label.float()
+        return image

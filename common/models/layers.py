@@ -22,6 +22,22 @@ class SqueezeLogit(nn.Module):
         return logits.squeeze(1) if self.outputs == 1 else logits
 
 
+class StandardizedConv2d(nn.Conv2d):
+    """A convolution whose filters are standardised (zero mean, unit variance over each filter's
+    weights) before use: weight standardisation (Qiao et al. 2019), which with GroupNorm let
+    De et al. (2022) train deeper networks under DP-SGD without batch statistics. Opacus has no
+    hook for this layer, so its per-sample gradients come from functorch (exact, slower)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        mean = weight.mean(dim=(1, 2, 3), keepdim=True)
+        variance = weight.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        standardised = (weight - mean) / torch.sqrt(variance + 1e-5)
+        return nn.functional.conv2d(
+            x, standardised, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+
 def no_inplace(model: nn.Module) -> nn.Module:
     # MONAI's norm/act arguments do not reach every layer: fix what remains.
     from opacus.validators import ModuleValidator

@@ -15,7 +15,12 @@ import torch
 from torch import nn
 
 from fedscan.common.errors import ModelError
-from fedscan.common.models.layers import FOREGROUND_PRIOR, SqueezeLogit, no_inplace
+from fedscan.common.models.layers import (
+    FOREGROUND_PRIOR,
+    SqueezeLogit,
+    StandardizedConv2d,
+    no_inplace,
+)
 from fedscan.common.models.registry import CLASSICAL_INPUT_SIZE, MODELS, get_model_spec
 
 
@@ -30,14 +35,19 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(
-        self, channels: tuple[int, int, int] = (16, 32, 64), grid: int = 4, outputs: int = 1
+        self,
+        channels: tuple[int, int, int] = (16, 32, 64),
+        grid: int = 4,
+        outputs: int = 1,
+        standardized: bool = False,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 1
+        conv = StandardizedConv2d if standardized else nn.Conv2d
         for out_channels in channels:
             layers += [
-                nn.Conv2d(in_channels, out_channels, 3, padding=1),
+                conv(in_channels, out_channels, 3, padding=1),
                 nn.GroupNorm(min(8, out_channels // 4), out_channels),
                 nn.ReLU(),
                 nn.MaxPool2d(2),
@@ -143,6 +153,8 @@ def _volume(name: str, outputs: int) -> nn.Module:
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "small-cnn": lambda outputs=1: SmallCNN(outputs=outputs),
+    "small-cnn-wide": lambda outputs=1: SmallCNN((32, 64, 128), outputs=outputs),
+    "small-cnn-ws": lambda outputs=1: SmallCNN(outputs=outputs, standardized=True),
     "densenet121": _densenet121,
     "resnet18": _resnet18,
     "unet": _unet,

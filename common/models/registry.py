@@ -97,6 +97,8 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("small-cnn", 64, description="3-block CNN, ~25k parameters (default)"),
+        ModelSpec("small-cnn-wide", 64, description="small-cnn, twice the channels, ~95k params"),
+        ModelSpec("small-cnn-ws", 64, description="small-cnn, weight-standardised convolutions"),
         # Hooks, not expanded weights: ew measured faster at batch 32 (2.56× vs 2.77×, `make
         # bench`) but fails on DenseNet at other batch sizes (a strided view in torch's conv
         # expanded weights).

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -76,6 +77,17 @@ def train_local(
     return _train_private(model, optimizer, loader, settings, anchor, dp=dp, device=device)
 
 
+def scheduled(settings: TrainSettings, server_round: int, rounds: int) -> TrainSettings:
+    """The settings of round ``server_round`` of ``rounds``, its learning rate on the run's
+    schedule: cosine falls from ``learning_rate`` in round 1 to a tenth of it in the last round
+    (and stays there for the cross-site fine-tune after it)."""
+    if settings.lr_schedule == "constant" or rounds <= 1:
+        return settings
+    progress = min(max(server_round - 1, 0), rounds - 1) / (rounds - 1)
+    factor = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+    return replace(settings, learning_rate=settings.learning_rate * factor)
+
+
 def _train_private(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -128,6 +140,7 @@ def _loader(data: ImageSet, settings: TrainSettings, seed: int) -> torch.utils.d
         segmentation=spec.task == "segmentation",
         integer_labels=settings.task in (MULTICLASS, MULTILABEL),
         intensity=settings.augment_intensity,
+        views=settings.augment_views,
     )
     return torch.utils.data.DataLoader(
         dataset,
@@ -171,15 +184,37 @@ def _run_epochs(
                 _empty_step(model, optimizer)
                 steps += 1
                 continue
+            if settings.augment_views > 1:  # B×K×… views → B·K images, each view its label
+                images = images.flatten(0, 1)
+                labels = labels.repeat_interleave(settings.augment_views)
             loss = criterion(model(images), labels)
             loss.backward()
+            _average_views(model, settings.augment_views)
             optimizer.step()
             if anchor is not None:
                 _proximal_step(model, anchor, settings.learning_rate * settings.proximal_mu)
-            total_loss += float(loss.item()) * images.shape[0]
-            total_seen += images.shape[0]
+            total_loss += float(loss.item()) * labels.shape[0]
+            total_seen += labels.shape[0]
             steps += 1
     return total_loss / max(total_seen, 1), steps
+
+
+def _average_views(model: nn.Module, views: int) -> None:
+    """Augmentation multiplicity under DP: each image's per-sample gradient is the mean of its
+    ``views`` views' gradients, so clipping, noise and accounting see one gradient per image.
+
+    Opacus' per-sample gradients of a batch-mean loss are each view's own loss gradient (it scales
+    by the B·K rows it saw), so the mean over an image's K consecutive rows is that image's
+    gradient of its mean view loss. Without DP (no ``grad_sample``) the batch-mean loss over B·K
+    views already is the mean over images of their mean view loss.
+    """
+    if views == 1:
+        return
+    for parameter in model.parameters():
+        per_view = getattr(parameter, "grad_sample", None)
+        if isinstance(per_view, torch.Tensor):
+            averaged = per_view.unflatten(0, (-1, views)).mean(dim=1)
+            parameter.grad_sample = averaged  # type: ignore[attr-defined]
 
 
 def _empty_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:

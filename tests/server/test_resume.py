@@ -150,15 +150,17 @@ def test_sigkill_during_checkpoint_writes_never_leaves_an_unloadable_latest(tmp_
     )
 
 
+# CI time: FedAdam in the suite, FedAvgM (its momentum vector) with -m slow.
+@pytest.mark.parametrize("strategy", ["fedadam", pytest.param("fedavgm", marks=pytest.mark.slow)])
 def test_a_killed_coordinator_resumes_to_the_same_weights_and_one_log_line_per_round(
-    flower_identity, synthetic_sites: list[Path], tmp_path: Path
+    strategy: str, flower_identity, synthetic_sites: list[Path], tmp_path: Path
 ) -> None:
-    # No site DP (its noise is the sites' own entropy by design) and FedAdam, whose moments must
-    # survive.
+    # No site DP (its noise is the sites' own entropy by design) and a server optimiser whose
+    # state (FedAdam's moments, FedAvgM's momentum) must survive.
     config = RunConfig(
         rounds=3,
         min_sites=3,
-        strategy="fedadam",
+        strategy=strategy,
         train=FAST,
         cross_site=False,
         seed=5,
