@@ -112,6 +112,14 @@ def data_check(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Decode everything; read and write no cache.")
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Hash every file's bytes again, not only those whose size, times or inode "
+            "changed since the last load (the site index in the cache folder).",
+        ),
+    ] = False,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -168,6 +176,7 @@ def data_check(
             cache_dir="" if no_cache else (cache_dir or default_cache_dir()),
             workers=workers,
             timeout_s=timeout,
+            verify=verify,
         )
         found = check_site(folder, spec, settings, masks=task == "segmentation", scheme=scheme)
     except FedscanError as exc:
@@ -234,7 +243,13 @@ def check_site(
 
 
 def build_settings(
-    *, size: int, frames: str | None, cache_dir: str, workers: int | None, timeout_s: float | None
+    *,
+    size: int,
+    frames: str | None,
+    cache_dir: str,
+    workers: int | None,
+    timeout_s: float | None,
+    verify: bool = False,
 ) -> IngestSettings:
     from fedscan.common.errors import DataError
     from fedscan.common.ingest import DecodeOptions, IngestSettings, PoolSettings
@@ -245,9 +260,17 @@ def build_settings(
             DecodeOptions(**_given(frames=frames)),
             PoolSettings(**_given(workers=workers, timeout_s=timeout_s)),
             cache_dir,
+            verify,
         )
     except ValueError as exc:
         raise DataError(str(exc)) from exc
+
+
+def _hashing(cache: dict[str, int] | None) -> str:
+    """Files whose bytes were hashed against those the site index vouched for by their stat."""
+    if not cache:
+        return "all (no cache, no site index)"
+    return f"{cache.get('hashed', 0)} / {cache.get('hash_reused', 0)}"
 
 
 def print_report(console: Console, report: IngestReport, *, by_label: bool = True) -> None:
@@ -265,6 +288,7 @@ def print_report(console: Console, report: IngestReport, *, by_label: bool = Tru
         ("label rows matching no file", summary["labels_without_file"]),
         ("hidden entries ignored", summary["ignored_hidden"]),
         ("cache hits / decoded", f"{cache['hits']} / {cache['misses']}" if cache else "no cache"),
+        ("files hashed / unchanged", _hashing(cache)),
         ("time", f"{summary['elapsed_s']:.1f} s"),
     ):
         overview.add_row(name, str(value))

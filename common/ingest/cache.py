@@ -82,6 +82,8 @@ class CacheStats:
     rebuilt: int = 0
     written: int = 0
     write_errors: int = 0
+    hashed: int = 0  # files whose bytes were hashed (the others' stat matched the site index)
+    hash_reused: int = 0
 
 
 @dataclass

@@ -3,8 +3,9 @@
 Every file found ends *accepted* or *rejected* with a code from
 :class:`~fedscan.common.ingest.rejections.Reason`; nothing raises past
 :func:`ingest_site` except a :class:`DataError` about the site as a whole
-(no folder, unusable CSV). Files are hashed, looked up in the decode-once
-cache, and only misses are decoded, in worker processes with a time limit.
+(no folder, unusable CSV). Files are hashed (only those whose stat changed since the site index
+last saw them; :mod:`fedscan.common.ingest.index`), looked up in the decode-once cache, and only
+misses are decoded, in worker processes with a time limit.
 For segmentation every accepted image also needs its mask
 (:mod:`fedscan.common.ingest.masks`); files named as masks are never scanned as images.
 """
@@ -24,12 +25,12 @@ from fedscan.common.ingest.cache import (
     CachedImage,
     CachedRejection,
     DecodeCache,
-    content_hash,
     settings_key,
 )
 from fedscan.common.ingest.decode_pool import DecodePool, PoolSettings
 from fedscan.common.ingest.decoded import Decoded
 from fedscan.common.ingest.dicom import DecodeOptions
+from fedscan.common.ingest.index import SiteIndex, index_path
 from fedscan.common.ingest.labels import (
     DEFAULT_LABELS_FILE,
     LabelSpec,
@@ -46,12 +47,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IngestSettings:
-    """Model input ``size``, decoding options, worker pool and cache folder ("" = no cache)."""
+    """Model input ``size``, decoding options, worker pool and cache folder ("" = no cache, no
+    site index); ``verify``: re-hash every file, trusting no index entry."""
 
     size: int
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     pool: PoolSettings = field(default_factory=PoolSettings)
     cache_dir: str = ""
+    verify: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class _Scan:
     size: int
     with_masks: bool = False  # segmentation: every image needs its mask
     structures: int = 0  # a label map's K (masks hold 0..K); 0: binary masks
+    index: SiteIndex = field(default_factory=lambda: SiteIndex(None))
     records: dict[str, FileRecord] = field(default_factory=dict)
     images: dict[str, CachedImage] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
@@ -111,6 +115,9 @@ def ingest_site(
         if settings.cache_dir
         else None
     )
+    if cache is not None:
+        where = index_path(Path(settings.cache_dir), site_dir)
+        scan.index = SiteIndex.open(where, verify=settings.verify)
     excluded = excluded_paths(site_dir, labels, settings.cache_dir, scan.table)
     files, ignored = scan_files(site_dir, exclude=excluded)
     jobs = [
@@ -120,6 +127,9 @@ def ingest_site(
         for relative, outcome in pool.decode(jobs, settings.decode):
             _store(scan, relative, _preprocessed(outcome, settings.size), cache)
     samples = _label_and_collect(scan, files)
+    scan.index.save()
+    if cache is not None:
+        cache.stats.hashed, cache.stats.hash_reused = scan.index.hashed, scan.index.reused
     report = IngestReport.build(
         [scan.records[f] for f in files],
         scan.table,
@@ -175,7 +185,7 @@ def _triage(
         )
         return None
     try:
-        digest = content_hash(site_dir / relative)
+        digest = scan.index.digest(site_dir / relative, relative)
     except OSError as exc:
         scan.records[relative] = FileRecord.rejected(
             relative, Reason.UNREADABLE, f"The file cannot be read ({exc.strerror})."
