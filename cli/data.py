@@ -266,6 +266,14 @@ def build_settings(
         raise DataError(str(exc)) from exc
 
 
+def _decoding(cache: dict[str, int] | None) -> str:
+    if not cache:
+        return "no cache"
+    if cache.get("packed"):
+        return "the packed store answered (nothing read file by file, nothing decoded)"
+    return f"{cache['hits']} / {cache['misses']}"
+
+
 def _hashing(cache: dict[str, int] | None) -> str:
     """Files whose bytes were hashed against those the site index vouched for by their stat."""
     if not cache:
@@ -287,7 +295,7 @@ def print_report(console: Console, report: IngestReport, *, by_label: bool = Tru
         ("labels CSV rows", summary["label_rows"]),
         ("label rows matching no file", summary["labels_without_file"]),
         ("hidden entries ignored", summary["ignored_hidden"]),
-        ("cache hits / decoded", f"{cache['hits']} / {cache['misses']}" if cache else "no cache"),
+        ("cache hits / decoded", _decoding(cache)),
         ("files hashed / unchanged", _hashing(cache)),
         ("time", f"{summary['elapsed_s']:.1f} s"),
     ):

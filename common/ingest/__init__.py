@@ -2,7 +2,9 @@
 
 Modules:
 
-- :mod:`~fedscan.common.ingest.scan` — :func:`ingest_site`, the whole pass over a site folder;
+- :mod:`~fedscan.common.ingest.scan` — :func:`ingest_site`, the whole pass over a site folder
+  (:mod:`~fedscan.common.ingest.walk` — which files it reads; :mod:`~fedscan.common.ingest.samples`
+  — what it returns);
 - :mod:`~fedscan.common.ingest.dicom`, :mod:`~fedscan.common.ingest.dicom_header` — DICOM pixel
   semantics, and every header check made before a pixel is decoded;
 - :mod:`~fedscan.common.ingest.raster` — PNG and JPEG; :mod:`~fedscan.common.ingest.decoded` — what
@@ -10,7 +12,9 @@ Modules:
 - :mod:`~fedscan.common.ingest.masks` — segmentation masks (PNG, .npy, DICOM SEG);
 - :mod:`~fedscan.common.ingest.decode_pool`, :mod:`~fedscan.common.ingest.decode_worker` — decoding
   in worker processes with time and memory limits;
-- :mod:`~fedscan.common.ingest.cache` — the decode-once cache; :mod:`~fedscan.common.ingest.labels`
+- :mod:`~fedscan.common.ingest.cache` — the decode-once cache; :mod:`~fedscan.common.ingest.index`
+  — which files changed, by stat; :mod:`~fedscan.common.ingest.packed` — a site's samples as one
+  memory-mapped file; :mod:`~fedscan.common.ingest.labels`
   — the labels CSV; :mod:`~fedscan.common.ingest.rejections` — the closed list of rejection codes;
   :mod:`~fedscan.common.ingest.report` — what ingestion found.
 
@@ -30,7 +34,8 @@ if TYPE_CHECKING:
     from fedscan.common.ingest.labels import LabelSpec
     from fedscan.common.ingest.rejections import Reason
     from fedscan.common.ingest.report import IngestReport
-    from fedscan.common.ingest.scan import IngestSettings, Samples, ingest_site
+    from fedscan.common.ingest.samples import Samples
+    from fedscan.common.ingest.scan import IngestSettings, ingest_site
 
 # A lazy façade: importing one module of the package (labels, say) must not import the decoders.
 _MODULES = {
@@ -40,7 +45,7 @@ _MODULES = {
     "Reason": "rejections",
     "IngestReport": "report",
     "IngestSettings": "scan",
-    "Samples": "scan",
+    "Samples": "samples",
     "ingest_site": "scan",
 }
 __all__ = [

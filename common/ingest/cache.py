@@ -84,6 +84,7 @@ class CacheStats:
     write_errors: int = 0
     hashed: int = 0  # files whose bytes were hashed (the others' stat matched the site index)
     hash_reused: int = 0
+    packed: int = 0  # 1: the packed store answered the load (no entry read, nothing decoded)
 
 
 @dataclass

@@ -13,18 +13,20 @@ For segmentation every accepted image also needs its mask
 from __future__ import annotations
 
 import logging
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from fedscan import __version__
 from fedscan.common.errors import DataError, Rejected
+from fedscan.common.ingest import packed
 from fedscan.common.ingest.cache import (
     CachedImage,
     CachedRejection,
     DecodeCache,
+    content_hash,
     settings_key,
 )
 from fedscan.common.ingest.decode_pool import DecodePool, PoolSettings
@@ -32,7 +34,6 @@ from fedscan.common.ingest.decoded import Decoded
 from fedscan.common.ingest.dicom import DecodeOptions
 from fedscan.common.ingest.index import SiteIndex, index_path
 from fedscan.common.ingest.labels import (
-    DEFAULT_LABELS_FILE,
     LabelSpec,
     LabelTable,
     read_label_table,
@@ -40,6 +41,8 @@ from fedscan.common.ingest.labels import (
 from fedscan.common.ingest.masks import load_mask
 from fedscan.common.ingest.rejections import TRANSIENT, Reason
 from fedscan.common.ingest.report import FileRecord, IngestReport
+from fedscan.common.ingest.samples import Samples
+from fedscan.common.ingest.walk import excluded_paths, scan_files
 from fedscan.common.tasks import LabelScheme
 
 log = logging.getLogger(__name__)
@@ -55,19 +58,6 @@ class IngestSettings:
     pool: PoolSettings = field(default_factory=PoolSettings)
     cache_dir: str = ""
     verify: bool = False
-
-
-@dataclass(frozen=True)
-class Samples:
-    """N×C×S×S images in [0, 1], labels, the patient group and local key of each sample (local
-    only); for segmentation N×1×S×S masks in {0, 1}, or 0..K for a label map (and each label
-    says whether its mask marks anything)."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    groups: tuple[str, ...]
-    keys: tuple[str, ...] = ()
-    masks: np.ndarray | None = None
 
 
 @dataclass
@@ -120,16 +110,24 @@ def ingest_site(
         scan.index = SiteIndex.open(where, verify=settings.verify)
     excluded = excluded_paths(site_dir, labels, settings.cache_dir, scan.table)
     files, ignored = scan_files(site_dir, exclude=excluded)
-    jobs = [
-        job for relative in files if (job := _triage(scan, site_dir, relative, cache)) is not None
-    ]
-    with DecodePool(settings.pool) as pool:
-        for relative, outcome in pool.decode(jobs, settings.decode):
-            _store(scan, relative, _preprocessed(outcome, settings.size), cache)
-    samples = _label_and_collect(scan, files)
+    for relative in files:
+        _digest(scan, site_dir, relative)
+    store = _store_of(scan, settings, cache, files, scheme) if cache is not None else None
+    answered = store.load() if store is not None else None
+    if answered is None:
+        samples = _decode_and_collect(scan, files, settings, cache)
+        records = [scan.records[f] for f in files]
+        # A transient rejection (a decoder timed out) is retried next load: never frozen in a store.
+        transient = any(r.reason and Reason(r.reason) in TRANSIENT for r in records)
+        if store is not None and not transient:
+            store.save(samples, records)
+    else:
+        samples, records = answered
+        scan.records.update({record.path: record for record in records})
     scan.index.save()
     if cache is not None:
         cache.stats.hashed, cache.stats.hash_reused = scan.index.hashed, scan.index.reused
+        cache.stats.packed = int(answered is not None)
     report = IngestReport.build(
         [scan.records[f] for f in files],
         scan.table,
@@ -143,38 +141,51 @@ def ingest_site(
     return samples, report
 
 
-def scan_files(site_dir: Path, *, exclude: frozenset[Path] = frozenset()) -> tuple[list[str], int]:
-    """Relative POSIX paths of every regular file, sorted; hidden entries are counted, not read."""
-    found, ignored = [], 0
-    for root, dirs, names in os.walk(site_dir):
-        hidden = [d for d in dirs if d.startswith(".") or (Path(root) / d).resolve() in exclude]
-        ignored += len(hidden)
-        dirs[:] = sorted(d for d in dirs if d not in hidden)
-        for name in names:
-            path = Path(root) / name
-            if name.startswith(".") or path.resolve() in exclude:
-                ignored += name.startswith(".")
-                continue
-            if path.is_file():
-                found.append(path.relative_to(site_dir).as_posix())
-    return sorted(found), ignored
+def _store_of(
+    scan: _Scan,
+    settings: IngestSettings,
+    cache: DecodeCache,
+    files: list[str],
+    scheme: LabelScheme | None,
+) -> packed.PackedSite:
+    """The packed store, keyed by everything this load's samples depend on."""
+    masks = sorted(set(scan.table.masks.values())) if scan.with_masks else []
+    parts = {
+        "fedscan": __version__,  # how files become samples may change with the code
+        "settings": cache.key,
+        "files": [[f, scan.digests.get(f) or scan.records[f].reason] for f in files],
+        "labels": [asdict(scan.spec), content_hash(scan.spec.csv_path(scan.site_dir))],
+        "masks": {mask: _digest_or_none(scan, mask) for mask in masks},
+        "scheme": [scan.with_masks, scan.structures, repr(scheme)],
+    }
+    folder = packed.store_folder(cache.root, cache.key, scan.site_dir)
+    return packed.PackedSite(folder, packed.fingerprint(parts), settings.verify)
 
 
-def excluded_paths(
-    site_dir: Path, labels: LabelSpec, cache_dir: str, table: LabelTable
-) -> frozenset[Path]:
-    """What a scan skips: the labels CSV, the masks it names and the cache folder."""
-    paths = {labels.csv_path(site_dir).resolve(), (site_dir / DEFAULT_LABELS_FILE).resolve()}
-    paths.update((site_dir / mask).resolve() for mask in table.masks.values())
-    if cache_dir:
-        paths.add(Path(cache_dir).resolve())
-    return frozenset(paths)
+def _digest_or_none(scan: _Scan, relative: str) -> str | None:
+    try:
+        return scan.index.digest(scan.site_dir / relative, relative)
+    except OSError:
+        return None
 
 
-def _triage(
-    scan: _Scan, site_dir: Path, relative: str, cache: DecodeCache | None
-) -> tuple[str, Path] | None:
-    """Settle a file without decoding when possible; otherwise return its decode job."""
+def _decode_and_collect(
+    scan: _Scan, files: list[str], settings: IngestSettings, cache: DecodeCache | None
+) -> Samples:
+    """The samples from the decode cache, decoding its misses (the store did not answer)."""
+    jobs = [
+        job
+        for relative in files
+        if relative in scan.digests and (job := _lookup(scan, relative, cache)) is not None
+    ]
+    with DecodePool(settings.pool) as pool:
+        for relative, outcome in pool.decode(jobs, settings.decode):
+            _store(scan, relative, _preprocessed(outcome, settings.size), cache)
+    return _label_and_collect(scan, files)
+
+
+def _digest(scan: _Scan, site_dir: Path, relative: str) -> None:
+    """Hash a file into ``scan.digests``, or settle it as rejected without reading it further."""
     if (
         scan.spec.key == "path"
         and relative not in scan.table.labels
@@ -183,24 +194,28 @@ def _triage(
         scan.records[relative] = FileRecord.rejected(
             relative, Reason.LABEL_MISSING, "No row for this file in the labels CSV."
         )
-        return None
+        return
     try:
         digest = scan.index.digest(site_dir / relative, relative)
     except OSError as exc:
         scan.records[relative] = FileRecord.rejected(
             relative, Reason.UNREADABLE, f"The file cannot be read ({exc.strerror})."
         )
-        return None
+        return
     if digest in scan.seen:
         scan.records[relative] = FileRecord.rejected(
             relative, Reason.DUPLICATE_INSTANCE, "Byte-identical to another file of the site."
         )
-        return None
+        return
     scan.digests[relative] = digest
     scan.seen.add(digest)
-    entry = cache.get(digest) if cache else None
+
+
+def _lookup(scan: _Scan, relative: str, cache: DecodeCache | None) -> tuple[str, Path] | None:
+    """Settle a hashed file from the decode cache when it can; otherwise return its decode job."""
+    entry = cache.get(scan.digests[relative]) if cache else None
     if entry is None:
-        return relative, site_dir / relative
+        return relative, scan.site_dir / relative
     _store(scan, relative, entry, None, from_cache=True)
     return None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,12 @@ def settings(
 def copy_site(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def drop_packed(cache: Path) -> None:
+    """Remove the packed stores, so that a load reads the decode cache entry by entry."""
+    for store in cache.glob("*/packed"):
+        shutil.rmtree(store)
 
 
 def reasons(report) -> dict[str, int]:
@@ -128,14 +135,21 @@ def test_summary_holds_counts_but_no_paths_or_identifiers(synthetic_sites: list[
 def test_warm_cache_decodes_nothing_and_gives_identical_samples(
     synthetic_sites: list[Path], tmp_path: Path
 ) -> None:
-    cold_samples, cold = ingest_site(synthetic_sites[0], LabelSpec(), settings(tmp_path / "cache"))
-    warm_samples, warm = ingest_site(synthetic_sites[0], LabelSpec(), settings(tmp_path / "cache"))
+    cache = tmp_path / "cache"
+    cold_samples, cold = ingest_site(synthetic_sites[0], LabelSpec(), settings(cache))
+    packed_samples, packed = ingest_site(synthetic_sites[0], LabelSpec(), settings(cache))
+    drop_packed(cache)
+    warm_samples, warm = ingest_site(synthetic_sites[0], LabelSpec(), settings(cache))
     assert cold.cache["misses"] == 40 and cold.cache["written"] == 40
-    decoding = {k: v for k, v in warm.cache.items() if not k.startswith("hash")}
+    assert (packed.cache["packed"], packed.cache["hits"], packed.cache["misses"]) == (1, 0, 0)
+    decoding = {k: v for k, v in warm.cache.items() if not k.startswith(("hash", "packed"))}
     assert decoding == {"hits": 40, "misses": 0, "rebuilt": 0, "written": 0, "write_errors": 0}
     assert warm.cache["hashed"] + warm.cache["hash_reused"] == 40  # tests/common/test_site_index
-    assert np.array_equal(cold_samples.images, warm_samples.images)
-    assert np.array_equal(cold_samples.labels, warm_samples.labels)
+    for again in (packed_samples, warm_samples):
+        assert np.array_equal(cold_samples.images, again.images)
+        assert np.array_equal(cold_samples.labels, again.labels)
+        assert (cold_samples.groups, cold_samples.keys) == (again.groups, again.keys)
+    assert [asdict(r) for r in cold.records] == [asdict(r) for r in packed.records]
 
 
 def test_a_changed_file_or_setting_invalidates_exactly_what_it_affects(
@@ -164,9 +178,11 @@ def test_a_corrupt_cache_entry_is_rebuilt_not_trusted(
     damaged[-5] ^= 0xFF
     entries[3].write_bytes(bytes(damaged))
     entries[7].write_bytes(entries[7].read_bytes()[:50])
+    drop_packed(cache)
     samples, report = ingest_site(synthetic_sites[0], LabelSpec(), settings(cache))
     assert report.cache["rebuilt"] == 2 and report.cache["hits"] == 38
     assert np.array_equal(samples.images, cold_samples.images)
+    drop_packed(cache)
     _, healed = ingest_site(synthetic_sites[0], LabelSpec(), settings(cache))
     assert healed.cache["hits"] == 40
 
@@ -175,5 +191,6 @@ def test_rejections_are_cached_except_transient_ones(tmp_path: Path) -> None:
     (tmp_path / "junk.dcm").write_bytes(b"junk" * 40)
     (tmp_path / "labels.csv").write_text("file,label\njunk.dcm,1\n")
     ingest_site(tmp_path, LabelSpec(), settings(tmp_path / ".cache"))
+    drop_packed(tmp_path / ".cache")
     _, again = ingest_site(tmp_path, LabelSpec(), settings(tmp_path / ".cache"))
     assert again.cache["hits"] == 1 and reasons(again) == {Reason.NOT_DICOM.value: 1}

@@ -15,11 +15,11 @@ from fedscan.common.ingest.decode_pool import DecodePool, PoolSettings
 from fedscan.common.ingest.dicom_header import DecodeLimits
 from fedscan.common.ingest.labels import LabelSpec
 from fedscan.common.ingest.rejections import Reason
-from fedscan.common.ingest.scan import scan_files
 from fedscan.common.ingest.series.assemble import assemble_values, ingest_volumes
 from fedscan.common.ingest.series.geometry import SeriesLimits, plan_series
 from fedscan.common.ingest.series.resample import to_canonical
 from fedscan.common.ingest.series.survey import survey
+from fedscan.common.ingest.walk import scan_files
 from tests.series_factory import (
     GEOMETRY,
     LAYOUTS,

@@ -1,6 +1,6 @@
 """Volume ingestion: a site folder of DICOM series + labels CSV → one sample per series.
 
-The pass: list files (:func:`~fedscan.common.ingest.scan.scan_files`), read every header
+The pass: list files (:func:`~fedscan.common.ingest.walk.scan_files`), read every header
 (:mod:`~fedscan.common.ingest.series.survey`), plan each series
 (:func:`~fedscan.common.ingest.series.geometry.plan_series`), then for each accepted plan look up
 the decode-once cache (one entry per series and settings, named by its files' hashes: a changed
@@ -31,7 +31,7 @@ from fedscan.common.ingest.dicom import DecodeOptions
 from fedscan.common.ingest.dicom_header import DecodeLimits
 from fedscan.common.ingest.labels import LabelSpec, read_label_table
 from fedscan.common.ingest.rejections import TRANSIENT, Reason
-from fedscan.common.ingest.scan import Samples, excluded_paths, scan_files
+from fedscan.common.ingest.samples import Samples
 from fedscan.common.ingest.series.geometry import SeriesLimits, SeriesPlan, plan_series
 from fedscan.common.ingest.series.intensity import IntensityPolicy
 from fedscan.common.ingest.series.labelling import MaskFitter, Series, label_series, unmatched
@@ -44,6 +44,7 @@ from fedscan.common.ingest.series.survey import (
     series_name,
     survey,
 )
+from fedscan.common.ingest.walk import excluded_paths, scan_files
 from fedscan.common.tasks import LabelScheme
 
 log = logging.getLogger(__name__)

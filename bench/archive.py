@@ -1,0 +1,133 @@
+"""Archive scale: how long a site's per-message load takes once its archive is ingested.
+
+    .venv/bin/python bench/archive.py --files 10000 100000
+
+For each size, one synthetic site of that many distinct DICOM files (1 000 rendered cases, the
+rest byte-level copies with their own SOP Instance UID and patient), then each step in a fresh
+process, as a ClientApp message would meet it: the cold ingestion (every file hashed and decoded),
+a warm load (site index + packed store), a warm load without the packed store (one decode-cache
+entry per image, as fedscan did before), a warm load after one file changed, and `--verify`.
+Prints one markdown row per step: wall seconds of the load, files/s, files hashed, files decoded,
+whether the packed store answered, and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fedscan.common.data.synth import SynthConfig, generate_site
+
+SIZE = 28  # the stored samples' side: 100 000 images at 28² are 0.3 GB of float32
+RENDERED = 1000
+
+
+def make_archive(root: Path, files: int) -> Path:
+    """``files`` distinct DICOMs: rendered cases and same-length byte-level UID variants."""
+    site = root / f"archive-{files}"
+    generate_site(site, 0, SynthConfig(sites=1, images_per_site=min(files, RENDERED), seed=0))
+    with open(site / "labels.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    header, cases = rows[0], rows[1:]
+    originals = [((site / row[0]).read_bytes(), row) for row in cases]
+    extra = []
+    for copy in range(files - len(cases)):
+        blob, row = originals[copy % len(originals)]
+        uid = row[1].encode()
+        variant = uid[:-7] + f"{copy:07d}".encode()  # the same length: no element length changes
+        name = f"copy/{copy // 1000:03d}/CP{copy:07d}.dcm"
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_bytes(blob.replace(uid, variant))
+        extra.append([name, variant.decode(), row[2], row[3]])
+    with open(site / "labels.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *cases, *extra])
+    return site
+
+
+def load_once(site: str, cache: str, verify: bool) -> None:
+    """One load, as a message's process would do it; prints a JSON line of its figures."""
+    from fedscan.common.ingest.decode_pool import PoolSettings
+    from fedscan.common.ingest.dicom import DecodeOptions
+    from fedscan.common.ingest.labels import LabelSpec
+    from fedscan.common.ingest.scan import IngestSettings, ingest_site
+
+    settings = IngestSettings(SIZE, DecodeOptions(), PoolSettings(workers=2), cache, verify)
+    started = time.perf_counter()
+    samples, report = ingest_site(Path(site), LabelSpec(), settings)
+    elapsed = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures = {"s": elapsed, "accepted": report.accepted, "samples": len(samples.labels)}
+    print(json.dumps({**figures, **(report.cache or {}), "rss_mb": peak_mb}))
+
+
+def measured(site: Path, cache: Path, *, verify: bool = False) -> dict:
+    command = [sys.executable, __file__, "--load", str(site), str(cache)]
+    done = subprocess.run(
+        [*command, *(["--verify"] if verify else [])],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=3600,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def row(files: int, step: str, figures: dict) -> str:
+    decoded = figures["misses"]
+    answered = "yes" if figures.get("packed") else "no"
+    return (
+        f"| {files:,} | {step} | {figures['s']:.2f} | {files / figures['s']:,.0f} | "
+        f"{figures['hashed']:,} | {decoded:,} | {answered} | {figures['rss_mb']:,.0f} |"
+    )
+
+
+def steps(site: Path, cache: Path) -> list[tuple[str, dict]]:
+    time.sleep(2.5)  # let the newest files settle: an archive's files are not seconds old
+    found = [("cold (hash + decode)", measured(site, cache))]
+    found.append(("warm (index + packed store)", measured(site, cache)))
+    found.append(("warm again", measured(site, cache)))
+    for store in cache.glob("*/packed"):
+        shutil.rmtree(store)
+    found.append(("warm, no packed store (entry per image)", measured(site, cache)))
+    changed = next(site.glob("copy/000/*.dcm"), None) or next(site.glob("*.dcm"))
+    blob = bytearray(changed.read_bytes())
+    blob[-1] ^= 0x01  # one pixel's lowest bit
+    changed.write_bytes(bytes(blob))
+    os.utime(changed, ns=(time.time_ns() - 10**10, time.time_ns() - 10**10))
+    time.sleep(2.5)
+    found.append(("one file changed", measured(site, cache)))
+    found.append(("--verify (every file hashed)", measured(site, cache, verify=True)))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--load", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        load_once(*args.load, args.verify)
+        return
+    print(f"synthetic 160×144 12-bit CR files, stored at {SIZE}², {os.cpu_count()} CPUs\n")
+    print("| files | load | s | files/s | hashed | decoded | packed store | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for files in args.files:
+        with tempfile.TemporaryDirectory() as tmp:
+            site = make_archive(Path(tmp), files)
+            for step, figures in steps(site, Path(tmp) / "cache"):
+                assert figures["accepted"] == files, figures
+                print(row(files, step, figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()

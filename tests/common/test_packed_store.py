@@ -1,0 +1,83 @@
+"""The packed store answers a warm load with one memory-mapped file, and only while nothing its
+samples depend on has changed; a damaged store is rebuilt, never trusted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fedscan.common.ingest.labels import LabelSpec
+from fedscan.common.ingest.scan import ingest_site
+from tests.common.test_ingest import copy_site, settings
+
+
+def _store(cache: Path) -> Path:
+    (folder,) = cache.glob("*/packed/*")
+    return folder
+
+
+def test_a_warm_load_is_memory_mapped_and_a_label_change_rebuilds(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
+    # Setup
+    site, cache = copy_site(synthetic_sites[0], tmp_path / "site"), tmp_path / "cache"
+    ingest_site(site, LabelSpec(), settings(cache))
+    # Execute
+    warm, report = ingest_site(site, LabelSpec(), settings(cache))
+    csv = site / "labels.csv"
+    rows = csv.read_text().splitlines()
+    first = rows[1].split(",")
+    first[2] = str(1 - int(first[2]))  # flip the first image's label
+    csv.write_text("\n".join([rows[0], ",".join(first), *rows[2:]]) + "\n")
+    relabelled, after = ingest_site(site, LabelSpec(), settings(cache))
+    # Assert
+    assert report.cache["packed"] == 1 and isinstance(warm.images, np.memmap)
+    assert not warm.images.flags.writeable
+    assert after.cache["packed"] == 0 and after.cache["hits"] == 40  # rebuilt from the entries
+    assert relabelled.labels[0] == 1 - warm.labels[0]
+    assert np.array_equal(relabelled.labels[1:], warm.labels[1:])
+
+
+@pytest.mark.parametrize("damage", ["meta", "truncated", "content"])
+def test_a_damaged_store_is_rebuilt_not_trusted(
+    damage: str, synthetic_sites: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Setup
+    cache = tmp_path / "cache"
+    cold, _ = ingest_site(synthetic_sites[1], LabelSpec(), settings(cache))
+    folder = _store(cache)
+    (images,) = folder.glob("*.images.npy")
+    target = folder / "meta.json" if damage == "meta" else images
+    blob = bytearray(target.read_bytes())
+    if damage == "truncated":
+        del blob[-1000:]
+    else:
+        blob[-7] ^= 0x01  # the meta's JSON, or a pixel's lowest bits
+    target.write_bytes(bytes(blob))
+    # Execute: the content change is caught by --verify (a warm load reads no pixel to check it)
+    loaded, report = ingest_site(synthetic_sites[1], LabelSpec(), settings(cache, verify=True))
+    # Assert
+    assert report.cache["packed"] == 0 and "packed store" in caplog.text
+    assert np.array_equal(loaded.images, cold.images)
+    _, healed = ingest_site(synthetic_sites[1], LabelSpec(), settings(cache))
+    assert healed.cache["packed"] == 1
+    assert len(list(_store(cache).glob("*.npy"))) == 1  # the damaged generation is gone
+
+
+def test_a_changed_mask_rebuilds_a_segmentation_store(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
+    # Setup
+    site, cache = copy_site(synthetic_sites[2], tmp_path / "site"), tmp_path / "cache"
+    before, _ = ingest_site(site, LabelSpec(), settings(cache), masks=True)
+    mask = sorted((site / "masks").glob("*.png"))[0]
+    Image.fromarray(np.full((16, 16), 255, dtype=np.uint8)).resize(Image.open(mask).size).save(mask)
+    # Execute
+    after, report = ingest_site(site, LabelSpec(), settings(cache), masks=True)
+    # Assert
+    assert report.cache["packed"] == 0
+    assert before.masks is not None and after.masks is not None
+    assert not np.array_equal(before.masks[0], after.masks[0]) and after.masks[0].all()
