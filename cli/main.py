@@ -182,6 +182,22 @@ def simulate(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    ray_address: Annotated[
+        str,
+        typer.Option(
+            help="Run on this existing Ray cluster (its head's HOST:PORT) instead of a private "
+            "local one; every node must see the same paths (data, cache, $TMPDIR) and have the "
+            "same fedscan installed.",
+        ),
+    ] = "",
+    site_cpus: Annotated[int, typer.Option(help="CPUs Ray reserves for each simulated site.")] = 1,
+    site_gpus: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of a GPU per site, 0–1 (default: one GPU shared by the sites on cuda).",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path("runs"),
     cache_dir: Annotated[
         str,
@@ -226,7 +242,14 @@ def simulate(
             ct = choice.kind == "synthetic-ct"
             images_per_site = defaults.VOLUMES_PER_SITE if ct else defaults.IMAGES_PER_SITE
         simulation = Simulation(
-            choice, count_sites(choice, sites), partition, images_per_site, device
+            choice,
+            count_sites(choice, sites),
+            partition,
+            images_per_site,
+            device,
+            ray_address,
+            site_cpus,
+            site_gpus,
         )
         config = RunConfig.from_options(
             **synthetic_classes(choice, settings),

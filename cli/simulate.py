@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from fedscan.cli.simulation_engine import SimulationSuperLink
+from fedscan.cli.simulation_engine import SimulationSuperLink, check_ray_cluster
 from fedscan.cli.simulation_sites import Simulation, plan_sources
 from fedscan.common import protocol
 from fedscan.common.config import FlatValue, RunConfig
@@ -48,19 +48,24 @@ log = logging.getLogger(__name__)
 Observer = Callable[[dict[str, Any]], None]
 
 
-def federation_config(sites: int, device: str, verbose: bool) -> str:
-    """Simulation Engine resources: one CPU per site worker; a GPU shared when one is used."""
-    on_gpu = resolve_device(device).type == "cuda"
+def federation_config(simulation: Simulation, verbose: bool) -> str:
+    """Simulation Engine resources: ``site_cpus`` per site worker (default 1) and, on a GPU, a
+    share of it (default: one GPU shared by the sites). A private Ray instance gets this machine's
+    CPUs; an existing cluster (``ray_address``) has its own, which Ray refuses to be told."""
+    on_gpu = resolve_device(simulation.device).type == "cuda"
     cpus = os.cpu_count() or 1
-    values = {
-        "num-supernodes": sites,
-        "client-resources-num-cpus": 1,
-        "client-resources-num-gpus": (1.0 / min(sites, cpus)) if on_gpu else 0.0,
-        "init-args-num-cpus": cpus,
-        "init-args-num-gpus": 1 if on_gpu else 0,
+    shared = (1.0 / min(simulation.sites, cpus)) if on_gpu else 0.0
+    values: dict[str, FlatValue] = {
+        "num-supernodes": simulation.sites,
+        "client-resources-num-cpus": simulation.site_cpus,
+        "client-resources-num-gpus": shared
+        if simulation.site_gpus is None
+        else simulation.site_gpus,
         "init-args-logging-level": "INFO" if verbose else "ERROR",
         "init-args-log-to-driver": verbose,
     }
+    if not simulation.ray_address:
+        values |= {"init-args-num-cpus": cpus, "init-args-num-gpus": 1 if on_gpu else 0}
     return " ".join(f"{key}={toml_value(value)}" for key, value in values.items())
 
 
@@ -84,6 +89,8 @@ def run_simulation(
             "a mask per image (--data synthetic or dicom:DIR,...)."
         )
     _check_dimensions(config, simulation)
+    if simulation.ray_address:
+        check_ray_cluster(simulation.ray_address)
     with StopSignals(interrupt=True), tempfile.TemporaryDirectory(prefix="fedscan-sim-") as tmp:
         workdir = Path(tmp)
         # Synthetic sites and npz partitions follow the run's seed: a resumed run sees the same
@@ -105,8 +112,8 @@ def run_simulation(
         started = time.monotonic()
         segmentation = config.train.task == "segmentation"
         with RoundTable(console, [s.name for s in sources], segmentation=segmentation) as table:
-            federation = federation_config(simulation.sites, simulation.device, verbose)
-            _run_engine(workdir, app_dir, run_dir, federation, table.update)
+            federation = federation_config(simulation, verbose)
+            _run_engine(workdir, app_dir, run_dir, federation, table.update, simulation.ray_address)
         wall = time.monotonic() - started
     return _summary(config, run_dir, wall)
 
@@ -225,11 +232,12 @@ def _run_engine(
     run_dir: RunDirectory,
     federation: str,
     observer: Observer,
+    ray_address: str = "",
 ) -> None:
     """Submit the run to a private SuperLink and feed each new round to ``observer``."""
     engine_log = run_dir.file(COORDINATOR_LOG)
     with (
-        SimulationSuperLink(workdir, log_file=engine_log) as superlink,
+        SimulationSuperLink(workdir, log_file=engine_log, ray_address=ray_address) as superlink,
         open(engine_log, "a", encoding="utf-8") as output,
     ):
         runner = superlink.submit(app_dir, federation, output)

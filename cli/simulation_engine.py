@@ -6,6 +6,9 @@ every process: a free loopback port, its own FLWR_HOME, no telemetry, no
 runtime dependency installation, and everything stopped on exit — Flower's
 ``:local:`` SuperLink would outlive the command and be silently reused.
 
+With ``ray_address`` the Simulation Engine joins that existing Ray cluster (Ray's driver reads
+``RAY_ADDRESS``) instead of starting one; the cluster is the operator's and is left running.
+
 "Everything" is the SuperLink's whole tree (``flwr-simulation`` and the Ray
 cluster run in sessions of their own) and, where ``fedscan simulate`` is a
 child subreaper, any helper orphaned on the way; it is stopped on any exit
@@ -38,11 +41,33 @@ log = logging.getLogger(__name__)
 SIMULATION_CONNECTION = "fedscan-simulation"  # the FLWR_HOME connection of the private SuperLink
 
 
+def check_ray_cluster(address: str, timeout_s: float = 5.0) -> None:
+    """Fail early, with what to do, when no Ray cluster answers at ``address`` (HOST:PORT)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return
+    except OSError as exc:
+        raise EngineError(
+            f"No Ray cluster answers at {address} ({exc.strerror or exc}). Start its head with "
+            f"`ray start --head --port {port}` (and each other node with `ray start --address "
+            f"{address}`), or leave out --ray-address to simulate on a private local Ray."
+        ) from None
+
+
 class SimulationSuperLink:
     """Context manager: a SuperLink in simulation mode on a free loopback port."""
 
-    def __init__(self, workdir: Path, *, log_file: Path, start_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        log_file: Path,
+        start_timeout_s: float = 60.0,
+        ray_address: str = "",
+    ) -> None:
         self.workdir = workdir
+        self.ray_address = ray_address
         self.home = workdir / "flwr-home"
         self.port = free_port()
         self.log_file = log_file
@@ -52,7 +77,10 @@ class SimulationSuperLink:
 
     @property
     def env(self) -> dict[str, str]:
-        return flower_env(self.home)
+        # Ray's driver joins the cluster RAY_ADDRESS names, and only the one asked for: a value
+        # left in the operator's shell must not send a local simulation elsewhere.
+        env = {k: v for k, v in flower_env(self.home).items() if k != "RAY_ADDRESS"}
+        return {**env, "RAY_ADDRESS": self.ray_address} if self.ray_address else env
 
     def __enter__(self) -> SimulationSuperLink:
         self.home.mkdir(parents=True, exist_ok=True)

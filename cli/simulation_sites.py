@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedscan.common import defaults
+from fedscan.common.config import split_address
 from fedscan.common.data.partition import parse_partition
 from fedscan.common.data.sources import FolderSource, NpzShardSource
 from fedscan.common.data.synth import FINDINGS, MULTICLASS_CLASSES, SynthConfig, generate_sites
@@ -88,6 +89,9 @@ class Simulation:
     partition: str = "iid"
     images_per_site: int = defaults.IMAGES_PER_SITE
     device: str = "auto"
+    ray_address: str = ""  # an existing Ray cluster's HOST:PORT ("" = a private local one)
+    site_cpus: int = 1  # Ray CPUs of one simulated site's worker (Flower takes whole CPUs)
+    site_gpus: float | None = None  # None: one GPU shared by the sites when the device is cuda
 
     @property
     def synthetic(self) -> bool:
@@ -102,6 +106,7 @@ class Simulation:
                 "--partition applies to --data npz:PATH only; DICOM sites are already "
                 "partitioned by hospital."
             )
+        check_resources(self.ray_address, self.site_cpus, self.site_gpus)
 
     def to_json(self) -> dict[str, Any]:
         synthetic = self.synthetic
@@ -111,6 +116,9 @@ class Simulation:
             "partition": self.partition,
             "device": self.device,
             "images_per_site": self.images_per_site if synthetic else None,
+            "ray_address": self.ray_address,
+            "site_cpus": self.site_cpus,
+            "site_gpus": self.site_gpus,
         }
 
     @classmethod
@@ -121,7 +129,26 @@ class Simulation:
             str(described["partition"]),
             int(described.get("images_per_site") or defaults.IMAGES_PER_SITE),
             str(described["device"]),
+            str(described.get("ray_address") or ""),
+            int(described.get("site_cpus") or 1),
+            described.get("site_gpus"),
         )
+
+
+def check_resources(ray_address: str, cpus: int, gpus: float | None) -> None:
+    """A cluster address Ray's driver can join, and resources a worker can be given."""
+    if ray_address:
+        try:
+            split_address(ray_address)
+        except ConfigError:
+            raise ConfigError(
+                f"--ray-address {ray_address!r} must be the head node's HOST:PORT (the GCS "
+                "address `ray start --head` prints, e.g. 10.0.0.5:6379)."
+            ) from None
+    if cpus < 1:
+        raise ConfigError("--site-cpus must be at least 1 (the whole CPUs Ray reserves per site).")
+    if gpus is not None and not 0 <= gpus <= 1:
+        raise ConfigError("--site-gpus must be in [0, 1] (the share of a GPU per site).")
 
 
 def count_sites(choice: DataChoice, requested: int | None) -> int:

@@ -14,6 +14,7 @@ from fedscan.cli.main import app
 from fedscan.common.metrics.calibration import Calibration
 from fedscan.common.models.checkpoint import save_checkpoint
 from fedscan.common.models.networks import build_model
+from fedscan.common.processes import free_port
 
 runner = CliRunner()
 
@@ -36,6 +37,10 @@ def test_version() -> None:
         (["--data", "npz:{garbage}"], "Cannot read the npz"),
         (["--data", "ftp://x"], "Unknown --data"),
         (["--partition", "dirichlet:0.5"], "applies to --data npz"),
+        (["--ray-address", "headnode"], "HOST:PORT"),
+        (["--ray-address", "127.0.0.1:{closed}"], "No Ray cluster answers at 127.0.0.1:"),
+        (["--site-cpus", "0"], "at least 1"),
+        (["--site-gpus", "2"], "in [0, 1]"),
     ],
 )
 def test_bad_simulate_arguments_give_one_line_and_exit_2(
@@ -43,7 +48,8 @@ def test_bad_simulate_arguments_give_one_line_and_exit_2(
 ) -> None:
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"PK\x03\x04 truncated")
-    args = [a.format(npz=tiny_npz, garbage=garbage) for a in args]
+    closed = free_port()  # nothing listens there
+    args = [a.format(npz=tiny_npz, garbage=garbage, closed=closed) for a in args]
     result = runner.invoke(app, ["simulate", "--out", str(tmp_path / "runs"), *args])
     assert result.exit_code == 2, result.output
     assert expected in result.output
