@@ -61,7 +61,7 @@ class SiteIndex:
     def open(cls, path: Path | None, *, verify: bool = False) -> SiteIndex:
         return cls(path, verify, _read(path) if path is not None and not verify else {})
 
-    def digest(self, file: Path, relative: str) -> str:
+    def digest(self, file: str | Path, relative: str) -> str:
         """The content hash of ``file``: from the index when its stat is unchanged and settled,
         else read and hashed (raises OSError when it cannot be read)."""
         stat = _stat(file)
@@ -71,7 +71,7 @@ class SiteIndex:
             self.seen[relative] = entry
             return str(entry[4])
         hashed_at = _now_ns()
-        digest = content_hash(file)
+        digest = content_hash(Path(file))
         self.hashed += 1
         self.seen[relative] = [*stat, digest, hashed_at]
         return digest
@@ -90,7 +90,7 @@ class SiteIndex:
             log.warning("Cannot write the site index (%s); the next load re-hashes", exc.strerror)
 
 
-def _stat(file: Path) -> Stat:
+def _stat(file: str | Path) -> Stat:
     status = os.stat(file)
     return status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino
 

@@ -13,6 +13,7 @@ For segmentation every accepted image also needs its mask
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -196,7 +197,7 @@ def _digest(scan: _Scan, site_dir: Path, relative: str) -> None:
         )
         return
     try:
-        digest = scan.index.digest(site_dir / relative, relative)
+        digest = scan.index.digest(os.path.join(site_dir, relative), relative)  # no Path: 100k
     except OSError as exc:
         scan.records[relative] = FileRecord.rejected(
             relative, Reason.UNREADABLE, f"The file cannot be read ({exc.strerror})."

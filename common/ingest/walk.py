@@ -9,29 +9,55 @@ from pathlib import Path
 from fedscan.common.ingest.labels import DEFAULT_LABELS_FILE, LabelSpec, LabelTable
 
 
-def scan_files(site_dir: Path, *, exclude: frozenset[Path] = frozenset()) -> tuple[list[str], int]:
-    """Relative POSIX paths of every regular file, sorted; hidden entries are counted, not read."""
-    found, ignored = [], 0
-    for root, dirs, names in os.walk(site_dir):
-        hidden = [d for d in dirs if d.startswith(".") or (Path(root) / d).resolve() in exclude]
-        ignored += len(hidden)
-        dirs[:] = sorted(d for d in dirs if d not in hidden)
-        for name in names:
-            path = Path(root) / name
-            if name.startswith(".") or path.resolve() in exclude:
-                ignored += name.startswith(".")
-                continue
-            if path.is_file():
-                found.append(path.relative_to(site_dir).as_posix())
+def scan_files(site_dir: Path, *, exclude: frozenset[str] = frozenset()) -> tuple[list[str], int]:
+    """Relative POSIX paths of every regular file, sorted; hidden entries (and excluded folders)
+    are counted, not read. Symlinked files count, symlinked folders are not entered.
+
+    One ``scandir`` per folder and one ``realpath`` per folder, not per file: resolving each of
+    5 000 files' paths cost 0.7 of a 1.9 s warm load (profiled, bench/archive.py)."""
+    skip = exclude
+    found: list[str] = []
+    ignored = 0
+    pending = [(os.fspath(site_dir), os.path.realpath(site_dir), "")]
+    while pending:
+        folder, real, prefix = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    resolved = os.path.realpath(entry.path)
+                else:
+                    resolved = os.path.join(real, entry.name)
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name.startswith(".") or resolved in skip:
+                        ignored += 1
+                    else:
+                        pending.append((entry.path, resolved, f"{prefix}{entry.name}/"))
+                elif entry.name.startswith("."):
+                    ignored += 1
+                elif resolved not in skip and entry.is_file():
+                    found.append(prefix + entry.name)
     return sorted(found), ignored
 
 
 def excluded_paths(
     site_dir: Path, labels: LabelSpec, cache_dir: str, table: LabelTable
-) -> frozenset[Path]:
-    """What a scan skips: the labels CSV, the masks it names and the cache folder."""
-    paths = {labels.csv_path(site_dir).resolve(), (site_dir / DEFAULT_LABELS_FILE).resolve()}
-    paths.update((site_dir / mask).resolve() for mask in table.masks.values())
+) -> frozenset[str]:
+    """What a scan skips, resolved: the labels CSV, the masks it names and the cache folder."""
+    folders: dict[str, str] = {}  # each folder resolved once: a site names one mask per image
+    site = os.fspath(site_dir)
+
+    def resolved(path: str) -> str:
+        head, name = os.path.split(os.path.abspath(path))
+        if head not in folders:
+            folders[head] = os.path.realpath(head)
+        full = os.path.join(folders[head], name)
+        return os.path.realpath(full) if os.path.islink(full) else full
+
+    paths = {
+        resolved(os.fspath(labels.csv_path(site_dir))),
+        resolved(f"{site}/{DEFAULT_LABELS_FILE}"),
+    }
+    paths.update(resolved(f"{site}/{mask}") for mask in table.masks.values())
     if cache_dir:
-        paths.add(Path(cache_dir).resolve())
+        paths.add(os.path.realpath(cache_dir))
     return frozenset(paths)
