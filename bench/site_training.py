@@ -1,12 +1,15 @@
-"""A site's local DP training on each device it has (CPU, and CUDA when present): time and quality.
+"""A site's local training on each device it has (CPU, and CUDA when present), with DP-SGD and
+without it on the same data: time and quality.
 
 One synthetic hospital (the demo's first site, ``--images`` images) is ingested with its finding
 masks; each model trains on it with DP-SGD (noise multiplier ``--noise``, clip 1, Poisson batches of
 ``--batch``) for ``--epochs`` local epochs through
 :func:`fedscan.common.models.training.train_local`, the code a site runs, then is scored on the
 site's validation split: AUC for small-cnn, Dice for the U-Net. Each with the per-image
-augmentation (MONAI, on the CPU, in the loader) on and off, which shows what the data path costs.
-One markdown table; rows for CUDA appear only where a GPU is visible.
+augmentation (MONAI, on the CPU, in the loader) on and off, which shows what the data path costs,
+and each with DP and plain SGD (the same loader and batches; plain SGD shuffles instead of Poisson
+sampling), whose ratio is what DP costs a hospital per round. One markdown table and the ratios;
+rows for CUDA appear only where a GPU is visible.
 
     python bench/site_training.py [--epochs 10] [--models small-cnn,unet] [--threads 2]
 """
@@ -45,7 +48,8 @@ def _row(
     batch: int,
     noise: float,
     augment: bool,
-) -> str:
+    private: bool,
+) -> tuple[str, float]:
     spec = get_model_spec(model)
     settings = TrainSettings(
         model=model,
@@ -59,7 +63,8 @@ def _row(
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    outcome = train_local(network, data.train, settings, dp=DpStep(noise, 1.0), device=device)
+    dp = DpStep(noise, 1.0) if private else None
+    outcome = train_local(network, data.train, settings, dp=dp, device=device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
@@ -74,10 +79,10 @@ def _row(
         else f"CPU ({torch.get_num_threads()} threads)"
     )
     return (
-        f"| {model} | {name} | {'on' if augment else 'off'} | {outcome.steps} | {seconds:.1f} | "
-        f"{1000 * seconds / max(outcome.steps, 1):.0f} | "
+        f"| {model} | {name} | {'on' if augment else 'off'} | {'DP' if private else 'plain'} | "
+        f"{outcome.steps} | {seconds:.1f} | {1000 * seconds / max(outcome.steps, 1):.0f} | "
         f"{outcome.loss:.3f} | {quality} |"
-    )
+    ), seconds
 
 
 def main() -> None:
@@ -100,15 +105,17 @@ def main() -> None:
             f"{args.noise}, clip 1, batch {args.batch}, {args.epochs} local epochs\n"
         )
         print(
-            "| model | device | augmentation | DP steps | train s | ms per step | train loss | "
-            "validation |"
+            "| model | device | augmentation | training | steps | train s | ms per step | "
+            "train loss | validation |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
+        ratios = []
         for model in args.models.split(","):
             for device in devices:
                 for augment in (True, False):
-                    print(
-                        _row(
+                    seconds = {}
+                    for private in (True, False):
+                        row, seconds[private] = _row(
                             model,
                             data,
                             device,
@@ -116,9 +123,14 @@ def main() -> None:
                             batch=args.batch,
                             noise=args.noise,
                             augment=augment,
-                        ),
-                        flush=True,
+                            private=private,
+                        )
+                        print(row, flush=True)
+                    ratios.append(
+                        f"- {model}, {device.type}, augmentation {'on' if augment else 'off'}: "
+                        f"DP ÷ plain {seconds[True] / seconds[False]:.2f}×"
                     )
+        print("\nSite-seconds of a round, DP ÷ plain on the same data:\n" + "\n".join(ratios))
 
 
 if __name__ == "__main__":
