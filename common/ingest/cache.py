@@ -98,23 +98,25 @@ class DecodeCache:
     def _path(self, digest: str) -> Path:
         return self.root / self.key / digest[:2] / f"{digest}.entry"
 
-    def get(self, digest: str) -> CachedImage | CachedRejection | None:
+    def get(self, digest: str, *, count: bool = True) -> CachedImage | CachedRejection | None:
+        """The entry, or None (a miss); ``count`` False: a re-read, left out of the stats."""
         path = self._path(digest)
         try:
             blob = path.read_bytes()
         except OSError:
-            self.stats.misses += 1
+            self.stats.misses += count
             return None
         entry = _parse(blob)
         if entry is None:
             log.warning("A cache entry was damaged; the file will be decoded again")
-            self.stats.rebuilt += 1
-            self.stats.misses += 1
+            self.stats.rebuilt += count
+            self.stats.misses += count
             return None
-        self.stats.hits += 1
+        self.stats.hits += count
         return entry
 
-    def put(self, digest: str, entry: CachedImage | CachedRejection) -> None:
+    def put(self, digest: str, entry: CachedImage | CachedRejection) -> bool:
+        """Write ``entry``; False when it could not be written (the caller keeps it)."""
         path = self._path(digest)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,11 +125,13 @@ class DecodeCache:
             # files.
             atomic_write_bytes(path, _serialise(entry), durable=False, private=True)
             self.stats.written += 1
+            return True
         except OSError as exc:  # a full or read-only cache costs speed, never the ingestion
             self.stats.write_errors += 1
             log.warning(
                 "Cannot write to the decode cache (%s); continuing without it", exc.strerror
             )
+            return False
 
 
 def _serialise(entry: CachedImage | CachedRejection) -> bytes:

@@ -2,7 +2,9 @@
 
 A warm load of a large site used to open one decode-cache entry per image (and hash every file);
 with the site index (:mod:`fedscan.common.ingest.index`) vouching for the files' hashes, the
-store answers a load with one ``np.load(mmap_mode="r")`` and one small JSON file.
+store answers a load with one memory map of raw float32 frames (``<generation>.images.bin``, and
+``.masks.bin`` for segmentation) and one small JSON file. The arrays are written as the load reads
+each file (:mod:`fedscan.common.ingest.pack_writer`): a rebuild holds one file's frames at a time.
 
 Invariants:
 - The store is used only when its fingerprint equals the load's: every scanned file's path and
@@ -10,9 +12,9 @@ Invariants:
   every mask file's hash, the task's scheme and the decoding settings (the folder's key). Any
   change rebuilds it from the decode cache, which re-decodes only changed files.
 - Writes are atomic: the arrays go to files named by a fresh generation id, then ``meta.json``
-  (checksummed) names that generation by rename; older generations are removed after. A torn
-  write leaves the previous store, or none; a damaged meta or an array whose shape or size
-  disagrees with it reads as absent, and the load rebuilds.
+  (checksummed, with each array's shape and content hash) names that generation by rename; older
+  generations are removed after. A torn write leaves the previous store, or none; a damaged meta
+  or an array whose size disagrees with it reads as absent, and the load rebuilds.
 - ``verify`` also compares each array's content hash with the one recorded at writing.
 
 The store holds relative paths, header identifiers and pixels: it lives at the site, in its cache
@@ -24,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from fedscan.common.files import atomic_write_bytes
+from fedscan.common.ingest.pack_writer import PackWriter
 from fedscan.common.ingest.report import FileRecord
 from fedscan.common.ingest.samples import Samples
 
@@ -63,14 +65,19 @@ def load(
         return None
     arrays: dict[str, np.ndarray] = {}
     for name, described in meta["arrays"].items():
+        shape = tuple(int(n) for n in described["shape"])
+        if not described["file"]:
+            arrays[name] = np.zeros(shape, dtype=np.float32)
+            continue
+        path = folder / described["file"]
         try:
-            array = np.load(folder / described["file"], mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            log.warning("The packed store is damaged (%s); rebuilding it", type(exc).__name__)
-            return None
-        if list(array.shape) != described["shape"] or str(array.dtype) != described["dtype"]:
+            size = path.stat().st_size
+        except OSError:
+            size = -1
+        if size != 4 * int(np.prod(shape)):
             log.warning("The packed store's arrays disagree with its index; rebuilding it")
             return None
+        array = np.memmap(path, np.float32, "r", shape=shape)
         if verify and _digest(array) != described["digest"]:
             log.warning("The packed store's content changed on disk; rebuilding it")
             return None
@@ -78,41 +85,21 @@ def load(
     return meta, arrays
 
 
-def save(
-    folder: Path,
-    expected: str,
-    arrays: dict[str, np.ndarray | None],
-    meta: dict[str, Any],
-) -> None:
-    """Write a new generation of the store; a failure costs the next load time, never data."""
-    generation = secrets.token_hex(6)
-    described = {}
+def commit(folder: Path, expected: str, described: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Name the generation whose arrays ``described`` lists as the store (meta.json by atomic
+    rename), then remove every other generation; a failure costs the next load time only."""
+    body = json.dumps({**meta, "fingerprint": expected, "arrays": described}).encode()
+    checksum = hashlib.blake2b(body, digest_size=16).hexdigest().encode()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, array in arrays.items():
-            if array is None:
-                continue
-            array = np.ascontiguousarray(array)
-            file = f"{generation}.{name}.npy"
-            temporary = folder / f".{file}.tmp"
-            with open(temporary, "wb", opener=_private) as handle:
-                np.save(handle, array, allow_pickle=False)
-            temporary.replace(folder / file)
-            described[name] = {
-                "file": file,
-                "shape": list(array.shape),
-                "dtype": str(array.dtype),
-                "digest": _digest(array),
-            }
-        body = json.dumps({**meta, "fingerprint": expected, "arrays": described}).encode()
-        checksum = hashlib.blake2b(body, digest_size=16).hexdigest().encode()
-        payload = _MAGIC + checksum + b"\n" + body
-        atomic_write_bytes(folder / "meta.json", payload, durable=False, private=True)
+        atomic_write_bytes(
+            folder / "meta.json", _MAGIC + checksum + b"\n" + body, durable=False, private=True
+        )
     except OSError as exc:
         log.warning("Cannot write the packed store (%s); the next load rebuilds it", exc.strerror)
         return
-    for stale in folder.glob("*.npy"):
-        if not stale.name.startswith(generation):
+    keep = {d["file"] for d in described.values() if d["file"]}
+    for stale in [*folder.glob("*.bin"), *folder.glob("*.npy")]:
+        if stale.name not in keep:
             stale.unlink(missing_ok=True)
 
 
@@ -135,16 +122,20 @@ class PackedSite:
         samples = Samples(arrays["images"], labels, groups, keys, arrays.get("masks"))
         return samples, records_from_json(meta["records"])
 
-    def save(self, samples: Samples, records: list[FileRecord]) -> None:
+    def writer(self) -> PackWriter:
+        """A writer for a new generation of this store's arrays."""
+        return PackWriter(self.folder, secrets.token_hex(6))
+
+    def save(self, written: dict[str, Any], samples: Samples, records: list[FileRecord]) -> None:
+        """Commit the arrays a writer wrote (``written``: their descriptions) with the samples'
+        labels, groups and keys and the per-file records."""
         meta = {
             "labels": samples.labels.tolist(),
             "groups": list(samples.groups),
             "keys": list(samples.keys),
             "records": records_to_json(records),
         }
-        save(
-            self.folder, self.fingerprint, {"images": samples.images, "masks": samples.masks}, meta
-        )
+        commit(self.folder, self.fingerprint, written, meta)
 
 
 def records_to_json(records: list[FileRecord]) -> list[dict[str, Any]]:
@@ -153,10 +144,6 @@ def records_to_json(records: list[FileRecord]) -> list[dict[str, Any]]:
 
 def records_from_json(stored: list[dict[str, Any]]) -> list[FileRecord]:
     return [FileRecord(**record) for record in stored]
-
-
-def _private(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)
 
 
 def _digest(array: np.ndarray) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ from fedscan.common.ingest.labels import (
     read_label_table,
 )
 from fedscan.common.ingest.masks import load_mask
+from fedscan.common.ingest.pack_writer import PackWriter
 from fedscan.common.ingest.rejections import TRANSIENT, Reason
 from fedscan.common.ingest.report import FileRecord, IngestReport
 from fedscan.common.ingest.samples import Samples
@@ -73,9 +74,20 @@ class _Scan:
     structures: int = 0  # a label map's K (masks hold 0..K); 0: binary masks
     index: SiteIndex = field(default_factory=lambda: SiteIndex(None))
     records: dict[str, FileRecord] = field(default_factory=dict)
-    images: dict[str, CachedImage] = field(default_factory=dict)
+    images: dict[str, _Held] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
+    cache: DecodeCache | None = None
+
+
+@dataclass(frozen=True)
+class _Held:
+    """An accepted file between reading and collecting: its header and frame count, and its
+    pixels only where the decode cache cannot give them back (no cache, or its write failed)."""
+
+    header: dict
+    frames: int
+    pixels: np.ndarray | None = None
 
 
 def ingest_site(
@@ -108,7 +120,7 @@ def ingest_site(
     )
     if cache is not None:
         where = index_path(Path(settings.cache_dir), site_dir)
-        scan.index = SiteIndex.open(where, verify=settings.verify)
+        scan.index, scan.cache = SiteIndex.open(where, verify=settings.verify), cache
     excluded = excluded_paths(site_dir, labels, settings.cache_dir, scan.table)
     files, ignored = scan_files(site_dir, exclude=excluded)
     for relative in files:
@@ -116,12 +128,17 @@ def ingest_site(
     store = _store_of(scan, settings, cache, files, scheme) if cache is not None else None
     answered = store.load() if store is not None else None
     if answered is None:
-        samples = _decode_and_collect(scan, files, settings, cache)
+        writer = store.writer() if store is not None else PackWriter(None, "")
+        try:
+            samples, written = _decode_and_collect(scan, files, settings, writer)
+        except BaseException:
+            writer.discard()
+            raise
         records = [scan.records[f] for f in files]
         # A transient rejection (a decoder timed out) is retried next load: never frozen in a store.
         transient = any(r.reason and Reason(r.reason) in TRANSIENT for r in records)
-        if store is not None and not transient:
-            store.save(samples, records)
+        if store is not None and written and not transient:
+            store.save(written, samples, records)
     else:
         samples, records = answered
         scan.records.update({record.path: record for record in records})
@@ -171,18 +188,19 @@ def _digest_or_none(scan: _Scan, relative: str) -> str | None:
 
 
 def _decode_and_collect(
-    scan: _Scan, files: list[str], settings: IngestSettings, cache: DecodeCache | None
-) -> Samples:
-    """The samples from the decode cache, decoding its misses (the store did not answer)."""
+    scan: _Scan, files: list[str], settings: IngestSettings, writer: PackWriter
+) -> tuple[Samples, dict]:
+    """The samples from the decode cache, decoding its misses (the store did not answer), written
+    through ``writer`` in path order; and the written arrays' descriptions."""
     jobs = [
         job
         for relative in files
-        if relative in scan.digests and (job := _lookup(scan, relative, cache)) is not None
+        if relative in scan.digests and (job := _lookup(scan, relative)) is not None
     ]
     with DecodePool(settings.pool) as pool:
         for relative, outcome in pool.decode(jobs, settings.decode):
-            _store(scan, relative, _preprocessed(outcome, settings.size), cache)
-    return _label_and_collect(scan, files)
+            _store(scan, relative, _preprocessed(outcome, settings.size), written=False)
+    return _label_and_collect(scan, files, writer)
 
 
 def _digest(scan: _Scan, site_dir: Path, relative: str) -> None:
@@ -212,12 +230,12 @@ def _digest(scan: _Scan, site_dir: Path, relative: str) -> None:
     scan.seen.add(digest)
 
 
-def _lookup(scan: _Scan, relative: str, cache: DecodeCache | None) -> tuple[str, Path] | None:
+def _lookup(scan: _Scan, relative: str) -> tuple[str, Path] | None:
     """Settle a hashed file from the decode cache when it can; otherwise return its decode job."""
-    entry = cache.get(scan.digests[relative]) if cache else None
+    entry = scan.cache.get(scan.digests[relative]) if scan.cache else None
     if entry is None:
         return relative, scan.site_dir / relative
-    _store(scan, relative, entry, None, from_cache=True)
+    _store(scan, relative, entry, written=True)
     return None
 
 
@@ -239,57 +257,52 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def _store(
-    scan: _Scan,
-    relative: str,
-    entry: CachedImage | CachedRejection,
-    cache: DecodeCache | None,
-    *,
-    from_cache: bool = False,
+    scan: _Scan, relative: str, entry: CachedImage | CachedRejection, *, written: bool
 ) -> None:
-    if cache is not None and not (isinstance(entry, CachedRejection) and entry.reason in TRANSIENT):
-        cache.put(scan.digests[relative], entry)
+    """Record a file's outcome; ``written``: it came from the cache (else it is put there). An
+    image's pixels are kept only if the cache cannot give them back when they are collected."""
+    transient = isinstance(entry, CachedRejection) and entry.reason in TRANSIENT
+    if scan.cache is not None and not written and not transient:
+        written = scan.cache.put(scan.digests[relative], entry)
     if isinstance(entry, CachedRejection):
         scan.records[relative] = FileRecord.rejected(
-            relative, entry.reason, entry.message, from_cache=from_cache
+            relative, entry.reason, entry.message, from_cache=written
         )
     else:
-        scan.images[relative] = entry
-        scan.records[relative] = FileRecord.accepted(
-            relative, entry.header, len(entry.frames), from_cache
-        )
+        frames = len(entry.frames)
+        scan.images[relative] = _Held(entry.header, frames, None if written else entry.frames)
+        scan.records[relative] = FileRecord.accepted(relative, entry.header, frames, written)
 
 
 @dataclass
 class _Collected:
-    """The accepted samples so far, one entry per frame."""
+    """The accepted samples so far, one entry per frame; pixels go straight to the writer."""
 
-    images: list[np.ndarray] = field(default_factory=list)
-    masks: list[np.ndarray] = field(default_factory=list)
+    writer: PackWriter
     labels: list[int] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     instances: set[str] = field(default_factory=set)
 
-    def add(self, relative: str, image: CachedImage, label: int, group: str) -> None:
-        frames = len(image.frames)
-        self.images.extend(image.frames)
+    def add(self, relative: str, pixels: np.ndarray, label: int, group: str) -> None:
+        frames = len(pixels)
+        self.writer.append("images", pixels)
         self.labels.extend([label] * frames)
         self.groups.extend([group] * frames)
         self.keys.extend([relative] if frames == 1 else [f"{relative}#{i}" for i in range(frames)])
 
-    def samples(self, with_masks: bool, size: int) -> Samples:
-        images = np.stack(self.images) if self.images else np.zeros((0, 1, 1, 1), dtype=np.float32)
-        masks = None
-        if with_masks:
-            empty = np.zeros((0, 1, size, size), dtype=np.float32)
-            masks = np.stack(self.masks) if self.masks else empty
+    def samples(self, with_masks: bool, size: int) -> tuple[Samples, dict]:
+        empty = {"images": (0, 1, 1, 1), **({"masks": (0, 1, size, size)} if with_masks else {})}
+        arrays, written = self.writer.finish(empty)
         labels = np.asarray(self.labels, dtype=np.int64)
-        return Samples(images, labels, tuple(self.groups), tuple(self.keys), masks)
+        samples = Samples(arrays["images"], labels, tuple(self.groups), tuple(self.keys))
+        return replace(samples, masks=arrays.get("masks")), written
 
 
-def _label_and_collect(scan: _Scan, files: list[str]) -> Samples:
-    """Join decoded images with their labels, in path order; reject unlabeled and duplicate ones."""
-    collected = _Collected()
+def _label_and_collect(scan: _Scan, files: list[str], writer: PackWriter) -> tuple[Samples, dict]:
+    """Join decoded images with their labels, in path order; reject unlabeled and duplicate ones.
+    Each accepted file's pixels are read back from the cache here, one file at a time."""
+    collected = _Collected(writer)
     for relative in files:
         image = scan.images.get(relative)
         if image is None:
@@ -299,21 +312,33 @@ def _label_and_collect(scan: _Scan, files: list[str]) -> Samples:
         mask = None
         if problem is None and scan.with_masks:
             mask, problem = _mask_of(scan, key, image)
+        pixels = _pixels(scan, relative, image) if problem is None else None
+        if problem is None and pixels is None:
+            problem = Reason.UNREADABLE, "Its cache entry changed during the load; load again."
         if problem is not None:
             scan.records[relative] = scan.records[relative].reject(*problem)
             continue
+        assert pixels is not None  # no problem: the pixels were read
         collected.instances.add(image.header.get("SOPInstanceUID") or relative)
         label = scan.table.labels[key] if mask is None else int(mask.any())
         if mask is not None:
-            collected.masks.extend(mask)
+            writer.append("masks", mask)
         scan.records[relative].label = label
         group = scan.table.patients.get(key) or image.header.get("PatientID") or f"file:{relative}"
-        collected.add(relative, image, label, group)
+        collected.add(relative, pixels, label, group)
     return collected.samples(scan.with_masks, scan.size)
 
 
+def _pixels(scan: _Scan, relative: str, image: _Held) -> np.ndarray | None:
+    """The file's frames: held, or read back from the cache (None if its entry went bad)."""
+    if image.pixels is not None or scan.cache is None:
+        return image.pixels
+    entry = scan.cache.get(scan.digests[relative], count=False)
+    return entry.frames if isinstance(entry, CachedImage) else None
+
+
 def _mask_of(
-    scan: _Scan, key: str, image: CachedImage
+    scan: _Scan, key: str, image: _Held
 ) -> tuple[np.ndarray | None, tuple[Reason, str] | None]:
     """(F×1×S×S mask, None) or (None, the rejection) for an image of a segmentation site."""
     if key not in scan.table.masks:
@@ -323,7 +348,7 @@ def _mask_of(
             scan.site_dir / scan.table.masks[key],
             rows=int(image.header.get("Rows", 0)),
             columns=int(image.header.get("Columns", 0)),
-            frames=len(image.frames),
+            frames=image.frames,
             size=scan.size,
             structures=scan.structures,
         ), None

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from fedscan.common.ingest.labels import LabelSpec
+from fedscan.common.ingest.pack_writer import PackWriter
 from fedscan.common.ingest.scan import ingest_site
 from tests.common.test_ingest import copy_site, settings
 
@@ -24,7 +25,7 @@ def test_a_warm_load_is_memory_mapped_and_a_label_change_rebuilds(
 ) -> None:
     # Setup
     site, cache = copy_site(synthetic_sites[0], tmp_path / "site"), tmp_path / "cache"
-    ingest_site(site, LabelSpec(), settings(cache))
+    cold, _ = ingest_site(site, LabelSpec(), settings(cache))
     # Execute
     warm, report = ingest_site(site, LabelSpec(), settings(cache))
     csv = site / "labels.csv"
@@ -35,6 +36,7 @@ def test_a_warm_load_is_memory_mapped_and_a_label_change_rebuilds(
     relabelled, after = ingest_site(site, LabelSpec(), settings(cache))
     # Assert
     assert report.cache["packed"] == 1 and isinstance(warm.images, np.memmap)
+    assert isinstance(cold.images, np.memmap)  # the cold load streamed to disk as well
     assert not warm.images.flags.writeable
     assert after.cache["packed"] == 0 and after.cache["hits"] == 40  # rebuilt from the entries
     assert relabelled.labels[0] == 1 - warm.labels[0]
@@ -48,8 +50,9 @@ def test_a_damaged_store_is_rebuilt_not_trusted(
     # Setup
     cache = tmp_path / "cache"
     cold, _ = ingest_site(synthetic_sites[1], LabelSpec(), settings(cache))
+    expected = np.array(cold.images)  # a copy: the cold load's arrays map the file damaged below
     folder = _store(cache)
-    (images,) = folder.glob("*.images.npy")
+    (images,) = folder.glob("*.images.bin")
     target = folder / "meta.json" if damage == "meta" else images
     blob = bytearray(target.read_bytes())
     if damage == "truncated":
@@ -61,10 +64,10 @@ def test_a_damaged_store_is_rebuilt_not_trusted(
     loaded, report = ingest_site(synthetic_sites[1], LabelSpec(), settings(cache, verify=True))
     # Assert
     assert report.cache["packed"] == 0 and "packed store" in caplog.text
-    assert np.array_equal(loaded.images, cold.images)
+    assert np.array_equal(loaded.images, expected)
     _, healed = ingest_site(synthetic_sites[1], LabelSpec(), settings(cache))
     assert healed.cache["packed"] == 1
-    assert len(list(_store(cache).glob("*.npy"))) == 1  # the damaged generation is gone
+    assert len(list(_store(cache).glob("*.bin"))) == 1  # the damaged generation is gone
 
 
 def test_a_changed_mask_rebuilds_a_segmentation_store(
@@ -81,3 +84,27 @@ def test_a_changed_mask_rebuilds_a_segmentation_store(
     assert report.cache["packed"] == 0
     assert before.masks is not None and after.masks is not None
     assert not np.array_equal(before.masks[0], after.masks[0]) and after.masks[0].all()
+
+
+def test_a_store_that_cannot_be_written_costs_memory_not_the_ingestion(
+    synthetic_sites: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Setup: the disk fills up after the first file's frames
+    expected, _ = ingest_site(synthetic_sites[0], LabelSpec(), settings())  # no cache
+    writes = []
+
+    def full_disk(self, part, frames) -> None:
+        writes.append(len(frames))
+        if len(writes) > 1:
+            raise OSError(28, "No space left on device")
+        original(self, part, frames)
+
+    original = PackWriter._write
+    monkeypatch.setattr(PackWriter, "_write", full_disk)
+    cache = tmp_path / "cache"
+    # Execute
+    samples, report = ingest_site(synthetic_sites[0], LabelSpec(), settings(cache))
+    # Assert: every sample, in memory; no store committed, so the next load rebuilds it
+    assert report.accepted == 40 and not isinstance(samples.images, np.memmap)
+    assert np.array_equal(samples.images, expected.images)
+    assert not list(cache.glob("*/packed/*/meta.json")) and not list(cache.glob("*/packed/*/*.bin"))
