@@ -270,7 +270,7 @@ def _decoding(cache: dict[str, int] | None) -> str:
     if not cache:
         return "no cache"
     if cache.get("packed"):
-        return "the packed store answered (nothing read file by file, nothing decoded)"
+        return "0 / 0 (the packed store answered)"
     return f"{cache['hits']} / {cache['misses']}"
 
 
