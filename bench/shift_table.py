@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fedscan.common.metrics.calibration import recalibration
+from fedscan.common.metrics.calibration import cross_fitted_ece, recalibration
 from fedscan.common.metrics.classification import binary_metrics
 from fedscan.common.metrics.histogram import (
     ScoreHistogram,
@@ -43,6 +43,7 @@ def fold_figures(labels: dict[str, list], scores: dict[str, list]) -> Figures:
         figures[f"{where}/ece"] = expected_calibration_error(ScoreHistogram.of(s, y))
         calibrated = calibration.apply(s)
         figures[f"{where}/ece-cal"] = expected_calibration_error(ScoreHistogram.of(calibrated, y))
+        figures[f"{where}/ece-local"] = cross_fitted_ece(s, y)
     for key in [k for k in figures if k.startswith(SCANNERS[0])]:  # the mean over the scanners
         name = key.removeprefix(SCANNERS[0])
         figures["scanners" + name] = float(np.mean([figures[s + name] for s in SCANNERS]))
@@ -122,11 +123,12 @@ def print_tables(folds: list[dict]) -> None:
         operating,
     )
     _table(
-        "Calibration: ECE (10 bins) of raw scores / after the Platt map fitted on validation",
+        "Calibration: ECE (10 bins) of raw scores / after the Platt map fitted on validation / "
+        "after a Platt map fitted at the evaluating site (two-fold cross-fitted)",
         grouped,
         [
             (f"{where} ECE {kind}", lambda f, w=where, k=suffix: f[f"{w}/{k}"])
             for where in ("validation", "held-out site", "scanners", "37.5 % normal")
-            for kind, suffix in (("raw", "ece"), ("calibrated", "ece-cal"))
+            for kind, suffix in (("raw", "ece"), ("calibrated", "ece-cal"), ("local", "ece-local"))
         ],
     )

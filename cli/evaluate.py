@@ -44,6 +44,14 @@ def evaluate(
             "file paths."
         ),
     ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="Use this calibration map instead of the model's (a JSON file: the "
+            "local_calibration an earlier evaluation printed, fitted on this site's own images; "
+            "after a scanner change the training sites' map no longer fits).",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint on local data and print metrics as JSON (Dice and IoU for
     segmentation)."""
@@ -63,6 +71,7 @@ def evaluate(
             cache_dir=default_cache_dir(),
             plots=plots,
             predictions=predictions,
+            calibration=calibration,
         )
     except FedscanError as exc:
         raise fail(str(exc)) from None

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedscan.client.calibration_maps import map_from_file, stored_map
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.data.npz import load_npz_split, preprocess
 from fedscan.common.data.sources import FolderSource, volume_input
 from fedscan.common.device import resolve_device
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.ingest.labels import LabelSpec
-from fedscan.common.metrics.calibration import Calibration
+from fedscan.common.metrics.calibration import cross_fitted_ece, recalibration
 from fedscan.common.metrics.classification import binary_metrics, predict
 from fedscan.common.metrics.confusion import LabelOverlaps
 from fedscan.common.metrics.histogram import (
@@ -99,7 +100,10 @@ def evaluate_checkpoint(
     cache_dir: str = "",
     plots: Path | None = None,
     predictions: Path | None = None,
+    calibration: Path | None = None,
 ) -> dict:
+    """Metrics of ``checkpoint`` on local data; ``calibration``: a map file (the
+    ``local_calibration`` an earlier evaluation printed) used instead of the stored map."""
     model, meta = load_checkpoint(checkpoint)
     if meta.get("task") in (MULTICLASS, MULTILABEL):
         from fedscan.client.class_evaluation import evaluate_classes, scheme_of
@@ -149,8 +153,8 @@ def evaluate_checkpoint(
         metrics[AUC], int(truth.sum()), int(truth.size - truth.sum())
     )
     histogram = ScoreHistogram.of(scores, truth)
-    calibration = _calibration(meta)
-    calibrated = calibration.apply(scores)
+    applied = stored_map(meta) if calibration is None else map_from_file(calibration)
+    calibrated = applied.apply(scores)
     if plots is not None:
         write_plots(plots, histogram, threshold)
     if predictions is not None:
@@ -159,6 +163,7 @@ def evaluate_checkpoint(
         loss=loss,
         ece=expected_calibration_error(histogram),
         ece_calibrated=expected_calibration_error(ScoreHistogram.of(calibrated, truth)),
+        ece_local_recalibration=cross_fitted_ece(scores, truth),
         auc_ci_low=low,
         auc_ci_high=high,
         n=int(metrics["n"]),
@@ -167,17 +172,11 @@ def evaluate_checkpoint(
     return {
         **metrics,
         "threshold": threshold,
-        "calibration": calibration.to_json(),
+        "calibration": applied.to_json(),
+        # This site's own map (all its images); ece_local_recalibration estimates it fairly.
+        "local_calibration": recalibration(histogram).to_json(),
         "model": meta["model"],
     }
-
-
-def _calibration(meta: dict) -> Calibration:
-    """The Platt map stored with the model (the identity, saying why, for an older model)."""
-    try:
-        return Calibration.from_json(meta.get("calibration"))
-    except (ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"The checkpoint's calibration map is unusable: {error}") from None
 
 
 def write_plots(folder: Path, histogram: ScoreHistogram, threshold: float) -> None:

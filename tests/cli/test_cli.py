@@ -153,6 +153,28 @@ def test_evaluate_applies_the_stored_calibration_map_and_reports_ece_before_and_
     assert "without a calibration map" in old["calibration"]["reason"]
 
 
+def test_a_site_can_apply_the_map_fitted_on_its_own_images(
+    tmp_path: Path, synthetic_sites: list[Path]
+) -> None:
+    # Prepare: a first evaluation prints this site's own map and its cross-fitted ECE
+    checkpoint = tmp_path / "final.pt"
+    save_checkpoint(checkpoint, "small-cnn", build_model("small-cnn", seed=0).state_dict())
+    first = json.loads(_evaluate(checkpoint, f"dicom:{synthetic_sites[1]}").output)
+    assert 0 <= first["ece_local_recalibration"] <= 1
+    saved = tmp_path / "local.json"
+    saved.write_text(json.dumps({"local_calibration": first["local_calibration"]}))
+    # Execute
+    again = _evaluate(checkpoint, f"dicom:{synthetic_sites[1]}", "--calibration", str(saved))
+    (tmp_path / "bad.json").write_text('{"method": "isotonic"}')
+    bad = _evaluate(
+        checkpoint, f"dicom:{synthetic_sites[1]}", "--calibration", str(tmp_path / "bad.json")
+    )
+    # Assert
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["calibration"] == first["local_calibration"]
+    assert bad.exit_code == 2 and "not a calibration map" in bad.output
+
+
 def test_evaluate_without_checkpoint_json_is_a_clear_error(tmp_path: Path, tiny_npz: Path) -> None:
     result = runner.invoke(
         app, ["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data", f"npz:{tiny_npz}"]

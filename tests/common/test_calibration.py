@@ -8,6 +8,7 @@ import pytest
 from fedscan.common.metrics.calibration import (
     Calibration,
     calibrated_ece,
+    cross_fitted_ece,
     ece_floor,
     fit_platt,
     recalibration,
@@ -99,3 +100,18 @@ def test_a_map_that_would_raise_the_validation_ece_is_not_stored() -> None:
     assert fitted.fitted and calibrated_ece(hist, fitted) > expected_calibration_error(hist)
     assert not stored.fitted and "did not lower the validation ECE" in stored.reason
     assert calibrated_ece(hist, stored) == pytest.approx(expected_calibration_error(hist))
+
+
+def test_a_site_recalibrating_on_its_own_images_fixes_a_shift_the_stored_map_cannot_see() -> None:
+    # Prepare: the training sites' map fits their scores; another scanner shifts every score
+    rng = np.random.default_rng(5)
+    scores, labels = _overconfident(rng, 3000)
+    stored = fit_platt(ScoreHistogram.of(scores, labels))
+    logits = np.log(scores) - np.log1p(-scores)
+    shifted = 1 / (1 + np.exp(-(logits + 2.0)))  # the other scanner: two logits brighter
+    # Execute
+    under_stored = expected_calibration_error(ScoreHistogram.of(stored.apply(shifted), labels))
+    local = cross_fitted_ece(shifted, labels)
+    # Assert: cross-fitted (no image scored by a map fitted on it), the local map removes it
+    assert under_stored > 0.1 and local < 0.03
+    assert cross_fitted_ece(shifted, labels) == local  # a fixed split: the figure repeats
