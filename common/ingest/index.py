@@ -20,16 +20,14 @@ The index holds the site's relative paths: it lives at the site, in its cache fo
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedscan.common.files import atomic_write_bytes
 from fedscan.common.ingest.cache import content_hash
+from fedscan.common.ingest.sealed import read_sealed, site_key, write_sealed
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +40,7 @@ _now_ns = time.time_ns  # the clock file times are compared with (tests move it)
 
 def index_path(cache_dir: Path, site_dir: Path) -> Path:
     """One index per site folder (by its resolved path) under the cache folder."""
-    name = hashlib.blake2b(str(site_dir.resolve()).encode(), digest_size=10).hexdigest()
-    return cache_dir / "index" / f"{name}.json"
+    return cache_dir / "index" / f"{site_key(site_dir)}.json"
 
 
 @dataclass
@@ -80,12 +77,8 @@ class SiteIndex:
         """Keep the files seen by this load; a failed write costs the next load time, not data."""
         if self.path is None:
             return
-        body = json.dumps({"version": _VERSION, "files": self.seen}, separators=(",", ":"))
-        checksum = hashlib.blake2b(body.encode(), digest_size=16).hexdigest().encode()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            payload = _MAGIC + checksum + b"\n" + body.encode()
-            atomic_write_bytes(self.path, payload, durable=False, private=True)
+            write_sealed(self.path, _MAGIC, {"version": _VERSION, "files": self.seen})
         except OSError as exc:
             log.warning("Cannot write the site index (%s); the next load re-hashes", exc.strerror)
 
@@ -97,17 +90,12 @@ def _stat(file: str | Path) -> Stat:
 
 def _read(path: Path) -> dict[str, list]:
     """The index's entries, or {} when it is missing or anything about it is wrong."""
-    try:
-        blob = path.read_bytes()
-    except OSError:
-        return {}
-    head, _, body = blob.partition(b"\n")
-    expected = hashlib.blake2b(body, digest_size=16).hexdigest().encode()
-    if head != _MAGIC + expected:
-        log.warning("The site index was damaged; every file will be hashed again")
+    found, document = read_sealed(path, _MAGIC)
+    if document is None:
+        if found:
+            log.warning("The site index was damaged; every file will be hashed again")
         return {}
     try:
-        document = json.loads(body)
         files = document["files"] if document["version"] == _VERSION else {}
         return {str(k): list(v) for k, v in files.items() if len(v) == 6}
     except (ValueError, KeyError, TypeError, AttributeError):

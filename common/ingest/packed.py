@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from fedscan.common.files import atomic_write_bytes
 from fedscan.common.ingest.pack_writer import PackWriter
 from fedscan.common.ingest.report import FileRecord
 from fedscan.common.ingest.samples import Samples
+from fedscan.common.ingest.sealed import read_sealed, site_key, write_sealed
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ _MAGIC = b"FSPACK1 "
 
 def store_folder(cache_dir: Path, settings_key: str, site_dir: Path) -> Path:
     """``<cache>/<settings key>/packed/<site>``: one store per site folder and settings."""
-    site = hashlib.blake2b(str(site_dir.resolve()).encode(), digest_size=10).hexdigest()
-    return cache_dir / settings_key / "packed" / site
+    return cache_dir / settings_key / "packed" / site_key(site_dir)
 
 
 def fingerprint(parts: Any) -> str:
@@ -88,11 +87,9 @@ def load(
 def commit(folder: Path, expected: str, described: dict[str, Any], meta: dict[str, Any]) -> None:
     """Name the generation whose arrays ``described`` lists as the store (meta.json by atomic
     rename), then remove every other generation; a failure costs the next load time only."""
-    body = json.dumps({**meta, "fingerprint": expected, "arrays": described}).encode()
-    checksum = hashlib.blake2b(body, digest_size=16).hexdigest().encode()
     try:
-        atomic_write_bytes(
-            folder / "meta.json", _MAGIC + checksum + b"\n" + body, durable=False, private=True
+        write_sealed(
+            folder / "meta.json", _MAGIC, {**meta, "fingerprint": expected, "arrays": described}
         )
     except OSError as exc:
         log.warning("Cannot write the packed store (%s); the next load rebuilds it", exc.strerror)
@@ -156,16 +153,7 @@ def _digest(array: np.ndarray) -> str:
 
 
 def _read_meta(path: Path) -> dict[str, Any] | None:
-    try:
-        blob = path.read_bytes()
-    except OSError:
-        return None
-    head, _, body = blob.partition(b"\n")
-    if head != _MAGIC + hashlib.blake2b(body, digest_size=16).hexdigest().encode():
+    found, meta = read_sealed(path, _MAGIC)
+    if found and meta is None:
         log.warning("The packed store's index was damaged; rebuilding it")
-        return None
-    try:
-        meta = json.loads(body)
-        return meta if isinstance(meta, dict) and isinstance(meta.get("arrays"), dict) else None
-    except ValueError:
-        return None
+    return meta if isinstance(meta, dict) and isinstance(meta.get("arrays"), dict) else None
