@@ -284,8 +284,12 @@ class RunLog:
             m[protocol.NUM_EXAMPLES] for m in evaluation.values()
         )
         self._close_pool(record, record["aggregated"][protocol.NUM_EXAMPLES])
+        # Each site's ε spent so far in this run: a site that missed this round (dropped, slow to
+        # reconnect after a coordinator restart) keeps its last value instead of vanishing from
+        # the final table and the model card.
         record["epsilon"] = {
-            name: m.get(protocol.EPSILON) for name, m in record.get("train", {}).items()
+            **(self.history[-1].get("epsilon", {}) if self.history else {}),
+            **{name: m.get(protocol.EPSILON) for name, m in record.get("train", {}).items()},
         }
         if self.central_epsilon is not None:
             record["central_epsilon"] = self.central_epsilon

@@ -137,3 +137,16 @@ def test_tensorboard_events_hold_the_same_scalars_as_metrics_jsonl(finished_run:
     events = EventAccumulator(str(finished_run / EVENTS_DIR))
     events.Reload()
     assert len(events.Scalars("pooled/auc")) == len(history)  # rebuilt, not appended twice
+
+
+def test_a_site_that_missed_the_last_round_keeps_its_epsilon(tmp_path: Path) -> None:
+    """ε is what the run has spent at a site so far: a site absent from the last round (dropped,
+    or slow to reconnect after a coordinator restart) keeps its last value in the final record,
+    which the summary table and the model card read."""
+    from fedscan.server.run_log import RunLog
+
+    run_log = RunLog(RunDirectory.create(tmp_path), "small-cnn", 1)
+    run_log._current = {"train": {"site-0": {"epsilon": 2.5}, "site-1": {"epsilon": 2.0}}}
+    assert run_log.round_done(1)["epsilon"] == {"site-0": 2.5, "site-1": 2.0}
+    run_log._current = {"train": {"site-1": {"epsilon": 3.1}}}
+    assert run_log.round_done(2)["epsilon"] == {"site-0": 2.5, "site-1": 3.1}
