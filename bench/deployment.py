@@ -103,8 +103,14 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--images", type=int, default=120)
+    parser.add_argument(
+        "--keep", type=Path, help="work here and keep the logs (default: a temp dir)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fedscan-bench-") as tmp:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=False)
+            tmp = str(args.keep.resolve())
         root, fleet, control = Path(tmp), free_port(), free_port()
         names = _prepare(root, args.sites, args.images, fleet, control)
         processes = [

@@ -146,6 +146,13 @@ class SiteConfig:
     device: str = setting(
         "auto", help="Where the site trains: auto (CUDA when available) | cpu | cuda."
     )
+    # A fresh ClientApp process per message re-imports PyTorch, MONAI and Opacus (≈ 3.5 s on a
+    # 2-core host, measured by bench/deployment.py); a fork of one warm process does not.
+    warm_clientapp: bool = setting(
+        True,
+        help="Answer each message in a fork of one process that imported fedscan's stack once "
+        "(false: Flower's fresh ClientApp process per message).",
+    )
     connection: Connection | None = None  # None: the site only simulates or checks its data
     log_dir: Path | None = setting(
         None,
@@ -155,7 +162,7 @@ class SiteConfig:
 
 
 SITE_SECTIONS = (
-    Section("site", SiteConfig, only=("name", "state_dir", "device")),
+    Section("site", SiteConfig, only=("name", "state_dir", "device", "warm_clientapp")),
     Section("data", FolderSource, exclude=("name", "seed")),
     Section("privacy", PrivacyPolicy),
     Section("coordinator", Connection, exclude=("private_key",)),

@@ -105,6 +105,7 @@ def supernode_command(config: SiteConfig, config_path: Path) -> list[str]:
         "20",
         "--max-wait-time",
         "600",
+        *(["--isolation", "process"] if config.warm_clientapp else []),
     ]
     if connection.insecure:
         return command + ["--insecure"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -160,9 +161,35 @@ def announce_heartbeat(interval_s: int) -> bool:
     return True
 
 
+def _option(argv: list[str], name: str) -> str | None:
+    """The value of ``name VALUE`` in ``argv`` (the SuperNode's own arguments)."""
+    return argv[argv.index(name) + 1] if name in argv[:-1] else None
+
+
+def start_warm_exec(argv: list[str]) -> subprocess.Popen | None:
+    """With ``--isolation process``, the site's executor (:mod:`fedscan.client.warm_exec`) for
+    this SuperNode's Runtime API; it ends with this process (it watches its PID)."""
+    if _option(argv, "--isolation") != "process":
+        return None
+    address = f"{_option(argv, '--host') or '127.0.0.1'}:{_option(argv, '--port') or '9094'}"
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fedscan.client.warm_exec",
+            "--runtime-api-address",
+            address,
+            "--parent-pid",
+            str(os.getpid()),
+        ],
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def main() -> None:
     from flwr.supernode.cli import flower_supernode
 
+    start_warm_exec(sys.argv[1:])
     if os.environ.get(POLL_ENV):
         cap_supernode_polling(float(os.environ[POLL_ENV]))
     announce_heartbeat(HEARTBEAT_S)

@@ -123,7 +123,10 @@ def _site(coordinator: dict, trees: list[Tree], name: str) -> Tree:
     site = Tree(["client", "start", "--config", "site.toml"], cwd=root, log=root / f"{name}.log")
     trees.append(site)
     site.wait_until(
-        lambda: "connected to the coordinator" in site.output() and site.has("flower-superexec"),
+        lambda: (
+            "connected to the coordinator" in site.output()
+            and site.has("fedscan.client.warm_exec")  # the site's executor
+        ),
         START_S,
         "connection",
     )
