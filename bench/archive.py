@@ -1,6 +1,6 @@
 """Archive scale: how long a site's per-message load takes once its archive is ingested.
 
-    .venv/bin/python bench/archive.py --files 10000 100000
+    .venv/bin/python bench/archive.py --files 10000 100000 --large 300
 
 For each size, one synthetic site of that many distinct DICOM files (1 000 rendered cases, the
 rest byte-level copies with their own SOP Instance UID and patient), then each step in a fresh
@@ -53,6 +53,30 @@ def make_archive(root: Path, files: int) -> Path:
     return site
 
 
+def make_large(root: Path, files: int, side: int) -> Path:
+    """``files`` distinct ``side``² 16-bit DICOMs (each a rendered case scaled up, with its own
+    UIDs and a pixel of its own): the bytes of a radiograph archive at a small file count."""
+    import numpy as np
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    site = make_archive(root, min(files, RENDERED))
+    with open(site / "labels.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    for index, row in enumerate(rows[1 : files + 1]):
+        dataset = pydicom.dcmread(site / row[0])
+        scale = -(-side // min(dataset.Rows, dataset.Columns))
+        pixels = np.kron(dataset.pixel_array, np.ones((scale, scale), np.uint16))[:side, :side]
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint16)
+        pixels[0, 0] = index  # distinct content, so distinct hashes
+        dataset.Rows, dataset.Columns = side, side
+        dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
+        dataset.PixelData = pixels.tobytes()
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        dataset.save_as(site / row[0], enforce_file_format=True)
+    return site
+
+
 def load_once(site: str, cache: str, verify: bool) -> None:
     """One load, as a message's process would do it; prints a JSON line of its figures."""
     from fedscan.common.ingest.decode_pool import PoolSettings
@@ -81,11 +105,11 @@ def measured(site: Path, cache: Path, *, verify: bool = False) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def row(files: int, step: str, figures: dict) -> str:
+def row(label: str, files: int, step: str, figures: dict) -> str:
     decoded = figures["misses"]
     answered = "yes" if figures.get("packed") else "no"
     return (
-        f"| {files:,} | {step} | {figures['s']:.2f} | {files / figures['s']:,.0f} | "
+        f"| {label} | {step} | {figures['s']:.2f} | {files / figures['s']:,.0f} | "
         f"{figures['hashed']:,} | {decoded:,} | {answered} | {figures['rss_mb']:,.0f} |"
     )
 
@@ -112,6 +136,10 @@ def steps(site: Path, cache: Path) -> list[tuple[str, dict]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument(
+        "--large", type=int, default=0, help="also N files at --side² (2 048²: 8 MB each)"
+    )
+    parser.add_argument("--side", type=int, default=2048)
     parser.add_argument("--load", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -119,14 +147,19 @@ def main() -> None:
         load_once(*args.load, args.verify)
         return
     print(f"synthetic 160×144 12-bit CR files, stored at {SIZE}², {os.cpu_count()} CPUs\n")
-    print("| files | load | s | files/s | hashed | decoded | packed store | peak RSS MB |")
+    print("| files (bytes) | load | s | files/s | hashed | decoded | packed store | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
-    for files in args.files:
+    sets = [(files, make_archive, f"{files:,}") for files in args.files]
+    if args.large:
+        large = lambda root, files: make_large(root, files, args.side)  # noqa: E731
+        sets.append((args.large, large, f"{args.large:,} at {args.side}²"))
+    for files, make, label in sets:
         with tempfile.TemporaryDirectory() as tmp:
-            site = make_archive(Path(tmp), files)
+            site = make(Path(tmp), files)
+            size_gb = sum(p.stat().st_size for p in site.rglob("*.dcm")) / 1e9
             for step, figures in steps(site, Path(tmp) / "cache"):
                 assert figures["accepted"] == files, figures
-                print(row(files, step, figures), flush=True)
+                print(row(f"{label} ({size_gb:.2f} GB)", files, step, figures), flush=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from fedscan import wire
 from fedscan.client import replies
 from fedscan.client.requests import SiteRequest
 from fedscan.client.scoring import Scored, load_for, score
@@ -26,7 +27,7 @@ from fedscan.client.site import Site, SiteResolver, resolve_site
 from fedscan.common import protocol
 from fedscan.common.data.imageset import SiteData
 from fedscan.common.device import resolve_device
-from fedscan.common.errors import FedscanError
+from fedscan.common.errors import FedscanError, ModelError
 from fedscan.common.logs import log_to_stderr
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import HistoryEntry, planned_releases
@@ -46,9 +47,17 @@ def make_client_app(
 
     def serve(handler: Handler) -> Callable[[Message, Context], Message]:
         def handle(msg: Message, context: Context) -> Message:
-            return _guarded(
-                msg, lambda: handler(msg, SiteRequest.parse(msg), resolve(context), device)
-            )
+            packed = msg.has_content() and wire.is_packed(msg.content)
+
+            def run() -> Message:
+                if packed:
+                    _unpack(msg)
+                return handler(msg, SiteRequest.parse(msg), resolve(context), device)
+
+            reply = _guarded(msg, run)
+            if packed and reply.has_content():  # answered the way it came (fedscan.wire)
+                reply.content = wire.pack(reply.content)
+            return reply
 
         return handle
 
@@ -57,6 +66,13 @@ def make_client_app(
     app.evaluate(protocol.CROSS_SITE_ACTION)(serve(_cross_evaluate))
     app.query(protocol.STATS_ACTION)(serve(_feature_stats))
     return app
+
+
+def _unpack(msg: Message) -> None:
+    try:
+        msg.content = wire.unpack(msg.content)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ModelError(f"the request's packed arrays do not unpack: {error}") from error
 
 
 def _guarded(msg: Message, handler: Callable[[], Message]) -> Message:

@@ -27,6 +27,10 @@ SITE = "site"  # the site's record: its name and fedscan version
 EVALUATION = (
     "evaluation"  # a train reply's evaluation of the model it received (see EVALUATE_FIRST)
 )
+# Transport only (fedscan.wire): each array record packed into one byte array, so Flower moves
+# one object instead of one per tensor; the layout record says how to unpack them.
+PACKED = "packed"  # the one array of a packed array record
+PACKED_LAYOUT = "packed-layout"  # config record: array record name → its layout (JSON)
 
 # --- the site record ---
 SITE_NAME = "name"
