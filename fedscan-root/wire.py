@@ -19,6 +19,7 @@ shapes only.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
@@ -57,7 +58,7 @@ def pack(content: RecordDict) -> RecordDict:
     """``content`` with each array record packed (unchanged if it has none)."""
     if not content.array_records:
         return content
-    packed, layouts = RecordDict(), {}
+    packed, layouts = RecordDict(), dict[str, Any]()
     for name, record in content.items():
         if isinstance(record, ArrayRecord):
             buffer, layouts[name] = pack_arrays({k: a.numpy() for k, a in record.items()})
