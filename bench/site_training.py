@@ -96,7 +96,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    import opacus  # noqa: F401  # imported once here, not inside the first DP row's timing (≈ 1 s)
+    # Imported once here, not inside the first row's timing: Opacus (≈ 1 s) and torch._dynamo,
+    # which the first optimizer step imports (≈ 0.9 s; it made small-cnn's first row, DP, 0.1×
+    # slower than it is).
+    import opacus  # noqa: F401
+    import torch._dynamo as _dynamo  # noqa: F401
 
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     with tempfile.TemporaryDirectory() as tmp:

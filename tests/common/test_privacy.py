@@ -89,3 +89,16 @@ def test_secure_mode_trains_and_counts_every_step() -> None:
     )
     assert outcome.history == [(1.0, 1 / 5, 10)] and outcome.steps == 10
     assert math.isfinite(outcome.loss)
+
+
+def test_epsilon_is_remembered_per_history_whatever_its_order() -> None:
+    """The memo may only return what the accountant computes: the same ε for the same releases
+    in any order, and a cache hit (not a second PRV computation) for the repeat."""
+    from fedscan.common.privacy import _epsilon
+
+    a, b = (1.1, 0.05, 40), (0.9, 0.1, 20)
+    first = epsilon_spent([a, b], 1e-5)
+    hits = _epsilon.cache_info().hits
+    assert epsilon_spent([b, a], 1e-5) == first and _epsilon.cache_info().hits == hits + 1
+    _epsilon.cache_clear()
+    assert epsilon_spent([a, b], 1e-5) == first  # recomputed from scratch: the same
