@@ -42,7 +42,9 @@ def _start(args: list[str], cwd: Path, log: str) -> subprocess.Popen:
         )
 
 
-def _prepare(root: Path, sites: int, images: int, fleet: int, control: int) -> list[str]:
+def _prepare(
+    root: Path, sites: int, images: int, fleet: int, control: int, *, warm: bool
+) -> list[str]:
     _run(
         "synth", "--sites", str(sites), "--out", "sites", "--images-per-site", str(images), cwd=root
     )
@@ -59,7 +61,9 @@ def _prepare(root: Path, sites: int, images: int, fleet: int, control: int) -> l
     for name in names:
         _run("certs", "site", name, "--out", "keys", cwd=root)
         (root / f"{name}.toml").write_text(
-            f'[site]\nname = "{name}"\nstate-dir = "{name}-state"\n\n[data]\ndir = "sites/{name}"\n'
+            f'[site]\nname = "{name}"\nstate-dir = "{name}-state"\n'
+            f"warm-clientapp = {str(warm).lower()}\n\n"
+            f'[data]\ndir = "sites/{name}"\n'
             'cache-dir = "cache"\n\n[privacy]\nmax-epsilon-per-run = 8.0\nmax-epsilon-lifetime = '
             "1000.0\n"
             f'delta = 1e-4\nmin-samples = 10\n\n[coordinator]\naddress = "127.0.0.1:{fleet}"\n'
@@ -112,7 +116,9 @@ def main() -> None:
             args.keep.mkdir(parents=True, exist_ok=False)
             tmp = str(args.keep.resolve())
         root, fleet, control = Path(tmp), free_port(), free_port()
-        names = _prepare(root, args.sites, args.images, fleet, control)
+        names = _prepare(
+            root, args.sites, args.images, fleet, control, warm=not args.fresh_clientapp
+        )
         processes = [
             _start(["server", "start", "--config", "coordinator.toml"], root, "coordinator.log")
         ]
@@ -131,7 +137,7 @@ def main() -> None:
                 stop_process_group(process)
     print(
         f"\n{args.sites} sites × {args.images} synthetic images, small-cnn, DP ε=8, 1 local epoch, "
-        "loopback TLS\n"
+        f"loopback TLS, {'fresh' if args.fresh_clientapp else 'warm'} ClientApp process\n"
     )
     print(
         "| rounds | wall s | wall s per round | sites' own s per round | overhead s per round | "
