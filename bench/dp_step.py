@@ -107,7 +107,11 @@ def measure_model(
     """(plain ms per step, mode → "ratio×" or "— (reason)")."""
     spec = get_model_spec(name)
     images = torch.rand(batch, 1, spec.input_size, spec.input_size)
-    labels = (torch.rand(batch) > 0.5).float()
+    labels = (  # a segmentation model's target is a mask of the image's shape
+        (torch.rand(images.shape) > 0.9).float()
+        if spec.task == "segmentation"
+        else (torch.rand(batch) > 0.5).float()
+    )
     loss_fn = training_loss(spec.loss)
     plain = _timed(
         _plain(build_model(name, seed=0), loss_fn, images, labels), warmup=warmup, steps=steps

@@ -11,7 +11,7 @@ and each with DP and plain SGD (the same loader and batches; plain SGD shuffles 
 sampling), whose ratio is what DP costs a hospital per round. One markdown table and the ratios;
 rows for CUDA appear only where a GPU is visible.
 
-    python bench/site_training.py [--epochs 10] [--models small-cnn,unet] [--threads 2]
+    python bench/site_training.py [--epochs 10] [--models small-cnn,unet] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--noise", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per row; the median shown")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -119,22 +120,26 @@ def main() -> None:
         for model in args.models.split(","):
             for device in devices:
                 for augment in (True, False):
-                    seconds = {}
-                    for private in (True, False):
-                        row, seconds[private] = _row(
-                            model,
-                            data,
-                            device,
-                            epochs=args.epochs,
-                            batch=args.batch,
-                            noise=args.noise,
-                            augment=augment,
-                            private=private,
-                        )
-                        print(row, flush=True)
+                    runs: dict[bool, list[tuple[float, str]]] = {True: [], False: []}
+                    for _ in range(args.repeats):  # alternated: drift hits both alike
+                        for private in (True, False):
+                            row, seconds = _row(
+                                model,
+                                data,
+                                device,
+                                epochs=args.epochs,
+                                batch=args.batch,
+                                noise=args.noise,
+                                augment=augment,
+                                private=private,
+                            )
+                            runs[private].append((seconds, row))
+                    median = {p: sorted(r)[len(r) // 2] for p, r in runs.items()}
+                    print(median[True][1], median[False][1], sep="\n", flush=True)
                     ratios.append(
                         f"- {model}, {device.type}, augmentation {'on' if augment else 'off'}: "
-                        f"DP ÷ plain {seconds[True] / seconds[False]:.2f}×"
+                        f"DP ÷ plain {median[True][0] / median[False][0]:.2f}× (median of "
+                        f"{args.repeats})"
                     )
         print("\nSite-seconds of a round, DP ÷ plain on the same data:\n" + "\n".join(ratios))
 
