@@ -1,4 +1,4 @@
-"""The hospital's commands: ``fedscan client check|start``.
+"""The hospital's commands: ``fedscan client check|start|audit``.
 
 Argument parsing and printing only: the checks and the SuperNode are in :mod:`fedscan.client`.
 Nothing here (or below it) imports coordinator code (``tests/test_layout.py`` runs these commands to
@@ -7,6 +7,7 @@ prove it).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -46,6 +47,40 @@ def client_start(config: SiteToml) -> None:
     if advice:
         raise fail(advice, EXIT_FAILED)
     raise typer.Exit(code)
+
+
+@client_app.command("audit")
+def client_audit(
+    config: SiteToml,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Check the hash chain; exit 1 naming the first bad entry."),
+    ] = False,
+    run: Annotated[str, typer.Option("--run", help="Only this run's entries.")] = "",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the entries as JSON lines.")
+    ] = False,
+) -> None:
+    """What this site was asked and what left it: the hash-chained audit log in state-dir."""
+    from fedscan.cli.audit_table import print_audit
+    from fedscan.client.audit import AuditLog
+    from fedscan.client.site_config import load_site_config
+
+    log = AuditLog(load_site_config(config).state_dir)
+    entries = [e for e in log.entries() if not run or e.get("run") == run]
+    if as_json:
+        for entry in entries:
+            print(json.dumps(entry, sort_keys=True))
+    else:
+        print_audit(console, entries, log.path)
+    if verify:
+        verdict = log.verify()
+        if not verdict.ok:
+            where = f"line {verdict.line}: " if verdict.line else ""
+            raise fail(f"The audit log does not verify: {where}{verdict.problem}.", EXIT_FAILED)
+        console.print(
+            f"The audit log verifies: {verdict.entries} entries chained to the ledger's head."
+        )
 
 
 def _preflight(config: Path) -> list[Check]:

@@ -20,7 +20,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedscan import wire
-from fedscan.client import replies
+from fedscan.client import audit, replies
 from fedscan.client.requests import SiteRequest
 from fedscan.client.scoring import Scored, load_for, score
 from fedscan.client.site import Site, SiteResolver, resolve_site
@@ -48,13 +48,18 @@ def make_client_app(
     def serve(handler: Handler) -> Callable[[Message, Context], Message]:
         def handle(msg: Message, context: Context) -> Message:
             packed = msg.has_content() and wire.is_packed(msg.content)
+            audited: list[tuple[Site, bool]] = []  # the site, and whether this is a replay
 
             def run() -> Message:
                 if packed:
                     _unpack(msg)
-                return handler(msg, SiteRequest.parse(msg), resolve(context), device)
+                site = resolve(context)
+                audited.append((site, audit.record_request(site.state_dir, msg)))
+                return handler(msg, SiteRequest.parse(msg), site, device)
 
             reply = _guarded(msg, run)
+            if audited:
+                reply = _guarded(msg, lambda: _audited(audited[0], msg, reply))
             if packed and reply.has_content():  # answered the way it came (fedscan.wire)
                 reply.content = wire.pack(reply.content)
             return reply
@@ -66,6 +71,14 @@ def make_client_app(
     app.evaluate(protocol.CROSS_SITE_ACTION)(serve(_cross_evaluate))
     app.query(protocol.STATS_ACTION)(serve(_feature_stats))
     return app
+
+
+def _audited(audited: tuple[Site, bool], msg: Message, reply: Message) -> Message:
+    """``reply`` once the site's audit log holds it (a reply that cannot be audited is not sent;
+    a release it carries stays in the ledger and is sent again when the round is asked again)."""
+    site, replay = audited
+    audit.record_reply(site.state_dir, msg, reply, replay=replay)
+    return reply
 
 
 def _unpack(msg: Message) -> None:

@@ -14,6 +14,7 @@ import pytest
 from flwr.common.serde import message_to_proto
 
 from fedscan.client.app import make_client_app
+from fedscan.client.audit import AUDIT_FILE, AuditLog
 from fedscan.common.config import RunConfig, TrainSettings
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import DataError
@@ -133,3 +134,9 @@ def test_no_canary_reaches_the_coordinator(
         r.getMessage() for r in caplog.records if r.name.startswith("fedscan.client")
     )
     assert "CANARYDATAERROR" in site_logs  # the site's own log keeps the details
+    # The sites' audit logs may be shown to anyone auditing them: no identifier, path or pixel.
+    audits = list((tmp_path / "state").rglob(AUDIT_FILE))
+    assert len(audits) == 4 and all(AuditLog(a.parent).verify().ok for a in audits)
+    audited = b"".join(a.read_bytes() for a in audits)
+    for canary in canaries:
+        assert canary not in audited, f"{canary!r} is in a site's audit log"

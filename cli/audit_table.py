@@ -1,0 +1,66 @@
+"""``fedscan client audit``'s table: one row per audit entry, what was asked and what left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_audit(console: Console, entries: list[dict[str, Any]], path: Path) -> None:
+    table = Table(
+        "#",
+        "time (UTC)",
+        "event",
+        "run",
+        "round",
+        "action",
+        "decision",
+        "arrays",
+        "ε before → after",
+        title=f"Audit log {path}",
+        title_justify="left",
+    )
+    for entry in entries:
+        table.add_row(
+            str(entry.get("seq", "")),
+            str(entry.get("time", "")),
+            str(entry.get("event", "")),
+            str(entry.get("run", "")),
+            str(entry.get("round", "")),
+            str(entry.get("action", "")),
+            _decision(entry),
+            _arrays(entry.get("arrays") or {}),
+            _epsilon(entry),
+        )
+    console.print(table)
+
+
+def _decision(entry: dict[str, Any]) -> str:
+    if entry.get("event") != "reply":
+        return ""
+    code = entry.get("code")
+    return f"{entry.get('decision', '')} ({code})" if code else str(entry.get("decision", ""))
+
+
+def _arrays(records: dict[str, dict[str, Any]]) -> str:
+    """ "N tensors, ‖·‖ x" per record: the sizes and norms that left, not their values."""
+    parts = []
+    for name, arrays in records.items():
+        norms = [a["norm"] for a in arrays.values() if isinstance(a.get("norm"), (int, float))]
+        total = sum(n * n for n in norms) ** 0.5
+        parts.append(f"{name}: {len(arrays)} tensors, ‖·‖ {total:.3g}")
+    return "; ".join(parts)
+
+
+def _epsilon(entry: dict[str, Any]) -> str:
+    if "epsilon" not in entry:
+        return ""
+    after, before = _number(entry["epsilon"]), entry.get("epsilon_before")
+    return after if before is None else f"{_number(before)} → {after}"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else str(value)  # "inf" is a string
