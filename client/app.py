@@ -55,7 +55,9 @@ def make_client_app(
                     _unpack(msg)
                 site = resolve(context)
                 audited.append((site, audit.record_request(site.state_dir, msg)))
-                return handler(msg, SiteRequest.parse(msg), site, device)
+                request = SiteRequest.parse(msg)
+                site.run_policy.check(request.settings, request.coordinator_version)
+                return handler(msg, request, site, device)
 
             reply = _guarded(msg, run)
             if audited:

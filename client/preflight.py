@@ -51,6 +51,7 @@ def run_checks(
         _data,
         _device,
         _client_app,
+        _policy,
     ]
     checks += [step(config) for step in steps]
     if config.connection is not None and all(check.ok for check in checks[1:4]):
@@ -58,6 +59,11 @@ def run_checks(
         if checks[-1].ok and not config.connection.insecure:
             checks.append(_registered(config, connect_timeout_s))
     return config, checks
+
+
+def _policy(config: SiteConfig) -> Check:
+    """The [policy] in force (informational: a valid policy always passes)."""
+    return Check("policy in force", True, "; ".join(config.run_policy.lines()))
 
 
 def _connection(config: SiteConfig) -> Check:

@@ -27,6 +27,7 @@ class SiteRequest:
     run_id: str
     server_round: int
     settings: SiteSettings
+    coordinator_version: str = ""  # the coordinator's fedscan (checked compatible)
     evaluate_first: bool = False  # a train request: score the received model before training on it
     threshold: float = (
         0.5  # an evaluation's operating threshold (the pooled Youden one, cross-site)
@@ -42,6 +43,7 @@ class SiteRequest:
             run_id=str(config.get(protocol.RUN_ID) or f"flower-run-{msg.metadata.run_id}"),
             server_round=int(_number(config.get(protocol.SERVER_ROUND, 0))),
             settings=SiteSettings.from_message(config),
+            coordinator_version=str(config.get(protocol.VERSION)),
             evaluate_first=parse_bool(
                 config.get(protocol.EVALUATE_FIRST, False), what=protocol.EVALUATE_FIRST
             ),

@@ -10,11 +10,12 @@ directory's, chosen by the launcher), and each keeps its ledger there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flwr.app import Context
 
+from fedscan.client.run_policy import RunPolicy
 from fedscan.client.site_config import PrivacyPolicy, load_site_config
 from fedscan.common import protocol
 from fedscan.common.config import RunConfig
@@ -33,6 +34,7 @@ class Site:
     state_dir: Path
     policy: PrivacyPolicy
     device: str = "auto"
+    run_policy: RunPolicy = field(default_factory=RunPolicy)  # site.toml [policy]
 
     @property
     def name(self) -> str:
@@ -52,7 +54,7 @@ def resolve_site(context: Context) -> Site:
             "--node-config 'site-config=\"/path/to/site.toml\"'."
         )
     config = load_site_config(Path(str(path)))
-    return Site(config.data, config.state_dir, config.policy, config.device)
+    return Site(config.data, config.state_dir, config.policy, config.device, config.run_policy)
 
 
 def simulated_site(context: Context) -> Site:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedscan.client.run_policy import RunPolicy
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import ConfigError
 from fedscan.common.files import read_toml
@@ -154,6 +155,7 @@ class SiteConfig:
         "(false: Flower's fresh ClientApp process per message).",
     )
     connection: Connection | None = None  # None: the site only simulates or checks its data
+    run_policy: RunPolicy = field(default_factory=RunPolicy)  # [policy]
     log_dir: Path | None = setting(
         None,
         path=True,
@@ -165,6 +167,7 @@ SITE_SECTIONS = (
     Section("site", SiteConfig, only=("name", "state_dir", "device", "warm_clientapp")),
     Section("data", FolderSource, exclude=("name", "seed")),
     Section("privacy", PrivacyPolicy),
+    Section("policy", RunPolicy),
     Section("coordinator", Connection, exclude=("private_key",)),
     Section("auth", Connection, only=("private_key",)),
     Section("logging", SiteConfig, only=("log_dir",)),
@@ -190,6 +193,7 @@ def load_site_config(path: Path) -> SiteConfig:
         **site,
         data=FolderSource(name=site["name"], **read("data")),
         policy=PrivacyPolicy(**read("privacy")),
+        run_policy=RunPolicy(**read("policy")),
         connection=_connection(document, read),
         **read("logging"),
     )

@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     VERSION_MISMATCH = "version-mismatch"
     TOO_FEW_SAMPLES = "too-few-samples"
     ROUND_ALREADY_RELEASED = "round-already-released"
+    POLICY_REFUSED = "policy-refused"
     QUORUM_NOT_REACHED = "quorum-not-reached"
     QUORUM_LOST = "quorum-lost"
     RUN_FAILED = "run-failed"
@@ -177,6 +178,10 @@ REPLY_CODES: dict[str, tuple[int, str]] = {
     ErrorCode.ROUND_ALREADY_RELEASED: (
         4010,
         "the site already released this round and will not release it twice",
+    ),
+    ErrorCode.POLICY_REFUSED: (
+        4011,
+        "the site's policy does not allow this run; the site's log says which rule",
     ),
 }
 
