@@ -1,4 +1,4 @@
-"""``fedscan client audit``'s table: one row per audit entry, what was asked and what left."""
+"""``fedscan client audit`` and ``runs`` tables: what was asked, what left, what runs wait."""
 
 from __future__ import annotations
 
@@ -64,3 +64,38 @@ def _epsilon(entry: dict[str, Any]) -> str:
 
 def _number(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else str(value)  # "inf" is a string
+
+
+def print_runs(console: Console, runs: list[dict[str, Any]]) -> None:
+    """One small table per run the site has seen (newest first); a pending one with what it
+    would spend. Rows, not columns: it fits a terminal."""
+    for run in runs:
+        settings = run["parsed"]
+        train, privacy = settings.train, settings.privacy
+        spend = run.get("spend") or {}
+        table = Table("", "", title=f"Run {run['run_id']}", title_justify="left", show_header=False)
+        rows = [
+            ("state", run["state"] + (f" (by {run['by']})" if run.get("by") else "")),
+            ("configuration hash", run["config_hash"]),
+            ("model / task", f"{train.model} / {train.task}"),
+            ("rounds × local epochs", f"{settings.rounds} × {train.local_epochs}"),
+            ("batch, learning rate", f"{train.batch_size}, {train.learning_rate:g}"),
+            ("ε, δ", f"{privacy.epsilon:g}, {privacy.delta:g}" if privacy.enabled else "no DP"),
+            ("cross-site validation", "yes" if settings.cross_site else "no"),
+        ]
+        if "noise_multiplier" in spend:
+            rows += [
+                ("planned σ, releases", f"{spend['noise_multiplier']:.4f}, {spend['releases']}"),
+                (
+                    "lifetime ε after it / budget",
+                    f"{_number(spend['epsilon_lifetime_after'])} / "
+                    f"{_number(spend['lifetime_budget'])}",
+                ),
+            ]
+        elif spend:
+            rows.append(("cannot train", str(spend.get("refusal", ""))))
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    if not runs:
+        console.print("No run has reached this site yet.")

@@ -1,4 +1,4 @@
-"""The hospital's commands: ``fedscan client check|start|audit``.
+"""The hospital's commands: ``fedscan client check|start|audit|runs|approve|refuse``.
 
 Argument parsing and printing only: the checks and the SuperNode are in :mod:`fedscan.client`.
 Nothing here (or below it) imports coordinator code (``tests/test_layout.py`` runs these commands to
@@ -81,6 +81,64 @@ def client_audit(
         console.print(
             f"The audit log verifies: {verdict.entries} entries chained to the ledger's head."
         )
+
+
+@client_app.command("runs")
+def client_runs(
+    config: SiteToml,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Runs this site has seen: pending, approved or refused, and what each would spend."""
+    from fedscan.cli.audit_table import print_runs
+    from fedscan.client.approvals import Approvals
+    from fedscan.client.run_spend import planned_spend
+    from fedscan.client.site_config import load_site_config
+    from fedscan.common.config import SiteSettings
+
+    site = load_site_config(config)
+    runs = Approvals(site.state_dir).runs()
+    for run in runs:
+        run["parsed"] = SiteSettings.from_message(run["settings"])
+        if run["state"] == "pending":
+            run["spend"] = planned_spend(site, run["parsed"])
+    if as_json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "parsed"} for r in runs], indent=2))
+    else:
+        print_runs(console, runs)
+
+
+def _decide(config: Path, run: str, state: str) -> None:
+    import getpass
+
+    from fedscan.client.approvals import Approvals
+    from fedscan.client.site_config import load_site_config
+    from fedscan.common.errors import FedscanError
+
+    try:
+        decided = Approvals(load_site_config(config).state_dir).decide(
+            run, state, by=getpass.getuser()
+        )
+    except FedscanError as error:
+        raise fail(str(error)) from None
+    console.print(f"Run {decided['run_id']} ({decided['config_hash'][:12]}): {state}.")
+
+
+@client_app.command("approve")
+def client_approve(
+    run: Annotated[str, typer.Argument(help="Run id, or ≥ 8 characters of its hash.")],
+    config: SiteToml,
+) -> None:
+    """Approve a pending run: the site trains on it from its next message."""
+    _decide(config, run, "approved")
+
+
+@client_app.command("refuse")
+def client_refuse(
+    run: Annotated[str, typer.Argument(help="Run id, or ≥ 8 characters of its hash.")],
+    config: SiteToml,
+) -> None:
+    """Refuse a run: every message of it is answered with run-refused."""
+    _decide(config, run, "refused")
 
 
 def _preflight(config: Path) -> list[Check]:

@@ -56,7 +56,7 @@ def make_client_app(
                 site = resolve(context)
                 audited.append((site, audit.record_request(site.state_dir, msg)))
                 request = SiteRequest.parse(msg)
-                site.run_policy.check(request.settings, request.coordinator_version)
+                _allowed(site, request, msg)
                 return handler(msg, request, site, device)
 
             reply = _guarded(msg, run)
@@ -73,6 +73,22 @@ def make_client_app(
     app.evaluate(protocol.CROSS_SITE_ACTION)(serve(_cross_evaluate))
     app.query(protocol.STATS_ACTION)(serve(_feature_stats))
     return app
+
+
+def _allowed(site: Site, request: SiteRequest, msg: Message) -> None:
+    """The site's [policy], then its approval of the run (refusals are coded FedscanErrors)."""
+    policy = site.run_policy
+    policy.check(request.settings, request.coordinator_version)
+    if policy.require_approval:
+        from fedscan.client.approvals import Approvals
+
+        Approvals(site.state_dir).check(
+            request.run_id,
+            request.settings,
+            request.coordinator_version,
+            sent=dict(msg.content.config_records[protocol.CONFIG]),
+            auto=policy.auto_approve,
+        )
 
 
 def _audited(audited: tuple[Site, bool], msg: Message, reply: Message) -> Message:

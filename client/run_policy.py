@@ -50,6 +50,14 @@ class RunPolicy:
     min_fedscan_version: str = setting(
         "", help="The oldest fedscan a coordinator may run (empty: any compatible one)."
     )
+    require_approval: bool = setting(
+        False,
+        help="Train only on runs approved by configuration hash (`fedscan client approve`).",
+    )
+    auto_approve: bool = setting(
+        False,
+        help="With require-approval: approve, and record, any run within every rule above.",
+    )
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.allowed_tasks if t not in defaults.TASKS]
@@ -108,6 +116,16 @@ class RunPolicy:
             f"releases per run: {limit(self.max_releases_per_run)}",
             f"cross-site validation: {'allowed' if self.allow_cross_site else 'refused'}",
             f"coordinator's fedscan: {self.min_fedscan_version or 'any compatible'} or newer",
+            "approval: "
+            + (
+                (
+                    "runs within these rules approved automatically"
+                    if self.auto_approve
+                    else "every run by `fedscan client approve`"
+                )
+                if self.require_approval
+                else "not required"
+            ),
         ]
 
 

@@ -45,6 +45,8 @@ class ErrorCode(StrEnum):
     TOO_FEW_SAMPLES = "too-few-samples"
     ROUND_ALREADY_RELEASED = "round-already-released"
     POLICY_REFUSED = "policy-refused"
+    RUN_NOT_APPROVED = "run-not-approved"
+    RUN_REFUSED = "run-refused"
     QUORUM_NOT_REACHED = "quorum-not-reached"
     QUORUM_LOST = "quorum-lost"
     RUN_FAILED = "run-failed"
@@ -182,6 +184,14 @@ REPLY_CODES: dict[str, tuple[int, str]] = {
     ErrorCode.POLICY_REFUSED: (
         4011,
         "the site's policy does not allow this run; the site's log says which rule",
+    ),
+    ErrorCode.RUN_NOT_APPROVED: (
+        4012,
+        "the site has not approved this run yet; it is pending at the site",
+    ),
+    ErrorCode.RUN_REFUSED: (
+        4013,
+        "the site refused this run (or this run id came back with another configuration)",
     ),
 }
 
