@@ -147,6 +147,8 @@ _EVENTS: dict[str, str] = {
     Event.ROUND_AGGREGATED: "round {round} of {rounds}: aggregated the updates of {trained} sites",
     Event.ROUND_RESENT: "round {round}: {unavailable} sites were unavailable; sent again once "
     "they are back",
+    Event.WAITING_FOR_APPROVAL: "round {round}: waiting for {pending} sites to approve the run "
+    "({sites}; `fedscan client approve` there), {left_s} s left of join-timeout-s",
     Event.FINAL_EVALUATION: "final evaluation at {sites} sites",
     Event.FINAL_EVALUATED: "final evaluation: {evaluated} of {sites} sites evaluated",
     Event.CROSS_SITE_VALIDATION: "cross-site validation",

@@ -98,7 +98,7 @@ class AuditLog:
             if last is not None and last.get("seq") == seq + 1 and last.get("prev") == prev:
                 if entry_hash(prev, last) == last.get("hash"):  # an append cut short: adopt it
                     seq, prev = seq + 1, last["hash"]
-            if entry.get("epsilon") is not None and entry.get("run"):
+            if isinstance(entry.get("epsilon"), float) and entry.get("run"):  # finite: DP
                 entry["epsilon_before"] = _epsilon_before(db, entry["run"])
                 db.execute(
                     "INSERT OR REPLACE INTO audit_epsilon VALUES (?, ?)",

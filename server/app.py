@@ -168,6 +168,7 @@ def _federate(
         ),
         after_round=lambda done, new: save_round(run_dir, config, run_log, strategy, done, new),
         progress=progress,
+        approval_wait_s=config.join_timeout_s,
     )
     final = _save_final(run_dir, config, run_log, arrays)
     if config.cross_site:

@@ -15,6 +15,7 @@ central DP) and ``configure_evaluate`` do the rest.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from flwr.common.constant import ErrorCode as FlowerErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedscan.common.errors import REPLY_CODES, ErrorCode
 from fedscan.common.protocol import EVALUATE_FIRST
 from fedscan.server.run_log import RunLog
 from fedscan.server.rundir import PHASE_ROUND, Event
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 
 RoundHook = Callable[[int, ArrayRecord], None]
+# A site's operator approves by hand: a resend every 10 s is prompt enough and a small request.
+APPROVAL_POLL_S = 10.0
 Progress = Callable[..., None]  # (event, *, phase=None, **counts): see rundir.RunProgress
 
 
@@ -46,6 +50,7 @@ class _Exchange:
     message_config: dict[str, Any]
     tell: Progress
     wait_for_sites: Callable[[int], object] | None = None  # before a round is sent again
+    approval_wait_s: float = 0.0  # join-timeout-s: how long a round waits for sites' approvals
 
 
 def run_rounds(
@@ -61,6 +66,7 @@ def run_rounds(
     before_round: Callable[[int], object] | None = None,
     after_round: RoundHook | None = None,
     progress: Progress | None = None,
+    approval_wait_s: float = 0.0,
 ) -> ArrayRecord:
     """Train rounds ``first_round``..``rounds`` from ``initial_arrays`` (the global model after
     round ``first_round - 1``); every aggregate is evaluated at every site. The final arrays.
@@ -69,7 +75,9 @@ def run_rounds(
     (the coordinator checkpoints it there); ``progress`` hears each round sent and aggregated.
     """
     tell: Progress = progress or (lambda *_, **__: None)
-    exchange = _Exchange(strategy, grid, run_log, timeout, message_config, tell, before_round)
+    exchange = _Exchange(
+        strategy, grid, run_log, timeout, message_config, tell, before_round, approval_wait_s
+    )
     arrays = initial_arrays
     for server_round in range(first_round, rounds + 1):
         log.info("Round %s of %s", server_round, rounds)
@@ -98,6 +106,7 @@ def _train_round(
         exchange.tell(Event.ROUND_RESENT, round=server_round, unavailable=unavailable)
         exchange.wait_for_sites(server_round)
         replies = _send_train(exchange, server_round, rounds, arrays)
+    replies = _wait_for_approvals(exchange, server_round, rounds, arrays, replies)
     if server_round > 1:  # the previous aggregate, scored by each site
         run_log.take_evaluations(server_round - 1, replies)
     aggregated, _ = strategy.aggregate_train(server_round, replies)
@@ -121,6 +130,41 @@ def _send_train(
         sites=len(messages),
     )
     return list(exchange.grid.send_and_receive(messages, timeout=exchange.timeout))
+
+
+def _wait_for_approvals(
+    exchange: _Exchange, server_round: int, rounds: int, arrays: ArrayRecord, replies: list[Message]
+) -> list[Message]:
+    """A round short of its quorum only because sites have not approved the run yet is sent again
+    every ``APPROVAL_POLL_S`` until they have, or ``approval_wait_s`` (join-timeout-s) passed. A
+    site that trained already answers from its stored release: nothing is spent twice."""
+    deadline = time.monotonic() + exchange.approval_wait_s
+    names = exchange.run_log.names
+    while _short_of_approvals(replies, exchange.run_log.min_sites):
+        left_s = deadline - time.monotonic()
+        if left_s <= 0:
+            break
+        pending = sorted(names.of(reply) for reply in replies if _pending_approval(reply))
+        log.warning("Round %s: waiting for %s sites to approve the run", server_round, pending)
+        exchange.tell(
+            Event.WAITING_FOR_APPROVAL,
+            round=server_round,
+            pending=len(pending),
+            sites=", ".join(pending),
+            left_s=round(left_s),
+        )
+        time.sleep(min(APPROVAL_POLL_S, left_s))
+        replies = _send_train(exchange, server_round, rounds, arrays)
+    return replies
+
+
+def _pending_approval(reply: Message) -> bool:
+    return reply.has_error() and reply.error.code == REPLY_CODES[ErrorCode.RUN_NOT_APPROVED][0]
+
+
+def _short_of_approvals(replies: list[Message], min_sites: int) -> bool:
+    answered = sum(not reply.has_error() for reply in replies)
+    return answered < min_sites <= answered + sum(_pending_approval(r) for r in replies)
 
 
 def _unavailable(reply: Message) -> bool:

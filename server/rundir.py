@@ -85,6 +85,7 @@ class Event(enum.StrEnum):
     ROUND_TRAINING = "round-training"
     ROUND_AGGREGATED = "round-aggregated"
     ROUND_RESENT = "round-resent"
+    WAITING_FOR_APPROVAL = "waiting-for-approval"  # sites that have not approved the run yet
     FINAL_EVALUATION = "final-evaluation"
     FINAL_EVALUATED = "final-evaluated"
     CROSS_SITE_VALIDATION = "cross-site-validation"

@@ -143,3 +143,10 @@ def test_the_audit_command_verifies_and_names_the_first_bad_line(tmp_path: Path)
     as_json = runner.invoke(app, ["client", "audit", "--config", str(site), "--json"])
     assert [json.loads(line)["seq"] for line in as_json.output.splitlines()] == [1, 2, 3]
     assert AUDIT_FILE in str(log.path)
+
+
+def test_a_run_without_dp_is_audited_with_an_infinite_epsilon(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path)
+    for _ in range(2):
+        log.append({"event": "reply", "run": "no-dp", "round": 1, "epsilon": "inf"})
+    assert log.verify().ok and all("epsilon_before" not in e for e in log.entries())

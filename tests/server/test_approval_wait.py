@@ -1,0 +1,75 @@
+"""A round short of its quorum because a site has not approved the run waits for it within
+join-timeout-s (saying so in the run's events), and goes on once the site approves."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fedscan.client.app import make_client_app
+from fedscan.client.approvals import Approvals
+from fedscan.client.run_policy import RunPolicy
+from fedscan.client.site import Site
+from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.data.sources import FolderSource
+from fedscan.common.privacy import PrivacyConfig
+from fedscan.server import rounds
+from fedscan.server.app import run_federation
+from fedscan.server.rundir import RunDirectory
+from tests.helpers import OPEN_POLICY, LoopbackGrid
+
+
+def _approve_when_pending(state: Path, stop: threading.Event) -> None:
+    """The site's operator: approves the run once it shows up as pending."""
+    while not stop.wait(0.2):
+        pending = [r for r in Approvals(state).runs() if r["state"] == "pending"]
+        if pending:
+            time.sleep(1.0)  # after the coordinator has seen the refusal at least once
+            Approvals(state).decide(pending[0]["run_id"], "approved", by="test")
+            return
+
+
+def test_the_round_waits_for_a_pending_approval_then_trains_every_site(
+    flower_identity, synthetic_sites: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rounds, "APPROVAL_POLL_S", 0.5)
+    state = tmp_path / "state"
+    sites = [
+        Site(FolderSource(f"site-{i}", str(p)), state / f"site-{i}", OPEN_POLICY)
+        for i, p in enumerate(synthetic_sites[:2])
+    ]
+    sites[1] = Site(
+        sites[1].source,
+        sites[1].state_dir,
+        OPEN_POLICY,
+        run_policy=RunPolicy(require_approval=True),
+    )
+    grid = LoopbackGrid(
+        make_client_app(lambda context: sites[int(context.node_config["partition-id"])]), 2
+    )
+    config = RunConfig(
+        rounds=1,
+        min_sites=2,
+        cross_site=False,
+        join_timeout_s=120,
+        train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
+        privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
+    )
+    stop = threading.Event()
+    operator = threading.Thread(target=_approve_when_pending, args=(state / "site-1", stop))
+    operator.start()
+    try:
+        result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+    finally:
+        stop.set()
+        operator.join(timeout=10)
+    assert sorted(result.history[-1]["train"]) == ["site-0", "site-1"]
+    events = [json.loads(line) for line in (result.run_dir.path / "events.jsonl").open()]
+    waits = [e for e in events if e["event"] == "waiting-for-approval"]
+    assert waits and waits[0]["pending"] == 1 and waits[0]["left_s"] > 0
+    # site-0 trained in the first send and replayed its stored release when the round was resent
+    assert len(Approvals(state / "site-1").runs()) == 1
