@@ -21,13 +21,12 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from fedscan.client.audit import AuditLog
-from fedscan.client.ledger import LEDGER_FILE
+from fedscan.client.ledger import LEDGER_FILE, transaction
 from fedscan.common.config import SiteSettings
 from fedscan.common.errors import ErrorCode, FedscanError
 
@@ -68,22 +67,9 @@ class Approvals:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.state_dir / LEDGER_FILE, timeout=30.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(_SCHEMA)
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
+        return transaction(self.state_dir / LEDGER_FILE, (_SCHEMA,))
 
     def check(
         self,

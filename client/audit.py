@@ -23,15 +23,14 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flwr.app import Message
 
-from fedscan.client.ledger import LEDGER_FILE
+from fedscan.client.ledger import LEDGER_FILE, transaction
 from fedscan.common import protocol
 from fedscan.common.errors import REPLY_CODES
 
@@ -71,24 +70,10 @@ class AuditLog:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / AUDIT_FILE
 
-    @contextmanager
-    def _head(self) -> Iterator[sqlite3.Connection]:
+    def _head(self) -> AbstractContextManager[sqlite3.Connection]:
         """The ledger database inside one write transaction: appends are serialised on it."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.state_dir / LEDGER_FILE, timeout=30.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            for statement in _SCHEMA:
-                db.execute(statement)
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
+        return transaction(self.state_dir / LEDGER_FILE, _SCHEMA)
 
     def append(self, entry: Entry) -> Entry:
         """Chain ``entry`` on, write and fsync it, commit the new head; the entry as written."""

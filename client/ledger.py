@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,27 @@ CREATE TABLE IF NOT EXISTS releases (
 _SELECT_RUNS = (
     "SELECT run_id, noise_multiplier, target_epsilon, delta, clip_norm, planned_rounds FROM runs"
 )
+
+
+@contextmanager
+def transaction(path: Path, schema: tuple[str, ...] = ()) -> Iterator[sqlite3.Connection]:
+    """One write transaction on the ledger database at ``path`` (``schema`` created first):
+    durable (synchronous=FULL) and serialised across processes (BEGIN IMMEDIATE). The site's
+    audit-log head and run approvals live in the same file, written the same way."""
+    db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous=FULL")
+        for statement in schema:
+            db.execute(statement)
+        db.execute("BEGIN IMMEDIATE")
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    finally:
+        db.close()
 
 
 @dataclass(frozen=True)
@@ -87,20 +108,8 @@ class PrivacyLedger:
                 code=ErrorCode.LEDGER_CORRUPT,
             ) from exc
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path)
 
     def start_run(self, run: RunRecord) -> RunRecord:
         """Record the run's calibrated noise once; return the stored run (the first one wins)."""
