@@ -25,6 +25,7 @@ from fedscan.server.coverage import gaps_from_status
 from fedscan.server.flower_app import write_app
 from fedscan.server.rundir import (
     FLOWER_RUN_FILE,
+    PHASE_APPROVAL,
     PHASE_ROUND,
     PHASE_WAITING,
     STATE_RESUMING,
@@ -176,4 +177,6 @@ def describe_state(status: dict[str, Any]) -> str:
         return f"{phase} ({status.get('connected')} of {status.get('needed')})"
     if phase == PHASE_ROUND:
         return f"round {status.get('round')} of {status.get('rounds')}"
+    if phase == PHASE_APPROVAL:
+        return f"round {status.get('round')}: waiting for approval at {status.get('sites')}"
     return str(phase)

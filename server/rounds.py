@@ -28,7 +28,7 @@ from flwr.serverapp.strategy import Strategy
 from fedscan.common.errors import REPLY_CODES, ErrorCode
 from fedscan.common.protocol import EVALUATE_FIRST
 from fedscan.server.run_log import RunLog
-from fedscan.server.rundir import PHASE_ROUND, Event
+from fedscan.server.rundir import PHASE_APPROVAL, PHASE_ROUND, Event
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ def _wait_for_approvals(
         log.warning("Round %s: waiting for %s sites to approve the run", server_round, pending)
         exchange.tell(
             Event.WAITING_FOR_APPROVAL,
+            phase=PHASE_APPROVAL,
             round=server_round,
             pending=len(pending),
             sites=", ".join(pending),

@@ -73,6 +73,7 @@ FINAL_STATES = (*FINISHED_STATES, STATE_FAILED)
 # What a running run is doing (status.json ``phase``).
 PHASE_WAITING = "waiting-for-sites"  # also the name of its event
 PHASE_ROUND = "round"
+PHASE_APPROVAL = "waiting-for-approval"  # a round waits for sites that have not approved the run
 PHASE_CROSS_SITE = "cross-site-validation"
 
 

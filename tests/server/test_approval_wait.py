@@ -19,16 +19,22 @@ from fedscan.common.data.sources import FolderSource
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.server import rounds
 from fedscan.server.app import run_federation
+from fedscan.server.launch import describe_state
 from fedscan.server.rundir import RunDirectory
 from tests.helpers import OPEN_POLICY, LoopbackGrid
 
 
-def _approve_when_pending(state: Path, stop: threading.Event) -> None:
-    """The site's operator: approves the run once it shows up as pending."""
-    while not stop.wait(0.2):
+def _approve_when_pending(
+    state: Path, run_dir: RunDirectory, seen: list[str], stop: threading.Event
+) -> None:
+    """The site's operator: approves the run once it is pending and the coordinator's status
+    (what `fedscan status` prints) says it waits for it."""
+    deadline = time.monotonic() + 60
+    while not stop.wait(0.2) and time.monotonic() < deadline:
         pending = [r for r in Approvals(state).runs() if r["state"] == "pending"]
-        if pending:
-            time.sleep(1.0)  # after the coordinator has seen the refusal at least once
+        shown = describe_state(run_dir.read_status())
+        if pending and "waiting for approval" in shown:
+            seen.append(shown)
             Approvals(state).decide(pending[0]["run_id"], "approved", by="test")
             return
 
@@ -59,11 +65,14 @@ def test_the_round_waits_for_a_pending_approval_then_trains_every_site(
         train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
         privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
     )
-    stop = threading.Event()
-    operator = threading.Thread(target=_approve_when_pending, args=(state / "site-1", stop))
+    stop, seen = threading.Event(), []
+    run_dir = RunDirectory.create(tmp_path / "runs")
+    operator = threading.Thread(
+        target=_approve_when_pending, args=(state / "site-1", run_dir, seen, stop)
+    )
     operator.start()
     try:
-        result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+        result = run_federation(grid, config, run_dir)
     finally:
         stop.set()
         operator.join(timeout=10)
@@ -71,5 +80,6 @@ def test_the_round_waits_for_a_pending_approval_then_trains_every_site(
     events = [json.loads(line) for line in (result.run_dir.path / "events.jsonl").open()]
     waits = [e for e in events if e["event"] == "waiting-for-approval"]
     assert waits and waits[0]["pending"] == 1 and waits[0]["left_s"] > 0
+    assert seen and seen[0].startswith("round 1: waiting for approval at node-101"), seen
     # site-0 trained in the first send and replayed its stored release when the round was resent
     assert len(Approvals(state / "site-1").runs()) == 1
