@@ -186,10 +186,19 @@ def start_warm_exec(argv: list[str]) -> subprocess.Popen | None:
     )
 
 
+def _watch_executor(executor: subprocess.Popen) -> None:
+    """A SuperNode whose executor died would take messages and never answer them: end it, so
+    ``fedscan client start`` restarts both."""
+    code = executor.wait()
+    _lost(f"its ClientApp executor exited (status {code})")
+
+
 def main() -> None:
     from flwr.supernode.cli import flower_supernode
 
-    start_warm_exec(sys.argv[1:])
+    executor = start_warm_exec(sys.argv[1:])
+    if executor is not None:
+        threading.Thread(target=_watch_executor, args=(executor,), daemon=True).start()
     if os.environ.get(POLL_ENV):
         cap_supernode_polling(float(os.environ[POLL_ENV]))
     announce_heartbeat(HEARTBEAT_S)

@@ -141,17 +141,25 @@ def test_client_start_stops_its_whole_tree(
     _assert_stopped(site, sig, (0,))
 
 
-def test_client_start_restarts_a_supernode_that_died(coordinator: dict, trees: list[Tree]) -> None:
-    site = _site(coordinator, trees, "site-restart")
-    supernode = find_descendant(site.process.pid, "supernode_launcher")
-    assert supernode is not None
-    os.kill(supernode, signal.SIGKILL)  # as the kernel's OOM killer would
+@pytest.mark.parametrize(
+    ("process", "said"),
+    [
+        ("supernode_launcher", "the SuperNode exited (status -9); restart attempt 1 of 5"),
+        ("fedscan.client.warm_exec", "its ClientApp executor exited (status -9)"),
+    ],
+    ids=["supernode", "executor"],
+)
+def test_client_start_restarts_a_supernode_or_executor_that_died(
+    coordinator: dict, trees: list[Tree], process: str, said: str
+) -> None:
+    site = _site(coordinator, trees, f"site-restart-{process}")
+    pid = find_descendant(site.process.pid, process)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
     site.wait_until(
         lambda: site.output().count("connected to the coordinator at") == 2, START_S, "a restart"
     )
-    assert "the SuperNode exited (status -9); restart attempt 1 of 5, next try in 2 s." in (
-        site.output()
-    )
+    assert said in site.output(), site.output()[-2000:]
     _assert_stopped(site, signal.SIGTERM, (0,))
 
 
