@@ -8,6 +8,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fedscan.cli.console import EXIT_FAILED, fail
+from fedscan.common.audit_chain import Verdict
+
+
+def checked(verdict: Verdict, holder: str) -> str:
+    """The line for a log that verifies; a failure (exit 1) naming the first bad line if not."""
+    if not verdict.ok:
+        where = f"line {verdict.line}: " if verdict.line else ""
+        raise fail(f"The audit log does not verify: {where}{verdict.problem}.", EXIT_FAILED)
+    return f"The audit log verifies: {verdict.entries} entries chained to {holder} head."
+
 
 def print_audit(console: Console, entries: list[dict[str, Any]], path: Path) -> None:
     table = Table(
@@ -27,7 +38,7 @@ def print_audit(console: Console, entries: list[dict[str, Any]], path: Path) -> 
         table.add_row(
             str(entry.get("seq", "")),
             str(entry.get("time", "")),
-            str(entry.get("event", "")),
+            " ".join(str(entry.get(k, "")) for k in ("event", "site") if entry.get(k)),
             str(entry.get("run", "")),
             str(entry.get("round", "")),
             str(entry.get("action", "")),

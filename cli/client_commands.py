@@ -62,7 +62,7 @@ def client_audit(
     ] = False,
 ) -> None:
     """What this site was asked and what left it: the hash-chained audit log in state-dir."""
-    from fedscan.cli.audit_table import print_audit
+    from fedscan.cli.audit_table import checked, print_audit
     from fedscan.client.audit import AuditLog
     from fedscan.client.site_config import load_site_config
 
@@ -74,13 +74,7 @@ def client_audit(
     else:
         print_audit(console, entries, log.path)
     if verify:
-        verdict = log.verify()
-        if not verdict.ok:
-            where = f"line {verdict.line}: " if verdict.line else ""
-            raise fail(f"The audit log does not verify: {where}{verdict.problem}.", EXIT_FAILED)
-        console.print(
-            f"The audit log verifies: {verdict.entries} entries chained to the ledger's head."
-        )
+        console.print(checked(log.verify(), "the ledger's"))
 
 
 @client_app.command("runs")

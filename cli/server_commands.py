@@ -7,6 +7,7 @@ registry, launching and following runs), imported when a command runs.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -68,6 +69,36 @@ def server_start(
     except FedscanError as exc:
         raise fail(str(exc)) from None
     raise typer.Exit(code)
+
+
+@server_app.command("audit")
+def server_audit(
+    run_id: Annotated[str, typer.Argument(help="A run id from `fedscan status`.")],
+    config: CoordinatorToml,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Check the hash chain; exit 1 naming the first bad entry."),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the entries as JSON lines.")
+    ] = False,
+) -> None:
+    """What the coordinator sent to each site and received, hash-chained (compare with a site's
+    `fedscan client audit`)."""
+    from fedscan.cli.audit_table import checked, print_audit
+    from fedscan.server.audit import RunAudit
+
+    folder = _coordinator(config).runs_dir / run_id
+    if not folder.is_dir():
+        raise fail(f"No run {run_id!r} on this coordinator; `fedscan status` lists its runs.")
+    audit = RunAudit(folder)
+    if as_json:
+        for entry in audit.entries():
+            print(json.dumps(entry, sort_keys=True))
+    else:
+        print_audit(console, audit.entries(), audit.path)
+    if verify:
+        console.print(checked(audit.verify(), "the run directory's"))
 
 
 @sites_app.command("add")

@@ -29,6 +29,7 @@ from fedscan.common.models.networks import build_model
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.settings import parse_bool
 from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme, outputs, structures
+from fedscan.server.audit import AuditedGrid, RunAudit
 from fedscan.server.coverage import (
     PHASE_CROSS_SITE_VALIDATION,
     Gap,
@@ -98,6 +99,7 @@ def run_federation(
     """
     run_dir.write_status(STATE_RUNNING, resumed=resume)
     progress = RunProgress(run_dir, resume)
+    grid = AuditedGrid(grid, RunAudit(run_dir.path))  # what was sent and received, chained
     try:
         result = _federate(grid, config, run_dir, progress, resume=resume)
     except Exception as exc:

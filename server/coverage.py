@@ -18,7 +18,7 @@ from typing import Any
 from flwr.app import Message
 
 from fedscan.common import protocol
-from fedscan.server.polling_grid import PollingGrid
+from fedscan.server.polling_grid import DelegatingGrid
 from fedscan.server.triage import Refusal, SiteNames, reply_problem
 
 PHASE_TRAINING = "training"
@@ -153,7 +153,7 @@ def final_evaluation_gap(
     return Gap(PHASE_FINAL_EVALUATION, missing, needed=len(needed)) if missing else None
 
 
-class RecordingGrid(PollingGrid):
+class RecordingGrid(DelegatingGrid):
     """``inner`` as it is, keeping what each exchange sent and received (for a phase whose own
     code reports only its result, like the feature statistics)."""
 

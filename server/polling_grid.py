@@ -25,12 +25,11 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 0.2
 
 
-class PollingGrid(Grid):
-    """Delegates to ``inner``; ``send_and_receive`` polls every ``interval_s`` seconds."""
+class DelegatingGrid(Grid):
+    """Every call passed to ``inner`` as it is: the base of the coordinator's Grid wrappers."""
 
-    def __init__(self, inner: Grid, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(self, inner: Grid) -> None:
         self.inner = inner
-        self.interval_s = interval_s
 
     def set_run(self, run: Run) -> None:
         self.inner.set_run(run)
@@ -51,6 +50,25 @@ class PollingGrid(Grid):
 
     def get_node_ids(self) -> Iterable[int]:
         return self.inner.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.inner.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self.inner.send_and_receive(messages, timeout=timeout)
+
+
+class PollingGrid(DelegatingGrid):
+    """Delegates to ``inner``; ``send_and_receive`` polls every ``interval_s`` seconds."""
+
+    def __init__(self, inner: Grid, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        super().__init__(inner)
+        self.interval_s = interval_s
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Each message's array records packed into one object each (:mod:`fedscan.wire`)."""
