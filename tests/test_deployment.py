@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,6 +156,119 @@ def test_two_dp_rounds_over_tls_with_authenticated_sites(federation: dict) -> No
     assert run_dir.name in status.stdout and "completed" in status.stdout
     logs = fedscan("logs", run_dir.name, "--config", "coordinator.toml", cwd=root)
     assert logs.returncode == 0 and "Round 2 of 2" in logs.stdout
+
+
+def _until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s:g} s"
+        time.sleep(1.0)
+
+
+def _run_toml(root: Path, name: str, min_sites: int) -> str:
+    (root / name).write_text(
+        '[run]\ncoordinator-config = "coordinator.toml"\nrounds = 1\n'
+        f"min-sites = {min_sites}\nlocal-epochs = 1\nbatch-size = 16\nepsilon = 2.0\n"
+        "delta = 1e-4\ncross-site = false\njoin-timeout-s = 120\nround-timeout-s = 300\n"
+    )
+    return name
+
+
+def _start_third_site(federation: dict) -> None:
+    """site-2 (site-0's images), registered and started; stopped with the federation."""
+    root = federation["root"]
+    assert fedscan("certs", "site", "site-2", "--out", "keys", cwd=root).returncode == 0
+    added = fedscan(
+        "server",
+        "sites",
+        "add",
+        "site-2",
+        "keys/site-2.pub",
+        "--config",
+        "coordinator.toml",
+        cwd=root,
+    )
+    assert added.returncode == 0, added.stderr
+    (root / "sites" / "site-2").symlink_to(root / "sites" / "site-0", target_is_directory=True)
+    config = site_toml(root, "site-2", port=federation["fleet"])
+    federation["processes"].append(
+        start(["client", "start", "--config", str(config)], root, "site-2.log")
+    )
+    _until(
+        lambda: "connected to the coordinator" in (root / "site-2.log").read_text(),
+        120,
+        "site-2's connection",
+    )
+
+
+def test_a_site_approves_a_run_and_its_policy_refuses_another(federation: dict) -> None:
+    """site-1 requires approval: run A waits (and `fedscan status` says so) until
+    `fedscan client approve`, then both sites train. Then site-1 allows only the U-Net: run B
+    (small-cnn) is refused there with its code, and goes on with site-0."""
+    root, site_1 = federation["root"], federation["root"] / "site-1.toml"
+    original, runs = site_1.read_text(), root / "coordinator-state" / "runs"
+    before = set(runs.iterdir())
+    site_1.write_text(original + "\n[policy]\nrequire-approval = true\n")  # read per message
+    run_a = subprocess.Popen(
+        [*FEDSCAN, "run", "--config", _run_toml(root, "approval.toml", 2), "--timeout", "420"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        listed: list[dict] = []
+
+        def pending() -> bool:
+            shown = fedscan("client", "runs", "--config", "site-1.toml", "--json", cwd=root)
+            listed[:] = [r for r in json.loads(shown.stdout or "[]") if r["state"] == "pending"]
+            return bool(listed)
+
+        _until(pending, 120, "pending run at site-1")
+        assert listed[0]["spend"]["releases"] == 1 and listed[0]["spend"]["noise_multiplier"] > 0
+        _until(
+            lambda: (
+                "waiting for approval"
+                in fedscan("status", "--config", "coordinator.toml", cwd=root).stdout
+            ),
+            60,
+            "pending approval in `fedscan status`",
+        )
+        approved = fedscan(
+            "client", "approve", listed[0]["run_id"], "--config", "site-1.toml", cwd=root
+        )
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        output, _ = run_a.communicate(timeout=420)
+    finally:
+        stop_process_group(run_a)
+        site_1.write_text(original + '\n[policy]\nallowed-models = ["unet"]\n')
+    assert run_a.returncode == 0, output
+    (run_dir,) = set(runs.iterdir()) - before
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(history[0]["train"]) == ["site-0", "site-1"]
+    _start_third_site(federation)  # run B needs 2 sites besides the one that refuses it
+    try:
+        run_b = fedscan(
+            "run",
+            "--config",
+            _run_toml(root, "forbidden.toml", 2),
+            "--timeout",
+            "420",
+            cwd=root,
+            timeout=480,
+        )
+    finally:
+        site_1.write_text(original)
+    assert run_b.returncode in (0, 3), run_b.stdout + run_b.stderr  # 3: completed with gaps
+    (run_dir_b,) = set(runs.iterdir()) - before - {run_dir}
+    first = json.loads((run_dir_b / "metrics.jsonl").read_text().splitlines()[0])
+    assert sorted(first["train"]) == ["site-0", "site-2"]
+    assert any(r["reason"].startswith("policy-refused") for r in first["refusals"]), first
+    audited = fedscan("client", "audit", "--config", "site-1.toml", "--verify", "--json", cwd=root)
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    assert any('"policy-refused"' in line for line in audited.stdout.splitlines())
 
 
 @pytest.mark.slow  # segmentation federations run in CI in-process; this one with -m slow
