@@ -168,7 +168,7 @@ def _until(condition, timeout_s: float, what: str) -> None:
 def _run_toml(root: Path, name: str, min_sites: int) -> str:
     (root / name).write_text(
         '[run]\ncoordinator-config = "coordinator.toml"\nrounds = 1\n'
-        f"min-sites = {min_sites}\nlocal-epochs = 1\nbatch-size = 16\nepsilon = 2.0\n"
+        f"min-sites = {min_sites}\nlocal-epochs = 1\nbatch-size = 16\nepsilon = 1.0\n"
         "delta = 1e-4\ncross-site = false\njoin-timeout-s = 120\nround-timeout-s = 300\n"
     )
     return name
