@@ -12,7 +12,9 @@ The package is split by role, like the running system:
 - ``fedscan.server`` — the coordinator: the Flower ServerApp, strategies, triage, pooling, the run
   log and directory, checkpoints, report, SuperLink and ``fedscan run``;
 - ``fedscan.cli`` — the ``fedscan`` console command: argument parsing and printing, and the
-  one-machine simulation that drives both roles.
+  one-machine simulation that drives both roles;
+- ``fedscan.wire`` — message content packed for Flower's wire (Flower-aware, so not in
+  ``common``; both roles use it).
 
 ``client`` and ``server`` never import each other; every wire key is in ``common.protocol``.
 """
