@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from packaging.version import InvalidVersion, Version
 
 from fedscan.common import defaults
-from fedscan.common.config import SiteSettings
+from fedscan.common.config import STRATEGIES, SiteSettings
 from fedscan.common.errors import ConfigError, ErrorCode, FedscanError
 from fedscan.common.models.registry import MODELS
 from fedscan.common.privacy import planned_releases
@@ -38,6 +38,12 @@ class RunPolicy:
 
     allowed_tasks: Names = setting((), help="Tasks a run may have (empty: any).")
     allowed_models: Names = setting((), help="Models a run may train (empty: any).")
+    allowed_strategies: Names = setting(
+        (), help="How the coordinator may aggregate: " + " | ".join(STRATEGIES) + " (empty: any)."
+    )
+    require_central_dp: bool = setting(
+        False, help="Refuse runs without central DP on the aggregate (central-noise-multiplier 0)."
+    )
     max_rounds: int = setting(0, help="Most rounds a run may have (0: no limit).")
     max_local_epochs: int = setting(0, help="Most local epochs per round (0: no limit).")
     max_releases_per_run: int = setting(
@@ -64,6 +70,11 @@ class RunPolicy:
         if unknown:
             raise ConfigError(
                 f"[policy] allowed-tasks: unknown {unknown}; use {', '.join(defaults.TASKS)}."
+            )
+        unknown = [m for m in self.allowed_strategies if m not in STRATEGIES]
+        if unknown:
+            raise ConfigError(
+                f"[policy] allowed-strategies: unknown {unknown}; use {', '.join(STRATEGIES)}."
             )
         unknown = [m for m in self.allowed_models if m not in MODELS]
         if unknown:
@@ -92,6 +103,16 @@ class RunPolicy:
                 "model",
                 train.model,
             ),
+            (
+                bool(self.allowed_strategies) and settings.strategy not in self.allowed_strategies,
+                "strategy",
+                settings.strategy,
+            ),
+            (
+                self.require_central_dp and settings.central_noise_multiplier <= 0,
+                "central DP",
+                "off",
+            ),
             (_over(settings.rounds, self.max_rounds), "rounds", settings.rounds),
             (_over(train.local_epochs, self.max_local_epochs), "local epochs", train.local_epochs),
             (_over(releases, self.max_releases_per_run), "releases per run", releases),
@@ -112,6 +133,8 @@ class RunPolicy:
         return [
             f"tasks: {', '.join(self.allowed_tasks) or 'any'}",
             f"models: {', '.join(self.allowed_models) or 'any'}",
+            f"strategies: {', '.join(self.allowed_strategies) or 'any'}"
+            + ("; central DP required" if self.require_central_dp else ""),
             f"rounds: {limit(self.max_rounds)}; local epochs: {limit(self.max_local_epochs)}; "
             f"releases per run: {limit(self.max_releases_per_run)}",
             f"cross-site validation: {'allowed' if self.allow_cross_site else 'refused'}",

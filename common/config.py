@@ -23,6 +23,7 @@ from fedscan.common.errors import ConfigError
 from fedscan.common.models.registry import MODELS, get_model_spec, models_for
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.settings import (
+    UNLESS_DEFAULT,
     Key,
     Names,
     coerce,
@@ -30,6 +31,7 @@ from fedscan.common.settings import (
     keys_of,
     nest,
     omitted_defaults,
+    optional_on_the_wire,
     setting,
     wire_keys,
 )
@@ -143,7 +145,11 @@ class RunConfig:
     min_sites: int = setting(
         2, help="Sites that must train in every round (≥ 2); a round with fewer ends the run."
     )
-    strategy: str = setting(defaults.STRATEGY, help="Aggregation: " + " | ".join(STRATEGIES) + ".")
+    strategy: str = setting(
+        defaults.STRATEGY,
+        wire=UNLESS_DEFAULT,  # sent when not FedAvg: a site's [policy] may allow only some
+        help="Aggregation: " + " | ".join(STRATEGIES) + ".",
+    )
     proximal_mu: float = setting(0.01, help="FedProx: weight of the proximal term.")
     server_learning_rate: float = setting(
         0.05, help="FedAdam: the server optimiser's learning rate."
@@ -172,7 +178,9 @@ class RunConfig:
         300.0, help="Seconds to wait for min-sites connected sites before each round."
     )
     central_noise_multiplier: float = setting(
-        0.0, help="Central (site-level) DP on the FedAvg aggregate: noise multiplier σ; 0 = off."
+        0.0,
+        wire=UNLESS_DEFAULT,  # sent when on: a site's [policy] may require it
+        help="Central (site-level) DP on the FedAvg aggregate: noise multiplier σ; 0 = off.",
     )
     central_clip_norm: float = setting(1.0, help="Central DP: the L2 bound on one site's update.")
     central_delta: float = setting(1e-5, help="Central DP: δ; keep it below 1/(number of sites).")
@@ -333,13 +341,15 @@ class SiteSettings:
     privacy: PrivacyConfig
     rounds: int
     cross_site: bool
+    strategy: str = defaults.STRATEGY  # how the coordinator aggregates (for the site's policy)
+    central_noise_multiplier: float = 0.0  # central DP on the aggregate; 0: off
 
     @classmethod
     def from_message(cls, config: Mapping[str, Any]) -> SiteSettings:
         """Parse and validate a request's settings; ConfigError names a missing or invalid key."""
         found: dict[tuple[str, ...], Any] = {}
         for key in wire_keys(RunConfig):
-            if key.name not in config and key.spec.metadata.get("omit_default"):
+            if key.name not in config and optional_on_the_wire(key):
                 continue  # at its default: the dataclass's own
             if key.name not in config:
                 raise ConfigError(f"The coordinator's configuration lacks {key.name!r}.")
@@ -347,7 +357,13 @@ class SiteSettings:
         found[("train", "seed")] = found[("seed",)]
         found[("train", "proximal_mu")] = float(config.get(protocol.PROXIMAL_MU, 0.0))
         values = nest(RunConfig, found)
-        settings = cls(**{spec.name: values[spec.name] for spec in dataclasses.fields(cls)})
+        settings = cls(
+            **{
+                spec.name: values[spec.name]
+                for spec in dataclasses.fields(cls)
+                if spec.name in values
+            }
+        )
         get_model_spec(settings.train.model)
         check_training(settings.train)
         return settings

@@ -41,7 +41,7 @@ def described(
     key: str = "",
     path: bool = False,
     flat: bool = True,
-    wire: bool = False,
+    wire: bool | str = False,
     read_default: Callable[[], Any] | None = None,
     default_text: str = "",
     omit_default: bool = False,
@@ -54,7 +54,9 @@ def described(
     key : its key, when not the field name in kebab-case
     path : a path, resolved relative to the TOML file that sets it
     flat : part of the flat run config (False: set by the site from other keys)
-    wire : sent to every site with each request (run settings only)
+    wire : sent to every site with each request (run settings only); ``UNLESS_DEFAULT``: sent
+        only when not at its default, and a request without it means the default (a setting
+        sites learned later: the messages of earlier versions stay as they were)
     read_default : the default when read from a TOML file, if it differs from the programmatic one
         (e.g. the user's cache folder), with ``default_text`` describing it
     omit_default : left out of the flat form and messages while it holds its default (a setting
@@ -262,6 +264,16 @@ _CONVERTERS: dict[Any, Callable[[Any], Any]] = {
 }
 
 
+UNLESS_DEFAULT = "unless-default"  # ``setting(wire=...)``: sent only when not at its default
+
+
+def optional_on_the_wire(key: Key) -> bool:
+    """Whether a request may leave ``key`` out (meaning its default)."""
+    return bool(key.spec.metadata.get("omit_default")) or key.spec.metadata.get("wire") == (
+        UNLESS_DEFAULT
+    )
+
+
 def flatten(instance: Any, *, wire_only: bool = False) -> dict[str, Any]:
     """The flat form of a settings object: every flat key, nested settings included."""
     flat: dict[str, Any] = {}
@@ -271,6 +283,9 @@ def flatten(instance: Any, *, wire_only: bool = False) -> dict[str, Any]:
             value = getattr(value, name)
         if key.spec.metadata.get("omit_default") and value == key.spec.default:
             continue
+        if wire_only and key.spec.metadata.get("wire") == UNLESS_DEFAULT:
+            if value == key.spec.default:
+                continue
         flat[key.name] = ",".join(value) if isinstance(value, tuple) else value
     return flat
 

@@ -39,6 +39,8 @@ SETTINGS = SiteSettings(RUN.train, RUN.privacy, RUN.rounds, RUN.cross_site)
         (RunPolicy(), None),
         (RunPolicy(allowed_tasks=("segmentation",)), "task 'classification'"),
         (RunPolicy(allowed_models=("unet", "cnn3d")), "model 'small-cnn'"),
+        (RunPolicy(allowed_strategies=("median", "krum")), "strategy 'fedavg'"),
+        (RunPolicy(require_central_dp=True), "central DP 'off'"),
         (RunPolicy(max_rounds=2), "rounds 3"),
         (RunPolicy(max_local_epochs=1), "local epochs 2"),
         (RunPolicy(max_releases_per_run=3), "releases per run 4"),  # 3 rounds + the fine-tune
@@ -64,6 +66,7 @@ def test_site_toml_policy_is_read_and_checked(tmp_path: Path) -> None:
     for bad, named in (
         ('allowed-models = ["vgg"]', "allowed-models"),
         ("max-rounds = -1", "max-rounds"),
+        ('allowed-strategies = ["fedsgd"]', "allowed-strategies"),
         ("allow-anything = true", "allow-anything"),
         ('min-fedscan-version = "soon"', "min-fedscan-version"),
     ):
@@ -97,3 +100,15 @@ def test_a_refused_run_gets_the_code_and_spends_nothing(
     assert PrivacyLedger(state).releases("run-b") == []
     audited = AuditLog(state).entries()
     assert audited[-1]["decision"] == "refused" and audited[-1]["code"] == "policy-refused"
+
+
+def test_the_strategy_and_central_dp_reach_the_site_only_when_not_the_default() -> None:
+    """fedscan 0.1's messages stay as they were for a FedAvg run without central DP."""
+    plain = RunConfig().to_message()
+    assert "strategy" not in plain and "central-noise-multiplier" not in plain
+    sent = RunConfig(strategy="fedavg", central_noise_multiplier=1.2).to_message()
+    settings = SiteSettings.from_message(sent)
+    assert settings.central_noise_multiplier == 1.2
+    assert RunPolicy(require_central_dp=True).broken_rule(settings, "0.1.0") is None
+    median = SiteSettings.from_message(RunConfig(strategy="median").to_message())
+    assert RunPolicy(allowed_strategies=("median",)).broken_rule(median, "0.1.0") is None
