@@ -51,10 +51,10 @@ def make_client_app(
             audited: list[tuple[Site, bool]] = []  # the site, and whether this is a replay
 
             def run() -> Message:
+                site = resolve(context)  # audited first: a request whose packing is bad too
+                audited.append((site, audit.record_request(site.state_dir, msg)))
                 if packed:
                     _unpack(msg)
-                site = resolve(context)
-                audited.append((site, audit.record_request(site.state_dir, msg)))
                 request = SiteRequest.parse(msg)
                 _allowed(site, request, msg)
                 return handler(msg, request, site, device)

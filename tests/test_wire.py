@@ -12,6 +12,7 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from fedscan import wire
 from fedscan.client.app import make_client_app
+from fedscan.client.audit import AuditLog
 from fedscan.common import protocol
 from fedscan.common.config import RunConfig, TrainSettings
 from fedscan.common.data.sources import FolderSource
@@ -113,6 +114,9 @@ def test_the_site_answers_a_packed_request_packed(client) -> None:
     assert all(update[k].shape == expected[k].shape for k in expected)
 
 
-def test_a_packing_that_does_not_fit_is_refused_with_a_model_error(client) -> None:
+def test_a_packing_that_does_not_fit_is_refused_with_a_model_error(client, tmp_path: Path) -> None:
     reply = client(_train_request(True, break_layout=True), node_context(100, 0))
     assert reply.has_error() and reply.error.code == 4003
+    audited = AuditLog(tmp_path / "state" / "site-0").entries()
+    assert [e["event"] for e in audited] == ["request", "reply"]
+    assert audited[-1]["code"] == "model-error"
