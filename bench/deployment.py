@@ -108,6 +108,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--images", type=int, default=120)
     parser.add_argument(
+        "--fresh-clientapp",
+        action="store_true",
+        help="sites set warm-clientapp = false: Flower's fresh ClientApp process per message",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="work here and keep the logs (default: a temp dir)"
     )
     args = parser.parse_args()
