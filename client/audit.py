@@ -17,7 +17,6 @@ Invariants:
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -32,10 +31,10 @@ from fedscan.common.audit_chain import (
     Entry,
     Verdict,
     append_entry,
-    array_summary,
     config_hash,
     next_link,
     read_entries,
+    released,
     verify_chain,
 )
 from fedscan.common.errors import REPLY_CODES
@@ -127,19 +126,8 @@ def record_reply(state_dir: Path, msg: Message, reply: Message, *, replay: bool)
         entry["decision"], entry["code"] = "refused", _PUBLIC_CODES.get(reply.error.code, "?")
         AuditLog(state_dir).append(entry)
         return
-    content = reply.content
     entry["decision"] = "replayed" if replay else "answered"
-    entry["arrays"] = array_summary(
-        {
-            name: {k: a.numpy() for k, a in record.items()}
-            for name, record in content.array_records.items()
-        }
-    )
-    entry["metrics"] = {name: sorted(record) for name, record in content.metric_records.items()}
-    metrics: dict[str, Any] = dict(content.metric_records.get(protocol.METRICS) or {})
-    epsilon = metrics.get(protocol.EPSILON)
-    if isinstance(epsilon, (int, float)):
-        entry["epsilon"] = float(epsilon) if math.isfinite(epsilon) else str(epsilon)
+    entry.update(released(reply.content.array_records, reply.content.metric_records))
     AuditLog(state_dir).append(entry)
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from fedscan.common import protocol
+
 GENESIS = "0" * 64  # ``prev`` of the first entry
 Entry = dict[str, Any]
 
@@ -114,13 +116,29 @@ def verify_chain(path: Path, head: tuple[int, str], holder: str) -> Verdict:
     return Verdict(count)
 
 
+def released(
+    arrays: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, Mapping[str, Any]]
+) -> Entry:
+    """What a message carried, as either side's log records it: each array's shape and L2 norm,
+    the metric keys, and ε (a number when finite, "inf" without DP)."""
+    found: Entry = {"arrays": array_summary(arrays)}
+    if metrics:
+        found["metrics"] = {name: sorted(record) for name, record in metrics.items()}
+        epsilon = dict(metrics.get(protocol.METRICS) or {}).get(protocol.EPSILON)
+        if isinstance(epsilon, (int, float)):
+            found["epsilon"] = float(epsilon) if math.isfinite(epsilon) else str(epsilon)
+    return found
+
+
 def array_summary(records: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Array record → name → shape and L2 norm (NaN/inf as strings: the log is strict JSON)."""
+    """Array record → name → shape and L2 norm (NaN/inf as strings: the log is strict JSON). An
+    array is anything NumPy reads, or has a ``numpy()`` method (a record's arrays as they are)."""
     summary: dict[str, dict[str, Any]] = {}
     for record, arrays in records.items():
         summary[record] = {}
         for name, array in arrays.items():
-            values = np.asarray(array, dtype=np.float64)
+            plain = array.numpy() if hasattr(array, "numpy") else array
+            values = np.asarray(plain, dtype=np.float64)
             norm = float(np.linalg.norm(values.ravel())) if values.size else 0.0
             summary[record][name] = {
                 "shape": list(values.shape),

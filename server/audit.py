@@ -25,10 +25,10 @@ from fedscan.common.audit_chain import (
     Entry,
     Verdict,
     append_entry,
-    array_summary,
     config_hash,
     next_link,
     read_entries,
+    released,
     verify_chain,
 )
 from fedscan.server.polling_grid import DelegatingGrid
@@ -105,18 +105,4 @@ def _exchange(message: Message) -> dict[str, Any]:
 
 
 def _content(message: Message) -> dict[str, Any]:
-    content = message.content
-    found: dict[str, Any] = {
-        "arrays": array_summary(
-            {
-                name: {key: array.numpy() for key, array in record.items()}
-                for name, record in content.array_records.items()
-            }
-        )
-    }
-    if content.metric_records:
-        found["metrics"] = {name: sorted(record) for name, record in content.metric_records.items()}
-        epsilon = dict(content.metric_records.get(protocol.METRICS) or {}).get(protocol.EPSILON)
-        if isinstance(epsilon, (int, float)):
-            found["epsilon"] = float(epsilon) if abs(epsilon) != float("inf") else str(epsilon)
-    return found
+    return released(message.content.array_records, message.content.metric_records)

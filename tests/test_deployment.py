@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -158,11 +158,11 @@ def test_two_dp_rounds_over_tls_with_authenticated_sites(federation: dict) -> No
     assert logs.returncode == 0 and "Round 2 of 2" in logs.stdout
 
 
-def _until(condition, timeout_s: float, what: str) -> None:
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {timeout_s:g} s"
-        time.sleep(1.0)
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
 
 
 def _run_toml(root: Path, name: str, min_sites: int) -> str:
@@ -194,7 +194,7 @@ def _start_third_site(federation: dict) -> None:
     federation["processes"].append(
         start(["client", "start", "--config", str(config)], root, "site-2.log")
     )
-    _until(
+    wait_until(
         lambda: "connected to the coordinator" in (root / "site-2.log").read_text(),
         120,
         "site-2's connection",
@@ -204,7 +204,7 @@ def _start_third_site(federation: dict) -> None:
 def test_a_site_approves_a_run_and_its_policy_refuses_another(federation: dict) -> None:
     """site-1 requires approval: run A waits (and `fedscan status` says so) until
     `fedscan client approve`, then both sites train. Then site-1 allows only the U-Net: run B
-    (small-cnn) is refused there with its code, and goes on with site-0."""
+    (small-cnn) is refused there with its code, and goes on with site-0 and a third site."""
     root, site_1 = federation["root"], federation["root"] / "site-1.toml"
     original, runs = site_1.read_text(), root / "coordinator-state" / "runs"
     before = set(runs.iterdir())
@@ -226,9 +226,9 @@ def test_a_site_approves_a_run_and_its_policy_refuses_another(federation: dict) 
             listed[:] = [r for r in json.loads(shown.stdout or "[]") if r["state"] == "pending"]
             return bool(listed)
 
-        _until(pending, 120, "pending run at site-1")
+        wait_until(pending, 120, "pending run at site-1")
         assert listed[0]["spend"]["releases"] == 1 and listed[0]["spend"]["noise_multiplier"] > 0
-        _until(
+        wait_until(
             lambda: (
                 "waiting for approval"
                 in fedscan("status", "--config", "coordinator.toml", cwd=root).stdout

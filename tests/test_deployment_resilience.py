@@ -14,7 +14,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ from fedscan.common.processes import (
     stop_process_group,
     wait_for_port,
 )
-from tests.test_deployment import FEDSCAN, fedscan, group_gone, site_toml, start
+from tests.test_deployment import FEDSCAN, fedscan, group_gone, site_toml, start, wait_until
 
 SITES = ("site-0", "site-1", "site-2")
 RUN_SETTINGS = (
@@ -49,13 +49,6 @@ def kill_tree(process: subprocess.Popen) -> list[int]:
             pass
     process.wait(timeout=30)
     return tree
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 class Deployment:
