@@ -3,8 +3,12 @@
 A warm load of a large site used to open one decode-cache entry per image (and hash every file);
 with the site index (:mod:`fedscan.common.ingest.index`) vouching for the files' hashes, the
 store answers a load with one memory map of raw float32 frames (``<generation>.images.bin``, and
-``.masks.bin`` for segmentation) and one small JSON file. The arrays are written as the load reads
-each file (:mod:`fedscan.common.ingest.pack_writer`): a rebuild holds one file's frames at a time.
+``.masks.bin`` for segmentation) and one JSON file of labels, groups and keys. The per-file
+records (header facts, for reports) are a file of their own, read only when a report lists files;
+the load's counts are kept beside them. A load whose quick key (:mod:`fedscan.common.ingest.quick`)
+equals the one the store was last confirmed under skips the per-file steps altogether. The arrays
+are written as the load reads each file (:mod:`fedscan.common.ingest.pack_writer`): a rebuild
+holds one file's frames at a time.
 
 Invariants:
 - The store is used only when its fingerprint equals the load's: every scanned file's path and
@@ -26,21 +30,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
+import weakref
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
+from fedscan.common.errors import DataError
 from fedscan.common.ingest.pack_writer import PackWriter
-from fedscan.common.ingest.report import FileRecord
+from fedscan.common.ingest.report import FileRecord, Tally
 from fedscan.common.ingest.samples import Samples
-from fedscan.common.ingest.sealed import read_sealed, site_key, write_sealed
+from fedscan.common.ingest.sealed import read_sealed, site_key, unseal, write_sealed
 
 log = logging.getLogger(__name__)
 
-_MAGIC = b"FSPACK1 "
+_MAGIC = b"FSPACK2 "  # 2: records in a file of their own, the tally and the quick key
+_RECORDS_MAGIC = b"FSRECORDS1 "
 
 
 def store_folder(cache_dir: Path, settings_key: str, site_dir: Path) -> Path:
@@ -95,9 +104,22 @@ def commit(folder: Path, expected: str, described: dict[str, Any], meta: dict[st
         log.warning("Cannot write the packed store (%s); the next load rebuilds it", exc.strerror)
         return
     keep = {d["file"] for d in described.values() if d["file"]}
-    for stale in [*folder.glob("*.bin"), *folder.glob("*.npy")]:
+    keep.add(str(meta.get("records", {}).get("file", "")))
+    for stale in [*folder.glob("*.bin"), *folder.glob("*.npy"), *folder.glob("*.records.json")]:
         if stale.name not in keep:
             stale.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a store answers a load with: the samples (memory-mapped), the per-file records (read
+    on first use), the counts a load needs without them, and the quick key it was confirmed
+    under."""
+
+    samples: Samples
+    records: Sequence[FileRecord]
+    tally: Tally | None
+    quick: str | None
 
 
 @dataclass(frozen=True)
@@ -108,31 +130,116 @@ class PackedSite:
     fingerprint: str
     verify: bool
 
-    def load(self) -> tuple[Samples, list[FileRecord]] | None:
-        """The stored samples (memory-mapped) and per-file records, or None: rebuild."""
-        found = load(self.folder, self.fingerprint, verify=self.verify)
-        if found is None:
-            return None
-        meta, arrays = found
-        labels = np.asarray(meta["labels"], dtype=np.int64)
-        groups, keys = tuple(meta["groups"]), tuple(meta["keys"])
-        samples = Samples(arrays["images"], labels, groups, keys, arrays.get("masks"))
-        return samples, records_from_json(meta["records"])
+    def load(self) -> Stored | None:
+        """The stored samples and records, or None: rebuild."""
+        return _stored(self.folder, load(self.folder, self.fingerprint, verify=self.verify))
 
     def writer(self) -> PackWriter:
         """A writer for a new generation of this store's arrays."""
         return PackWriter(self.folder, secrets.token_hex(6))
 
-    def save(self, written: dict[str, Any], samples: Samples, records: list[FileRecord]) -> None:
+    def save(
+        self,
+        written: dict[str, Any],
+        samples: Samples,
+        records: list[FileRecord],
+        *,
+        tally: Tally,
+        quick: str | None,
+    ) -> None:
         """Commit the arrays a writer wrote (``written``: their descriptions) with the samples'
-        labels, groups and keys and the per-file records."""
+        labels, groups and keys, the per-file records (a file of their own), the load's counts
+        and its quick key (None: not settled)."""
+        name = f"{secrets.token_hex(6)}.records.json"
+        try:
+            write_sealed(self.folder / name, _RECORDS_MAGIC, records_to_json(records))
+        except OSError as exc:
+            log.warning("Cannot write the packed store (%s); the next load rebuilds", exc.strerror)
+            return
         meta = {
             "labels": samples.labels.tolist(),
             "groups": list(samples.groups),
             "keys": list(samples.keys),
-            "records": records_to_json(records),
+            "records": {"file": name, "count": len(records)},
+            "tally": asdict(tally),
+            "quick": quick,
         }
         commit(self.folder, self.fingerprint, written, meta)
+
+    def confirm(self, quick: str) -> None:
+        """Record ``quick`` as the key the store's content was just confirmed under (a file's
+        stat changed, its content did not)."""
+        meta = _read_meta(self.folder / "meta.json")
+        if meta is not None and meta.get("fingerprint") == self.fingerprint:
+            commit(self.folder, self.fingerprint, meta.pop("arrays"), {**meta, "quick": quick})
+
+
+def load_quick(folder: Path, quick: str) -> Stored | None:
+    """The store, when it was last confirmed under the quick key ``quick`` (see
+    :mod:`fedscan.common.ingest.quick`); None otherwise."""
+    meta = _read_meta(folder / "meta.json")
+    if meta is None or meta.get("quick") != quick:
+        return None
+    return _stored(folder, load(folder, str(meta["fingerprint"])))
+
+
+Found = tuple[dict[str, Any], dict[str, np.ndarray]]
+
+
+def _stored(folder: Path, found: Found | None) -> Stored | None:
+    if found is None:
+        return None
+    meta, arrays = found
+    try:
+        labels = np.asarray(meta["labels"], dtype=np.int64)
+        groups, keys = tuple(meta["groups"]), tuple(meta["keys"])
+        samples = Samples(arrays["images"], labels, groups, keys, arrays.get("masks"))
+        described = meta["records"]
+        tally = Tally(**meta["tally"])
+        records = LazyRecords(folder / described["file"], int(described["count"]))
+    except OSError:
+        log.warning("The packed store's file records are missing; rebuilding it")
+        return None
+    except (KeyError, TypeError, ValueError):
+        log.warning("The packed store's index is from another layout; rebuilding it")
+        return None
+    return Stored(samples, records, tally, meta.get("quick"))
+
+
+class LazyRecords(Sequence[FileRecord]):
+    """The per-file records of a store, read from their sealed file on first use. The file is
+    opened at once: a later rebuild may remove it, and an open descriptor still reads it (as the
+    arrays' memory maps do)."""
+
+    def __init__(self, path: Path, count: int) -> None:
+        self.path, self._count = path, count
+        self._records: list[FileRecord] | None = None
+        descriptor = os.open(path, os.O_RDONLY)  # OSError: the caller rebuilds
+        self._close = weakref.finalize(self, os.close, descriptor)
+        self._descriptor = descriptor
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> FileRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[FileRecord]: ...
+    def __getitem__(self, index: int | slice) -> FileRecord | Sequence[FileRecord]:
+        return self._read()[index]
+
+    def _read(self) -> list[FileRecord]:
+        if self._records is None:
+            with os.fdopen(os.dup(self._descriptor), "rb") as handle:
+                stored = unseal(handle.read(), _RECORDS_MAGIC)
+            self._close()
+            if not isinstance(stored, list) or len(stored) != self._count:
+                raise DataError(
+                    "The packed store's file records are damaged; load the site again (the "
+                    "store is rebuilt)."
+                )
+            self._records = records_from_json(stored)
+        return self._records
 
 
 def records_to_json(records: list[FileRecord]) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ import numpy as np
 from fedscan import __version__
 from fedscan.common.errors import DataError, Rejected
 from fedscan.common.ingest import packed
+from fedscan.common.ingest import quick as quick_check
 from fedscan.common.ingest.cache import (
     CachedImage,
     CachedRejection,
@@ -42,7 +43,7 @@ from fedscan.common.ingest.labels import (
 from fedscan.common.ingest.masks import load_mask
 from fedscan.common.ingest.pack_writer import PackWriter
 from fedscan.common.ingest.rejections import TRANSIENT, Reason
-from fedscan.common.ingest.report import FileRecord, IngestReport
+from fedscan.common.ingest.report import FileRecord, IngestReport, Tally
 from fedscan.common.ingest.samples import Samples
 from fedscan.common.ingest.walk import excluded_paths, scan_files
 from fedscan.common.tasks import LabelScheme
@@ -105,43 +106,110 @@ def ingest_site(
     if not site_dir.is_dir():
         raise DataError("The site data folder does not exist or is not a folder; check data-dir.")
     started = time.monotonic()
-    scan = _Scan(
-        read_label_table(labels, site_dir, masks=masks, scheme=scheme),
-        labels,
-        site_dir,
-        settings.size,
-        masks,
-        scheme.structures if scheme is not None else 0,
-    )
     cache = (
         DecodeCache(Path(settings.cache_dir), settings_key(settings.decode, settings.size))
         if settings.cache_dir
         else None
     )
+    given = _Given(labels, masks, scheme.structures if scheme is not None else 0, scheme)
+    quick = _quick(site_dir, settings, cache, given) if cache is not None else None
+    if quick is not None and cache is not None:
+        found = packed.load_quick(_store_folder(cache, site_dir), quick.key)
+        if found is not None and found.tally is not None:
+            return _quick_answer(found, found.tally, quick, cache, started)
+    settled = quick.key if quick is not None and quick.settled else None
+    return _ingest(site_dir, settings, cache, given, started, settled)
+
+
+@dataclass(frozen=True)
+class _Given:
+    """What a load is asked for besides the folder and the settings."""
+
+    labels: LabelSpec
+    masks: bool
+    structures: int
+    scheme: LabelScheme | None
+
+    def parts(self, cache: DecodeCache) -> list:
+        """Everything the samples depend on that is not a file's content."""
+        return [
+            __version__,  # how files become samples may change with the code
+            cache.key,
+            asdict(self.labels),
+            [self.masks, self.structures, repr(self.scheme)],
+        ]
+
+
+def _store_folder(cache: DecodeCache, site_dir: Path) -> Path:
+    return packed.store_folder(cache.root, cache.key, site_dir)
+
+
+def _quick(
+    site_dir: Path, settings: IngestSettings, cache: DecodeCache, given: _Given
+) -> quick_check.QuickKey | None:
+    if settings.verify:
+        return None
+    skip = frozenset({os.path.realpath(settings.cache_dir)})
+    csv = given.labels.csv_path(site_dir)
+    return quick_check.quick_key(site_dir, csv, skip, given.parts(cache))
+
+
+def _quick_answer(
+    found: packed.Stored,
+    tally: Tally,
+    quick: quick_check.QuickKey,
+    cache: DecodeCache,
+    started: float,
+) -> tuple[Samples, IngestReport]:
+    """The load the packed store answered by its quick key: nothing read per file."""
+    cache.stats.hash_reused, cache.stats.packed = len(found.records), 1
+    report = IngestReport.stored(
+        found.records, tally, quick.ignored, cache.stats, time.monotonic() - started
+    )
+    log.info(
+        "Ingested %s files: %s accepted, %s rejected (unchanged since the last load)",
+        len(found.records),
+        report.accepted,
+        report.rejected,
+    )
+    return found.samples, report
+
+
+def _ingest(
+    site_dir: Path,
+    settings: IngestSettings,
+    cache: DecodeCache | None,
+    given: _Given,
+    started: float,
+    quick: str | None,
+) -> tuple[Samples, IngestReport]:
+    """The full load: every file's stat against the site index, the store by its fingerprint;
+    ``quick``: the settled quick key to keep with the store (None: not settled)."""
+    scan = _Scan(
+        read_label_table(given.labels, site_dir, masks=given.masks, scheme=given.scheme),
+        given.labels,
+        site_dir,
+        settings.size,
+        given.masks,
+        given.structures,
+    )
     if cache is not None:
         where = index_path(Path(settings.cache_dir), site_dir)
         scan.index, scan.cache = SiteIndex.open(where, verify=settings.verify), cache
-    excluded = excluded_paths(site_dir, labels, settings.cache_dir, scan.table)
+    excluded = excluded_paths(site_dir, given.labels, settings.cache_dir, scan.table)
     files, ignored = scan_files(site_dir, exclude=excluded)
     for relative in files:
         _digest(scan, site_dir, relative)
-    store = _store_of(scan, settings, cache, files, scheme) if cache is not None else None
+    store = _store_of(scan, cache, files, given) if cache is not None else None
     answered = store.load() if store is not None else None
+    written: dict = {}
     if answered is None:
-        writer = store.writer() if store is not None else PackWriter(None, "")
-        try:
-            samples, written = _decode_and_collect(scan, files, settings, writer)
-        except BaseException:
-            writer.discard()
-            raise
-        records = [scan.records[f] for f in files]
-        # A transient rejection (a decoder timed out) is retried next load: never frozen in a store.
-        transient = any(r.reason and Reason(r.reason) in TRANSIENT for r in records)
-        if store is not None and written and not transient:
-            store.save(written, samples, records)
+        samples, written = _collect_anew(scan, files, settings, store)
     else:
-        samples, records = answered
-        scan.records.update({record.path: record for record in records})
+        samples = answered.samples
+        scan.records.update({record.path: record for record in answered.records})
+        if quick is not None and answered.quick != quick and store is not None:
+            store.confirm(quick)
     scan.index.save()
     if cache is not None:
         cache.stats.hashed, cache.stats.hash_reused = scan.index.hashed, scan.index.reused
@@ -153,31 +221,42 @@ def ingest_site(
         cache.stats if cache else None,
         time.monotonic() - started,
     )
+    # A transient rejection (a decoder timed out) is retried next load: never frozen in a store.
+    transient = any(r.reason and Reason(r.reason) in TRANSIENT for r in report.records)
+    if store is not None and written and not transient:
+        records = list(report.records)
+        store.save(written, samples, records, tally=Tally.of(report), quick=quick)
     log.info(
         "Ingested %s files: %s accepted, %s rejected", len(files), report.accepted, report.rejected
     )
     return samples, report
 
 
+def _collect_anew(
+    scan: _Scan, files: list[str], settings: IngestSettings, store: packed.PackedSite | None
+) -> tuple[Samples, dict]:
+    """The samples from the decode cache and decoding, written to a new store generation."""
+    writer = store.writer() if store is not None else PackWriter(None, "")
+    try:
+        return _decode_and_collect(scan, files, settings, writer)
+    except BaseException:
+        writer.discard()
+        raise
+
+
 def _store_of(
-    scan: _Scan,
-    settings: IngestSettings,
-    cache: DecodeCache,
-    files: list[str],
-    scheme: LabelScheme | None,
+    scan: _Scan, cache: DecodeCache, files: list[str], given: _Given
 ) -> packed.PackedSite:
     """The packed store, keyed by everything this load's samples depend on."""
     masks = sorted(set(scan.table.masks.values())) if scan.with_masks else []
     parts = {
-        "fedscan": __version__,  # how files become samples may change with the code
-        "settings": cache.key,
+        "given": given.parts(cache),
         "files": [[f, scan.digests.get(f) or scan.records[f].reason] for f in files],
-        "labels": [asdict(scan.spec), content_hash(scan.spec.csv_path(scan.site_dir))],
+        "labels": content_hash(scan.spec.csv_path(scan.site_dir)),
         "masks": {mask: _digest_or_none(scan, mask) for mask in masks},
-        "scheme": [scan.with_masks, scan.structures, repr(scheme)],
     }
-    folder = packed.store_folder(cache.root, cache.key, scan.site_dir)
-    return packed.PackedSite(folder, packed.fingerprint(parts), settings.verify)
+    folder = _store_folder(cache, scan.site_dir)
+    return packed.PackedSite(folder, packed.fingerprint(parts), scan.index.verify)
 
 
 def _digest_or_none(scan: _Scan, relative: str) -> str | None:

@@ -35,10 +35,15 @@ def read_sealed(path: Path, magic: bytes) -> tuple[bool, Any]:
         blob = path.read_bytes()
     except OSError:
         return False, None
+    return True, unseal(blob, magic)
+
+
+def unseal(blob: bytes, magic: bytes) -> Any:
+    """The document sealed in ``blob``, or None when its checksum or JSON is wrong."""
     head, _, body = blob.partition(b"\n")
     if head != magic + hashlib.blake2b(body, digest_size=16).hexdigest().encode():
-        return True, None
+        return None
     try:
-        return True, json.loads(body)
+        return json.loads(body)
     except ValueError:
-        return True, None
+        return None

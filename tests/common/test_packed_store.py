@@ -3,12 +3,15 @@ samples depend on has changed; a damaged store is rebuilt, never trusted."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from fedscan.common.ingest import index
 from fedscan.common.ingest.labels import LabelSpec
 from fedscan.common.ingest.pack_writer import PackWriter
 from fedscan.common.ingest.scan import ingest_site
@@ -108,3 +111,40 @@ def test_a_store_that_cannot_be_written_costs_memory_not_the_ingestion(
     assert report.accepted == 40 and not isinstance(samples.images, np.memmap)
     assert np.array_equal(samples.images, expected.images)
     assert not list(cache.glob("*/packed/*/meta.json")) and not list(cache.glob("*/packed/*/*.bin"))
+
+
+def test_an_unchanged_settled_folder_is_answered_by_its_quick_key(
+    synthetic_sites: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Setup: files written 10 s before "now" have settled, as an archive's have
+    site, cache = copy_site(synthetic_sites[0], tmp_path / "site"), tmp_path / "cache"
+    monkeypatch.setattr(index, "_now_ns", lambda: time.time_ns() + 10**10)
+    cold, full = ingest_site(site, LabelSpec(), settings(cache))
+    # Execute
+    warm, quick = ingest_site(site, LabelSpec(), settings(cache))
+    touched = next(site.glob("*.dcm"))  # same bytes, a new mtime: the index path, nothing decoded
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 1000))
+    _, after_touch = ingest_site(site, LabelSpec(), settings(cache))
+    _, quick_again = ingest_site(site, LabelSpec(), settings(cache))
+    # Assert
+    assert quick.tally is not None and after_touch.tally is None and quick_again.tally is not None
+    assert after_touch.cache["hashed"] == 1 and after_touch.cache["packed"] == 1
+    assert np.array_equal(np.asarray(warm.images), np.asarray(cold.images))
+    assert warm.keys == cold.keys and np.array_equal(warm.labels, cold.labels)
+    assert quick.summary() | {"cache": None, "elapsed_s": 0} == full.summary() | {
+        "cache": None,
+        "elapsed_s": 0,
+    }
+    assert list(quick.records) == list(full.records)  # read on first use
+
+
+def test_a_racy_folder_never_takes_the_quick_path(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
+    # Setup: the copied files are seconds old: a same-tick rewrite could keep their stat
+    site, cache = copy_site(synthetic_sites[1], tmp_path / "site"), tmp_path / "cache"
+    ingest_site(site, LabelSpec(), settings(cache))
+    # Execute
+    _, warm = ingest_site(site, LabelSpec(), settings(cache))
+    # Assert
+    assert warm.tally is None and warm.cache["packed"] == 1
