@@ -20,9 +20,9 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedscan import wire
-from fedscan.client import audit, replies
+from fedscan.client import audit, counts, metric_release, replies
 from fedscan.client.requests import SiteRequest
-from fedscan.client.scoring import Scored, load_for, score
+from fedscan.client.scoring import Scored, load_for, pixels_per_image, score
 from fedscan.client.site import Site, SiteResolver, resolve_site
 from fedscan.common import protocol
 from fedscan.common.data.imageset import SiteData
@@ -132,18 +132,33 @@ def _train(msg: Message, request: SiteRequest, site: Site, device: str | None) -
     on = resolve_device(device or site.device)
     # The previous round's aggregate (the model just received), scored before training on it when
     # the coordinator asks: it saves a separate evaluate exchange per round.
-    evaluation = (
-        score(request.model, sent, data.val, threshold=0.5, device=on, scheme=request.scheme)
-        if request.evaluate_first
-        else None
-    )
+    evaluation, policy = None, ""
+    if request.evaluate_first:
+        scored = score(
+            request.model, sent, data.val, threshold=0.5, device=on, scheme=request.scheme
+        )
+        released, policy = metric_release.for_request(
+            site,
+            request,
+            metric_release.ROUND,
+            {protocol.GLOBAL_MODEL: scored},
+            {"": received},
+            pixels=pixels_per_image(data.val),
+        )
+        evaluation = released[protocol.GLOBAL_MODEL]
     if request.settings.privacy.enabled:
         arrays, metrics = _private_round(request, site, data, received, on, started)
     else:
         log.warning("Training WITHOUT differential privacy, as the run configuration asks.")
         arrays, metrics, _ = _local_round(request, data, received, None, on, started)
     return replies.train_reply(
-        msg, arrays, metrics, site.name, expected=received, evaluation=evaluation
+        msg,
+        arrays,
+        metrics,
+        site.name,
+        expected=received,
+        evaluation=evaluation,
+        metrics_policy=policy,
     )
 
 
@@ -189,7 +204,13 @@ def _private_round(
             dp.noise_multiplier,
         )
         arrays, metrics, history = _local_round(request, data, received, dp, device, started)
-        metrics[protocol.EPSILON] = budget.epsilon_after(ledger, round_plan, history)
+        fingerprint = budget.dataset_fingerprint(data.train)
+        counted_now = False
+        if counts.noised(site.policy, request.settings.privacy):
+            metrics[protocol.NUM_EXAMPLES], counted_now = counts.released_count(
+                ledger, request.run_id, len(data.train), fingerprint
+            )
+        metrics[protocol.EPSILON] = budget.epsilon_after(ledger, round_plan, history, counted_now)
         log.info(
             "Round %s: releasing the update (%s tensors; epsilon for this run %.3f of %g)",
             request.server_round,
@@ -197,7 +218,7 @@ def _private_round(
             metrics[protocol.EPSILON],
             round_plan.run.target_epsilon,
         )
-        return Made(arrays, metrics, history, budget.dataset_fingerprint(data.train))
+        return Made(arrays, metrics, history, fingerprint)
 
     return release_once(
         site.state_dir,
@@ -251,16 +272,28 @@ def _other_releases(request: SiteRequest) -> list[HistoryEntry]:
 def _evaluate(msg: Message, request: SiteRequest, site: Site, device: str | None) -> Message:
     started = time.monotonic()
     val = load_for(site, request.settings.train).val
-    metrics, histogram = score(
+    arrays = msg.content.array_records[protocol.ARRAYS]
+    scored = score(
         request.model,
-        msg.content.array_records[protocol.ARRAYS],
+        arrays,
         val,
         device=resolve_device(device or site.device),
         threshold=request.threshold,
         scheme=request.scheme,
     )
+    released, policy = metric_release.for_request(
+        site,
+        request,
+        metric_release.FINAL,
+        {protocol.GLOBAL_MODEL: scored},
+        {"": arrays.to_torch_state_dict()},
+        pixels=pixels_per_image(val),
+    )
+    metrics, histogram = released[protocol.GLOBAL_MODEL]
     metrics[protocol.SITE_SECONDS] = time.monotonic() - started
-    return replies.evaluate_reply(msg, metrics, site.name, histogram=histogram)
+    return replies.evaluate_reply(
+        msg, metrics, site.name, histogram=histogram, metrics_policy=policy
+    )
 
 
 def _cross_evaluate(msg: Message, request: SiteRequest, site: Site, device: str | None) -> Message:
@@ -268,13 +301,18 @@ def _cross_evaluate(msg: Message, request: SiteRequest, site: Site, device: str 
     val = load_for(site, request.settings.train).val
     on = resolve_device(device or site.device)
     scheme = request.scheme
+    records = msg.content.array_records
     results: dict[str, Scored] = {
         name: score(
             request.model, arrays, val, device=on, threshold=request.threshold, scheme=scheme
         )
-        for name, arrays in msg.content.array_records.items()
+        for name, arrays in records.items()
     }
-    return replies.cross_site_reply(msg, results, site.name)
+    models = {name: arrays.to_torch_state_dict() for name, arrays in records.items()}
+    released, policy = metric_release.for_request(
+        site, request, metric_release.CROSS_SITE, results, models, pixels=pixels_per_image(val)
+    )
+    return replies.cross_site_reply(msg, released, site.name, metrics_policy=policy)
 
 
 app = make_client_app()

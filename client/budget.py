@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fedscan.client import counts
 from fedscan.client.ledger import PrivacyLedger, Release, RunRecord
 from fedscan.client.site_config import PrivacyPolicy
 from fedscan.common.data.imageset import ImageSet
@@ -172,6 +173,8 @@ def _start_run(
     extra: list[HistoryEntry],
 ) -> RunRecord:
     target = min(privacy.epsilon, policy.max_epsilon_per_run)
+    if counts.noised(policy, privacy):
+        extra = [*extra, counts.count_entry()]  # the noised training-image count
     sigma = calibrate_noise(
         target_epsilon=target, delta=delta, sample_rate=rate, total_steps=total_steps, extra=extra
     )
@@ -190,9 +193,12 @@ def _refuse_if_over(projected: float, limit: float, what: str) -> None:
         )
 
 
-def epsilon_after(ledger: PrivacyLedger, plan: RoundPlan, history: list[HistoryEntry]) -> float:
-    """The run's ε once this round's ``history`` is added (the planned value when it matches)."""
-    if merge_history(history) == [plan.entry]:
+def epsilon_after(
+    ledger: PrivacyLedger, plan: RoundPlan, history: list[HistoryEntry], recounted: bool = False
+) -> float:
+    """The run's ε once this round's ``history`` is added (the planned value when it matches and
+    no other release — ``recounted``: the count — was recorded since the plan)."""
+    if merge_history(history) == [plan.entry] and not recounted:
         return plan.projected_epsilon
     return ledger.epsilon(plan.run.delta, run_id=plan.run.run_id, extra=history)
 

@@ -35,6 +35,11 @@ CREATE TABLE IF NOT EXISTS releases (
     dataset_fingerprint TEXT NOT NULL, recorded_at REAL NOT NULL, PRIMARY KEY (run_id, round));
 """
 
+_COUNTS = (
+    "CREATE TABLE IF NOT EXISTS count_releases (run_id TEXT PRIMARY KEY, released INTEGER NOT "
+    "NULL, recorded_at REAL NOT NULL)"
+)
+
 _SELECT_RUNS = (
     "SELECT run_id, noise_multiplier, target_epsilon, delta, clip_norm, planned_rounds FROM runs"
 )
@@ -139,18 +144,7 @@ class PrivacyLedger:
         with self._connect() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO releases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    release.run_id,
-                    release.round,
-                    release.noise_multiplier,
-                    release.sample_rate,
-                    release.steps,
-                    release.clip_norm,
-                    release.delta,
-                    release.accountant,
-                    release.dataset_fingerprint,
-                    time.time(),
-                ),
+                (*_release_values(release), time.time()),
             )
             return cursor.rowcount == 1
 
@@ -176,6 +170,31 @@ class PrivacyLedger:
             ).fetchall()
         return [Release(*row) for row in rows]
 
+    def count_release(self, run_id: str) -> int | None:
+        """The run's released training-image count (noised, see :mod:`fedscan.client.counts`)."""
+        with transaction(self.path, (_COUNTS,)) as db:
+            row = db.execute(
+                "SELECT released FROM count_releases WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    def record_count(self, release: Release, released: int) -> int:
+        """Commit the count release and its ledger row in one transaction; the count stored (the
+        first one wins: a count is released once per run)."""
+        with transaction(self.path, (_COUNTS,)) as db:
+            db.execute(
+                "INSERT OR IGNORE INTO count_releases VALUES (?, ?, ?)",
+                (release.run_id, released, time.time()),
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO releases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*_release_values(release), time.time()),
+            )
+            row = db.execute(
+                "SELECT released FROM count_releases WHERE run_id = ?", (release.run_id,)
+            ).fetchone()
+        return int(row[0])
+
     def runs(self) -> list[RunRecord]:
         with self._connect() as db:
             rows = db.execute(_SELECT_RUNS + " ORDER BY started_at").fetchall()
@@ -192,3 +211,17 @@ class PrivacyLedger:
         """ε of the run's releases (or all of them), plus ``extra`` planned steps, at ``delta``."""
         history = [release.history for release in self.releases(run_id)] + list(extra or [])
         return epsilon_spent(history, delta, accountant=accountant)
+
+
+def _release_values(release: Release) -> tuple:
+    return (
+        release.run_id,
+        release.round,
+        release.noise_multiplier,
+        release.sample_rate,
+        release.steps,
+        release.clip_norm,
+        release.delta,
+        release.accountant,
+        release.dataset_fingerprint,
+    )

@@ -1,7 +1,8 @@
 """The site's privacy report: what it has spent, per run and over its lifetime, from its own ledger.
 
 ε is recomputed from the ledger's rows (PRV, RDP beside it as a cross-check), never read from a
-cache; the report stays at the site (it names the ledger's path).
+cache; the report stays at the site (it names the ledger's path). Training and metric releases
+are two budgets (the training images and the validation images are different people), both shown.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedscan.client.ledger import PrivacyLedger
+from fedscan.client.metric_ledger import MetricLedger
 from fedscan.client.site_config import SiteConfig
 from fedscan.common.privacy import epsilon_spent
 
@@ -58,4 +60,37 @@ def privacy_report(config: SiteConfig) -> dict[str, Any]:
             "delta": policy.delta,
             "remaining": max(policy.max_epsilon_lifetime - lifetime, 0.0),
         },
+        "metrics": metrics_report(config),
+    }
+
+
+def metrics_report(config: SiteConfig) -> dict[str, Any]:
+    """The second budget: ε of each run's metric releases on the validation images (exact
+    Gaussian-DP composition of the ledger's metric rows), the site's metric policy."""
+    ledger, policy = MetricLedger(config.state_dir), config.policy
+    runs = []
+    for run in ledger.runs():
+        releases = ledger.releases(run.run_id)
+        spent = ledger.epsilon(run.delta, run_id=run.run_id)
+        runs.append(
+            {
+                "run_id": run.run_id,
+                "policy": "final-only" if ledger.degraded(run.run_id) else run.policy,
+                "degraded": ledger.degraded(run.run_id),
+                "releases": len(releases),
+                "epsilon": spent,
+                "delta": run.delta,
+                "noise_multipliers": {
+                    "round": run.round_noise,
+                    "final": run.final_noise,
+                    "cross": run.cross_site_noise,
+                },
+                "target_epsilon": run.target_epsilon,
+                "remaining": max(run.target_epsilon - spent, 0.0),
+            }
+        )
+    return {
+        "policy": policy.metrics,
+        "budget_per_run": policy.max_epsilon_metrics_per_run,
+        "runs": runs,
     }

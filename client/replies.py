@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
@@ -23,21 +23,34 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, Re
 from fedscan import __version__
 from fedscan.common import protocol
 from fedscan.common.errors import ReplyRefused, public_reply
-from fedscan.common.metrics.histogram import BINS, ScoreHistogram
+from fedscan.common.metrics.binning import COARSE_BINS
+from fedscan.common.metrics.histogram import BINS
+from fedscan.common.metrics.private import METRIC_POLICIES
 from fedscan.common.tasks import MAX_CLASSES
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from fedscan.common.metrics.classwise import ClassEvidence
     from fedscan.common.metrics.confusion import LabelOverlaps
+    from fedscan.common.metrics.histogram import ScoreHistogram
+    from fedscan.common.metrics.private import NoisyEvaluation
+
+    Released: TypeAlias = ScoreHistogram | NoisyEvaluation | ClassEvidence | LabelOverlaps
 
 _ALLOWED_DTYPES = frozenset(
     {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64}
 )
-Evaluation = tuple[Mapping[str, float], "ScoreHistogram | ClassEvidence | LabelOverlaps | None"]
+Evaluation = tuple[Mapping[str, float], "Released | None"]
 
 
-def _site_record(site_name: str) -> ConfigRecord:
-    return ConfigRecord({protocol.SITE_NAME: site_name, protocol.VERSION: __version__})
+def _site_record(site_name: str, metrics_policy: str = "") -> ConfigRecord:
+    record: dict[str, Any] = {protocol.SITE_NAME: site_name, protocol.VERSION: __version__}
+    if metrics_policy:  # the site's metric release policy applied to this reply's evaluations
+        if metrics_policy not in METRIC_POLICIES:
+            raise ReplyRefused("Unknown metric release policy.")
+        record[protocol.METRICS_POLICY] = metrics_policy
+    return ConfigRecord(record)
 
 
 def _scalars(metrics: Mapping[str, float], allowed: frozenset[str]) -> MetricRecord:
@@ -78,13 +91,15 @@ def train_reply(
     *,
     expected: Mapping[str, torch.Tensor],
     evaluation: Evaluation | None = None,
+    metrics_policy: str = "",
 ) -> Message:
-    """The update and its metrics; ``evaluation``: the received model scored on validation data."""
+    """The update and its metrics; ``evaluation``: the received model scored on validation data
+    (as the site's metric policy ``metrics_policy`` releases it)."""
     content = RecordDict(
         {
             protocol.ARRAYS: _checked_arrays(arrays, expected),
             protocol.METRICS: _scalars(metrics, protocol.TRAIN_METRICS),
-            protocol.SITE: _site_record(site_name),
+            protocol.SITE: _site_record(site_name, metrics_policy),
         }
     )
     if evaluation is not None:
@@ -92,27 +107,30 @@ def train_reply(
     return Message(content=content, reply_to=msg)
 
 
-def _evaluation_record(
-    metrics: Mapping[str, float], histogram: ScoreHistogram | ClassEvidence | LabelOverlaps | None
-) -> MetricRecord:
+def _evaluation_record(metrics: Mapping[str, float], histogram: Released | None) -> MetricRecord:
     record = _scalars(metrics, protocol.EVALUATE_METRICS)
     lists = histogram.to_lists() if histogram is not None else {}
-    classes = _classes_in(lists)
+    classes, bins = _classes_in(lists)
     for key, values in lists.items():
-        record[key] = _histogram_values(key, values, classes)
+        record[key] = _histogram_values(key, values, classes, bins)
     return record
 
 
-def _classes_in(lists: Mapping[str, list]) -> int:
-    """How many classes per-class evidence covers (0: a binary histogram); its arrays agree."""
-    lengths = {len(lists[key]) for key in protocol.CLASS_HISTOGRAM_KEYS if key in lists}
+def _classes_in(lists: Mapping[str, list]) -> tuple[int, int]:
+    """(how many classes per-class evidence covers, its bins); (0, 0) for a binary histogram. Its
+    arrays agree: K × BINS (or K × COARSE_BINS, coarse or noised) for K classes."""
+    keys: tuple[str, ...] = protocol.CLASS_HISTOGRAM_KEYS
+    if protocol.DP_CLASS_HIST_POSITIVES in lists:
+        keys = protocol.DP_CLASS_KEYS[:2]
+    lengths = {len(lists[key]) for key in keys if key in lists}
     if not lengths:
-        return 0
+        return 0, 0
     (length,) = lengths if len(lengths) == 1 else (0,)
-    classes, rest = divmod(length, BINS)
-    if rest or not 1 <= classes <= MAX_CLASSES or set(protocol.CLASS_HISTOGRAM_KEYS) - set(lists):
-        raise ReplyRefused("Per-class histograms must be K × BINS, all three, for K classes.")
-    return classes
+    bins = BINS if length % BINS == 0 else COARSE_BINS
+    classes, rest = divmod(length, bins)
+    if rest or not 1 <= classes <= MAX_CLASSES or set(keys) - set(lists):
+        raise ReplyRefused("Per-class histograms must be K × BINS, all of them, for K classes.")
+    return classes, bins
 
 
 def evaluate_reply(
@@ -120,43 +138,52 @@ def evaluate_reply(
     metrics: Mapping[str, float],
     site_name: str,
     *,
-    histogram: ScoreHistogram | ClassEvidence | LabelOverlaps | None = None,
+    histogram: Released | None = None,
+    metrics_policy: str = "",
 ) -> Message:
     content = RecordDict(
         {
             protocol.METRICS: _evaluation_record(metrics, histogram),
-            protocol.SITE: _site_record(site_name),
+            protocol.SITE: _site_record(site_name, metrics_policy),
         }
     )
     return Message(content=content, reply_to=msg)
 
 
-def cross_site_reply(msg: Message, results: Mapping[str, Evaluation], site_name: str) -> Message:
+def cross_site_reply(
+    msg: Message, results: Mapping[str, Evaluation], site_name: str, *, metrics_policy: str = ""
+) -> Message:
     """One metric record per model the coordinator sent (named as it named them), nothing else."""
     sent = set(msg.content.array_records)
     if set(results) != sent:
         raise ReplyRefused("Cross-site results must cover exactly the models the coordinator sent.")
-    content = RecordDict({protocol.SITE: _site_record(site_name)})
+    content = RecordDict({protocol.SITE: _site_record(site_name, metrics_policy)})
     for name, (metrics, histogram) in results.items():
         content[name] = _evaluation_record(metrics, histogram)
     return Message(content=content, reply_to=msg)
 
 
-def _histogram_values(key: str, values: list, classes: int = 0) -> list:
-    """Per-bin counts (integers ≥ 0) or score sums (finite floats): BINS of them, K × BINS per
-    class histogram, K × K confusion counts, K × 3 label-map overlap counts."""
+def _histogram_values(key: str, values: list, classes: int = 0, bins: int = BINS) -> list:
+    """Per-bin counts (integers ≥ 0) or score sums (finite floats): BINS (or COARSE_BINS) of them,
+    K × BINS per class histogram, K × K confusion counts, K × 3 label-map overlap counts; noisy
+    coarse counts under DP (finite floats, COARSE_BINS)."""
     structures, rest = divmod(len(values), 3)
+    binary = COARSE_BINS if len(values) == COARSE_BINS else BINS
     expected = {
-        **{name: BINS for name in protocol.HISTOGRAM_KEYS},
-        **{name: classes * BINS for name in protocol.CLASS_HISTOGRAM_KEYS},
+        **{name: binary for name in protocol.HISTOGRAM_KEYS},
+        **{name: COARSE_BINS for name in protocol.DP_HISTOGRAM_KEYS},
+        **{name: classes * bins for name in protocol.CLASS_HISTOGRAM_KEYS},
+        **{name: classes * COARSE_BINS for name in protocol.DP_CLASS_KEYS[:2]},
         protocol.CONFUSION_MATRIX: classes * classes,
+        protocol.DP_CONFUSION_MATRIX: classes * classes,
+        protocol.DP_SEG_COUNTS: 4,
         protocol.LABEL_OVERLAPS: -1 if rest or not 2 <= structures <= MAX_CLASSES else len(values),
     }
     if key not in expected or len(values) != expected[key] or not values:
         raise ReplyRefused(f"Histogram {key!r} is not on the allow-list or has the wrong length.")
-    if key in (protocol.HIST_SCORE_SUMS, protocol.CLASS_HIST_SCORE_SUMS):
+    if key in (protocol.HIST_SCORE_SUMS, protocol.CLASS_HIST_SCORE_SUMS, *protocol.DP_LIST_KEYS):
         if not all(isinstance(v, float) and math.isfinite(v) for v in values):
-            raise ReplyRefused("Histogram score sums must be finite floats.")
+            raise ReplyRefused("Histogram score sums and noisy counts must be finite floats.")
         return [float(v) for v in values]
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
         raise ReplyRefused(f"Histogram {key!r} must hold non-negative integer counts.")

@@ -8,6 +8,7 @@ the reply builder (:mod:`fedscan.client.replies`) checks that again before anyth
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -41,6 +42,11 @@ def load_for(site: Site, train: TrainSettings) -> SiteData:
     if volume is None:  # a 2-D model: sources written before volumes keep working
         return site.source.load(spec.input_size, masks=masks, scheme=scheme)
     return site.source.load(spec.input_size, masks=masks, scheme=scheme, volume=volume)
+
+
+def pixels_per_image(val: ImageSet) -> int:
+    """Pixels (voxels) of one validation image's mask: the unit of segmentation overlap counts."""
+    return max(int(math.prod(val.images.shape[2:])), 1)
 
 
 def score(

@@ -20,6 +20,8 @@ Example::
     delta = 1e-5
     secure-mode = true
     min-samples = 20
+    metrics = "dp"                   # or "coarse" | "final-only" | "none": what evaluations send
+    max-epsilon-metrics-per-run = 4.0
 
 The coordinator cannot change any of this: the site checks every request against it. Every key,
 its default and meaning are the fields below (``docs/reference.md`` is generated from them);
@@ -34,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from fedscan.client.run_policy import RunPolicy
+from fedscan.common import defaults
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import ConfigError
 from fedscan.common.files import read_toml
+from fedscan.common.metrics.private import METRIC_POLICIES
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.settings import Section, described, setting
 
@@ -65,6 +69,17 @@ class PrivacyPolicy:
     min_samples: int = setting(
         20, help="Refuse to train on fewer training samples (tiny sets make DP noise overwhelming)."
     )
+    metrics: str = setting(
+        defaults.METRICS_POLICY,
+        help="What evaluations release: dp (noised coarse histograms, in the ledger under their "
+        "own budget), coarse (exact coarse histograms, outside any guarantee), final-only (dp, "
+        "the last evaluation only), none (nothing but the count 0).",
+    )
+    max_epsilon_metrics_per_run: float = setting(
+        defaults.METRICS_EPSILON,
+        help="ε of a run's metric releases on the validation images (dp, final-only): a budget "
+        "of its own, since validation and training images are different people.",
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_epsilon_per_run", "max_epsilon_lifetime"):
@@ -76,6 +91,12 @@ class PrivacyPolicy:
             raise ConfigError("privacy.delta must be in (0, 1), e.g. 1e-5.")
         if self.min_samples < 1:
             raise ConfigError("privacy.min-samples must be at least 1.")
+        if self.metrics not in METRIC_POLICIES:
+            raise ConfigError(
+                f"privacy.metrics is {self.metrics!r}; use one of {', '.join(METRIC_POLICIES)}."
+            )
+        if not self.max_epsilon_metrics_per_run > 0:
+            raise ConfigError("privacy.max-epsilon-metrics-per-run must be a positive number.")
 
     @classmethod
     def for_simulation(cls, privacy: PrivacyConfig) -> PrivacyPolicy:

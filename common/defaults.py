@@ -28,6 +28,9 @@ LR_SCHEDULE = "constant"
 SERVER_MOMENTUM = 0.9  # FedAvgM (Hsu et al. 2019)
 EPSILON = 8.0
 DELTA = 1e-5
+# A site's metric releases (its [privacy] metrics policy and their budget, validation images only).
+METRICS_POLICY = "dp"
+METRICS_EPSILON = 4.0
 CLIP_NORM = 1.0
 STRATEGY = "fedavg"
 SEED = 0  # a run's seed (model initialisation, node sampling), and the synthetic sites'

@@ -191,3 +191,54 @@ def _epsilon(history: tuple[HistoryEntry, ...], delta: float, accountant: str) -
             "ignore", message="divide by zero encountered in log", category=RuntimeWarning
         )
         return float(engine.get_epsilon(delta=delta))
+
+
+def gdp_delta(epsilon: float, mu: float) -> float:
+    """δ(ε) of μ-Gaussian DP (Dong, Roth & Su 2019): exact for a composition of Gaussian
+    mechanisms without subsampling, μ² = Σ 1/z²."""
+    phi = lambda x: 0.5 * math.erfc(-x / math.sqrt(2))  # noqa: E731
+    return phi(-epsilon / mu + mu / 2) - math.exp(epsilon) * phi(-epsilon / mu - mu / 2)
+
+
+def gdp_epsilon(mu: float, delta: float) -> float:
+    """ε at ``delta`` of μ-GDP (bisection on :func:`gdp_delta`, which falls as ε grows)."""
+    low, high = 0.0, 1.0
+    while gdp_delta(high, mu) > delta:
+        low, high = high, high * 2
+    for _ in range(80):
+        middle = (low + high) / 2
+        low, high = (middle, high) if gdp_delta(middle, mu) > delta else (low, middle)
+    return high
+
+
+def gaussian_epsilon(history: list[HistoryEntry], delta: float) -> float:
+    """ε of Gaussian mechanisms without subsampling (every entry's sample rate is 1), exactly:
+    their composition is μ-GDP with μ² = Σ steps / σ² (0.0 when nothing was released)."""
+    if any(rate != 1.0 for _, rate, _ in history):
+        raise ValueError("gaussian_epsilon covers releases without subsampling only.")
+    mu_squared = sum(steps / sigma**2 for sigma, _, steps in history)
+    return gdp_epsilon(math.sqrt(mu_squared), delta) if mu_squared > 0 else 0.0
+
+
+def metric_noise(
+    *, epsilon: float, delta: float, rounds: int, final: bool, cross_site: bool
+) -> tuple[float, float, float]:
+    """Noise multipliers (per round, final, cross-site; 0 where none is planned) so that a run's
+    planned metric releases spend ``epsilon`` exactly (Gaussian DP): the final evaluation, the
+    cross-site evaluation and all ``rounds`` per-round evaluations together get equal shares of
+    μ²."""
+    shares = {"round": 1.0 if rounds else 0.0, "final": float(final), "cross": float(cross_site)}
+    if not sum(shares.values()):
+        raise PrivacyError("A metric budget needs at least one planned release.")
+    low, high = 1e-3, 1.0
+    while gdp_delta(epsilon, high) < delta:
+        low, high = high, high * 2
+    for _ in range(80):  # the μ whose δ(ε) is the site's δ: δ(ε) rises with μ
+        middle = (low + high) / 2
+        low, high = (middle, high) if gdp_delta(epsilon, middle) < delta else (low, middle)
+    mu_squared, total = low**2, sum(shares.values())
+    noise = {
+        kind: math.sqrt(total / (mu_squared * share)) if share else 0.0
+        for kind, share in shares.items()
+    }
+    return noise["round"] * math.sqrt(max(rounds, 1)), noise["final"], noise["cross"]

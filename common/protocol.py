@@ -113,6 +113,24 @@ HIST_POSITIVES = "hist-pos"
 HIST_NEGATIVES = "hist-neg"
 HIST_SCORE_SUMS = "hist-score-sum"
 HISTOGRAM_KEYS = (HIST_POSITIVES, HIST_NEGATIVES, HIST_SCORE_SUMS)
+# Under a site's ``[privacy] metrics = "dp"`` (or "final-only"): the coarse histogram and the
+# clipped loss sum, each coordinate noised (common/metrics/private.py); floats, possibly negative.
+DP_HIST_POSITIVES = "dp-hist-pos"
+DP_HIST_NEGATIVES = "dp-hist-neg"
+DP_LOSS_UNITS = "dp-loss-units"  # Σ min(loss, clip) / clip, noised
+DP_NOISE_STD = "dp-noise-std"  # the noise's standard deviation per coordinate (public)
+DP_HISTOGRAM_KEYS = (DP_HIST_POSITIVES, DP_HIST_NEGATIVES)
+DP_CLASS_HIST_POSITIVES = "dp-class-hist-pos"  # K × coarse bins, per class (one-vs-rest)
+DP_CLASS_HIST_NEGATIVES = "dp-class-hist-neg"
+DP_CONFUSION_MATRIX = "dp-confusion-matrix"  # K × K, multiclass
+DP_SEG_COUNTS = "dp-seg-counts"  # intersection, predicted, truth (pixels), images
+DP_CLASS_KEYS = (DP_CLASS_HIST_POSITIVES, DP_CLASS_HIST_NEGATIVES, DP_CONFUSION_MATRIX)
+DP_LIST_KEYS = (*DP_HISTOGRAM_KEYS, *DP_CLASS_KEYS, DP_SEG_COUNTS)
+DP_SCALARS = (DP_LOSS_UNITS, DP_NOISE_STD)
+# A site's metric release policy, in its site record; 1 in a metric record that the site withheld.
+METRICS_POLICY = "metrics-policy"
+METRICS_WITHHELD = "metrics-withheld"
+METRICS_EPSILON = "metrics-epsilon"  # the run's ε on the site's validation images so far
 # Multiclass / multilabel: one one-vs-rest histogram per class, K × BINS flattened row by row in
 # the run's class order; multiclass also a K × K confusion matrix [true, predicted], flattened.
 CLASS_HIST_POSITIVES = "class-hist-pos"
@@ -137,6 +155,9 @@ EVALUATE_METRICS = frozenset(
         *COUNT_KEYS,
         MACRO_AUC,
         BALANCED_ACCURACY,
+        *DP_SCALARS,
+        METRICS_WITHHELD,
+        METRICS_EPSILON,
     }
 )
 

@@ -26,6 +26,7 @@ from fedscan.common.config import RunConfig
 from fedscan.common.metrics.classwise import ClassEvidence
 from fedscan.common.metrics.crosssite import CrossSiteMatrix, SiteEvaluation, build_matrix
 from fedscan.common.metrics.histogram import ScoreHistogram
+from fedscan.common.metrics.private import NoisyEvaluation
 from fedscan.common.tasks import LabelScheme
 from fedscan.server.coverage import (
     PHASE_CROSS_SITE_EVALUATION,
@@ -223,6 +224,12 @@ def _evaluation(record: Any, scheme: LabelScheme | None) -> SiteEvaluation:
         keys = (*protocol.CLASS_HISTOGRAM_KEYS, protocol.CONFUSION_MATRIX)
         lists = {key: metrics.pop(key) for key in keys if key in metrics}
         return SiteEvaluation(metrics, ClassEvidence.from_lists(scheme, lists))
+    if metrics.get(protocol.METRICS_WITHHELD):  # the site's metric policy
+        return SiteEvaluation(metrics, None)
+    released = (*protocol.DP_HISTOGRAM_KEYS, *protocol.DP_SCALARS)
+    if protocol.DP_HIST_POSITIVES in metrics:
+        noisy = NoisyEvaluation.from_metrics({key: metrics.pop(key) for key in released})
+        return SiteEvaluation(metrics, noisy)
     histogram = ScoreHistogram.from_lists(
         {key: metrics.pop(key) for key in protocol.HISTOGRAM_KEYS}
     )

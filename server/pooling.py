@@ -23,8 +23,10 @@ from fedscan.common.metrics.calibration import calibrated_ece, ece_floor, recali
 from fedscan.common.metrics.classwise import ClassEvidence, pooled_class_metrics
 from fedscan.common.metrics.confusion import MEAN_DICE, MEAN_IOU, LabelOverlaps
 from fedscan.common.metrics.histogram import ScoreHistogram, operating_threshold, pooled_metrics
+from fedscan.common.metrics.private import NoisyEvaluation, coarsen, exact_release, pooled_noisy
+from fedscan.common.metrics.private_tasks import NoisyClassEvidence, NoisyOverlap, coarse_evidence
 from fedscan.common.metrics.segmentation import OverlapCounts, pooled_overlap
-from fedscan.common.tasks import MULTILABEL, SEGMENTATION, LabelScheme
+from fedscan.common.tasks import MULTICLASS, MULTILABEL, SEGMENTATION, LabelScheme
 
 
 @dataclass
@@ -32,6 +34,7 @@ class RoundPool:
     """One round's histograms and overlap counts, by site."""
 
     histograms: dict[str, ScoreHistogram] = field(default_factory=dict)
+    noisy: dict[str, NoisyEvaluation] = field(default_factory=dict)  # sites' DP metric releases
     overlaps: dict[str, OverlapCounts] = field(default_factory=dict)
     scheme: LabelScheme | None = None  # multiclass / multilabel / label map: the run's classes
     label_overlaps: dict[str, LabelOverlaps] = field(default_factory=dict)
@@ -46,9 +49,20 @@ class RoundPool:
         if problem is not None:
             for found in (self.overlaps, self.label_overlaps, self.evidence, self.histograms):
                 found.pop(site, None)
+            self.noisy.pop(site, None)
         return problem
 
     def _take(self, site: str, metrics: MutableMapping[str, Any]) -> str | None:
+        if metrics.get(protocol.METRICS_WITHHELD):
+            return None  # the site's metric policy: an answer without figures, nothing to pool
+        std = metrics.get(protocol.DP_NOISE_STD)
+        if protocol.DP_SEG_COUNTS in metrics:  # a site's DP release of its overlap counts
+            try:
+                noisy = NoisyOverlap.from_lists(metrics, float(std or 0.0))
+            except (KeyError, ValueError, TypeError) as error:
+                return f"{ErrorCode.MALFORMED_OVERLAP_COUNTS}: {error}"
+            del metrics[protocol.DP_SEG_COUNTS]
+            self.overlaps[site] = noisy.overlap()
         counts = {key: metrics.pop(key) for key in protocol.COUNT_KEYS if key in metrics}
         if counts:
             try:
@@ -58,6 +72,16 @@ class RoundPool:
         problem = self._take_label_overlaps(site, metrics) or self._take_evidence(site, metrics)
         if problem is not None:
             return problem
+        if protocol.DP_HIST_POSITIVES in metrics:
+            released = {
+                key: metrics.pop(key)
+                for key in (*protocol.DP_HISTOGRAM_KEYS, *protocol.DP_SCALARS)
+                if key in metrics
+            }
+            try:
+                self.noisy[site] = NoisyEvaluation.from_metrics(released)
+            except (KeyError, ValueError, TypeError) as error:
+                return f"{ErrorCode.MALFORMED_HISTOGRAM}: {error}"
         lists = {key: metrics.pop(key) for key in protocol.HISTOGRAM_KEYS if key in metrics}
         if lists:
             try:
@@ -82,7 +106,7 @@ class RoundPool:
         return None
 
     def _take_evidence(self, site: str, metrics: MutableMapping[str, Any]) -> str | None:
-        keys = (*protocol.CLASS_HISTOGRAM_KEYS, protocol.CONFUSION_MATRIX)
+        keys = (*protocol.CLASS_HISTOGRAM_KEYS, protocol.CONFUSION_MATRIX, *protocol.DP_CLASS_KEYS)
         lists = {key: metrics.pop(key) for key in keys if key in metrics}
         binary = self.scheme is None or self.scheme.kind == SEGMENTATION
         if not lists and binary:
@@ -90,7 +114,7 @@ class RoundPool:
         if binary or self.scheme is None:
             return f"{ErrorCode.MALFORMED_HISTOGRAM}: per-class histograms in a binary run"
         try:
-            self.evidence[site] = ClassEvidence.from_lists(self.scheme, lists)
+            self.evidence[site] = _evidence(self.scheme, lists, metrics.get(protocol.DP_NOISE_STD))
         except (KeyError, ValueError, TypeError) as error:
             return f"{ErrorCode.MALFORMED_HISTOGRAM}: {error}"
         return None
@@ -98,6 +122,8 @@ class RoundPool:
     def _close_evidence(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The per-class pooled figures and the histograms document of the round's evidence."""
         evidence, self.evidence = self.evidence, {}
+        if len({found.histograms.bins for found in evidence.values()}) > 1:
+            evidence = {site: coarse_evidence(found) for site, found in evidence.items()}
         first, *rest = evidence.values()
         total = sum(rest, first)
         pooled = pooled_class_metrics(total)
@@ -138,16 +164,38 @@ class RoundPool:
         if self.evidence:
             per_class, classes_document = self._close_evidence()
             return per_class, None, classes_document
-        overlaps, histograms = self.overlaps, self.histograms
-        self.overlaps, self.histograms = {}, {}
+        overlaps, histograms, noisy = self.overlaps, self.histograms, self.noisy
+        self.overlaps, self.histograms, self.noisy = {}, {}, {}
         pooled = (
             pooled_overlap(sum(overlaps.values(), OverlapCounts()), images) if overlaps else None
         )
         if pooled is not None and self.label_overlaps:
             pooled = self._with_structures(pooled)
+        if noisy:
+            return self._close_noisy(noisy, histograms)
         if not histograms:
             return pooled, None, None
-        figures, threshold, document = self._close_histograms(histograms)
+        figures, threshold, document = self._close_histograms(_same_bins(histograms))
+        return figures, threshold, document
+
+    def _close_noisy(
+        self, noisy: dict[str, NoisyEvaluation], exact: dict[str, ScoreHistogram]
+    ) -> tuple[dict[str, Any], float, dict[str, Any]]:
+        """Sites' DP releases summed with the exact (coarse) histograms of the others: the figures
+        of the sum, its AUC interval widened for the noise."""
+        found = {**noisy, **{site: exact_release(hist) for site, hist in exact.items()}}
+        figures, total, threshold = pooled_noisy(list(found.values()), self.operating_point)
+        plotted = total.plotted()  # counts ≥ 0 for the Platt fit (post-processing)
+        calibration = recalibration(plotted)
+        figures["ece-calibrated"] = calibrated_ece(plotted, calibration)
+        figures["ece-floor"] = ece_floor(plotted, calibration)
+        document = {
+            "threshold": threshold,
+            "calibration": calibration.to_json(),
+            "pooled": plotted.to_lists(),
+            "noise-std": total.noise_std,
+            "sites": {name: found[name].plotted().to_lists() for name in sorted(found)},
+        }
         return figures, threshold, document
 
     def _close_histograms(
@@ -173,3 +221,20 @@ class RoundPool:
             "ece-floor": ece_floor(total, calibration),
         }
         return figures, threshold, document
+
+
+def _same_bins(histograms: dict[str, ScoreHistogram]) -> dict[str, ScoreHistogram]:
+    """Fine histograms coarsened when any site sent coarse ones (``metrics = "coarse"``): sums
+    need one binning, and coarse bins are unions of fine ones."""
+    if len({hist.bins for hist in histograms.values()}) == 1:
+        return histograms
+    return {site: coarsen(hist) for site, hist in histograms.items()}
+
+
+def _evidence(scheme: LabelScheme, lists: dict[str, Any], noise_std: Any) -> ClassEvidence:
+    """A site's per-class evidence: exact, or its DP release as evidence (post-processing)."""
+    if protocol.DP_CLASS_HIST_POSITIVES not in lists:
+        return ClassEvidence.from_lists(scheme, lists)
+    multiclass = scheme.kind == MULTICLASS
+    noisy = NoisyClassEvidence.from_lists(scheme.classes, lists, float(noise_std), multiclass)
+    return noisy.evidence()

@@ -119,6 +119,8 @@ def _summary(run: dict[str, Any]) -> dict[str, Any]:
             for s in sites
         },
         "epsilon": {**last.get("epsilon", {}), **run["matrix"].get("epsilon", {})},
+        "metrics_policy": last.get("metrics_policy", {}),
+        "metrics_epsilon": last.get("metrics_epsilon", {}),
         "config_hash": hashlib.sha256(
             json.dumps(run["config"], sort_keys=True).encode()
         ).hexdigest()[:16],
@@ -145,16 +147,16 @@ def model_card(run: dict[str, Any]) -> str:
         f"clipping norm {privacy.get('clip_norm')}"
         + ("" if privacy.get("enabled", True) else " — DP OFF"),
         *_threshold_line(run),
-        "| site | training samples | validation samples | ε spent (δ = {}) |".format(
-            privacy.get("delta")
-        ),
-        "|---|---|---|---|",
+        "| site | training samples | validation samples | ε training (δ = {}) | metric "
+        "releases: policy, ε on validation images |".format(privacy.get("delta")),
+        "|---|---|---|---|---|",
     ]
     lines += [
         f"| {name} | {s['samples'][name][0]} | {s['samples'][name][1]} | "
-        f"{_fmt(s['epsilon'].get(name))} |"
+        f"{_fmt(s['epsilon'].get(name))} | {_metric_cell(s, name)} |"
         for name in s["sites"]
     ]
+    lines += ["", _COUNTS_NOTE, ""]
     if segmentation.is_segmentation(run):
         return "\n".join([*lines, "", *segmentation.card_lines(run), _LIMITS]) + "\n"
     if report_classes.is_per_class(run):
@@ -165,7 +167,12 @@ def model_card(run: dict[str, Any]) -> str:
         "",
         f"- AUC {_fmt(p.get('auc'))} (95 % CI "
         f"{_fmt(p.get('auc-ci-low'))}–{_fmt(p.get('auc-ci-high'))}, "
-        "Hanley–McNeil)",
+        + (
+            "Hanley–McNeil widened for the sites' metric noise, σ "
+            f"{_fmt(p.get('noise-std'))} per count)"
+            if p.get("noise-std")
+            else "Hanley–McNeil)"
+        ),
         f"- at threshold {_fmt(p.get('threshold'))}: sensitivity {_fmt(p.get('sensitivity'))}, "
         "specificity "
         f"{_fmt(p.get('specificity'))}, F1 {_fmt(p.get('f1'))}, accuracy {_fmt(p.get('accuracy'))}",
@@ -178,6 +185,22 @@ def model_card(run: dict[str, Any]) -> str:
         _LIMITS,
     ]
     return "\n".join(lines) + "\n"
+
+
+_COUNTS_NOTE = (
+    "Sample counts and metrics come from what each site released under its `[privacy] metrics` "
+    "policy: under `dp` and `final-only` they are noised (the training count once per run, in its "
+    "training budget; each evaluation in its metric budget), under `none` withheld, under `coarse` "
+    "exact and outside any guarantee."
+)
+
+
+def _metric_cell(summary: dict[str, Any], site: str) -> str:
+    policy = summary["metrics_policy"].get(site)
+    if policy is None:
+        return "not stated (an older fedscan site)"
+    spent = summary["metrics_epsilon"].get(site)
+    return f"{policy}, ε {_fmt(spent)}" if spent is not None else str(policy)
 
 
 _LIMITS = (

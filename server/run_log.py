@@ -145,6 +145,7 @@ class RunLog:
         """Hand a site's histogram or counts to the round's pool; False (and a refusal) when
         malformed."""
         site = self.site_name(reply)
+        _note_metric_policy(record, site, reply, metrics)
         problem = self._pool.take(site, metrics)
         if problem is not None:
             log.warning("Site %s refused evaluate: %s", site, problem)
@@ -291,6 +292,13 @@ class RunLog:
             **(self.history[-1].get("epsilon", {}) if self.history else {}),
             **{name: m.get(protocol.EPSILON) for name, m in record.get("train", {}).items()},
         }
+        for key in ("metrics_policy", "metrics_epsilon"):  # the sites' metric releases, so far
+            found = {
+                **(self.history[-1].get(key, {}) if self.history else {}),
+                **record.get(key, {}),
+            }
+            if found:
+                record[key] = found
         if self.central_epsilon is not None:
             record["central_epsilon"] = self.central_epsilon
         record["elapsed_s"] = round(time.monotonic() - self.started, 2)
@@ -322,3 +330,14 @@ class RunLog:
             Exception
         ):  # metrics.jsonl has the round; `fedscan report --tensorboard` rebuilds the events
             log.exception("Could not write TensorBoard events for round %s", record.get("round"))
+
+
+def _note_metric_policy(record: Record, site: str, reply: Message, metrics: Any) -> None:
+    """The site's metric release policy for this evaluation (its site record) and its metric ε
+    so far in the run, when it says."""
+    site_record = reply.content.config_records.get(protocol.SITE)
+    policy = site_record.get(protocol.METRICS_POLICY) if site_record is not None else None
+    if isinstance(policy, str):
+        record.setdefault("metrics_policy", {})[site] = policy
+    if protocol.METRICS_EPSILON in metrics:
+        record.setdefault("metrics_epsilon", {})[site] = float(metrics[protocol.METRICS_EPSILON])

@@ -4,6 +4,7 @@ package."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from fedscan.client.site import Site, SiteResolver
@@ -11,12 +12,22 @@ from fedscan.client.site_config import PrivacyPolicy
 from fedscan.common.data.sources import SiteSource
 from fedscan.server.inprocess import InProcessGrid, instruction, node_context
 
-__all__ = ["OPEN_POLICY", "LoopbackGrid", "instruction", "node_context", "site_resolver"]
+__all__ = [
+    "COARSE_POLICY",
+    "OPEN_POLICY",
+    "LoopbackGrid",
+    "instruction",
+    "node_context",
+    "site_resolver",
+]
 
 # Permissive enough that only the run's own settings decide (tests of the policy set their own).
 OPEN_POLICY = PrivacyPolicy(
     max_epsilon_per_run=100.0, max_epsilon_lifetime=1000.0, delta=0.5, min_samples=1
 )
+# The same, releasing exact coarse metrics (``[privacy] metrics = "coarse"``): for tests that
+# compare pooled figures with the images' own (the DP releases are tested on their own).
+COARSE_POLICY = replace(OPEN_POLICY, metrics="coarse")
 
 
 def site_resolver(

@@ -26,6 +26,7 @@ LOGIT_LIMIT = 16.0  # beyond ±16 a sigmoid computed in float32 is already 0 or 
 LOGIT_STEP = 0.01  # 0.0025 in probability at 0.5; 3 200 steps between the limits
 CALIBRATION_BINS = 10  # equal-width probability bins of the expected calibration error
 LEGACY_BINS = 1000  # fedscan 0.1: bins of width 0.001 in probability
+COARSE_LOGIT_LIMIT = 8  # coarse bins (metric releases under DP): integer logits −8 … 8
 
 
 def logit(probabilities: np.ndarray | float) -> np.ndarray:
@@ -88,12 +89,32 @@ def linear_binning(bins: int = LEGACY_BINS) -> Binning:
     return Binning("linear", edges, logit(edges))
 
 
+@cache
+def coarse_binning() -> Binning:
+    """The bins of a released metric under DP (``[privacy] metrics``): steps of 1 in logit between
+    −8 and 8 and the decile edges, each a fine logit edge (so merging fine bins into these is
+    exact); 26 bins. A bin count is the noise's multiplier: 3 210 noisy bins would bury a site's
+    70 validation images, 26 leave the pooled AUC within ≈ 0.01 (bench/metric_privacy.py)."""
+    fine = logit_binning()
+    targets = np.union1d(
+        np.arange(-COARSE_LOGIT_LIMIT, COARSE_LOGIT_LIMIT + 1),
+        logit(np.arange(1, CALIBRATION_BINS) / CALIBRATION_BINS),
+    )
+    picks = np.unique([int(np.argmin(np.abs(fine.logit_edges - t))) for t in targets])
+    logits = np.concatenate([[-np.inf], fine.logit_edges[picks], [np.inf]])
+    return Binning("coarse", sigmoid(logits), logits)
+
+
 BINS = logit_binning().bins
+COARSE_BINS = coarse_binning().bins
 
 
 def binning_of(bins: int) -> Binning:
-    """The binning of a histogram of ``bins`` bins: the logit bins for :data:`BINS`, otherwise
-    linear ones (fedscan 0.1's 1 000, or the finer ones a test compares with)."""
+    """The binning of a histogram of ``bins`` bins: the logit bins for :data:`BINS`, the coarse ones
+    for :data:`COARSE_BINS`, otherwise linear ones (fedscan 0.1's 1 000, or the finer ones a test
+    compares with)."""
+    if bins == COARSE_BINS:
+        return coarse_binning()
     return logit_binning() if bins == BINS else linear_binning(bins)
 
 
@@ -103,11 +124,13 @@ def check_known(bins: int) -> None:
     Raises
     ------
     ValueError
-        For any count but :data:`BINS` and :data:`LEGACY_BINS`: another program or damage.
+        For any count but :data:`BINS`, :data:`COARSE_BINS` and :data:`LEGACY_BINS`: another
+        program or damage.
     """
-    if bins in (BINS, LEGACY_BINS):
+    if bins in (BINS, LEGACY_BINS, COARSE_BINS):
         return
     raise ValueError(
-        f"A score histogram has {bins} bins; fedscan makes {BINS} (logit bins) and read "
+        f"A score histogram has {bins} bins; fedscan makes {BINS} (logit bins) or {COARSE_BINS} "
+        f"(coarse logit bins, for metrics under DP) and reads "
         f"{LEGACY_BINS} (fedscan 0.1's linear bins). Run the same fedscan release at every site."
     )

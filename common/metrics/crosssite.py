@@ -21,6 +21,7 @@ from typing import Any
 from fedscan.common import protocol
 from fedscan.common.metrics.classwise import ClassEvidence, pooled_class_metrics
 from fedscan.common.metrics.histogram import ScoreHistogram, pooled_metrics
+from fedscan.common.metrics.private import NoisyEvaluation, coarsen, pooled_noisy
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class SiteEvaluation:
     """One site's metrics and score histogram (per-class evidence) for one model."""
 
     metrics: Mapping[str, float]
-    histogram: ScoreHistogram | ClassEvidence
+    histogram: ScoreHistogram | ClassEvidence | NoisyEvaluation | None  # None: withheld
 
     def cell(self) -> dict[str, Any]:
         """The matrix cell: the site's metrics; per class also its macro AUC as ``auc`` and each
@@ -40,12 +41,20 @@ class SiteEvaluation:
         return {**self.metrics, protocol.AUC: found[protocol.AUC], "classes": classes}
 
 
-def _pooled(evaluations: list[ScoreHistogram | ClassEvidence], threshold: float) -> dict[str, Any]:
-    """A model's pooled column: its summed histograms (or per-class evidence) over the sites."""
+def _pooled(evaluations: list[Any], threshold: float) -> dict[str, Any] | None:
+    """A model's pooled column: its summed histograms (or per-class evidence, or sites' DP
+    releases) over the sites; None when every site withheld its figures."""
     classes = [found for found in evaluations if isinstance(found, ClassEvidence)]
     if classes:
         return pooled_class_metrics(sum(classes[1:], classes[0]))
+    if any(isinstance(found, NoisyEvaluation) for found in evaluations):
+        released = [f for f in evaluations if isinstance(f, (NoisyEvaluation, ScoreHistogram))]
+        return pooled_noisy(released, threshold)[0]
     histograms = [found for found in evaluations if isinstance(found, ScoreHistogram)]
+    if not histograms:
+        return None
+    if len({hist.bins for hist in histograms}) > 1:  # a site under metrics = "coarse"
+        histograms = [coarsen(hist) for hist in histograms]
     return pooled_metrics(sum(histograms[1:], histograms[0]), threshold)
 
 
@@ -114,8 +123,9 @@ def build_matrix(
             if evaluation is not None:
                 cells[model][site] = evaluation.cell()
                 histograms.append(evaluation.histogram)
-        if histograms:
-            pooled[model] = _pooled(histograms, threshold)
+        found = _pooled(histograms, threshold) if histograms else None
+        if found is not None:
+            pooled[model] = found
     return CrossSiteMatrix(
         tuple(models),
         tuple(sites),

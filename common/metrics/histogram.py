@@ -110,7 +110,8 @@ def auc(hist: ScoreHistogram) -> float:
     if total == 0:
         return math.nan
     negatives_below = np.cumsum(neg) - neg
-    return float((pos * (negatives_below + 0.5 * neg)).sum() / total)
+    value = float((pos * (negatives_below + 0.5 * neg)).sum() / total)
+    return min(max(value, 0.0), 1.0)  # noisy counts (a DP release) can step outside [0, 1]
 
 
 def roc_curve(hist: ScoreHistogram) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,8 +125,15 @@ def roc_curve(hist: ScoreHistogram) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def at_threshold(hist: ScoreHistogram, threshold: float) -> dict[str, float]:
     """Scores ≥ ``threshold`` (rounded to the nearest bin edge) count as positive."""
     edge = hist.binning.nearest_edge(threshold)
-    tp, fn = float(hist.positives[edge:].sum()), float(hist.positives[:edge].sum())
-    fp, tn = float(hist.negatives[edge:].sum()), float(hist.negatives[:edge].sum())
+    # Noisy counts (a DP release) are summed unclamped, then each sum clamped (post-processing).
+    tp, fn = (
+        max(float(hist.positives[edge:].sum()), 0.0),
+        max(float(hist.positives[:edge].sum()), 0.0),
+    )
+    fp, tn = (
+        max(float(hist.negatives[edge:].sum()), 0.0),
+        max(float(hist.negatives[:edge].sum()), 0.0),
+    )
     return {
         "accuracy": safe_ratio(tp + tn, tp + tn + fp + fn),
         "sensitivity": safe_ratio(tp, tp + fn),

@@ -24,10 +24,11 @@ from fedscan.common import protocol
 from fedscan.common.config import RunConfig, TrainSettings
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import REPLY_CODES
+from fedscan.common.metrics.binning import COARSE_BINS
 from fedscan.common.metrics.histogram import BINS, ScoreHistogram
 from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
-from tests.helpers import instruction, node_context, site_resolver
+from tests.helpers import COARSE_POLICY, OPEN_POLICY, instruction, node_context, site_resolver
 
 FAST = TrainSettings(local_epochs=1, batch_size=8, augment=False)
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def client(synthetic_sites: list[Path], tmp_path: Path):
     sources = [FolderSource(f"site-{i}", str(p)) for i, p in enumerate(synthetic_sites)]
     return make_client_app(site_resolver(sources, tmp_path / "state"), device="cpu")
+
+
+@pytest.fixture()
+def coarse_client(synthetic_sites: list[Path], tmp_path: Path):
+    """Sites whose policy releases exact coarse histograms (``[privacy] metrics = "coarse"``)."""
+    sources = [FolderSource(f"site-{i}", str(p)) for i, p in enumerate(synthetic_sites)]
+    coarse = [COARSE_POLICY] * len(sources)
+    return make_client_app(site_resolver(sources, tmp_path / "coarse", coarse), device="cpu")
 
 
 def _request(config: RunConfig, message_type: str, **overrides) -> object:
@@ -55,8 +64,29 @@ def test_train_reply_holds_only_arrays_scalar_metrics_and_site_record(client) ->
     assert set(content.array_records) == {"arrays"} and set(content.metric_records) == {"metrics"}
     assert set(content.config_records) == {"site"}
     metrics = content["metrics"]
-    assert metrics["num-examples"] == 30 and 0 < metrics["epsilon"] <= 8.0
+    assert 0 < metrics["epsilon"] <= 8.0
     assert all(isinstance(v, (int, float)) for v in metrics.values())
+
+
+def test_the_training_count_is_released_once_per_run_noised_and_in_the_ledger(
+    client, coarse_client, tmp_path: Path
+) -> None:
+    # Setup
+    config = RunConfig(rounds=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    context = node_context(100, 0)
+    # Execute
+    sent = [
+        client(_request(config, "train", **{"server-round": r}), context).content["metrics"]
+        for r in (1, 2)
+    ]
+    exact = coarse_client(_request(config, "train", **{"server-round": 1}), context)
+    # Assert: one noisy value (σ = 10 images) for the whole run, its release a ledger row
+    assert sent[0]["num-examples"] == sent[1]["num-examples"] >= 1
+    assert abs(sent[0]["num-examples"] - 30) <= 60
+    rows = PrivacyLedger(tmp_path / "state" / "site-0").releases()
+    assert [row.round for row in rows] == [-1, 1, 2] and rows[0].noise_multiplier == 10.0
+    assert sent[1]["epsilon"] <= 8.0 * 1.001  # the count was planned into the run's noise
+    assert exact.content["metrics"]["num-examples"] == 30  # metrics = "coarse": exact
 
 
 def test_nothing_identifying_leaves_the_site(client, synthetic_sites: list[Path]) -> None:
@@ -187,20 +217,30 @@ def test_kill_9_mid_round_loses_no_release_and_counts_none_twice(
     )
 
 
-def test_evaluate_reply_carries_a_score_histogram_of_the_validation_set(client) -> None:
+def test_evaluate_reply_carries_a_noised_coarse_histogram_by_default(client) -> None:
     config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
-    metrics = client(_request(config, "evaluate"), node_context(100, 0)).content["metrics"]
-    assert (
-        len(metrics["hist-pos"])
-        == len(metrics["hist-neg"])
-        == len(metrics["hist-score-sum"])
-        == BINS
-    )
+    final = _request(config, "evaluate", **{"server-round": 1})  # the run's final evaluation
+    reply = client(final, node_context(100, 0))
+    metrics = reply.content["metrics"]
+    assert len(metrics["dp-hist-pos"]) == len(metrics["dp-hist-neg"]) == COARSE_BINS
+    assert "hist-pos" not in metrics and metrics["dp-noise-std"] > 0
+    assert not all(float(v).is_integer() for v in metrics["dp-hist-pos"])  # noise was added
+    noisy = sum(metrics["dp-hist-pos"]) + sum(metrics["dp-hist-neg"])
+    assert metrics["num-examples"] == max(round(noisy), 1)  # from the noisy counts only
+    assert reply.content.config_records["site"]["metrics-policy"] == "dp"
+    assert 0 < metrics["metrics-epsilon"] <= OPEN_POLICY.max_epsilon_metrics_per_run
+
+
+def test_a_coarse_site_sends_its_exact_coarse_histogram(coarse_client) -> None:
+    config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
+    metrics = coarse_client(_request(config, "evaluate"), node_context(100, 0)).content["metrics"]
+    assert len(metrics["hist-pos"]) == len(metrics["hist-score-sum"]) == COARSE_BINS
     assert sum(metrics["hist-pos"]) == metrics["positives"]
     assert sum(metrics["hist-pos"]) + sum(metrics["hist-neg"]) == metrics["num-examples"]
 
 
-def test_a_train_reply_scores_the_received_model_first_only_when_asked(client) -> None:
+def test_a_train_reply_scores_the_received_model_first_only_when_asked(coarse_client) -> None:
+    client = coarse_client
     config = RunConfig(rounds=2, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
     context = node_context(100, 0)
     plain = client(_request(config, "train", **{"server-round": 1}), context)
@@ -216,7 +256,8 @@ def test_a_train_reply_scores_the_received_model_first_only_when_asked(client) -
     assert set(evaluation) <= protocol.EVALUATE_METRICS | set(protocol.HISTOGRAM_KEYS)
 
 
-def test_cross_site_evaluation_answers_for_exactly_the_models_sent(client) -> None:
+def test_cross_site_evaluation_answers_for_exactly_the_models_sent(coarse_client) -> None:
+    client = coarse_client
     config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(epsilon=8.0, delta=1e-4))
     models = {
         name: ArrayRecord(build_model(config.train.model, seed=seed).state_dict())
@@ -232,9 +273,9 @@ def test_cross_site_evaluation_answers_for_exactly_the_models_sent(client) -> No
             0 <= record["auc"] <= 1
             and sum(record["hist-pos"]) + sum(record["hist-neg"]) == record["num-examples"]
         )
-    assert (
-        reply.content.metric_records["global"]["auc"]
-        != reply.content.metric_records["local:site-1"]["auc"]
+    assert (  # two models, two sets of scores (an untrained model's fit in one coarse bin)
+        reply.content.metric_records["global"]["hist-score-sum"]
+        != reply.content.metric_records["local:site-1"]["hist-score-sum"]
     )
     histogram = ScoreHistogram.of(np.array([0.2]), np.array([1]))
     with pytest.raises(replies.ReplyRefused, match="exactly the models"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import RunDirectory
-from tests.helpers import LoopbackGrid, site_resolver
+from tests.helpers import OPEN_POLICY, LoopbackGrid, site_resolver
 
 PRIVATE = PrivacyConfig(epsilon=8.0, delta=1e-4)
 
@@ -36,12 +37,18 @@ def _config(task: str, classes: tuple[str, ...], min_sites: int = 3) -> RunConfi
 
 
 def _run(
-    sites: list[Path], config: RunConfig, tmp_path: Path, labels: dict[str, LabelSpec] | None = None
+    sites: list[Path],
+    config: RunConfig,
+    tmp_path: Path,
+    labels: dict[str, LabelSpec] | None = None,
+    metrics: str = "dp",
 ) -> tuple[list[dict], Path]:
+    """``metrics``: the sites' metric release policy (coarse: exact sums to check against)."""
     specs = labels or {}
     sources = [FolderSource(s.name, str(s), specs.get(s.name, LabelSpec())) for s in sites]
+    policies = [replace(OPEN_POLICY, metrics=metrics)] * len(sources)
     grid = LoopbackGrid(
-        make_client_app(site_resolver(sources, tmp_path / "state"), device="cpu"), 3
+        make_client_app(site_resolver(sources, tmp_path / "state", policies), device="cpu"), 3
     )
     result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
     lines = [
@@ -55,7 +62,9 @@ def test_a_multiclass_federation_pools_every_figure_per_class(
 ) -> None:
     sites = generate_sites(tmp_path / "data", SynthConfig(3, 40, 0, task=MULTICLASS))
     named = {site.name: LabelSpec(label_column=CLASS_COLUMN) for site in sites}
-    lines, run_dir = _run(sites, _config(MULTICLASS, MULTICLASS_CLASSES), tmp_path, named)
+    lines, run_dir = _run(
+        sites, _config(MULTICLASS, MULTICLASS_CLASSES), tmp_path, named, metrics="coarse"
+    )
     pooled = lines[-1]["pooled"]
     assert list(pooled["classes"]) == list(MULTICLASS_CLASSES)
     assert all(found["positives"] > 0 for found in pooled["classes"].values())  # each class read
@@ -108,22 +117,22 @@ def test_a_site_labelled_with_undeclared_findings_refuses_and_the_run_goes_on(
     refusals = [r for r in others if r["site"] != "site-1"]
     assert refusals and all(r["reason"].startswith("data-error:") for r in refusals)
     assert {r["phase"] for r in refusals} == {"train", "evaluate"}
-    pooled = lines[-1]["pooled"]
+    pooled = lines[-1]["pooled"]  # from the sites' DP releases (the default metric policy)
     assert list(pooled["classes"]) == list(FINDINGS) and 0 <= pooled["macro-auc"] <= 1
+    assert lines[-1]["metrics_policy"] == {"site-0": "dp", "site-1": "dp"}
+    assert all(0 < found <= 4.0 for found in lines[-1]["metrics_epsilon"].values())
     assert set(json.loads((run_dir / "final.json").read_text())["thresholds"]) == set(FINDINGS)
 
 
 def test_a_multilabel_cross_site_matrix_gives_macro_auc_per_cell_and_per_class_detail(
     flower_identity, tmp_path: Path
 ) -> None:
-    from dataclasses import replace
-
     from fedscan.common.metrics.classwise import pooled_class_metrics
     from fedscan.common.metrics.crosssite import CrossSiteMatrix
 
     sites = generate_sites(tmp_path / "data", SynthConfig(3, 40, 2, task=MULTILABEL))
     config = replace(_config(MULTILABEL, FINDINGS), cross_site=True)
-    _, run_dir = _run(sites, config, tmp_path)
+    _, run_dir = _run(sites, config, tmp_path, metrics="coarse")
     document = json.loads((run_dir / "cross_site.json").read_text())
     matrix = CrossSiteMatrix.from_json(document)
     assert matrix.models[0] == "global" and len(matrix.models) == 4  # global + 3 fine-tuned

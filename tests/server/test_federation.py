@@ -74,7 +74,10 @@ def test_federation_writes_run_directory_and_every_site_reports(
     assert json.loads((result.run_dir.path / "config.json").read_text())["strategy"] == strategy
     pooled = lines[-1]["pooled"]
     assert pooled["auc-ci-low"] <= pooled["auc"] <= pooled["auc-ci-high"]
-    assert pooled["n"] == lines[-1]["aggregated"]["num-examples"]
+    # The sites' DP releases (the default metric policy): n is their noisy counts' sum, and each
+    # site's own count is that sum rounded
+    assert abs(pooled["n"] - lines[-1]["aggregated"]["num-examples"]) <= 1.5
+    assert pooled["noise-std"] > 0 and set(lines[-1]["metrics_policy"].values()) == {"dp"}
     histograms = json.loads((result.run_dir.path / "histograms.json").read_text())
     assert (
         sorted(histograms["sites"]) == ["site-0", "site-1", "site-2"] and histograms["round"] == 2

@@ -26,7 +26,7 @@ from fedscan.common.tasks import LabelScheme
 from fedscan.server.app import run_federation
 from fedscan.server.report import build_report
 from fedscan.server.rundir import RunDirectory
-from tests.helpers import LoopbackGrid, site_resolver
+from tests.helpers import COARSE_POLICY, LoopbackGrid, site_resolver
 
 SITES = ("site-0", "site-1", "site-2")
 STRUCTURES = ("opacity", "heart", "nodule")
@@ -48,7 +48,11 @@ def label_map_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     Image.fromarray(values).save(stray)
     sources = [FolderSource(n, str(p)) for n, p in zip(SITES, folders, strict=True)]
     grid = LoopbackGrid(
-        make_client_app(site_resolver(sources, root / "state"), device="cpu"), len(sources)
+        # exact counts (metrics = "coarse"): label maps have no DP metric release (withheld)
+        make_client_app(
+            site_resolver(sources, root / "state", [COARSE_POLICY] * len(sources)), device="cpu"
+        ),
+        len(sources),
     )
     config = RunConfig(
         rounds=1,  # its final evaluation is what the pool sums (CI time)

@@ -21,7 +21,7 @@ from fedscan.common.privacy import PrivacyConfig
 from fedscan.server.app import run_federation
 from fedscan.server.report import build_report
 from fedscan.server.rundir import RunDirectory
-from tests.helpers import LoopbackGrid, site_resolver
+from tests.helpers import COARSE_POLICY, LoopbackGrid, site_resolver
 
 SITES = ("site-0", "site-1", "site-2")
 
@@ -34,8 +34,11 @@ def dp_run(synthetic_sites: list[Path], tmp_path_factory: pytest.TempPathFactory
     sources = [
         FolderSource(name, str(path)) for name, path in zip(SITES, synthetic_sites, strict=True)
     ]
+    # metrics = "coarse": exact counts, to compare with the masks (the DP release of overlap
+    # counts is tested in tests/client/test_metric_release.py)
+    coarse = [COARSE_POLICY] * len(sources)
     grid = LoopbackGrid(
-        make_client_app(site_resolver(sources, root / "state"), device="cpu"), len(sources)
+        make_client_app(site_resolver(sources, root / "state", coarse), device="cpu"), len(sources)
     )
     config = RunConfig(
         rounds=2,

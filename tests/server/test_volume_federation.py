@@ -20,8 +20,11 @@ from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import RunDirectory
-from tests.helpers import LoopbackGrid, site_resolver
+from tests.helpers import COARSE_POLICY, LoopbackGrid, site_resolver
 from tests.test_simulation_engine import _leftover_processes, _only_run, _simulate
+
+# Exact counts (metrics = "coarse"), to compare with the volumes' masks.
+COARSE = [COARSE_POLICY] * 3
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def test_a_dp_3d_unet_federation_pools_the_dice_of_every_site_s_volumes(
 
     sources = [FolderSource(p.name, str(p), cache_dir=str(tmp_path / "cache")) for p in ct_sites]
     grid = LoopbackGrid(
-        make_client_app(site_resolver(sources, tmp_path / "state"), device="cpu"), 3
+        make_client_app(site_resolver(sources, tmp_path / "state", COARSE), device="cpu"), 3
     )
     config = RunConfig(
         rounds=1,

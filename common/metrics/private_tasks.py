@@ -1,0 +1,168 @@
+"""DP metric releases of the other task kinds: per-class evidence and segmentation overlap counts.
+
+Like the binary release (:mod:`fedscan.common.metrics.private`), one Gaussian mechanism per
+evaluated model, every coordinate noised with one standard deviation ``noise_std`` =
+noise multiplier × sensitivity × √(models), counts released unclamped:
+
+- **Per-class evidence** (multiclass, multilabel): each class's one-vs-rest histogram in the 26
+  coarse bins, and for multiclass the K × K confusion matrix. One validation image is a positive or
+  a negative in exactly one bin of each of the K histograms, and one cell of the matrix: L2
+  sensitivity √(K + 1) (multiclass) or √K (multilabel). No loss and no score sums are released.
+- **Segmentation overlap counts** (one foreground structure): the intersection, predicted and true
+  foreground pixels, each in units of the pixels per image P, and the image count. One image moves
+  each of the three by at most P (one unit) and the count by 1: sensitivity 2. Dice and IoU are
+  ratios of the noisy sums (Hausdorff distance and loss are not released).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedscan.common import protocol
+from fedscan.common.metrics.binning import COARSE_BINS, binning_of
+from fedscan.common.metrics.classwise import ClassEvidence
+from fedscan.common.metrics.confusion import ConfusionCounts
+from fedscan.common.metrics.histogram import ScoreHistogram
+from fedscan.common.metrics.perclass import ClassHistograms
+from fedscan.common.metrics.private import coarsen
+from fedscan.common.metrics.segmentation import OverlapCounts
+
+
+def _noise(std: float, shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng().normal(0.0, std, shape)  # OS entropy, as the binary release
+
+
+@dataclass(frozen=True, eq=False)
+class NoisyClassEvidence:
+    """Noisy coarse per-class histograms (K × COARSE_BINS) and confusion matrix (or None)."""
+
+    classes: tuple[str, ...]
+    positives: np.ndarray
+    negatives: np.ndarray
+    confusion: np.ndarray | None
+    noise_std: float
+
+    @classmethod
+    def release(
+        cls, evidence: ClassEvidence, *, noise_multiplier: float, models: int = 1
+    ) -> NoisyClassEvidence:
+        histograms = [coarsen(hist) for hist in evidence.histograms.histograms]
+        k = len(histograms)
+        matrix = evidence.confusion
+        sensitivity = math.sqrt(k + (1 if matrix is not None else 0))
+        std = noise_multiplier * sensitivity * math.sqrt(models)
+        positives = np.stack([h.positives for h in histograms]).astype(np.float64)
+        negatives = np.stack([h.negatives for h in histograms]).astype(np.float64)
+        confusion = None
+        if matrix is not None:
+            confusion = matrix.to_array().astype(np.float64) + _noise(std, (k, k))
+        return cls(
+            tuple(evidence.histograms.classes),
+            positives + _noise(std, positives.shape),
+            negatives + _noise(std, negatives.shape),
+            confusion,
+            std,
+        )
+
+    def evidence(self) -> ClassEvidence:
+        """The noisy counts as evidence (post-processing), each bin's scores at its midpoint."""
+        midpoints = binning_of(COARSE_BINS).midpoints()
+        histograms = tuple(
+            ScoreHistogram(pos, neg, (pos + neg) * midpoints)
+            for pos, neg in zip(self.positives, self.negatives, strict=True)
+        )
+        matrix = None if self.confusion is None else ConfusionCounts(self.classes, self.confusion)
+        return ClassEvidence(ClassHistograms(self.classes, histograms), matrix)
+
+    def images(self) -> int:
+        """The noisy image count (every image is in each class's histogram once)."""
+        totals = self.positives.sum(axis=1) + self.negatives.sum(axis=1)
+        return max(round(float(totals.mean())), 1)
+
+    def to_lists(self) -> dict[str, list[float]]:
+        lists = {
+            protocol.DP_CLASS_HIST_POSITIVES: self.positives.reshape(-1).tolist(),
+            protocol.DP_CLASS_HIST_NEGATIVES: self.negatives.reshape(-1).tolist(),
+        }
+        if self.confusion is not None:
+            lists[protocol.DP_CONFUSION_MATRIX] = self.confusion.reshape(-1).tolist()
+        return lists
+
+    @classmethod
+    def from_lists(
+        cls, classes: tuple[str, ...], lists: Mapping[str, Any], noise_std: float, multiclass: bool
+    ) -> NoisyClassEvidence:
+        """Read a release back; ValueError when its shapes or values are wrong."""
+        k = len(classes)
+        rows = [
+            np.asarray(lists[key], dtype=np.float64)
+            for key in (protocol.DP_CLASS_HIST_POSITIVES, protocol.DP_CLASS_HIST_NEGATIVES)
+        ]
+        if any(row.size != k * COARSE_BINS for row in rows):
+            raise ValueError(f"Noisy per-class histograms hold {k} × {COARSE_BINS} counts.")
+        confusion = None
+        if multiclass:
+            confusion = np.asarray(lists[protocol.DP_CONFUSION_MATRIX], dtype=np.float64)
+            if confusion.size != k * k:
+                raise ValueError(f"A noisy confusion matrix holds {k} × {k} counts.")
+            confusion = confusion.reshape(k, k)
+        found = [*rows, *([] if confusion is None else [confusion])]
+        if not all(np.isfinite(a).all() for a in found) or not noise_std > 0:
+            raise ValueError("A noisy per-class release holds non-finite values or no noise.")
+        shape = (k, COARSE_BINS)
+        return cls(classes, rows[0].reshape(shape), rows[1].reshape(shape), confusion, noise_std)
+
+
+@dataclass(frozen=True)
+class NoisyOverlap:
+    """Noisy foreground pixel sums (in pixels) and image count of one segmentation evaluation."""
+
+    counts: np.ndarray  # intersection, predicted, truth (pixels), images
+    noise_std: float  # of the image count; of the pixel sums: × the pixels per image
+
+    @classmethod
+    def release(
+        cls,
+        counts: OverlapCounts,
+        images: int,
+        *,
+        pixels: int,
+        noise_multiplier: float,
+        models: int = 1,
+    ) -> NoisyOverlap:
+        units = np.array([counts.intersection, counts.predicted, counts.truth]) / pixels
+        std = noise_multiplier * 2.0 * math.sqrt(models)
+        noisy = np.concatenate([units, [float(images)]]) + _noise(std, (4,))
+        noisy[:3] *= pixels
+        return cls(noisy, std)
+
+    def overlap(self) -> OverlapCounts:
+        """The noisy sums as overlap counts (post-processing: clamped at 0)."""
+        intersection, predicted, truth = (max(float(v), 0.0) for v in self.counts[:3])
+        return OverlapCounts(min(intersection, predicted, truth), predicted, truth)
+
+    def images(self) -> int:
+        return max(round(float(self.counts[3])), 1)
+
+    def to_lists(self) -> dict[str, list[float]]:
+        return {protocol.DP_SEG_COUNTS: [float(v) for v in self.counts]}
+
+    @classmethod
+    def from_lists(cls, lists: Mapping[str, Any], noise_std: float) -> NoisyOverlap:
+        counts = np.asarray(lists[protocol.DP_SEG_COUNTS], dtype=np.float64)
+        if counts.shape != (4,) or not np.isfinite(counts).all() or not noise_std > 0:
+            raise ValueError("A noisy overlap release holds 4 finite values and some noise.")
+        return cls(counts, noise_std)
+
+
+def coarse_evidence(evidence: ClassEvidence) -> ClassEvidence:
+    """Per-class evidence with each class's histogram merged into the coarse bins (exact)."""
+    histograms = tuple(coarsen(hist) for hist in evidence.histograms.histograms)
+    return ClassEvidence(
+        ClassHistograms(evidence.histograms.classes, histograms), evidence.confusion
+    )

@@ -1,0 +1,86 @@
+"""The DP metric release: coarse bins merged exactly, the clipped loss, unbiased noisy sums, and a
+pooled AUC interval that covers the exact pooled AUC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedscan.common import protocol
+from fedscan.common.metrics.binning import COARSE_BINS
+from fedscan.common.metrics.histogram import ScoreHistogram, auc, pooled_metrics
+from fedscan.common.metrics.private import (
+    LOSS_CLIP,
+    SENSITIVITY,
+    NoisyEvaluation,
+    clipped_loss_units,
+    coarsen,
+    exact_release,
+    pooled_noisy,
+)
+
+
+def _site(seed: int, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.random(n) < 0.5
+    logits = np.where(labels, rng.normal(1.5, 1.2, n), rng.normal(-1.5, 1.2, n))
+    return 1 / (1 + np.exp(-logits)), labels
+
+
+def test_coarse_bins_are_unions_of_fine_bins() -> None:
+    scores, labels = _site(0)
+    coarse = coarsen(ScoreHistogram.of(scores, labels))
+    direct = ScoreHistogram.of(scores, labels, bins=COARSE_BINS)
+    assert np.array_equal(coarse.positives, direct.positives)
+    assert np.array_equal(coarse.negatives, direct.negatives)
+    assert np.allclose(coarse.score_sums, direct.score_sums)
+
+
+def test_the_clipped_loss_is_within_the_fine_bins_resolution() -> None:
+    scores, labels = _site(1)
+    scores[:3] = [1e-12, 1 - 1e-12, 0.5]  # a confident mistake is clipped
+    direct = np.where(labels, -np.log(scores), -np.log1p(-scores))
+    expected = np.minimum(direct, LOSS_CLIP).sum() / LOSS_CLIP
+    found = clipped_loss_units(ScoreHistogram.of(scores, labels))
+    assert abs(found - expected) * LOSS_CLIP <= 0.005 * len(scores)
+
+
+def test_the_noise_has_the_stated_spread_and_the_sums_no_bias() -> None:
+    scores, labels = _site(2)
+    hist = ScoreHistogram.of(scores, labels)
+    draws = [NoisyEvaluation.release(hist, noise_multiplier=2.0) for _ in range(400)]
+    positives = np.stack([d.positives for d in draws])
+    truth = coarsen(hist).positives
+    assert draws[0].noise_std == pytest.approx(2.0 * SENSITIVITY)
+    assert np.std(positives - truth) == pytest.approx(2.0 * SENSITIVITY, rel=0.05)
+    assert abs(np.mean(positives.sum(axis=1)) - truth.sum()) < 4 * 2.0 * SENSITIVITY * 5.1 / 20
+
+
+def test_without_noise_the_pooled_figures_are_the_coarse_histograms() -> None:
+    sites = [ScoreHistogram.of(*_site(seed)) for seed in range(3)]
+    figures, _, threshold = pooled_noisy([exact_release(h) for h in sites], "youden")
+    exact = pooled_metrics(sum((coarsen(h) for h in sites[1:]), coarsen(sites[0])), threshold)
+    assert figures["auc"] == pytest.approx(exact["auc"])
+    assert figures["auc-ci-low"] == pytest.approx(exact["auc-ci-low"])
+    assert figures["sensitivity"] == pytest.approx(exact["sensitivity"])
+
+
+def test_the_widened_interval_covers_the_exact_pooled_auc() -> None:
+    sites = [ScoreHistogram.of(*_site(seed, n=180)) for seed in range(3)]
+    exact = auc(sum(sites[1:], sites[0]))  # the fine bins: what no noise and no coarsening give
+    covered = 0
+    for _ in range(60):
+        released = [NoisyEvaluation.release(h, noise_multiplier=1.5) for h in sites]
+        figures, _, _ = pooled_noisy(released, "youden")
+        covered += figures["auc-ci-low"] <= exact <= figures["auc-ci-high"]
+    assert covered >= 51  # 95 % nominal: ≥ 85 % of 60 fails by chance with p < 0.01
+
+
+def test_a_malformed_release_is_refused() -> None:
+    release = NoisyEvaluation.release(ScoreHistogram.of(*_site(3)), noise_multiplier=1.0)
+    values = {**release.to_lists(), **release.scalars()}
+    NoisyEvaluation.from_metrics(values)
+    with pytest.raises(ValueError, match="bins"):
+        NoisyEvaluation.from_metrics({**values, protocol.DP_HIST_POSITIVES: [1.0] * 3})
+    with pytest.raises(ValueError, match="no noise"):
+        NoisyEvaluation.from_metrics({**values, protocol.DP_NOISE_STD: 0.0})
