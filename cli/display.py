@@ -215,6 +215,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     _print_epsilon(
         console, final.get("epsilon", {}), matrix.get("epsilon", {}), summary["epsilon_target"]
     )
+    _print_metric_policies(console, final)
     if final.get("central_epsilon") is not None:
         console.print(
             f"  central (site-level) ε = {final['central_epsilon']:.3f} at δ = "
@@ -271,6 +272,14 @@ def final_line(final: dict[str, Any]) -> str:
             else ""
         )
     )
+
+
+def _print_metric_policies(console: Console, final: dict[str, Any]) -> None:
+    """Each site's metric release policy and the ε its metric releases spent (validation images)."""
+    spent = final.get("metrics_epsilon", {})
+    for name, policy in sorted(final.get("metrics_policy", {}).items()):
+        shown = f", ε {spent[name]:.3f} on validation images" if name in spent else ""
+        console.print(f"  metrics[{name}]: {policy}{shown}", highlight=False, markup=False)
 
 
 def _print_epsilon(

@@ -198,6 +198,12 @@ def simulate(
             show_default=False,
         ),
     ] = None,
+    site_metrics: Annotated[
+        str,
+        typer.Option(
+            help="The simulated sites' [privacy] metrics policy: dp, coarse, final-only or none.",
+        ),
+    ] = defaults.METRICS_POLICY,
     out: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path("runs"),
     cache_dir: Annotated[
         str,
@@ -250,6 +256,7 @@ def simulate(
             ray_address,
             site_cpus,
             site_gpus,
+            site_metrics,
         )
         config = RunConfig.from_options(
             **synthetic_classes(choice, settings),

@@ -161,6 +161,7 @@ def _run_config(
         protocol.DEVICE: simulation.device,
         protocol.SIMULATION_SITES: sources_to_json(sources),
         protocol.SIMULATION_STATE_DIR: str(run_dir.sites_state_dir),
+        protocol.SIMULATION_METRICS: simulation.site_metrics,
         protocol.RESUME: resumed,
     }
 

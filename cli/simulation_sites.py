@@ -21,6 +21,7 @@ from fedscan.common.data.synth_findings import CLASS_COLUMN
 from fedscan.common.data.synth_phantom import STRUCTURES
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.ingest.labels import DEFAULT_LABELS_FILE, LabelSpec
+from fedscan.common.metrics.private import METRIC_POLICIES
 from fedscan.common.tasks import BINARY, MULTICLASS, MULTILABEL, SEGMENTATION
 
 SYNTH_CLASSES = {MULTICLASS: MULTICLASS_CLASSES, MULTILABEL: FINDINGS}  # simulate's classes
@@ -92,6 +93,7 @@ class Simulation:
     ray_address: str = ""  # an existing Ray cluster's HOST:PORT ("" = a private local one)
     site_cpus: int = 1  # Ray CPUs of one simulated site's worker (Flower takes whole CPUs)
     site_gpus: float | None = None  # None: one GPU shared by the sites when the device is cuda
+    site_metrics: str = defaults.METRICS_POLICY  # the simulated sites' [privacy] metrics
 
     @property
     def synthetic(self) -> bool:
@@ -107,6 +109,10 @@ class Simulation:
                 "partitioned by hospital."
             )
         check_resources(self.ray_address, self.site_cpus, self.site_gpus)
+        if self.site_metrics not in METRIC_POLICIES:
+            raise ConfigError(
+                f"--site-metrics {self.site_metrics!r}: use one of {', '.join(METRIC_POLICIES)}."
+            )
 
     def to_json(self) -> dict[str, Any]:
         synthetic = self.synthetic
@@ -119,6 +125,7 @@ class Simulation:
             "ray_address": self.ray_address,
             "site_cpus": self.site_cpus,
             "site_gpus": self.site_gpus,
+            "site_metrics": self.site_metrics,
         }
 
     @classmethod
@@ -132,6 +139,7 @@ class Simulation:
             str(described.get("ray_address") or ""),
             int(described.get("site_cpus") or 1),
             described.get("site_gpus"),
+            str(described.get("site_metrics") or defaults.METRICS_POLICY),
         )
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,8 @@ def _private(
         log.info("Metric release %s of this run was already made; sending it again", key)
         return {name: _from_stored(values) for name, values in stored.items()}, policy.metrics
     run = ledger.run(ask.run_id) or ledger.start_run(_calibrated(policy, ask))
+    # The site's budget as it is now binds too: lowered during a run, it degrades the run.
+    run = replace(run, target_epsilon=min(run.target_epsilon, policy.max_epsilon_metrics_per_run))
     applied = DEGRADED if ledger.degraded(ask.run_id) else run.policy
     noise = run.noise(ask.kind)
     if (ask.kind == ROUND and applied == DEGRADED) or noise <= 0:

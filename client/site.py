@@ -10,14 +10,14 @@ directory's, chosen by the launcher), and each keeps its ledger there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from flwr.app import Context
 
 from fedscan.client.run_policy import RunPolicy
 from fedscan.client.site_config import PrivacyPolicy, load_site_config
-from fedscan.common import protocol
+from fedscan.common import defaults, protocol
 from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import SiteSource, sources_from_json
 from fedscan.common.errors import ConfigError, DataError
@@ -69,9 +69,10 @@ def simulated_site(context: Context) -> Site:
             "The simulation's run configuration names no folder for the sites' state."
         )
     privacy = RunConfig.from_flat(run_config).privacy
+    metrics = str(run_config.get(protocol.SIMULATION_METRICS, defaults.METRICS_POLICY))
     return Site(
         sites[index],
         Path(str(state_root)) / sites[index].name,
-        PrivacyPolicy.for_simulation(privacy),
+        replace(PrivacyPolicy.for_simulation(privacy), metrics=metrics),
         str(run_config.get(protocol.DEVICE, "auto")),
     )

@@ -46,6 +46,7 @@ IGNORED_FLAT_KEYS = (
     protocol.RUN_ID,
     protocol.SIMULATION_SITES,
     protocol.SIMULATION_STATE_DIR,
+    protocol.SIMULATION_METRICS,
     protocol.DEVICE,
     protocol.RESUME,
 )

@@ -51,6 +51,7 @@ RUNS_DIR = "runs-dir"  # where the ServerApp writes run directories
 RESUME = "resume"  # continue RUN_ID from its last checkpoint
 DEVICE = "device"  # simulation: where the simulated sites train
 SIMULATION_SITES = "simulation-sites"  # simulation: the sites' data sources, as JSON
+SIMULATION_METRICS = "simulation-metrics"  # simulation: the sites' [privacy] metrics policy
 SIMULATION_STATE_DIR = "simulation-state-dir"  # simulation: the folder of the sites' state folders
 
 # --- Flower's own: the Flower run id in the JSON that `flwr run` and `flwr ls` print (not RUN_ID)

@@ -21,7 +21,7 @@ from fedscan.common.metrics.binning import COARSE_BINS
 from fedscan.common.metrics.classwise import ClassEvidence
 from fedscan.common.metrics.confusion import LabelOverlaps
 from fedscan.common.metrics.histogram import ScoreHistogram
-from fedscan.common.privacy import epsilon_spent
+from fedscan.common.privacy import epsilon_spent, gdp_epsilon
 from fedscan.common.tasks import MULTICLASS, LabelScheme
 
 POLICY = PrivacyPolicy(max_epsilon_per_run=8.0, max_epsilon_lifetime=80.0, delta=1e-5)
@@ -81,6 +81,28 @@ def test_releases_beyond_the_budget_degrade_the_run_to_final_only(
     assert protocol.DP_NOISE_STD in final[protocol.GLOBAL_MODEL][0]
     spent = MetricLedger(tmp_path).epsilon(POLICY.delta, run_id="run-1")
     assert spent <= POLICY.max_epsilon_metrics_per_run * (1 + 1e-9)
+
+
+def test_a_budget_lowered_during_a_run_degrades_it_and_keeps_the_final_release(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Setup: 3 rounds plan rounds 1 and 2 (half of μ² between them) and the final (the other
+    # half); after round 1 the site lowers its budget to what a quarter less μ² gives
+    release(POLICY, tmp_path, _ask(ROUND, 1), _scored(1))
+    (run,) = MetricLedger(tmp_path).runs()
+    mu_squared = 2 / run.round_noise**2 + 1 / run.final_noise**2
+    lowered = replace(
+        POLICY, max_epsilon_metrics_per_run=gdp_epsilon((0.75 * mu_squared) ** 0.5, 1e-5)
+    )
+    # Execute
+    second, policy = release(lowered, tmp_path, _ask(ROUND, 2), _scored(2))
+    final, _ = release(lowered, tmp_path, _ask(FINAL, 3), _scored(3))
+    # Assert
+    assert second["global"][0] == {"metrics-withheld": 1, "num-examples": 0}
+    assert policy == "final-only" and "releasing the final evaluation only" in caplog.text
+    assert protocol.DP_NOISE_STD in final["global"][0]
+    spent = MetricLedger(tmp_path).epsilon(1e-5, run_id="run-1")
+    assert spent <= lowered.max_epsilon_metrics_per_run * (1 + 1e-6)
 
 
 def test_the_cross_site_release_is_planned_and_reserved(tmp_path: Path) -> None:
@@ -172,3 +194,23 @@ def test_the_privacy_report_shows_both_budgets(tmp_path: Path) -> None:
     assert run["run_id"] == "run-1" and run["policy"] == "dp" and run["releases"] == 1
     assert 0 < run["epsilon"] < POLICY.max_epsilon_metrics_per_run
     assert report["metrics"]["budget_per_run"] == POLICY.max_epsilon_metrics_per_run
+
+
+@pytest.mark.parametrize("given", [None, "coarse"])
+def test_simulated_sites_take_the_simulation_s_metric_policy(given: str | None, tmp_path) -> None:
+    # Setup: the run config `fedscan simulate --site-metrics` writes
+    from flwr.app import Context, RecordDict
+
+    from fedscan.client.site import SIMULATION_NODE_KEY, simulated_site
+    from fedscan.common.data.sources import FolderSource, sources_to_json
+
+    run_config = {
+        protocol.SIMULATION_SITES: sources_to_json([FolderSource("site-0", str(tmp_path))]),
+        protocol.SIMULATION_STATE_DIR: str(tmp_path / "state"),
+        **({protocol.SIMULATION_METRICS: given} if given else {}),
+    }
+    context = Context(1, 1, {SIMULATION_NODE_KEY: 0}, RecordDict(), run_config)
+    # Execute
+    site = simulated_site(context)
+    # Assert
+    assert site.policy.metrics == (given or "dp")

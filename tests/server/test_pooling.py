@@ -7,6 +7,7 @@ import pytest
 
 from fedscan.common.metrics.calibration import Calibration, recalibration
 from fedscan.common.metrics.histogram import ScoreHistogram, youden_threshold
+from fedscan.common.metrics.private import NoisyEvaluation, coarsen
 from fedscan.server.pooling import RoundPool
 
 
@@ -38,3 +39,29 @@ def test_the_pool_stores_the_threshold_of_its_rule_and_the_map_of_the_summed_his
         assert threshold > 0 and pooled["specificity"] > 0
     assert Calibration.from_json(document["calibration"]) == recalibration(total)
     assert pooled["ece-calibrated"] < pooled["ece"]
+
+
+def test_dp_releases_a_coarse_site_and_a_withheld_one_pool_together() -> None:
+    # Prepare: one site's DP release, one site's exact coarse histogram, one site withholding
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 300)
+    fine = ScoreHistogram.of(1 / (1 + np.exp(-(rng.normal(-1, 1, 300) + 2 * labels))), labels)
+    noisy = NoisyEvaluation.release(fine, noise_multiplier=1.0)
+    pool = RoundPool()
+    # Execute
+    problems = [
+        pool.take("dp", {**noisy.to_lists(), **noisy.scalars()}),
+        pool.take("coarse", dict(coarsen(fine).to_lists())),
+        pool.take("none", {"metrics-withheld": 1, "num-examples": 0}),
+    ]
+    pooled, threshold, document = pool.close(600)
+    # Assert
+    assert problems == [None, None, None]
+    assert (
+        pooled is not None and document is not None and set(document["sites"]) == {"dp", "coarse"}
+    )
+    assert pooled["noise-std"] == pytest.approx(noisy.noise_std)  # the exact site adds no noise
+    assert pooled["auc-ci-low"] <= pooled["auc"] <= pooled["auc-ci-high"]
+    assert (
+        abs(pooled["n"] - 2 * fine.positives.sum() - 2 * fine.negatives.sum()) < 8 * noisy.noise_std
+    )
