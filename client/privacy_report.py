@@ -25,18 +25,21 @@ def privacy_report(config: SiteConfig) -> dict[str, Any]:
         releases = ledger.releases(run.run_id)
         history = [release.history for release in releases]
         spent = epsilon_spent(history, run.delta)
+        rounds = [release for release in releases if release.round >= 1]
         runs.append(
             {
                 "run_id": run.run_id,
-                "rounds_released": len(releases),
+                "rounds_released": len(rounds),
+                # round 0: the feature statistics; −1: the training-image count (client/counts.py)
+                "other_releases": len(releases) - len(rounds),
                 "rounds_planned": run.planned_rounds,
                 "epsilon_prv": spent,
                 "epsilon_rdp": epsilon_spent(history, run.delta, accountant="rdp"),
                 "delta": run.delta,
                 "noise_multiplier": run.noise_multiplier,
                 "clip_norm": run.clip_norm,
-                "steps": sum(r.steps for r in releases),
-                "sample_rate": sorted({round(r.sample_rate, 6) for r in releases}),
+                "steps": sum(r.steps for r in rounds),
+                "sample_rate": sorted({round(r.sample_rate, 6) for r in rounds}),
                 "target_epsilon": run.target_epsilon,
                 "remaining": max(run.target_epsilon - spent, 0.0),
             }

@@ -87,10 +87,11 @@ def test_privacy_report_after_two_runs(synthetic_sites: list[Path], tmp_path: Pa
     one, two = report["runs"]
     assert (one["target_epsilon"], two["target_epsilon"]) == (6.0, 4.0)
     assert one["rounds_released"] == two["rounds_released"] == 2
+    assert one["other_releases"] == two["other_releases"] == 1  # each run's training count
     assert 5.9 <= one["epsilon_prv"] <= 6.0 * 1.001 and one["epsilon_rdp"] >= one["epsilon_prv"]
     life = report["lifetime"]
     assert (
-        life["releases"] == 4 and max(one["epsilon_prv"], two["epsilon_prv"]) < life["epsilon_prv"]
+        life["releases"] == 6 and max(one["epsilon_prv"], two["epsilon_prv"]) < life["epsilon_prv"]
     )
     assert life["remaining"] == pytest.approx(15.0 - life["epsilon_prv"])
 
