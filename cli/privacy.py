@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedscan.cli.console import console, fail
+from fedscan.cli.privacy_audit import privacy_audit
 from fedscan.common.errors import FedscanError
 from fedscan.common.files import json_safe
 
@@ -62,6 +63,8 @@ def print_privacy_report(console: Console, report: dict[str, Any], runs_per_tabl
         for label, key in _ROWS:
             table.add_row(label, *[values.get(key, "") for _, values in chunk])
         console.print(table)
+    _print_metrics(console, report["metrics"])
+    _print_audit(console, report.get("audit"))
     console.print(
         f"Ledger: {report['ledger']} (back it up; deleting it would reset the site's budget).",
         highlight=False,
@@ -69,9 +72,57 @@ def print_privacy_report(console: Console, report: dict[str, Any], runs_per_tabl
     )
 
 
+def _print_metrics(console: Console, metrics: dict[str, Any]) -> None:
+    """The second budget: each run's metric releases on the validation images."""
+    title = (
+        f"Metric releases (validation images): policy {metrics['policy']}, "
+        f"budget ε {metrics['budget_per_run']:g} per run"
+    )
+    table = Table("run", "policy", "releases", "ε", "δ", "budget", "remaining", title=title)
+    table.title_justify = "left"
+    for run in metrics["runs"]:
+        table.add_row(
+            run["run_id"],
+            run["policy"] + (" (degraded)" if run["degraded"] else ""),
+            str(run["releases"]),
+            _eps(run["epsilon"]),
+            f"{run['delta']:g}",
+            f"{run['target_epsilon']:g}",
+            _eps(run["remaining"]),
+        )
+    console.print(table)
+
+
+def _print_audit(console: Console, audit: dict[str, Any] | None) -> None:
+    """The newest empirical audit's figures, one line per attack (or how to make one)."""
+    if audit is None:
+        console.print(
+            "No empirical audit yet: fedscan privacy audit --checkpoint final.pt --config …"
+        )
+        return
+    console.print(
+        f"Last audit ({audit.get('created_at')}, run {audit.get('run_id')}, "
+        f"{audit.get('members')} members / {audit.get('non_members')} non-members):",
+        highlight=False,
+    )
+    for attack in audit.get("attacks", []):
+        tpr = attack.get("tpr_at_fpr", {})
+        console.print(
+            f"  {attack['attack']}: AUC {attack['auc']:.3f}, TPR {_percent(tpr.get('0.001'))} at "
+            f"0.1 % FPR, {_percent(tpr.get('0.01'))} at 1 % FPR, ε ≥ "
+            f"{attack['epsilon_lower_bound']:.2f}",
+            highlight=False,
+        )
+
+
+def _percent(value: Any) -> str:
+    return "–" if value is None else f"{100 * float(value):.2f} %"
+
+
 def _run_column(run: dict[str, Any]) -> tuple[str, dict[str, str]]:
     return run["run_id"], {
-        "rounds": f"{run['rounds_released']} of {run['rounds_planned']}",
+        "rounds": f"{run['rounds_released']} of {run['rounds_planned']}"
+        + (f" (+{run['other_releases']} other)" if run.get("other_releases") else ""),
         "epsilon_prv": _eps(run["epsilon_prv"]),
         "epsilon_rdp": _eps(run["epsilon_rdp"]),
         "delta": f"{run['delta']:g}",
@@ -99,3 +150,6 @@ def _lifetime_column(report: dict[str, Any]) -> tuple[str, dict[str, str]]:
 
 def _eps(value: float) -> str:
     return "∞" if math.isinf(value) else f"{value:.3f}"
+
+
+privacy_app.command("audit")(privacy_audit)

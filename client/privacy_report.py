@@ -64,7 +64,15 @@ def privacy_report(config: SiteConfig) -> dict[str, Any]:
             "remaining": max(policy.max_epsilon_lifetime - lifetime, 0.0),
         },
         "metrics": metrics_report(config),
+        "audit": _latest_audit(config),
     }
+
+
+def _latest_audit(config: SiteConfig) -> dict[str, Any] | None:
+    """The newest `fedscan privacy audit` record kept at the site (figures only), or None."""
+    from fedscan.client.privacy_audit import latest_audit  # torch: only when a report is built
+
+    return latest_audit(config)
 
 
 def metrics_report(config: SiteConfig) -> dict[str, Any]:
