@@ -70,7 +70,8 @@ def test_a_dp_svm_run_accounts_the_statistics_and_every_round_in_each_ledger(
     for site in SITES:
         ledger = PrivacyLedger(tmp_path / "state" / site)
         releases = ledger.releases(result.run_dir.run_id)
-        assert [r.round for r in releases] == [0, 1, 2]  # feature statistics, then the two rounds
+        # feature statistics, the training count (client/counts.py), then the two rounds
+        assert [r.round for r in releases] == [0, -1, 1, 2]
         assert releases[0].noise_multiplier == 10.0 and releases[0].sample_rate == 1.0
         spent = ledger.epsilon(1e-4, run_id=result.run_dir.run_id)
         assert final["epsilon"][site] == pytest.approx(spent, rel=1e-3) and spent <= 8.0 * 1.001

@@ -123,7 +123,11 @@ def test_cross_site_matrix_evaluates_global_and_dp_fine_tuned_local_models_every
     )
     for site in sites:  # the fine-tune is one more release in each ledger, still within the run's ε
         releases = PrivacyLedger(tmp_path / "state" / site).releases(result.run_dir.run_id)
-        assert [r.round for r in releases] == [1, 2]
+        assert [r.round for r in releases] == [
+            -1,
+            1,
+            2,
+        ]  # -1: the run's noised training count (client/counts.py)
         assert result.history[0]["epsilon"][site] < matrix.epsilon[site] <= 8.0 * 1.001
     cross = [m for m in grid.delivered if m.metadata.message_type == "evaluate.cross_site"]
     assert len(cross) == 3 and set(cross[0].content.array_records) == set(matrix.models)
