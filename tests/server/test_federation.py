@@ -76,7 +76,7 @@ def test_federation_writes_run_directory_and_every_site_reports(
     assert pooled["auc-ci-low"] <= pooled["auc"] <= pooled["auc-ci-high"]
     # The sites' DP releases (the default metric policy): n is their noisy counts' sum, and each
     # site's own count is that sum rounded
-    assert abs(pooled["n"] - lines[-1]["aggregated"]["num-examples"]) <= 1.5
+    assert abs(pooled["n"] - lines[-1]["aggregated"]["num-examples"]) <= 2.0
     assert pooled["noise-std"] > 0 and set(lines[-1]["metrics_policy"].values()) == {"dp"}
     histograms = json.loads((result.run_dir.path / "histograms.json").read_text())
     assert (
