@@ -83,11 +83,12 @@ def metrics_report(config: SiteConfig) -> dict[str, Any]:
     for run in ledger.runs():
         releases = ledger.releases(run.run_id)
         spent = ledger.epsilon(run.delta, run_id=run.run_id)
+        degraded = ledger.degraded(run.run_id)
         runs.append(
             {
                 "run_id": run.run_id,
-                "policy": "final-only" if ledger.degraded(run.run_id) else run.policy,
-                "degraded": ledger.degraded(run.run_id),
+                "policy": "final-only" if degraded else run.policy,
+                "degraded": degraded,
                 "releases": len(releases),
                 "epsilon": spent,
                 "delta": run.delta,
