@@ -4,7 +4,9 @@ One process, same machine, same batch (Poisson-free: a fixed batch of ``--batch`
 the model's input size, binary labels), the model's own training loss. Each cell is the median over
 ``--steps`` timed steps after ``--warmup`` untimed ones. Modes: ``hooks`` (Opacus default),
 ``functorch``, ``ew`` (expanded weights) and ``ghost`` (ghost clipping: no per-sample gradients are
-stored, a second backward pass instead). A mode a model cannot run is shown as "—" with the reason.
+stored, a second backward pass instead), and fedscan's own ``fused`` (per-sample gradients from the
+layers' inputs and output gradients in the one backward pass, no autograd weight gradients;
+:mod:`fedscan.common.models.persample`). A mode a model cannot run is shown as "—" with the reason.
 
     python bench/dp_step.py [--models small-cnn,hog-svm] [--batch 32] [--threads 2]
 """
@@ -23,7 +25,7 @@ from fedscan.common.models.networks import build_model
 from fedscan.common.models.registry import MODELS, get_model_spec
 from fedscan.common.models.training import training_loss
 
-MODES = ("hooks", "functorch", "ew", "ghost")
+MODES = ("hooks", "functorch", "ew", "ghost", "fused")
 StepFn = Callable[[], None]
 
 
@@ -51,11 +53,37 @@ def _plain(
     return step
 
 
+def _fused(
+    model: torch.nn.Module, loss_fn: Callable, images: torch.Tensor, labels: torch.Tensor
+) -> StepFn:
+    from opacus.optimizers import DPOptimizerFastGradientClipping
+
+    from fedscan.common.models.persample import PerSampleClipper
+
+    optimizer = DPOptimizerFastGradientClipping(
+        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        expected_batch_size=len(images),
+    )
+    clipper = PerSampleClipper(model, max_grad_norm=1.0).__enter__()  # held for the bench's life
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(images), labels).backward()
+        clipper.clip()
+        optimizer.step()
+
+    return step
+
+
 def _private(
     model: torch.nn.Module, loss_fn: Callable, images: torch.Tensor, labels: torch.Tensor, mode: str
 ) -> StepFn:
     from opacus import PrivacyEngine
 
+    if mode == "fused":
+        return _fused(model, loss_fn, images, labels)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(images, labels), batch_size=len(images)
@@ -106,7 +134,8 @@ def measure_model(
 ) -> tuple[float, dict[str, str]]:
     """(plain ms per step, mode → "ratio×" or "— (reason)")."""
     spec = get_model_spec(name)
-    images = torch.rand(batch, 1, spec.input_size, spec.input_size)
+    depth = (spec.depth,) if spec.depth else ()  # a 3-D model's volumes
+    images = torch.rand(batch, 1, *depth, spec.input_size, spec.input_size)
     labels = (  # a segmentation model's target is a mask of the image's shape
         (torch.rand(images.shape) > 0.9).float()
         if spec.task == "segmentation"

@@ -7,9 +7,10 @@ masks; each model trains on it with DP-SGD (noise multiplier ``--noise``, clip 1
 :func:`fedscan.common.models.training.train_local`, the code a site runs, then is scored on the
 site's validation split: AUC for small-cnn, Dice for the U-Net. Each with the per-image
 augmentation (MONAI, on the CPU, in the loader) on and off, which shows what the data path costs,
-and each with DP and plain SGD (the same loader and batches; plain SGD shuffles instead of Poisson
-sampling), whose ratio is what DP costs a hospital per round. One markdown table and the ratios;
-rows for CUDA appear only where a GPU is visible.
+and each with plain SGD and DP-SGD on two per-sample gradient paths (the same loader and batches;
+plain SGD shuffles instead of Poisson sampling): Opacus' ``hooks`` and fedscan's ``fused``
+(:mod:`fedscan.common.models.persample`). Their ratios to plain SGD are what DP costs a hospital
+per round. One markdown table and the ratios; rows for CUDA appear only where a GPU is visible.
 
     python bench/site_training.py [--epochs 10] [--models small-cnn,unet] [--repeats 3]
 """
@@ -19,6 +20,9 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,9 +33,26 @@ from fedscan.common.data.site import load_site
 from fedscan.common.data.synth import SynthConfig, generate_site
 from fedscan.common.metrics.classification import evaluate_model
 from fedscan.common.metrics.segmentation import evaluate_segmentation
+from fedscan.common.models import registry
 from fedscan.common.models.networks import build_model
+from fedscan.common.models.private import FUSED
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.models.training import DpStep, train_local
+
+PLAIN = "plain"
+ARMS = (PLAIN, "hooks", FUSED)  # plain SGD, then DP-SGD on each per-sample gradient path
+
+
+@contextmanager
+def _grad_sample_mode(model: str, arm: str) -> Iterator[None]:
+    """The model's registry entry on ``arm``'s path for one row (the bench compares paths)."""
+    spec = registry.MODELS[model]
+    if arm != PLAIN:
+        registry.MODELS[model] = replace(spec, grad_sample_mode=arm)
+    try:
+        yield
+    finally:
+        registry.MODELS[model] = spec
 
 
 def _site(folder: Path, images: int) -> SiteData:
@@ -48,7 +69,7 @@ def _row(
     batch: int,
     noise: float,
     augment: bool,
-    private: bool,
+    arm: str,
 ) -> tuple[str, float]:
     spec = get_model_spec(model)
     settings = TrainSettings(
@@ -63,8 +84,9 @@ def _row(
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    dp = DpStep(noise, 1.0) if private else None
-    outcome = train_local(network, data.train, settings, dp=dp, device=device)
+    dp = DpStep(noise, 1.0) if arm != PLAIN else None
+    with _grad_sample_mode(model, arm):
+        outcome = train_local(network, data.train, settings, dp=dp, device=device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
@@ -79,7 +101,7 @@ def _row(
         else f"CPU ({torch.get_num_threads()} threads)"
     )
     return (
-        f"| {model} | {name} | {'on' if augment else 'off'} | {'DP' if private else 'plain'} | "
+        f"| {model} | {name} | {'on' if augment else 'off'} | {arm} | "
         f"{outcome.steps} | {seconds:.1f} | {1000 * seconds / max(outcome.steps, 1):.0f} | "
         f"{outcome.loss:.3f} | {quality} |"
     ), seconds
@@ -120,9 +142,9 @@ def main() -> None:
         for model in args.models.split(","):
             for device in devices:
                 for augment in (True, False):
-                    runs: dict[bool, list[tuple[float, str]]] = {True: [], False: []}
-                    for _ in range(args.repeats):  # alternated: drift hits both alike
-                        for private in (True, False):
+                    runs: dict[str, list[tuple[float, str]]] = {arm: [] for arm in ARMS}
+                    for _ in range(args.repeats):  # alternated: drift hits every arm alike
+                        for arm in ARMS:
                             row, seconds = _row(
                                 model,
                                 data,
@@ -131,15 +153,18 @@ def main() -> None:
                                 batch=args.batch,
                                 noise=args.noise,
                                 augment=augment,
-                                private=private,
+                                arm=arm,
                             )
-                            runs[private].append((seconds, row))
-                    median = {p: sorted(r)[len(r) // 2] for p, r in runs.items()}
-                    print(median[True][1], median[False][1], sep="\n", flush=True)
+                            runs[arm].append((seconds, row))
+                    median = {arm: sorted(r)[len(r) // 2] for arm, r in runs.items()}
+                    print(*(median[arm][1] for arm in ARMS), sep="\n", flush=True)
                     ratios.append(
                         f"- {model}, {device.type}, augmentation {'on' if augment else 'off'}: "
-                        f"DP ÷ plain {median[True][0] / median[False][0]:.2f}× (median of "
-                        f"{args.repeats})"
+                        + ", ".join(
+                            f"DP ({arm}) ÷ plain {median[arm][0] / median[PLAIN][0]:.2f}×"
+                            for arm in ARMS[1:]
+                        )
+                        + f" (median of {args.repeats})"
                     )
         print("\nSite-seconds of a round, DP ÷ plain on the same data:\n" + "\n".join(ratios))
 

@@ -81,25 +81,35 @@ def _step(name: str, mode: str) -> dict:
     model = build_model(name, seed=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss = training_loss(spec.loss)
+    stage = None
     if mode == "dp":
-        from opacus import PrivacyEngine
+        from contextlib import ExitStack
+
+        from fedscan.common.models.private import made_private
+        from fedscan.common.models.training import DpStep
 
         loader = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(images, targets), batch_size=batch
         )
-        model, optimizer, _ = PrivacyEngine(accountant="prv").make_private(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
-            noise_multiplier=1.0,
-            max_grad_norm=1.0,
-            grad_sample_mode=spec.grad_sample_mode,
+        private = ExitStack().enter_context(  # held for the bench process's life
+            made_private(
+                model,
+                optimizer,
+                loader,
+                dp=DpStep(noise_multiplier=1.0, clip_norm=1.0),
+                mode=spec.grad_sample_mode,
+                views=1,
+                device=torch.device("cpu"),
+            )
         )
+        model, optimizer, stage = private.model, private.optimizer, private.stage
     times = []
     for index in range(7):
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss(model(images), targets).backward()
+        if stage is not None:
+            stage.after_backward()
         optimizer.step()
         if index >= 2:  # two warm-up steps
             times.append(time.perf_counter() - started)

@@ -19,14 +19,18 @@ CLASSICAL_INPUT_SIZE = 64
 class ModelSpec:
     """How to build a model and train it with DP.
 
-    ``grad_sample_mode`` is the Opacus per-sample-gradient mode the model
-    needs: MONAI's ResNet adds residuals in place, which the hook modes
-    cannot follow, so it uses expanded weights ("ew").
+    ``grad_sample_mode`` is where the model's per-sample gradients come from under DP: fedscan's
+    own ``"fused"`` path (:mod:`fedscan.common.models.persample`) for every network it has a rule
+    for each trainable layer of; otherwise an Opacus mode (``"hooks"``; weight-standardised
+    convolutions have no rule and go to Opacus' functorch fallback inside hooks).
     """
 
     name: str
     input_size: int
-    grad_sample_mode: str = "hooks"
+    # fused: DP step ÷ plain step 1.32× (small-cnn), 1.38× (unet), 1.77× (densenet121), 2.14×
+    # (resnet18), against Opacus' best mode 1.55×, 2.23×, 2.33×, 3.30× (bench/dp_step.py, batch
+    # 32, 2 threads); a site's round: docs/benchmarks.md.
+    grad_sample_mode: str = "fused"
     description: str = ""
     loss: str = "bce"  # "hinge" for the linear SVM, "dice-ce" for segmentation
     classical: bool = (
@@ -98,12 +102,14 @@ MODELS: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec("small-cnn", 64, description="3-block CNN, ~25k parameters (default)"),
         ModelSpec("small-cnn-wide", 64, description="small-cnn, twice the channels, ~95k params"),
-        ModelSpec("small-cnn-ws", 64, description="small-cnn, weight-standardised convolutions"),
-        # Hooks, not expanded weights: ew measured faster at batch 32 (2.56× vs 2.77×, `make
-        # bench`) but fails on DenseNet at other batch sizes (a strided view in torch's conv
-        # expanded weights).
+        ModelSpec(
+            "small-cnn-ws",
+            64,
+            grad_sample_mode="hooks",
+            description="small-cnn, weight-standardised convolutions",
+        ),
         ModelSpec("densenet121", 64, description="MONAI DenseNet121, GroupNorm"),
-        ModelSpec("resnet18", 64, grad_sample_mode="ew", description="MONAI ResNet-18, GroupNorm"),
+        ModelSpec("resnet18", 64, description="MONAI ResNet-18, GroupNorm"),
         *_CLASSICAL,
         ModelSpec(
             "unet",

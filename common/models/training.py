@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -16,12 +14,10 @@ from torch import nn
 from fedscan.common.config import TrainSettings
 from fedscan.common.data.augment import TrainingSet
 from fedscan.common.data.imageset import ImageSet
+from fedscan.common.models.private import Private, Stage, made_private
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import HistoryEntry
 from fedscan.common.tasks import BINARY, MULTICLASS, MULTILABEL, structures
-
-if TYPE_CHECKING:
-    from opacus.optimizers import DPOptimizer
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +34,16 @@ class DpStep:
     noise_multiplier: float
     clip_norm: float
     secure_mode: bool = False
+
+
+@dataclass(frozen=True)
+class Plain:
+    """Training without DP: the shape of :class:`~fedscan.common.models.private.Private`."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: torch.utils.data.DataLoader
+    stage: Stage
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,10 @@ def train_local(
     )
     anchor = [p.detach().clone() for p in model.parameters()] if settings.proximal_mu > 0 else None
     if dp is None:
-        loss, steps = _run_epochs(model, optimizer, loader, settings, anchor, device)
+        # Without DP the batch-mean loss over B·K views already is the mean over images of their
+        # mean view loss: nothing to do after the backward pass, and no batch is empty.
+        plain = Plain(model, optimizer, loader, Stage(lambda: None, lambda: None))
+        loss, steps = _run_epochs(plain, settings, anchor, device)
         return TrainOutcome(loss, steps, [])
     return _train_private(model, optimizer, loader, settings, anchor, dp=dp, device=device)
 
@@ -98,35 +107,13 @@ def _train_private(
     dp: DpStep,
     device: torch.device,
 ) -> TrainOutcome:
-    """DP-SGD with a fresh Opacus engine whose accountant history is this round's release."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")  # see DpStep.secure_mode
-        from opacus import PrivacyEngine  # ≈ 1.2 s: only in processes that train with DP
-
-        engine = PrivacyEngine(accountant="prv", secure_mode=False)
-    # Noise is drawn where the parameters live (a CPU generator cannot feed CUDA noise), from its
-    # own OS seed; the loader's Poisson sampling keeps the CPU generator.
-    noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
-    private_model, optimizer, loader = engine.make_private(
-        module=model,
-        optimizer=optimizer,
-        data_loader=loader,
-        noise_multiplier=dp.noise_multiplier,
-        max_grad_norm=dp.clip_norm,
-        poisson_sampling=True,
-        noise_generator=noise,
-        grad_sample_mode=get_model_spec(settings.model).grad_sample_mode,
-    )
-    if dp.secure_mode:
-        _secure_noise(optimizer, noise)
-    try:
-        with warnings.catch_warnings():
-            # Known, harmless: the first layer's input needs no gradient.
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            loss, steps = _run_epochs(private_model, optimizer, loader, settings, anchor, device)
-    finally:
-        private_model._close()  # remove Opacus hooks so ``model`` is a plain module again
-    return TrainOutcome(loss, steps, list(engine.accountant.history))
+    """DP-SGD with a fresh accountant whose history is this round's release."""
+    mode = get_model_spec(settings.model).grad_sample_mode
+    with made_private(
+        model, optimizer, loader, dp=dp, mode=mode, views=settings.augment_views, device=device
+    ) as private:
+        loss, steps = _run_epochs(private, settings, anchor, device)
+        return TrainOutcome(loss, steps, private.history())
 
 
 def _loader(data: ImageSet, settings: TrainSettings, seed: int) -> torch.utils.data.DataLoader:
@@ -150,38 +137,25 @@ def _loader(data: ImageSet, settings: TrainSettings, seed: int) -> torch.utils.d
     )
 
 
-def _secure_noise(optimizer: DPOptimizer, generator: torch.Generator) -> None:
-    """Floating-point-safe noise, from a generator reseeded by the OS after every step."""
-    optimizer.secure_mode = True
-    accounting = optimizer.step_hook  # the PrivacyEngine's accountant: keep it first
-
-    def account_then_reseed(dp_optimizer: DPOptimizer) -> None:
-        if accounting is not None:
-            accounting(dp_optimizer)
-        generator.manual_seed(secrets.randbits(63))
-
-    optimizer.attach_step_hook(account_then_reseed)
-
-
 def _run_epochs(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loader: torch.utils.data.DataLoader,
+    run: Private | Plain,
     settings: TrainSettings,
     anchor: list[torch.Tensor] | None,
     device: torch.device,
 ) -> tuple[float, int]:
+    model, optimizer = run.model, run.optimizer
     criterion = training_loss(
         get_model_spec(settings.model).loss, kind=settings.task, classes=settings.classes
     )
     total_loss, total_seen, steps = 0.0, 0, 0
     for epoch in range(1, settings.local_epochs + 1):
         log.info("Training: epoch %s of %s", epoch, settings.local_epochs)
-        for images, labels in loader:
+        for images, labels in run.loader:
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             if images.shape[0] == 0:  # Poisson sampling drew no image: a pure-noise DP step
-                _empty_step(model, optimizer)
+                run.stage.empty()
+                optimizer.step()
                 steps += 1
                 continue
             if settings.augment_views > 1:  # B×K×… views → B·K images, each view its label
@@ -189,7 +163,7 @@ def _run_epochs(
                 labels = labels.repeat_interleave(settings.augment_views)
             loss = criterion(model(images), labels)
             loss.backward()
-            _average_views(model, settings.augment_views)
+            run.stage.after_backward()
             optimizer.step()
             if anchor is not None:
                 _proximal_step(model, anchor, settings.learning_rate * settings.proximal_mu)
@@ -197,36 +171,6 @@ def _run_epochs(
             total_seen += labels.shape[0]
             steps += 1
     return total_loss / max(total_seen, 1), steps
-
-
-def _average_views(model: nn.Module, views: int) -> None:
-    """Augmentation multiplicity under DP: each image's per-sample gradient is the mean of its
-    ``views`` views' gradients, so clipping, noise and accounting see one gradient per image.
-
-    Opacus' per-sample gradients of a batch-mean loss are each view's own loss gradient (it scales
-    by the B·K rows it saw), so the mean over an image's K consecutive rows is that image's
-    gradient of its mean view loss. Without DP (no ``grad_sample``) the batch-mean loss over B·K
-    views already is the mean over images of their mean view loss.
-    """
-    if views == 1:
-        return
-    for parameter in model.parameters():
-        per_view = getattr(parameter, "grad_sample", None)
-        if isinstance(per_view, torch.Tensor):
-            averaged = per_view.unflatten(0, (-1, views)).mean(dim=1)
-            parameter.grad_sample = averaged  # type: ignore[attr-defined]
-
-
-def _empty_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """The DP step of an empty Poisson batch: no per-sample gradient, so the update is the noise
-    alone, as the accountant assumes. No forward pass: Opacus' expanded weights (resnet18) refuse
-    a batch of 0 (1.6 % of the steps of a 6-image test site at batch 3)."""
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            parameter.grad_sample = torch.zeros(  # type: ignore[attr-defined]
-                (0, *parameter.shape), dtype=parameter.dtype, device=parameter.device
-            )
-    optimizer.step()
 
 
 def training_loss(

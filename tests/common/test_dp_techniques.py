@@ -14,13 +14,8 @@ from fedscan.common.data.augment import TrainingSet
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.models.networks import build_model
-from fedscan.common.models.training import (
-    DpStep,
-    _average_views,
-    scheduled,
-    train_local,
-    training_loss,
-)
+from fedscan.common.models.private import average_views
+from fedscan.common.models.training import DpStep, scheduled, train_local, training_loss
 
 
 def _site(n: int = 32) -> ImageSet:
@@ -49,7 +44,7 @@ def test_views_average_into_exactly_one_gradient_per_image_before_clipping(name:
     # Execute: the training step's reshaping, Opacus' per-sample gradients, then the average
     logits = private(images.flatten(0, 1))
     training_loss("bce")(logits, labels.repeat_interleave(2)).backward()
-    _average_views(private, 2)
+    average_views(private, 2)
     # Assert: one row per image, equal to that image's gradient of its mean view loss
     expected = _per_image_gradients(name, images, labels)
     for index, parameter in enumerate(model.parameters()):

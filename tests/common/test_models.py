@@ -1,17 +1,17 @@
-"""Every model name builds, passes Opacus' validator and takes a real DP-SGD step; the U-Net's
-per-sample gradients are the true ones."""
+"""Every model name builds, passes Opacus' validator and takes a real DP-SGD step on its own
+per-sample gradient path; the U-Net's per-sample gradients are the true ones."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from opacus import PrivacyEngine
 from opacus.validators import ModuleValidator
 
 from fedscan.common.errors import ModelError
 from fedscan.common.models.networks import build_model
+from fedscan.common.models.private import made_private
 from fedscan.common.models.registry import MODELS, get_model_spec
-from fedscan.common.models.training import training_loss
+from fedscan.common.models.training import DpStep, training_loss
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -28,20 +28,22 @@ def test_model_is_dp_compatible_and_trains_one_private_step(name: str) -> None:
         torch.utils.data.TensorDataset(images, labels), batch_size=2
     )
     before = [p.detach().clone() for p in model.parameters()]
-    engine = PrivacyEngine(accountant="prv")
-    private, optimizer, loader = engine.make_private(
-        module=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        data_loader=loader,
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        grad_sample_mode=spec.grad_sample_mode,
-    )
-    x, y = images[:2], labels[:2]
-    logits = private(x)
-    assert logits.shape == ((2, *images.shape[1:]) if segmentation else (2,))
-    training_loss(spec.loss)(logits, y).backward()
-    optimizer.step()
+    with made_private(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loader,
+        dp=DpStep(noise_multiplier=1.0, clip_norm=1.0),
+        mode=spec.grad_sample_mode,
+        views=1,
+        device=torch.device("cpu"),
+    ) as private:
+        x, y = images[:2], labels[:2]
+        logits = private.model(x)
+        assert logits.shape == ((2, *images.shape[1:]) if segmentation else (2,))
+        training_loss(spec.loss)(logits, y).backward()
+        private.stage.after_backward()
+        private.optimizer.step()
+        assert len(private.history()) == 1
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
@@ -90,22 +92,26 @@ def test_unet_per_sample_gradients_under_opacus_equal_each_image_alone(
             ), name
 
 
-@pytest.mark.parametrize("name", ["resnet18", "small-cnn"])  # expanded weights, hooks
-def test_an_empty_poisson_batch_is_a_noise_only_step_and_counted(name: str) -> None:
-    from fedscan.common.models.training import _empty_step
+@pytest.mark.parametrize(
+    ("name", "mode"), [("resnet18", "ew"), ("small-cnn", "hooks"), ("small-cnn", "fused")]
+)
+def test_an_empty_poisson_batch_is_a_noise_only_step_and_counted(name: str, mode: str) -> None:
+    from fedscan.common.models.private import empty_step, made_private
+    from fedscan.common.models.training import DpStep
 
     model = build_model(name, seed=0)
     data = torch.utils.data.TensorDataset(torch.rand(4, 1, 64, 64), torch.zeros(4))
-    engine = PrivacyEngine()
-    private, optimizer, _ = engine.make_private(
-        module=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        data_loader=torch.utils.data.DataLoader(data, batch_size=2),
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        grad_sample_mode=get_model_spec(name).grad_sample_mode,
-    )
-    before = [p.detach().clone() for p in private.parameters()]
-    _empty_step(private, optimizer)  # a forward pass of 0 images would fail for expanded weights
-    assert all(not torch.equal(a, b) for a, b in zip(before, private.parameters(), strict=True))
-    assert len(engine.accountant.history) == 1  # the step is accounted like any other
+    with made_private(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.utils.data.DataLoader(data, batch_size=2),
+        dp=DpStep(noise_multiplier=1.0, clip_norm=1.0),
+        mode=mode,
+        views=1,
+        device=torch.device("cpu"),
+    ) as private:
+        before = [p.detach().clone() for p in model.parameters()]
+        empty_step(private)  # a forward pass of 0 images would fail for expanded weights
+        history = private.history()
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert len(history) == 1  # the step is accounted like any other

@@ -1,0 +1,171 @@
+"""fedscan's fused per-sample path (``grad_sample_mode = "fused"``) against Opacus' reference.
+
+The fused path must give the same clipped gradient sum as Opacus' hooks (``GradSampleModule`` +
+``DPOptimizer.clip_and_accumulate``), and with the same noise generator the same noised, scaled
+gradient, for every layer type it has a rule for; a layer without a rule is refused by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import warnings
+
+import pytest
+import torch
+from opacus import GradSampleModule
+from opacus.optimizers import DPOptimizer
+from torch import nn
+
+from fedscan.common.models import persample
+from fedscan.common.models.networks import build_model
+from fedscan.common.models.persample import PerSampleClipper, supports
+from fedscan.common.models.persample.optimizer import FusedDPOptimizer
+from fedscan.common.models.private import FUSED
+from fedscan.common.models.registry import MODELS, get_model_spec
+from fedscan.common.models.training import training_loss
+
+
+def _batch(name: str, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    spec = get_model_spec(name)
+    shape = (rows, 1, *((spec.depth,) if spec.depth else ()), spec.input_size, spec.input_size)
+    generator = torch.Generator().manual_seed(rows)
+    images = torch.rand(shape, generator=generator)
+    if spec.task == "segmentation":
+        return images, (torch.rand(shape, generator=generator) > 0.9).float()
+    return images, (torch.rand(rows, generator=generator) > 0.5).float()
+
+
+def _opacus_step(model: nn.Module, images, labels, loss, *, clip: float, views: int = 1):
+    """Opacus' reference: hooks, the views averaged, clip and sum, then noise from seed 7."""
+    from fedscan.common.models.private import average_views
+
+    wrapped = GradSampleModule(model)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        loss(wrapped(images), labels).backward()
+    average_views(wrapped, views)
+    optimizer = DPOptimizer(
+        torch.optim.SGD(model.parameters(), lr=1.0),
+        noise_multiplier=0.5,
+        max_grad_norm=clip,
+        expected_batch_size=4,
+        generator=torch.Generator().manual_seed(7),
+    )
+    optimizer.pre_step()
+    return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+
+def _fused_step(model: nn.Module, images, labels, loss, *, clip: float, views: int = 1):
+    optimizer = FusedDPOptimizer(
+        torch.optim.SGD(model.parameters(), lr=1.0),
+        noise_multiplier=0.5,
+        max_grad_norm=clip,
+        expected_batch_size=4,
+        generator=torch.Generator().manual_seed(7),
+    )
+    with PerSampleClipper(model, max_grad_norm=clip, views=views) as clipper:
+        loss(model(images), labels).backward()
+        clipper.clip()
+        optimizer.pre_step()  # attached, as in training: no parameter requires a gradient
+    return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+
+def _assert_same(ours: list[torch.Tensor], reference: list[torch.Tensor]) -> None:
+    assert len(ours) == len(reference)
+    for mine, theirs in zip(ours, reference, strict=True):
+        assert torch.allclose(mine, theirs, rtol=1e-4, atol=1e-6), (mine - theirs).abs().max()
+
+
+# small-cnn: Conv2d, GroupNorm, Linear; unet: strided and transposed Conv2d, InstanceNorm2d;
+# cnn3d: Conv3d. Clip 0.05 clips every sample, 1e3 none: both branches of the factor.
+@pytest.mark.parametrize("clip", [0.05, 1e3])
+@pytest.mark.parametrize("name", ["small-cnn", "unet", "cnn3d"])
+def test_the_fused_noised_gradient_equals_opacus_hooks(name: str, clip: float) -> None:
+    # Setup: one model, copied; the same batch, loss and noise seed for both paths
+    model = build_model(name, seed=0)
+    reference = copy.deepcopy(model)
+    images, labels = _batch(name, 4)
+    loss = training_loss(get_model_spec(name).loss)
+    # Execute
+    ours = _fused_step(model, images, labels, loss, clip=clip)
+    theirs = _opacus_step(reference, images, labels, loss, clip=clip)
+    # Assert: the same noised, scaled gradient; the model is a plain module again
+    _assert_same(ours, theirs)
+    assert all(p.requires_grad for p in model.parameters())
+    assert not model._forward_hooks and not model._forward_pre_hooks
+
+
+def test_views_are_averaged_per_image_before_clipping_as_on_opacus() -> None:
+    model = build_model("small-cnn", seed=0)
+    reference = copy.deepcopy(model)
+    images, labels = _batch("small-cnn", 6)  # 3 images × 2 views
+    loss = training_loss("bce")
+    ours = _fused_step(model, images, labels, loss, clip=0.05, views=2)
+    _assert_same(ours, _opacus_step(reference, images, labels, loss, clip=0.05, views=2))
+
+
+def test_a_layer_used_twice_sums_its_per_sample_gradients() -> None:
+    shared = nn.Linear(3, 3)
+    model = nn.Sequential(shared, nn.Tanh(), shared)
+    reference = copy.deepcopy(model)
+    images, labels = torch.randn(5, 3), torch.randn(5, 3)
+    loss = nn.MSELoss()
+    ours = _fused_step(model, images, labels, loss, clip=0.1)
+    _assert_same(ours, _opacus_step(reference, images, labels, loss, clip=0.1))
+
+
+def test_an_empty_batch_steps_on_noise_alone() -> None:
+    model = build_model("small-cnn", seed=0)
+    with PerSampleClipper(model, max_grad_norm=1.0) as clipper:
+        clipper.empty()
+        assert all(torch.count_nonzero(p.grad) == 0 for p in model.parameters())
+
+
+def test_a_layer_without_a_rule_is_named_and_refused() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.PReLU(), nn.Flatten(), nn.LazyLinear(1))
+    assert "PReLU" in supports(model)
+    assert "padding" in supports(nn.Conv2d(1, 2, 3, padding="same"))
+    assert "StandardizedConv2d" in supports(build_model("small-cnn-ws", seed=0))
+
+
+def test_every_model_registered_as_fused_has_a_rule_for_each_trainable_layer() -> None:
+    fused = [name for name, spec in MODELS.items() if spec.grad_sample_mode == FUSED]
+    assert "small-cnn" in fused
+    for name in fused:
+        assert supports(build_model(name, seed=0)) == "", name
+
+
+def test_no_rule_calls_autograd() -> None:
+    # The invariant of persample.rules: per-sample gradients come from (input, output gradient).
+    for module in (persample.rules, persample.conv):
+        source = inspect.getsource(module)
+        assert "torch.autograd" not in source and ".backward(" not in source
+
+
+def test_a_frozen_parameter_gets_no_gradient_and_stays_frozen() -> None:
+    model = build_model("small-cnn", seed=0)
+    reference = copy.deepcopy(model)
+    for frozen in (model, reference):
+        frozen.head.weight.requires_grad_(False)
+    images, labels = _batch("small-cnn", 4)
+    loss = training_loss("bce")
+    ours = _fused_step(model, images, labels, loss, clip=0.05)
+    theirs = _opacus_step(reference, images, labels, loss, clip=0.05)
+    assert model.head.weight.grad is None and not model.head.weight.requires_grad
+    _assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("scale", [1.7, 1e-4])  # x̂ read off the output; recomputed from the input
+def test_a_normalisation_scale_read_off_the_output_or_recomputed_gives_opacus_gradient(
+    scale: float,
+) -> None:
+    model = build_model("small-cnn", seed=0)
+    with torch.no_grad():
+        model.features[1].weight.fill_(scale)
+        model.features[1].bias.fill_(0.3)
+    reference = copy.deepcopy(model)
+    images, labels = _batch("small-cnn", 4)
+    loss = training_loss("bce")
+    ours = _fused_step(model, images, labels, loss, clip=1e3)
+    _assert_same(ours, _opacus_step(reference, images, labels, loss, clip=1e3))
