@@ -169,3 +169,35 @@ def test_a_normalisation_scale_read_off_the_output_or_recomputed_gives_opacus_gr
     loss = training_loss("bce")
     ours = _fused_step(model, images, labels, loss, clip=1e3)
     _assert_same(ours, _opacus_step(reference, images, labels, loss, clip=1e3))
+
+
+def _ghost_model() -> nn.Module:
+    """Few positions, many channels: both convolutions take the ghost-norm path; the transposed
+    one (stride 2) and a plain one used twice."""
+    shared = nn.Conv2d(32, 32, 3, padding=1)
+    return nn.Sequential(
+        nn.ConvTranspose2d(16, 32, 3, stride=2, padding=1, output_padding=1),
+        nn.ReLU(),
+        shared,
+        nn.Tanh(),
+        shared,
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 1),
+        nn.Flatten(0),
+    )
+
+
+@pytest.mark.parametrize("views", [1, 2])
+def test_ghost_norm_layers_give_opacus_gradient_with_views_and_a_layer_used_twice(
+    views: int,
+) -> None:
+    from fedscan.common.models.persample import ghost
+
+    model = _ghost_model()
+    images = torch.randn(4, 16, 4, 4, generator=torch.Generator().manual_seed(1))
+    assert ghost.cheaper(model[0], images, torch.zeros(4, 32, 8, 8))
+    reference = copy.deepcopy(model)
+    labels = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    loss = training_loss("bce")
+    ours = _fused_step(model, images, labels, loss, clip=0.05, views=views)
+    _assert_same(ours, _opacus_step(reference, images, labels, loss, clip=0.05, views=views))

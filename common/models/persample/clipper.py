@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from fedscan.common.models.persample.ghost import Deferred
 from fedscan.common.models.persample.rules import GradsFn, rule_for
 
 # Opacus' stabiliser in its clipping factor (DPOptimizer.clip_and_accumulate), kept identical so
@@ -67,7 +68,7 @@ class PerSampleClipper:
             if p.requires_grad
         ]  # a frozen parameter gets no gradient and stays frozen
         self._trainable = set(self._params)
-        self._pending: dict[nn.Parameter, torch.Tensor] = {}
+        self._pending: dict[nn.Parameter, torch.Tensor | Deferred] = {}
         self._rows = 1
         self._handles: list[RemovableHandle] = []
 
@@ -112,9 +113,13 @@ class PerSampleClipper:
                 continue
             per_sample = self._per_sample(per_row)
             earlier = self._pending.get(param)  # a layer used twice in one forward pass
-            self._pending[param] = per_sample if earlier is None else earlier + per_sample
+            if earlier is not None:  # norms of deferred parts do not add: form the gradients
+                per_sample = _formed(earlier) + _formed(per_sample)
+            self._pending[param] = per_sample
 
-    def _per_sample(self, per_row: torch.Tensor) -> torch.Tensor:
+    def _per_sample(self, per_row: torch.Tensor | Deferred) -> torch.Tensor | Deferred:
+        if isinstance(per_row, Deferred):
+            return per_row.with_views(self._views)
         if self._views == 1:
             return per_row
         return per_row.unflatten(0, (-1, self._views)).mean(dim=1)
@@ -122,11 +127,14 @@ class PerSampleClipper:
     def clip(self) -> torch.Tensor:
         """Write each parameter's clipped per-sample sum to ``.grad``; return the samples' norms."""
         grads = [self._pending.pop(param) for param in self._params]
-        unscaled = torch.stack([g.flatten(1).norm(2, dim=1) for g in grads], dim=1).norm(2, dim=1)
-        norms = unscaled * self._rows
+        squared = torch.stack([_squared_norms(g) for g in grads], dim=1).sum(dim=1)
+        norms = squared.sqrt() * self._rows
         factor = (self._max_grad_norm / (norms + NORM_EPSILON)).clamp(max=1.0) * self._rows
         for param, per_sample in zip(self._params, grads, strict=True):
-            param.grad = torch.einsum("i,i...", factor, per_sample)
+            if isinstance(per_sample, Deferred):
+                param.grad = per_sample.clipped_sum(factor)
+            else:
+                param.grad = torch.einsum("i,i...", factor, per_sample)
         return norms
 
     def empty(self) -> None:
@@ -134,6 +142,16 @@ class PerSampleClipper:
         self._pending.clear()
         for param in self._params:
             param.grad = torch.zeros_like(param)
+
+
+def _formed(per_sample: torch.Tensor | Deferred) -> torch.Tensor:
+    return per_sample.instantiate() if isinstance(per_sample, Deferred) else per_sample
+
+
+def _squared_norms(per_sample: torch.Tensor | Deferred) -> torch.Tensor:
+    if isinstance(per_sample, Deferred):
+        return per_sample.squared_norms()
+    return per_sample.flatten(1).pow(2).sum(dim=1)
 
 
 def _input_needs_grad(_: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:

@@ -11,7 +11,9 @@ Two exact ways to get every sample's weight gradient, and neither is fastest eve
   take one batched matrix product, as Opacus does. Fast where channels are many and the image
   small: 64 → 128 channels at 8², batch 64: 3.7 ms, grouped 13.4 ms.
 
-So :class:`ConvTuner` times both the first time it meets a layer at a batch-size bucket (one call
+Where positions are few and channels many, neither: the norms come from Gram matrices and the
+per-sample gradients are never formed (:mod:`~fedscan.common.models.persample.ghost`). Elsewhere
+:class:`ConvTuner` times both the first time it meets a layer at a batch-size bucket (one call
 each; the first's result is used), keeps the faster and uses it from then on (as cuDNN's benchmark
 mode does). Both give the same values to float
 rounding, so the choice changes time only. Supported: zero padding given as numbers.
@@ -26,6 +28,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.nn import functional
+
+from fedscan.common.models.persample import ghost
+from fedscan.common.models.persample.ghost import Deferred
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (layer, a, g)
 
@@ -90,11 +95,14 @@ class ConvTuner:
 
     def __call__(
         self, layer: nn.Module, a: torch.Tensor, _: torch.Tensor, g: torch.Tensor
-    ) -> list[torch.Tensor]:
+    ) -> list[torch.Tensor | Deferred]:
+        weight: torch.Tensor | Deferred
         # Poisson batches vary around the expected size: a bucket per power of two, rounded.
         key = (tuple(a.shape[1:]), round(math.log2(max(a.shape[0], 1))), a.device.type)
         method = self._chosen.get(key)
-        if method is None:
+        if _can_unfold(layer) and ghost.cheaper(layer, a, g):
+            weight = ghost.deferred(layer, a, g)
+        elif method is None:
             weight = self._learn(key, layer, a, g)
         else:
             weight = method(layer, a, g)
