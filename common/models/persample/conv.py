@@ -27,7 +27,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional
 
 from fedscan.common.models.persample import ghost
 from fedscan.common.models.persample.ghost import Deferred
@@ -65,16 +64,8 @@ def grouped(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def unfolded(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    assert isinstance(layer, nn.modules.conv._ConvNd) and not isinstance(layer.padding, str)
-    source, target = (g, a) if layer.transposed else (a, g)
-    patches = functional.unfold(
-        source,
-        layer.kernel_size,
-        dilation=layer.dilation,
-        padding=layer.padding,
-        stride=layer.stride,
-    )  # (B, channels·k², positions of target)
-    per_sample = torch.bmm(target.flatten(2), patches.transpose(1, 2))
+    rows, patches = ghost.factors(layer, a, g)
+    per_sample = torch.bmm(rows, patches.transpose(1, 2))
     return per_sample.view(a.shape[0], *layer.weight.shape)
 
 

@@ -63,8 +63,17 @@ def cheaper(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> bool:
 
 
 def deferred(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> Deferred:
-    """A 2-D convolution's (or transposed one's) weight gradients, deferred; see ``conv.unfolded``
-    for which side is unfolded."""
+    """A 2-D convolution's (or transposed one's) weight gradients, kept as their factors."""
+    return Deferred(*factors(layer, a, g), layer.weight.shape)
+
+
+def factors(
+    layer: nn.Module, a: torch.Tensor, g: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows ``(B, p, T)``, patches ``(B, d, T)``) with each sample's weight gradient
+    ``rows @ patchesᵀ``. A convolution's patches are its input's; a transposed convolution's are
+    its output gradient's (input position ``i`` feeds the output patch at ``i·stride − padding``).
+    """
     assert isinstance(layer, nn.modules.conv._ConvNd) and not isinstance(layer.padding, str)
     source, rows = (g, a) if layer.transposed else (a, g)
     patches = functional.unfold(
@@ -74,7 +83,7 @@ def deferred(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> Deferred:
         padding=layer.padding,
         stride=layer.stride,
     )
-    return Deferred(rows.flatten(2), patches, layer.weight.shape)
+    return rows.flatten(2), patches
 
 
 def _fold(per_row: torch.Tensor, views: int) -> torch.Tensor:
