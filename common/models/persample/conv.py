@@ -64,6 +64,7 @@ def grouped(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def unfolded(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    assert isinstance(layer, nn.modules.conv._ConvNd)
     rows, patches = ghost.factors(layer, a, g)
     per_sample = torch.bmm(rows, patches.transpose(1, 2))
     return per_sample.view(a.shape[0], *layer.weight.shape)

@@ -64,7 +64,9 @@ def cheaper(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> bool:
 
 def deferred(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> Deferred:
     """A 2-D convolution's (or transposed one's) weight gradients, kept as their factors."""
-    return Deferred(*factors(layer, a, g), layer.weight.shape)
+    assert isinstance(layer, nn.modules.conv._ConvNd)
+    rows, patches = factors(layer, a, g)
+    return Deferred(rows, patches, layer.weight.shape)
 
 
 def factors(
