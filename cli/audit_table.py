@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from fedscan.cli.console import EXIT_FAILED, fail
 from fedscan.common.audit_chain import Verdict
+
+if TYPE_CHECKING:
+    from fedscan.common.config import SiteSettings
 
 
 def checked(verdict: Verdict, holder: str) -> str:
@@ -77,6 +80,14 @@ def _number(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else str(value)  # "inf" is a string
 
 
+def _starting_weights(settings: SiteSettings) -> str:
+    """The SHA-256 of the weights the coordinator starts from (compare it with the file you were
+    given: `sha256sum final.pt`), or the seed's random weights."""
+    if settings.init_weights_sha256:
+        return f"SHA-256 {settings.init_weights_sha256}"
+    return f"random (seed {settings.train.seed})"
+
+
 def print_runs(console: Console, runs: list[dict[str, Any]]) -> None:
     """One small table per run the site has seen (newest first); a pending one with what it
     would spend. Rows, not columns: it fits a terminal."""
@@ -93,6 +104,7 @@ def print_runs(console: Console, runs: list[dict[str, Any]]) -> None:
             ("batch, learning rate", f"{train.batch_size}, {train.learning_rate:g}"),
             ("ε, δ", f"{privacy.epsilon:g}, {privacy.delta:g}" if privacy.enabled else "no DP"),
             ("cross-site validation", "yes" if settings.cross_site else "no"),
+            ("starting weights", _starting_weights(settings)),
         ]
         if "noise_multiplier" in spend:
             rows += [

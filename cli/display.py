@@ -143,6 +143,8 @@ class RoundTable:
 
 _EVENTS: dict[str, str] = {
     Event.WAITING_FOR_SITES: "waiting for sites: {connected} of {needed} connected",
+    Event.INIT_WEIGHTS_LOADED: "starting weights (SHA-256 {sha256:.12}…): {loaded} parameters "
+    "loaded, {new} new, {ignored} ignored",
     Event.ROUND_TRAINING: "round {round} of {rounds}: training at {sites} sites",
     Event.ROUND_AGGREGATED: "round {round} of {rounds}: aggregated the updates of {trained} sites",
     Event.ROUND_RESENT: "round {round}: {unavailable} sites were unavailable; sent again once "

@@ -1,9 +1,10 @@
 """``fedscan``: console entry point (typer + rich).
 
 Every failure the user can fix is one line on stderr and exit code 2. The commands live with their
-readers: :mod:`~fedscan.cli.client_commands`, :mod:`~fedscan.cli.data`, :mod:`~fedscan.cli.privacy`
-and :mod:`~fedscan.cli.evaluate` for a hospital, :mod:`~fedscan.cli.server_commands` for the
-coordinator operator, ``simulate`` here for anyone. Each imports its work only when it runs.
+readers: :mod:`~fedscan.cli.client_commands`, :mod:`~fedscan.cli.data`, :mod:`~fedscan.cli.privacy`,
+:mod:`~fedscan.cli.evaluate` and :mod:`~fedscan.cli.explain` for a hospital,
+:mod:`~fedscan.cli.server_commands` for the coordinator operator, ``simulate`` here for anyone.
+Each imports its work only when it runs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fedscan.cli.client_commands import client_app
 from fedscan.cli.console import EXIT_FAILED, EXIT_USAGE, console, err_console, fail
 from fedscan.cli.data import data_app
 from fedscan.cli.evaluate import evaluate
+from fedscan.cli.explain import explain
 from fedscan.cli.privacy import privacy_app
 from fedscan.cli.run_options import with_run_options
 from fedscan.cli.server_commands import logs_command, run_command, server_app, status_command
@@ -43,6 +45,7 @@ app.command("run")(run_command)
 app.command("status")(status_command)
 app.command("logs")(logs_command)
 app.command("evaluate")(evaluate)
+app.command("explain")(explain)
 
 
 def _version(value: bool) -> None:
@@ -227,6 +230,7 @@ def simulate(
     settings: dict[str, Any],
 ) -> None:
     """Run a whole DP federation on this machine (default: 3 synthetic DICOM hospitals)."""
+    from fedscan.cli.init_weights import checked_start
     from fedscan.cli.simulate import resume_simulation, run_simulation
     from fedscan.cli.simulation_sites import (
         DataChoice,
@@ -263,6 +267,7 @@ def simulate(
             min_sites=simulation.sites,
             dp=False if no_dp else None,
         )
+        config = checked_start(config, console)  # --init: the table, or one line and exit 2
         if no_dp:
             err_console.print(
                 "[bold yellow]WARNING: differential privacy is OFF (--no-dp); "

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from fedscan.client.site_config import SITE_SECTIONS
 from fedscan.common.config import RunConfig
-from fedscan.common.settings import Key, Section, keys_of
+from fedscan.common.settings import UNLESS_DEFAULT, Key, Section, keys_of
 from fedscan.server.coordinator_config import COORDINATOR_SECTIONS
 
 _INTRO = """# Settings reference
@@ -85,7 +85,9 @@ def reference() -> str:
 
 
 def _sent(key: Key) -> str:
-    return "yes" if key.name in RunConfig().to_message() else "no"
+    if key.name in RunConfig().to_message():
+        return "yes"
+    return "unless default" if key.spec.metadata.get("wire") == UNLESS_DEFAULT else "no"
 
 
 if __name__ == "__main__":

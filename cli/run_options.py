@@ -19,10 +19,14 @@ import typer
 from fedscan.common.config import RunConfig
 from fedscan.common.settings import Key, Names, keys_of
 
-# Every run setting is an option, but these: `--sites` sets min-sites, and DP is turned off only
-# with an explicit `--no-dp` (which warns).
-_NOT_OPTIONS = ("min_sites", "dp")
-_FLAGS = {"central_noise_multiplier": "--central-noise", "central_clip_norm": "--central-clip"}
+# Every run setting is an option, but these: `--sites` sets min-sites, DP is turned off only
+# with an explicit `--no-dp` (which warns), and the starting weights' SHA-256 is the file's own.
+_NOT_OPTIONS = ("min_sites", "dp", "init_weights_sha256")
+_FLAGS = {
+    "central_noise_multiplier": "--central-noise",
+    "central_clip_norm": "--central-clip",
+    "init_weights": "--init",
+}
 
 
 def _keys() -> dict[str, Key]:
@@ -34,7 +38,8 @@ def _option(name: str, key: Key) -> inspect.Parameter:
     flag = _FLAGS.get(name, f"--{key.name}")
     if key.kind is bool:
         flag = f"{flag}/--no-{key.name}"
-    default = "" if "default" in key.help else f" (default: {key.default_text.strip(chr(34))})"
+    shown = key.default_text.strip(chr(34))
+    default = "" if "default" in key.help or not shown else f" (default: {shown})"
     # A list of names is typed on the command line as one comma-separated string (its flat form).
     kind, listed = (str, " Comma-separated.") if key.kind == Names else (key.kind, "")
     option = typer.Option(flag, help=key.help + listed + default, show_default=False)

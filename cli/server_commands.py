@@ -168,6 +168,16 @@ def run_command(
             "settings."
         ),
     ] = "",
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            "--init",
+            help="Start round 1 from these weights (an earlier run's final.pt, or a PyTorch/MONAI "
+            "state dict) instead of run.toml's init-weights or random ones; checked and its table "
+            "printed before the run is submitted.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Submit a run to the coordinator and follow it round by round; exit 0 only if it completed
     (3 if it completed with gaps)."""
@@ -175,10 +185,12 @@ def run_command(
     from fedscan.server.follow import COORDINATOR_GONE
 
     progress: dict[str, RunDirectory] = {}
+    if resume and init is not None:
+        raise fail("--resume continues a run with its own starting weights; leave out --init.")
     try:
         # SIGTERM/SIGHUP end it as Ctrl-C does: a `flwr` call in flight is stopped with it.
         with StopSignals(interrupt=True):
-            status = _submit_and_follow(config, timeout, resume, progress)
+            status = _submit_and_follow(config, timeout, resume, progress, init)
     except KeyboardInterrupt:
         raise fail(
             "Stopped following; the run goes on at the coordinator (`fedscan status`).", 130
@@ -196,15 +208,24 @@ def run_command(
 
 
 def _submit_and_follow(
-    config: Path, timeout: float, resume: str, progress: dict[str, RunDirectory]
+    config: Path,
+    timeout: float,
+    resume: str,
+    progress: dict[str, RunDirectory],
+    init: Path | None = None,
 ) -> dict[str, Any]:
     """Submit (or resume) the run and follow it to its end; its run directory goes in
     ``progress["run"]`` as soon as it exists."""
+    from dataclasses import replace
+
     from fedscan.cli.display import RoundTable
+    from fedscan.cli.init_weights import checked_start
     from fedscan.server.follow import follow
     from fedscan.server.launch import load_run_request, submit
 
-    request = load_run_request(config)
+    request = load_run_request(config, init_weights=init)
+    if not resume:  # a resumed run keeps the starting weights it recorded
+        request = replace(request, run=checked_start(request.run, console))
     run_dir, flower_run_id = submit(request, resume_id=resume or None)
     progress["run"] = run_dir
     console.print(

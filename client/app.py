@@ -3,7 +3,8 @@
 Data never leaves: handlers load the site's images locally, and every reply
 is built (and checked against an allow-list) in :mod:`fedscan.client.replies`.
 Every DP release goes through :func:`fedscan.client.releases.release_once`,
-which commits it to the site's privacy ledger before it is sent. Each message
+which commits it to the site's privacy ledger before it is sent (under secure aggregation it
+leaves later, masked: :mod:`fedscan.client.secure_aggregation`). Each message
 is parsed once into a :class:`~fedscan.client.requests.SiteRequest` (the
 coordinator's version checked first); the coordinator sends settings, never code.
 """
@@ -20,7 +21,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedscan import wire
-from fedscan.client import audit, counts, metric_release, replies
+from fedscan.client import audit, counts, metric_release, replies, secure_aggregation
 from fedscan.client.requests import SiteRequest
 from fedscan.client.scoring import Scored, load_for, pixels_per_image, score
 from fedscan.client.site import Site, SiteResolver, resolve_site
@@ -30,6 +31,7 @@ from fedscan.common.device import resolve_device
 from fedscan.common.errors import FedscanError, ModelError
 from fedscan.common.logs import log_to_stderr
 from fedscan.common.models.registry import get_model_spec
+from fedscan.common.models.trainable import update_names
 from fedscan.common.privacy import HistoryEntry, planned_releases
 from fedscan.common.tasks import outputs
 
@@ -72,6 +74,8 @@ def make_client_app(
     app.evaluate()(serve(_evaluate))
     app.evaluate(protocol.CROSS_SITE_ACTION)(serve(_cross_evaluate))
     app.query(protocol.STATS_ACTION)(serve(_feature_stats))
+    for action, step in secure_aggregation.HANDLERS.items():  # the round's extra exchanges
+        app.train(action)(serve(step))
     return app
 
 
@@ -151,15 +155,27 @@ def _train(msg: Message, request: SiteRequest, site: Site, device: str | None) -
     else:
         log.warning("Training WITHOUT differential privacy, as the run configuration asks.")
         arrays, metrics, _ = _local_round(request, data, received, None, on, started)
+    if request.settings.secure_aggregation:  # the update leaves later, masked
+        return secure_aggregation.held_reply(
+            msg, request, site, arrays, received, metrics, evaluation, policy
+        )
     return replies.train_reply(
         msg,
         arrays,
         metrics,
         site.name,
-        expected=received,
+        expected=_expected_update(request, received),
         evaluation=evaluation,
         metrics_policy=policy,
     )
+
+
+def _expected_update(
+    request: SiteRequest, received: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """What the update must hold: every received tensor, or only the trained ones."""
+    names = update_names(request.settings.train)
+    return received if names is None else {name: received[name] for name in names}
 
 
 def _private_round(
@@ -240,6 +256,7 @@ def _local_round(
     """Train the received model on the site's training images (DP-SGD when ``dp`` is given)."""
     # Opacus (≈ 1.2 s to import) only where DP training happens: every message is a fresh process.
     from fedscan.common.models.networks import build_model
+    from fedscan.common.models.trainable import freeze_all_but
     from fedscan.common.models.training import scheduled, train_local
 
     train = scheduled(request.settings.train, request.server_round, request.settings.rounds)
@@ -247,8 +264,12 @@ def _local_round(
         train.model, options=train.classical, outputs=outputs(train.task, train.classes)
     )
     model.load_state_dict(received)
+    names = update_names(train)
+    if names is not None:  # the rest stays the global model's: no gradient, not sent back
+        freeze_all_but(model, names)
     outcome = train_local(model, data.train, train, dp=dp, device=device)
-    arrays = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    state = model.state_dict()
+    arrays = {key: state[key].detach().cpu() for key in names or state}
     metrics = {
         protocol.NUM_EXAMPLES: len(data.train),
         protocol.TRAIN_LOSS: outcome.loss,
@@ -271,6 +292,7 @@ def _other_releases(request: SiteRequest) -> list[HistoryEntry]:
 
 def _evaluate(msg: Message, request: SiteRequest, site: Site, device: str | None) -> Message:
     started = time.monotonic()
+    secure_aggregation.forget(site.state_dir, request.run_id)  # the run's rounds are over
     val = load_for(site, request.settings.train).val
     arrays = msg.content.array_records[protocol.ARRAYS]
     scored = score(

@@ -3,8 +3,9 @@
 Invariants:
 - A run is known by its id and the SHA-256 of its canonical configuration (every setting a site
   receives — model, task, classes, rounds, epochs, batch, learning rate, ε, δ, clipping,
-  cross-site — and the coordinator's fedscan version); per-request keys (round, threshold) are
-  not part of it.
+  cross-site, the starting weights' SHA-256 — and the coordinator's fedscan version); per-request
+  keys (round, threshold) are not part of it. A run from random weights hashes as it did before
+  starting weights existed, so earlier approvals stand.
 - The first request of an unknown run records it as pending (or approved, when the policy
   auto-approves runs within its bounds) before anything is loaded or spent; a pending run is
   refused with ``run-not-approved`` at every message until the site decides.
@@ -48,7 +49,12 @@ class RunRefused(FedscanError):
 
 def configuration(settings: SiteSettings, coordinator_version: str) -> dict[str, Any]:
     """The run's configuration as approved: JSON-ready, one canonical form."""
-    return {"settings": dataclasses.asdict(settings), "fedscan": coordinator_version}
+    approved = dataclasses.asdict(settings)
+    if not settings.init_weights_sha256:  # random weights: the hash of earlier versions
+        del approved["init_weights_sha256"]
+    if not settings.secure_aggregation:  # off: the hash of earlier versions
+        del approved["secure_aggregation"]
+    return {"settings": approved, "fedscan": coordinator_version}
 
 
 def configuration_hash(settings: SiteSettings, coordinator_version: str) -> str:
@@ -111,10 +117,7 @@ class Approvals:
         else:
             state = row[1]
         if state == PENDING:
-            raise RunNotApproved(
-                f"Run {run_id} ({digest[:12]}) waits for approval: "
-                f"`fedscan client approve {run_id}` or `fedscan client refuse {run_id}`."
-            )
+            raise _pending(run_id, digest, settings.init_weights_sha256)
         if state == REFUSED:
             raise RunRefused(f"Run {run_id} was refused at this site.")
 
@@ -154,3 +157,12 @@ class Approvals:
         AuditLog(self.state_dir).append(
             {"event": "approval", "run": run_id, "config": digest, "decision": state, "by": by}
         )
+
+
+def _pending(run_id: str, digest: str, starting_weights: str) -> RunNotApproved:
+    """The refusal of a run that waits for approval (the site's log names its starting weights)."""
+    weights = f", starting weights SHA-256 {starting_weights[:12]}…" if starting_weights else ""
+    return RunNotApproved(
+        f"Run {run_id} ({digest[:12]}{weights}) waits for approval: "
+        f"`fedscan client approve {run_id}` or `fedscan client refuse {run_id}`."
+    )

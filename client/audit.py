@@ -12,7 +12,8 @@ Invariants:
   ahead of the head; the next append (and ``verify``) accepts that entry only if it chains on.
 - It records no pixel, path or identifier: run id, round, action, a hash of the request's
   settings, the decision (with its public code), and what left — array names, shapes and L2
-  norms, metric keys, ε before and after.
+  norms, metric keys, ε before and after; under secure aggregation, ``release`` says that the
+  update left masked (``masked``) or that a reply held only protocol messages.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def record_request(state_dir: Path, msg: Message) -> bool:
     from fedscan.client.ledger import PrivacyLedger
 
     run, server_round = _run_and_round(msg)
-    replay = bool(run) and PrivacyLedger(state_dir).has_release(run, server_round)
+    # A secure-aggregation step follows its round's release; it is not that release asked again.
+    step = msg.metadata.message_type.partition(".")[2] in _SECURE_STEPS
+    replay = bool(run) and not step and PrivacyLedger(state_dir).has_release(run, server_round)
     AuditLog(state_dir).append(
         {
             "event": "request",
@@ -128,10 +131,19 @@ def record_reply(state_dir: Path, msg: Message, reply: Message, *, replay: bool)
         return
     entry["decision"] = "replayed" if replay else "answered"
     entry.update(released(reply.content.array_records, reply.content.metric_records))
+    if protocol.SECAGG_MASKED in reply.content.array_records:
+        entry["release"] = "masked"  # the update, quantised and masked: only the sum is readable
+    elif protocol.SECAGG in reply.content.config_records and not reply.content.array_records:
+        entry["release"] = "secure-aggregation"  # keys, sealed shares or shares: no update
     AuditLog(state_dir).append(entry)
 
 
 _PUBLIC_CODES = {number: str(code) for code, (number, _) in REPLY_CODES.items()}
+_SECURE_STEPS = (
+    protocol.SECAGG_SHARE_ACTION,
+    protocol.SECAGG_MASK_ACTION,
+    protocol.SECAGG_UNMASK_ACTION,
+)
 
 
 def _config(msg: Message) -> dict[str, Any]:

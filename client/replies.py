@@ -7,7 +7,9 @@ score histogram (counts and score sums per fixed bin, for pooled metrics) or, fo
 three foreground pixel counts summed over the validation masks (for pooled Dice; a label map
 also K × 3 per structure), and a tiny record
 naming the site and its fedscan version; for the classical models, per-feature sums and sums of
-squares over the site's images (noised under DP). Refusals carry a code and a fixed public reason,
+squares over the site's images (noised under DP); under secure aggregation, instead of the
+update, the secure-aggregation messages (public keys, sealed shares, the masked update, shares
+of peers' secrets; :mod:`fedscan.common.secagg`). Refusals carry a code and a fixed public reason,
 never an exception's text. Audit this file, not the handlers.
 """
 
@@ -17,15 +19,19 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
 from fedscan import __version__
+from fedscan import secagg_records as records
 from fedscan.common import protocol
 from fedscan.common.errors import ReplyRefused, public_reply
 from fedscan.common.metrics.binning import COARSE_BINS
 from fedscan.common.metrics.histogram import BINS
 from fedscan.common.metrics.private import METRIC_POLICIES
+from fedscan.common.secagg import KeyAdvert, MaskedInput, ShareBundle, UnmaskAnswer
+from fedscan.common.secagg.checks import check_advert
 from fedscan.common.tasks import MAX_CLASSES
 
 if TYPE_CHECKING:
@@ -95,15 +101,75 @@ def train_reply(
 ) -> Message:
     """The update and its metrics; ``evaluation``: the received model scored on validation data
     (as the site's metric policy ``metrics_policy`` releases it)."""
+    update = {protocol.ARRAYS: _checked_arrays(arrays, expected)}
+    return Message(
+        content=_train_content(update, metrics, site_name, evaluation, metrics_policy),
+        reply_to=msg,
+    )
+
+
+def held_train_reply(
+    msg: Message,
+    metrics: Mapping[str, float],
+    site_name: str,
+    advert: KeyAdvert,
+    *,
+    evaluation: Evaluation | None = None,
+    metrics_policy: str = "",
+) -> Message:
+    """Under secure aggregation: the metrics, the evaluation and the round's two public keys; the
+    update stays at the site until it leaves masked (:func:`masked_input_reply`)."""
+    keys = {protocol.SECAGG: records.advert_record(check_advert(advert))}
+    return Message(
+        content=_train_content(keys, metrics, site_name, evaluation, metrics_policy),
+        reply_to=msg,
+    )
+
+
+def _train_content(
+    lead: Mapping[str, ArrayRecord | ConfigRecord],
+    metrics: Mapping[str, float],
+    site_name: str,
+    evaluation: Evaluation | None,
+    policy: str,
+) -> RecordDict:
     content = RecordDict(
         {
-            protocol.ARRAYS: _checked_arrays(arrays, expected),
+            **lead,
             protocol.METRICS: _scalars(metrics, protocol.TRAIN_METRICS),
-            protocol.SITE: _site_record(site_name, metrics_policy),
+            protocol.SITE: _site_record(site_name, policy),
         }
     )
     if evaluation is not None:
         content[protocol.EVALUATION] = _evaluation_record(*evaluation)
+    return content
+
+
+def share_bundle_reply(msg: Message, bundle: ShareBundle, site_name: str) -> Message:
+    """Secure aggregation: the site's Shamir shares, each sealed for one peer (AEAD)."""
+    return _secagg_reply(msg, site_name, records.envelopes_record(bundle.envelopes))
+
+
+def masked_input_reply(msg: Message, masked: MaskedInput, site_name: str) -> Message:
+    """Secure aggregation: the update, quantised and masked (uint64 below 2^k): its release."""
+    if masked.values.dtype != np.uint64 or masked.values.ndim != 1:
+        raise ReplyRefused("A masked input must be one vector of uint64 values.")
+    content = RecordDict(
+        {
+            protocol.SECAGG_MASKED: records.masked_record(masked),
+            protocol.SITE: _site_record(site_name),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+def unmask_reply(msg: Message, answer: UnmaskAnswer, site_name: str) -> Message:
+    """Secure aggregation: per peer one share, of its self-mask seed or of its masking key."""
+    return _secagg_reply(msg, site_name, records.answer_record(answer))
+
+
+def _secagg_reply(msg: Message, site_name: str, record: ConfigRecord) -> Message:
+    content = RecordDict({protocol.SECAGG: record, protocol.SITE: _site_record(site_name)})
     return Message(content=content, reply_to=msg)
 
 

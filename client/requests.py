@@ -32,6 +32,7 @@ class SiteRequest:
     threshold: float = (
         0.5  # an evaluation's operating threshold (the pooled Youden one, cross-site)
     )
+    secagg_threshold: int = 0  # a secure-aggregation step: sites that must survive each stage
 
     @classmethod
     def parse(cls, msg: Message) -> SiteRequest:
@@ -48,6 +49,7 @@ class SiteRequest:
                 config.get(protocol.EVALUATE_FIRST, False), what=protocol.EVALUATE_FIRST
             ),
             threshold=_number(config.get(protocol.THRESHOLD, 0.5)),
+            secagg_threshold=int(_number(config.get(protocol.SECAGG_THRESHOLD, 0))),
         )
 
     @property

@@ -44,6 +44,11 @@ class RunPolicy:
     require_central_dp: bool = setting(
         False, help="Refuse runs without central DP on the aggregate (central-noise-multiplier 0)."
     )
+    require_secure_aggregation: bool = setting(
+        False,
+        help="Refuse runs without secure aggregation (the coordinator would see this site's "
+        "update, not only the sum).",
+    )
     max_rounds: int = setting(0, help="Most rounds a run may have (0: no limit).")
     max_local_epochs: int = setting(0, help="Most local epochs per round (0: no limit).")
     max_releases_per_run: int = setting(
@@ -113,6 +118,11 @@ class RunPolicy:
                 "central DP",
                 "off",
             ),
+            (
+                self.require_secure_aggregation and not settings.secure_aggregation,
+                "secure aggregation",
+                "off",
+            ),
             (_over(settings.rounds, self.max_rounds), "rounds", settings.rounds),
             (_over(train.local_epochs, self.max_local_epochs), "local epochs", train.local_epochs),
             (_over(releases, self.max_releases_per_run), "releases per run", releases),
@@ -135,6 +145,8 @@ class RunPolicy:
             f"models: {', '.join(self.allowed_models) or 'any'}",
             f"strategies: {', '.join(self.allowed_strategies) or 'any'}"
             + ("; central DP required" if self.require_central_dp else ""),
+            "secure aggregation: "
+            + ("required" if self.require_secure_aggregation else "optional"),
             f"rounds: {limit(self.max_rounds)}; local epochs: {limit(self.max_local_epochs)}; "
             f"releases per run: {limit(self.max_releases_per_run)}",
             f"cross-site validation: {'allowed' if self.allow_cross_site else 'refused'}",

@@ -4,9 +4,10 @@ Config flows one way: CLI options, ``run.toml`` or ``[tool.flwr.app.config]`` �
 run config → :meth:`RunConfig.from_flat` → RunConfig → :meth:`RunConfig.to_message`, the flat
 settings every site receives → :meth:`SiteSettings.from_message` at the site. Keys, types, defaults
 and meanings live on the dataclass fields (:func:`fedscan.common.settings.setting`); keys a run
-leaves out take the defaults of its task (:data:`fedscan.common.defaults.TASK_DEFAULTS`). Imports
-no torch: ``fedscan run`` and
-``fedscan status`` start without it.
+leaves out take the defaults of its task (:data:`fedscan.common.defaults.TASK_DEFAULTS`). No path
+is ever sent to a site: of the starting weights (``init-weights``) only their SHA-256 is, so each
+site's approval covers them. Imports no torch: ``fedscan run`` and ``fedscan status`` start
+without it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from fedscan import __version__
 from fedscan.common import defaults, protocol
 from fedscan.common.errors import ConfigError
 from fedscan.common.models.registry import MODELS, get_model_spec, models_for
+from fedscan.common.models.trainable import check_spec
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.run_checks import check_run
 from fedscan.common.settings import (
     UNLESS_DEFAULT,
     Key,
@@ -94,6 +98,13 @@ class TrainSettings:
         help="The learning rate over the run's rounds: constant, or cosine (from learning-rate "
         "in round 1 down to a tenth of it in the last round).",
     )
+    trainable: str = setting(
+        "all",
+        omit_default=True,
+        help="What the sites train: all, head (the last layer), last:N (the last N layers) or "
+        "parameter-name prefixes, comma-separated; the rest stays the global model's and is not "
+        "sent back (fine-tuning from --init; fedavg, fedprox or a robust strategy).",
+    )
     proximal_mu: float = setting(
         0.0, flat=False, help="FedProx's proximal weight, as the strategy sends it."
     )
@@ -117,20 +128,6 @@ class TrainSettings:
         'its labels against them, e.g. ["normal", "effusion", "nodule"]. Segmentation: a label '
         "map's structures, mask value k the k-th (none: a binary mask).",
     )
-
-
-def _check_operating_point(config: RunConfig) -> None:
-    from fedscan.common.metrics.histogram import parse_operating_point
-
-    try:
-        parse_operating_point(config.operating_point)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    if config.operating_point != "youden" and (config.train.task != "classification"):
-        raise ConfigError(
-            "operating-point applies to binary classification (one threshold); leave it at "
-            f"'youden' for task {config.train.task!r}."
-        )
 
 
 def _wired(*, factory: Any) -> Any:
@@ -208,6 +205,31 @@ class RunConfig:
     tensorboard: bool = setting(
         False, help="Also write TensorBoard event files into the run directory."
     )
+    secure_aggregation: bool = setting(
+        False,
+        omit_default=True,  # earlier runs' forms, and sites' approvals of them, stay as they were
+        wire=UNLESS_DEFAULT,  # sent when on: a site's [policy] may require it
+        help="Secure aggregation (common/secagg): the coordinator learns only the weighted sum of "
+        "the sites' updates, never one update (fedavg, fedprox or fedadam; no central DP; "
+        "cross-site off, its default then).",
+    )
+    init_weights: str = setting(
+        "",
+        path=True,
+        omit_default=True,
+        help="Start round 1 from these weights instead of random ones (`fedscan run/simulate "
+        "--init`): an earlier run's final.pt (runs/<id>/final.pt) or a PyTorch/MONAI state dict "
+        "(torch.save of a dict of tensors). Read by the coordinator only; parameters are taken by "
+        "name and shape, the others (e.g. a head with another class count) keep the seed's.",
+    )
+    init_weights_sha256: str = setting(
+        "",
+        omit_default=True,
+        wire=UNLESS_DEFAULT,  # sent when set: a site's approval covers the starting weights
+        help="The SHA-256 of init-weights, recorded when the coordinator first reads the file "
+        "(set it to pin the file: other content is refused); sent to every site, whose "
+        "`fedscan client runs` shows it.",
+    )
     train: TrainSettings = _wired(factory=TrainSettings)
     privacy: PrivacyConfig = _wired(factory=PrivacyConfig)
 
@@ -231,9 +253,7 @@ class RunConfig:
                 "site); for task segmentation set cross-site = false (`fedscan simulate --task "
                 "segmentation` does)."
             )
-        _check_robust(self)
-        _check_central_dp(self)
-        _check_operating_point(self)
+        check_run(self)
 
     @property
     def central_dp(self) -> bool:
@@ -249,9 +269,10 @@ class RunConfig:
         return flatten(self)
 
     @classmethod
-    def from_flat(cls, flat: Mapping[str, Any]) -> RunConfig:
+    def from_flat(cls, flat: Mapping[str, Any], *, base: Path | None = None) -> RunConfig:
         """Inverse of :meth:`to_flat`; missing keys take (the task's) defaults, unknown keys are
-        refused."""
+        refused; relative paths are taken from ``base`` (the folder of the file that sets them)
+        when given."""
         keys = {key.name: key for key in keys_of(cls, flat_only=True)}
         unknown = sorted(set(flat) - set(keys) - set(IGNORED_FLAT_KEYS))
         if unknown:
@@ -263,10 +284,14 @@ class RunConfig:
         by_task = task_defaults(str(flat.get(_TASK_KEY, "classification")))
         model = str(given.get(_MODEL_KEY, by_task.get(_MODEL_KEY, defaults.MODEL)))
         # Precedence: what the run sets, then the model's own defaults, then the task's.
-        merged = {**by_task, **model_defaults(model), **given}
+        merged = {**by_task, **model_defaults(model), **_secure_defaults(given), **given}
         return cls(
             **nest(
-                cls, {keys[name].path: _read(keys[name], value) for name, value in merged.items()}
+                cls,
+                {
+                    keys[name].path: coerce(value, keys[name], what=name, base=base)
+                    for name, value in merged.items()
+                },
             )
         )
 
@@ -281,7 +306,8 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"Unknown run settings: {', '.join(unknown)}.")
         return cls.from_flat(
-            {names[name]: value for name, value in options.items() if value is not None}
+            {names[name]: value for name, value in options.items() if value is not None},
+            base=Path.cwd(),  # a path typed on a command line is relative to where it was typed
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -321,8 +347,11 @@ def task_defaults(task: str) -> dict[str, FlatValue]:
     """The flat keys whose default depends on ``task`` (none for an unknown task: validation names
     it)."""
     chosen = defaults.TASK_DEFAULTS.get(task)
-    if chosen is None:
-        return {}
+    return {} if chosen is None else _flat_defaults(chosen)
+
+
+def _flat_defaults(chosen: Any) -> dict[str, FlatValue]:
+    """A defaults dataclass as flat run-config keys."""
     return {
         protocol.config_key(spec.name): getattr(chosen, spec.name)
         for spec in dataclasses.fields(chosen)
@@ -344,6 +373,8 @@ class SiteSettings:
     cross_site: bool
     strategy: str = defaults.STRATEGY  # how the coordinator aggregates (for the site's policy)
     central_noise_multiplier: float = 0.0  # central DP on the aggregate; 0: off
+    init_weights_sha256: str = ""  # the starting weights' SHA-256; empty: random (the run's seed)
+    secure_aggregation: bool = False  # only the sum of the updates reaches the coordinator
 
     @classmethod
     def from_message(cls, config: Mapping[str, Any]) -> SiteSettings:
@@ -381,6 +412,7 @@ def check_training(train: TrainSettings) -> None:
     if not 0 <= train.momentum < 1:
         raise ConfigError("momentum must be in [0, 1).")
     _check_views_and_schedule(train)
+    check_spec(train.trainable)
     if train.task not in defaults.TASKS:
         raise ConfigError(f"Unknown task {train.task!r}; use one of {', '.join(defaults.TASKS)}.")
     spec = get_model_spec(train.model)
@@ -412,34 +444,19 @@ def _check_views_and_schedule(train: TrainSettings) -> None:
         )
 
 
-def _check_robust(config: RunConfig) -> None:
-    if not 0 <= config.server_momentum < 1:
-        raise ConfigError("server-momentum must be in [0, 1).")
-    if not 0 <= config.trim_fraction < 0.5:
-        raise ConfigError(
-            "trim-fraction must be in [0, 0.5): the share cut from each end per parameter."
-        )
-    if config.byzantine_sites < 0:
-        raise ConfigError("byzantine-sites must be ≥ 0.")
-    if config.norm_gate < 0 or (0 < config.norm_gate < 1):
-        raise ConfigError(
-            "norm-gate must be 0 (off) or ≥ 1 (a multiple of the round's median update norm)."
-        )
+_SECURE_KEY = protocol.config_key("secure_aggregation")
 
 
-def _check_central_dp(config: RunConfig) -> None:
-    if config.central_noise_multiplier < 0:
-        raise ConfigError("central-noise-multiplier must be ≥ 0 (0 turns central DP off).")
-    if not config.central_dp:
-        return
-    if config.strategy != "fedavg":
-        raise ConfigError(
-            "Central DP adds noise to a FedAvg aggregate; use strategy fedavg with it."
-        )
-    if config.central_clip_norm <= 0:
-        raise ConfigError("central-clip-norm must be positive (the L2 bound on one site's update).")
-    if not 0 < config.central_delta < 1:
-        raise ConfigError("central-delta must be in (0, 1); keep it below 1/(number of sites).")
+def _secure_defaults(given: Mapping[str, Any]) -> dict[str, FlatValue]:
+    """Secure aggregation turns cross-site validation's default off (it releases each site's own
+    fine-tuned model); a run that sets cross-site itself is checked instead."""
+    on = coerce(given.get(_SECURE_KEY, False), _secure_key(), what=_SECURE_KEY)
+    chosen = defaults.SECURE_AGGREGATION_DEFAULTS
+    return _flat_defaults(chosen) if on else {}
+
+
+def _secure_key() -> Key:
+    return next(key for key in keys_of(RunConfig, flat_only=True) if key.name == _SECURE_KEY)
 
 
 def split_address(address: str) -> tuple[str, int]:

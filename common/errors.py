@@ -6,7 +6,8 @@ Hierarchy (catch the narrowest that fits)::
     ├── ConfigError           a setting is invalid; the message says what to change
     ├── DataError             a dataset cannot be read or is unusable
     │   └── Rejected          one file cannot become a sample; ``reason`` is its ingest code
-    ├── ModelError            unknown model name or model not DP-compatible
+    ├── ModelError            unknown model name, model not DP-compatible, or starting weights
+    │                         that fit none of its parameters
     ├── PrivacyError          a privacy rule would be broken (budget, delta, ledger)
     ├── VersionMismatchError  coordinator and site run incompatible fedscan
     ├── QuorumError           too few sites connected within the join timeout

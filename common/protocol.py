@@ -167,6 +167,32 @@ STATS_SUM = "sum"
 STATS_SQUARES = "squares"
 STATS_ARRAYS = (STATS_SUM, STATS_SQUARES)
 
+# --- secure aggregation (common/secagg): the round's extra exchanges, each a train message ---
+# A train reply under secure aggregation carries the site's key advert (SECAGG) instead of ARRAYS;
+# then "train.<action>" below, in order: roster -> share bundle, delivery -> masked input, unmask
+# request -> answer. Every other record (CONFIG, SITE) is as in any exchange.
+SECAGG = "secagg"  # config record of one secure-aggregation message, either way
+SECAGG_MASKED = "secagg-masked"  # array record: a site's masked input (one uint64 array)
+SECAGG_VALUES = "values"  # the masked input's one array
+SECAGG_SHARE_ACTION = "secagg_share_keys"  # roster -> share bundle
+SECAGG_MASK_ACTION = "secagg_mask"  # share delivery -> masked input
+SECAGG_UNMASK_ACTION = "secagg_unmask"  # unmask request -> answer
+SECAGG_THRESHOLD = "secagg-threshold"  # request key (CONFIG): sites that must survive each stage
+SECAGG_SITE_ID = "site-id"  # the sender's secure-aggregation id (its Flower node id, as text)
+SECAGG_ENCRYPTION_KEY = "encryption-key"  # advert: X25519 public key that seals shares
+SECAGG_MASKING_KEY = "masking-key"  # advert: X25519 public key that derives pairwise masks
+SECAGG_SITE_IDS = "site-ids"  # roster: the ids, sorted; with the two key lists in the same order
+SECAGG_ENCRYPTION_KEYS = "encryption-keys"
+SECAGG_MASKING_KEYS = "masking-keys"
+SECAGG_SENDERS = "senders"  # envelopes: who sealed each one
+SECAGG_RECEIVERS = "receivers"  # envelopes: whom each one is for
+SECAGG_SEALED = "sealed"  # envelopes: the sealed shares
+SECAGG_SURVIVORS = "survivors"  # unmask request: whose masked inputs are in the sum
+SECAGG_SEED_OWNERS = "seed-owners"  # answer: whose self-mask seed each share is of
+SECAGG_SEED_SHARES = "seed-shares"
+SECAGG_KEY_OWNERS = "key-owners"  # answer: whose masking key each share is of
+SECAGG_KEY_SHARES = "key-shares"
+
 # --- coordinator-internal: the equal weight central DP gives every accepted update before FedAvg
 # ---
 UNIFORM_WEIGHT = "central-dp-weight"

@@ -213,6 +213,8 @@ def coerce(value: Any, key: Key, *, what: str, base: Path | None = None) -> Any:
     """``value`` as the field's type; a ConfigError naming ``what`` when it cannot be."""
     kind = _plain(key.kind)
     if key.spec.metadata.get("path"):
+        if kind is str and not str(value).strip():
+            return ""  # an optional path left empty: no file (not the current folder)
         resolved = Path(str(value)).expanduser()
         resolved = (base / resolved).resolve() if base is not None else resolved
         return resolved if kind is Path else str(resolved)

@@ -2,7 +2,8 @@
 
 Every round's global model is evaluated at every site (with the next round's
 training, see :mod:`fedscan.server.rounds`), saved to the run directory, and
-one line is appended to metrics.jsonl. The coordinator sends
+one line is appended to metrics.jsonl. Round 1's global model is the seed's, or an earlier model
+warm-started from ``init-weights`` (:mod:`fedscan.server.initial_model`). The coordinator sends
 configuration only (the flat dict of :meth:`RunConfig.to_message`), never code.
 status.json says what the run is doing as it goes and how it ended: ``completed`` only when
 every phase reached every site it needed, ``completed-with-gaps`` (each gap named) when a phase
@@ -25,19 +26,14 @@ from fedscan.common import protocol
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import ErrorCode, FedscanError, QuorumError
 from fedscan.common.logs import log_to_stderr
-from fedscan.common.models.networks import build_model
-from fedscan.common.models.registry import get_model_spec
+from fedscan.common.models.trainable import update_names
+from fedscan.common.models.warm_start import pinned
 from fedscan.common.settings import parse_bool
-from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme, outputs, structures
+from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme, structures
 from fedscan.server.audit import AuditedGrid, RunAudit
-from fedscan.server.coverage import (
-    PHASE_CROSS_SITE_VALIDATION,
-    Gap,
-    RecordingGrid,
-    feature_statistics_gap,
-    training_gaps,
-)
+from fedscan.server.coverage import PHASE_CROSS_SITE_VALIDATION, Gap, training_gaps
 from fedscan.server.gate import UpdateGate
+from fedscan.server.initial_model import initial_arrays
 from fedscan.server.polling_grid import PollingGrid
 from fedscan.server.resume import restore_run, resumable_config, save_round
 from fedscan.server.rounds import run_rounds
@@ -135,6 +131,7 @@ def _federate(
     grid: Grid, config: RunConfig, run_dir: RunDirectory, progress: RunProgress, *, resume: bool
 ) -> FederationResult:
     random.seed(config.seed)  # Flower's node sampling uses the global `random`
+    config = pinned(config)  # the starting weights' SHA-256, in the records and every message
     run_dir.write_config(config.to_json())
     run_dir.write_run_config(config.to_flat())
     if config.tensorboard:
@@ -148,7 +145,7 @@ def _federate(
     }  # keys each site's ledger
     last_round, arrays = (restore_run(run_dir, run_log, strategy) if resume else None) or (
         0,
-        _initial_arrays(grid, config, run_log, message_config),
+        initial_arrays(grid, config, run_log, message_config, progress),
     )
     log.info(
         "Starting %s rounds of %s with %s sites",
@@ -171,6 +168,7 @@ def _federate(
         after_round=lambda done, new: save_round(run_dir, config, run_log, strategy, done, new),
         progress=progress,
         approval_wait_s=config.join_timeout_s,
+        secure_aggregation=config.secure_aggregation,
     )
     final = _save_final(run_dir, config, run_log, arrays)
     if config.cross_site:
@@ -192,6 +190,7 @@ def _run_log(run_dir: RunDirectory, config: RunConfig) -> RunLog:
         model_options=config.train.classical,
         scheme=_class_scheme(config),
         operating_point=config.operating_point,
+        trained_names=update_names(config.train) or (),
         # A site that refuses before it ever replied is still named as the operator registered it.
         names=SiteNames(names_by_node(run_dir.path.parent.parent)),
     )
@@ -227,34 +226,6 @@ def _save_final(
         **({"calibration": run_log.calibration} if run_log.calibration else {}),
         **run_log.class_meta,
     )
-
-
-def _initial_arrays(
-    grid: Grid, config: RunConfig, run_log: RunLog, message_config: dict[str, Any]
-) -> ArrayRecord:
-    """The round-1 global model, the same for the same seed; the classical models' feature
-    standardisation comes from the sites."""
-    train = config.train
-    model = build_model(
-        train.model,
-        seed=config.seed,
-        options=train.classical,
-        outputs=outputs(train.task, train.classes),
-    )
-    arrays = ArrayRecord(model.state_dict())
-    if not get_model_spec(config.train.model).classical:
-        return arrays
-    from fedscan.server.feature_stats import standardise
-
-    recorded = RecordingGrid(grid)
-    arrays = standardise(recorded, config, run_log, arrays, message_config)
-    gap = feature_statistics_gap(
-        recorded, run_log.names, timeout_s=config.round_timeout_s, dp=config.privacy.enabled
-    )
-    if gap is not None:
-        log.warning("The run has a gap: %s", gap.sentence())
-        run_log.gaps.append(gap)
-    return arrays
 
 
 def _cross_validate(

@@ -36,7 +36,7 @@ from fedscan.server.coverage import (
     node_name,
 )
 from fedscan.server.rounds import Progress
-from fedscan.server.run_log import RunLog
+from fedscan.server.run_log import RunLog, filled
 from fedscan.server.rundir import MATRIX_FILE, Event, RunDirectory
 from fedscan.server.triage import Refusal, first_metrics, triage
 
@@ -211,7 +211,8 @@ def _fine_tune(
     epsilon: dict[str, float] = {}
     for reply in accepted:
         site = run_log.site_name(reply)
-        local[protocol.local_model_name(site)] = reply.content.array_records[protocol.ARRAYS]
+        tuned = reply.content.array_records[protocol.ARRAYS]
+        local[protocol.local_model_name(site)] = filled(tuned, global_arrays)
         epsilon[site] = float(first_metrics(reply).get(protocol.EPSILON, float("nan")))
     return dict(sorted(local.items())), epsilon, refusals
 

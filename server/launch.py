@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,10 @@ class RunRequest:
     run: RunConfig
 
 
-def load_run_request(path: Path) -> RunRequest:
-    """Read ``run.toml``: ``[run]`` settings (validated by RunConfig) and the coordinator's config
-    path."""
+def load_run_request(path: Path, *, init_weights: Path | None = None) -> RunRequest:
+    """Read ``run.toml``: ``[run]`` settings (validated by RunConfig; relative paths from the
+    file's folder) and the coordinator's config path. ``init_weights`` (``--init``) replaces the
+    file's starting weights."""
     path = Path(path).expanduser()
     document = read_toml(path, "run")
     if set(document) != {"run"}:
@@ -57,9 +58,11 @@ def load_run_request(path: Path) -> RunRequest:
         raise ConfigError(
             f"{path}: [run] coordinator-config is required (the path of coordinator.toml)."
         )
-    return RunRequest(
-        load_coordinator_config(path.parent / str(coordinator)), RunConfig.from_flat(settings)
-    )
+    run = RunConfig.from_flat(settings, base=path.parent)
+    if init_weights is not None:
+        where = str(Path(init_weights).expanduser().resolve())
+        run = replace(run, init_weights=where, init_weights_sha256="")
+    return RunRequest(load_coordinator_config(path.parent / str(coordinator)), run)
 
 
 def submit(request: RunRequest, *, resume_id: str | None = None) -> tuple[RunDirectory, int]:

@@ -17,6 +17,7 @@ from fedscan.common.errors import DataError
 from fedscan.common.files import atomic_write_bytes
 from fedscan.common.metrics.crosssite import CrossSiteMatrix
 from fedscan.common.metrics.histogram import ScoreHistogram
+from fedscan.common.models.weight_match import WeightMatch
 from fedscan.common.protocol import NUM_EXAMPLES
 from fedscan.server import report_classes, report_html
 from fedscan.server import report_segmentation as segmentation
@@ -26,6 +27,7 @@ from fedscan.server.rundir import (
     CONFIG_FILE,
     FINAL_MODEL,
     HISTOGRAMS_FILE,
+    INIT_WEIGHTS_FILE,
     MATRIX_FILE,
     METRICS_FILE,
     MODEL_CARD_FILE,
@@ -50,6 +52,7 @@ def _read(run_dir: Path) -> dict[str, Any]:
         "final": directory.read_json(f"{FINAL_MODEL}.json"),
         "run_id": run_dir.name,
         "matrix": directory.read_json(MATRIX_FILE),
+        "init": directory.read_json(INIT_WEIGHTS_FILE),
     }
 
 
@@ -138,6 +141,7 @@ def model_card(run: dict[str, Any]) -> str:
         f"- Model: `{train.get('model', '?')}`; fedscan "
         f"{config.get('fedscan_version', __version__)}; "
         f"config hash `{s['config_hash']}`",
+        _start_line(run),
         f"- Rounds: {s['last']['round']} of {config.get('rounds', '?')} "
         f"({config.get('strategy', '?')}); "
         f"status: {run['status'].get('state', 'unknown')}",
@@ -209,6 +213,20 @@ _LIMITS = (
     "chosen on it), so these metrics are optimistic. Evaluate at each hospital with `fedscan "
     "evaluate`."
 )
+
+
+def _start_line(run: dict[str, Any]) -> str:
+    """Where round 1 began: the seed's random weights, or the starting weights' file, SHA-256 and
+    what they gave the model."""
+    config = run["config"]
+    digest = config.get("init_weights_sha256")
+    if not digest:
+        return f"- Starting weights: random (seed {config.get('seed', '?')})"
+    if not run.get("init"):  # the run failed before it loaded them
+        return (
+            f"- Starting weights: `{Path(config.get('init_weights', '')).name}`, SHA-256 `{digest}`"
+        )
+    return f"- Starting weights: {WeightMatch.from_json(run['init']).summary()}"
 
 
 def _gap_lines(status: dict[str, Any]) -> list[str]:

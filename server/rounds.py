@@ -9,7 +9,9 @@ it, and returns both. Only the last round's aggregate needs a separate
 evaluate exchange, which needs every site it is sent to and every site that
 trained in the last round (one it misses is a gap of the run). The strategy's
 own ``configure_train``, ``aggregate_train`` (FedAvg, FedProx, FedAdam,
-central DP) and ``configure_evaluate`` do the rest.
+central DP) and ``configure_evaluate`` do the rest. Under secure aggregation the train replies
+carry no update: :mod:`fedscan.server.secure_rounds` runs the round's extra exchanges and hands
+the strategy the sites' weighted mean.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def run_rounds(
     after_round: RoundHook | None = None,
     progress: Progress | None = None,
     approval_wait_s: float = 0.0,
+    secure_aggregation: bool = False,
 ) -> ArrayRecord:
     """Train rounds ``first_round``..``rounds`` from ``initial_arrays`` (the global model after
     round ``first_round - 1``); every aggregate is evaluated at every site. The final arrays.
@@ -78,6 +81,7 @@ def run_rounds(
     exchange = _Exchange(
         strategy, grid, run_log, timeout, message_config, tell, before_round, approval_wait_s
     )
+    run_log.masked = secure_aggregation  # sites send masked updates (server/secure_rounds.py)
     arrays = initial_arrays
     for server_round in range(first_round, rounds + 1):
         log.info("Round %s of %s", server_round, rounds)
@@ -95,7 +99,7 @@ def _train_round(
 ) -> ArrayRecord:
     """One train exchange, carrying the previous aggregate's evaluation; the new aggregate (the
     old one when no update counted)."""
-    strategy, run_log = exchange.strategy, exchange.run_log
+    run_log = exchange.run_log
     replies = _send_train(exchange, server_round, rounds, arrays)
     if _resend_worth_it(replies, run_log.min_sites) and exchange.wait_for_sites is not None:
         # A restarted coordinator's database lists sites as online until their heartbeats lapse;
@@ -109,11 +113,31 @@ def _train_round(
     replies = _wait_for_approvals(exchange, server_round, rounds, arrays, replies)
     if server_round > 1:  # the previous aggregate, scored by each site
         run_log.take_evaluations(server_round - 1, replies)
-    aggregated, _ = strategy.aggregate_train(server_round, replies)
+    aggregated = _aggregate(exchange, server_round, arrays, replies)
     exchange.tell(
         Event.ROUND_AGGREGATED, round=server_round, rounds=rounds, trained=run_log.trained
     )
     return aggregated if aggregated is not None else arrays
+
+
+def _aggregate(
+    exchange: _Exchange, server_round: int, arrays: ArrayRecord, replies: list[Message]
+) -> ArrayRecord | None:
+    """The strategy's aggregate of the round's updates, or of their masked sum (secure)."""
+    if not exchange.run_log.masked:
+        return exchange.strategy.aggregate_train(server_round, replies)[0]
+    from fedscan.server.secure_rounds import secure_aggregate
+
+    return secure_aggregate(
+        exchange.strategy,
+        exchange.grid,
+        exchange.run_log,
+        server_round=server_round,
+        arrays=arrays,
+        replies=replies,
+        timeout=exchange.timeout,
+        message_config=exchange.message_config,
+    )
 
 
 def _send_train(

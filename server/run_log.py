@@ -64,6 +64,12 @@ def weighted_mean(per_site: dict[str, dict[str, float]], key: str) -> float:
 _CLASS = (protocol.MACRO_AUC, protocol.BALANCED_ACCURACY)  # multiclass / multilabel site figures
 
 
+def filled(partial: ArrayRecord, base: ArrayRecord) -> ArrayRecord:
+    """``partial``'s arrays, and ``base``'s for every name ``partial`` lacks, in ``base``'s order:
+    an update of the trained parameters only (run config ``trainable``) made a whole model."""
+    return ArrayRecord({key: partial[key] if key in partial else base[key] for key in base})
+
+
 @dataclass
 class RunLog:
     """Mutable per-run log, owned by the strategy of one run."""
@@ -83,12 +89,17 @@ class RunLog:
     history: list[Record] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)  # phases that missed sites they needed
     _sent: dict[str, Any] | None = None  # the global model of the current round, for the gate
+    # Run config ``trainable``: the parameters sites send back (empty: the whole model); the gate
+    # expects exactly these, and the aggregate keeps the global model's values for the rest.
+    trained_names: tuple[str, ...] = ()
+    _sent_record: ArrayRecord | None = None
     _train_started: float = field(default_factory=time.monotonic)
     _current: Record = field(default_factory=dict)
     scheme: LabelScheme | None = None  # multiclass / multilabel: pooled per class
     operating_point: str = "youden"  # the run config's rule for the stored threshold
     calibration: dict[str, Any] | None = None  # Platt map of the latest pooled validation
     _pool: RoundPool = field(default_factory=RoundPool)
+    masked: bool = False  # secure aggregation: replies carry no update for the gate to check
 
     def __post_init__(self) -> None:
         self._pool = RoundPool(scheme=self.scheme, operating_point=self.operating_point)
@@ -190,11 +201,12 @@ class RunLog:
         """The global model this round's train messages carry: what the gate checks updates
         against."""
         self._sent = {key: value.numpy() for key, value in arrays.to_torch_state_dict().items()}
+        self._sent_record = arrays
         self._train_started = time.monotonic()
 
     def _through_gate(self, record: Record, replies: list[Message]) -> list[Message]:
         """Drop (and note) updates the sanity gate refuses; before any aggregation sees them."""
-        if self._sent is None:
+        if self._sent is None or self.masked:  # masked inputs: the aggregator checks them
             return replies
         candidates = [
             Candidate(
@@ -209,7 +221,7 @@ class RunLog:
             )
             for reply in replies
         ]
-        refused = self.gate.refusals(candidates, self._sent)
+        refused = self.gate.refusals(candidates, self._expected())
         refusals = [
             Refusal(site, "train", f"{ErrorCode.UPDATE_REJECTED}: {reason}")
             for site, reason in refused.items()
@@ -218,6 +230,25 @@ class RunLog:
             log.warning("Site %s refused train: %s", refusal.site, refusal.reason)
         self.note(record, refusals)
         return [reply for reply in replies if self.site_name(reply) not in refused]
+
+    def _expected(self) -> dict[str, Any]:
+        assert self._sent is not None
+        if not self.trained_names:
+            return self._sent
+        return {key: self._sent[key] for key in self.trained_names}
+
+    def completed(self, aggregate: ArrayRecord | None) -> ArrayRecord | None:
+        """The new global model: the aggregate of what trained, the current global model's
+        values for the rest (in the model's order)."""
+        if aggregate is None or not self.trained_names or self._sent_record is None:
+            return aggregate
+        return filled(aggregate, self._sent_record)
+
+    def secure_aggregated(self, summary: Record) -> None:
+        """The round's secure-aggregation exchanges (who was summed, who dropped): their wall
+        time joins the round's train time."""
+        self._current["secure_aggregation"] = summary
+        self._current["train_s"] = round(time.monotonic() - self._train_started, 2)
 
     def take_evaluations(self, evaluated_round: int, replies: list[Message]) -> None:
         """Move the evaluations riding on train replies (of ``evaluated_round``'s aggregate) out of

@@ -11,7 +11,9 @@ Layout (every name below is a constant of this module; nothing else spells one):
   sites, a round sent and aggregated, cross-site steps, report written): site names and counts
   only, never paths or patient data; what ``fedscan run`` prints;
 - ``config.json`` (the run's settings, nested) and ``run-config.json`` (flat: what ``--resume``
-  uses);
+  uses), both with the starting weights' SHA-256 when the run has ``init-weights``;
+- ``init-weights.json`` — what the starting weights gave the model: each parameter loaded, new or
+  ignored, with its shapes (:mod:`fedscan.common.models.weight_match`);
 - ``metrics.jsonl`` — one JSON object per round: per-site train and evaluation metrics, ε per site,
   the aggregate, the pooled metrics and the refusals the round received;
 - ``histograms.json`` — the latest round's pooled and per-site score histograms;
@@ -51,6 +53,7 @@ HISTOGRAMS_FILE = "histograms.json"
 MATRIX_FILE = "cross_site.json"
 REPORT_FILE = "report.html"
 MODEL_CARD_FILE = "model_card.md"
+INIT_WEIGHTS_FILE = "init-weights.json"  # what the starting weights gave the model
 COORDINATOR_LOG = "coordinator.log"
 SIMULATION_FILE = (
     "simulation.json"  # how the sites were simulated: what --resume rebuilds them from
@@ -83,6 +86,7 @@ class Event(enum.StrEnum):
 
     SUBMITTED = "submitted"  # written by `fedscan run` before each submission of the run
     WAITING_FOR_SITES = "waiting-for-sites"
+    INIT_WEIGHTS_LOADED = "init-weights-loaded"  # the starting weights: counts and SHA-256
     ROUND_TRAINING = "round-training"
     ROUND_AGGREGATED = "round-aggregated"
     ROUND_RESENT = "round-resent"

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAdam,
@@ -24,7 +24,10 @@ from flwr.serverapp.strategy import (
 from fedscan.common import protocol
 from fedscan.common.config import RunConfig
 from fedscan.common.privacy import epsilon_spent
+from fedscan.server.inprocess import instruction
 from fedscan.server.run_log import RunLog
+
+_WEIGHT = protocol.NUM_EXAMPLES  # the weight key of every strategy built here (one reply: 1)
 
 
 class RecordingMixin:
@@ -37,6 +40,7 @@ class RecordingMixin:
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         accepted = self._accepted(server_round, "train", replies)
         arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
+        arrays = self.run_log.completed(arrays)
         self.run_log.train_done(server_round, arrays)
         return arrays, metrics
 
@@ -50,6 +54,16 @@ class RecordingMixin:
 
     def _accepted(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Message]:
         return self.run_log.accept(server_round, phase, replies)
+
+    def aggregate_mean(self, server_round: int, mean: ArrayRecord) -> ArrayRecord | None:
+        """The new global model from a securely aggregated weighted mean (the sites' replies were
+        accepted already): handed to the strategy's own aggregation as its one reply, so FedAvg
+        and FedProx keep it and FedAdam steps its server optimiser towards it."""
+        content = RecordDict({protocol.ARRAYS: mean, protocol.METRICS: MetricRecord({_WEIGHT: 1})})
+        reply = instruction(content, MessageType.TRAIN)
+        arrays, _ = super().aggregate_train(server_round, [reply])  # type: ignore[misc]
+        self.run_log.train_done(server_round, arrays)
+        return arrays
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
         """(JSON-safe scalars, named groups of tensors) a resumed run needs; stateless strategies

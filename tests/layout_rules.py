@@ -37,6 +37,7 @@ HOSPITAL_ENTRY_POINTS = (
     "fedscan.cli.site_node",
     "fedscan.cli.supernode_launcher",
     "fedscan.cli.evaluate",
+    "fedscan.cli.explain",
     "fedscan.cli.evaluate_segmentation",
     "fedscan.cli.client_commands",
 )

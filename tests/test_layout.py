@@ -41,6 +41,7 @@ HOSPITAL_COMMANDS = (
     "fedscan.cli.data",
     "fedscan.cli.privacy",
     "fedscan.cli.evaluate",
+    "fedscan.cli.explain",
 )
 
 
@@ -106,6 +107,21 @@ def test_one_distinctive_namespace() -> None:
     assert fedscan.__version__
 
 
+def test_every_package_folder_is_listed_for_a_wheel() -> None:
+    # An editable install finds any sub-package; a built wheel ships only the listed ones.
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    folders = {
+        "fedscan." + ".".join(init.parent.relative_to(ROOT).parts)
+        for role in ("common", "client", "server", "cli")
+        for init in (ROOT / role).rglob("__init__.py")
+    }
+    assert folders <= listed, sorted(folders - listed)
+
+
 def test_there_are_no_import_cycles() -> None:
     assert cycles(GRAPH) == []
 
@@ -116,6 +132,20 @@ def test_no_hospital_side_module_reaches_coordinator_code() -> None:
         name.startswith("fedscan.client") for name in hospital
     )
     assert [name for name in hospital if reaches(GRAPH, name, "fedscan.server")] == []
+
+
+def test_explanation_maps_never_reach_what_a_site_sends() -> None:
+    # Maps stay at the site: no client module (the ClientApp and its reply builder among them)
+    # reaches the explain package, and the package reaches no client or coordinator code (it
+    # shares the metrics, and through them the protocol's metric names, with everyone).
+    explain = [name for name in MODULES if name.startswith("fedscan.common.explain")]
+    assert explain and not any(
+        reaches(GRAPH, name, prefix)
+        for name in explain
+        for prefix in ("fedscan.client", "fedscan.server")
+    )
+    client = [name for name in MODULES if name.startswith("fedscan.client")]
+    assert [name for name in client if reaches(GRAPH, name, "fedscan.common.explain")] == []
 
 
 def test_decode_workers_ingestion_and_the_run_configuration_start_without_torch() -> None:
@@ -145,6 +175,8 @@ def test_hospital_commands_run_without_importing_coordinator_code(tmp_path: Path
         ["data", "check", str(site), "--no-cache"],
         ["privacy", "report", "--config", str(tmp_path / "site.toml")],
         ["evaluate", "--checkpoint", str(tmp_path / "final.pt"), "--data", f"dicom:{site}"],
+        ["explain", "--checkpoint", str(tmp_path / "final.pt"), "--data", f"dicom:{site}"]
+        + ["--out", str(tmp_path / "maps"), "--limit", "2"],
     ]
     probe = f"""
         import json, sys
@@ -158,6 +190,7 @@ def test_hospital_commands_run_without_importing_coordinator_code(tmp_path: Path
     codes, server_modules = json.loads(_probe(probe))
     assert codes == [
         2,
+        0,
         0,
         0,
         0,

@@ -1,23 +1,29 @@
 """Canaries: identifiers, folder names, pixel patterns and exception texts planted at the sites
 must appear nowhere the coordinator can see — its messages (as wire bytes), logs and run
-directory."""
+directory. ``fedscan explain``'s maps, pages and Secondary Captures likewise: it opens no
+connection, and nothing it wrote reaches a federation the same site then serves."""
 
 from __future__ import annotations
 
 import logging
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from flwr.common.serde import message_to_proto
+from typer.testing import CliRunner
 
+from fedscan.cli.main import app
 from fedscan.client.app import make_client_app
 from fedscan.client.audit import AUDIT_FILE, AuditLog
 from fedscan.common.config import RunConfig, TrainSettings
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import DataError
+from fedscan.common.models.checkpoint import save_checkpoint
+from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import RunDirectory
@@ -140,3 +146,82 @@ def test_no_canary_reaches_the_coordinator(
     audited = b"".join(a.read_bytes() for a in audits)
     for canary in canaries:
         assert canary not in audited, f"{canary!r} is in a site's audit log"
+
+
+def _refuse_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any IP connection or name lookup fails the test (local Unix sockets stay allowed)."""
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise AssertionError(f"explain connected to {address!r}")
+        real_connect(self, address)  # type: ignore[arg-type]
+
+    def lookup(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"explain looked up {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    monkeypatch.setattr(socket, "create_connection", lookup)
+
+
+def _explain_canaries(maps: Path) -> list[bytes]:
+    """Bytes only ``explain`` wrote: its captures' UIDs, its page's wording, each overlay's
+    pixel data (a stretch of every PNG past its header)."""
+    captures = sorted((maps / "dicom").glob("*.dcm"))
+    overlays = sorted((maps / "overlays").glob("*.png"))
+    assert captures and len(captures) == len(overlays)
+    uids = {str(pydicom.dcmread(path).SOPInstanceUID) for path in captures}
+    uids.add(str(pydicom.dcmread(captures[0]).SeriesInstanceUID))
+    return [
+        *(uid.encode() for uid in uids),
+        b"fedscan explain",
+        b"listed first",
+        *(path.read_bytes()[200:232] for path in overlays),
+    ]
+
+
+def test_explain_outputs_stay_at_the_site(
+    flower_identity,
+    synthetic_sites: list[Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare: a canary site, explained into a folder inside it (the worst place to put maps)
+    folder = tmp_path / "canary-vault" / "canary-folder-0"
+    canaries = plant_canaries(synthetic_sites[0], folder, 0)
+    save_checkpoint(tmp_path / "final.pt", "small-cnn", build_model("small-cnn").state_dict())
+    _refuse_network(monkeypatch)
+    result = CliRunner().invoke(
+        app,
+        ["explain", "--checkpoint", str(tmp_path / "final.pt"), "--data", f"dicom:{folder}"]
+        + ["--out", str(folder / "explain-maps"), "--dicom-sc", "--limit", "8"],
+    )
+    monkeypatch.undo()
+    assert result.exit_code == 0, result.output
+    assert b"CANARYPID" not in result.output.encode()  # it prints counts and paths only
+    canaries += _explain_canaries(folder / "explain-maps")
+    # Execute: the same site then serves a federation
+    sources = [FolderSource("site-0", str(folder)), FolderSource("site-1", str(synthetic_sites[1]))]
+    grid = RecordingGrid(
+        make_client_app(site_resolver(sources, tmp_path / "state"), device="cpu"), 2
+    )
+    config = RunConfig(
+        rounds=1,
+        min_sites=2,
+        cross_site=False,
+        train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
+        privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
+    )
+    with caplog.at_level(logging.DEBUG):
+        found = run_federation(grid, config, RunDirectory.create(tmp_path / "coordinator"))
+    # Assert: nothing explain wrote reached the coordinator
+    local = ("fedscan.client", "fedscan.common", "fedscan.cli")  # the site's own loggers
+    logs = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(local))
+    run_files = b"".join(p.read_bytes() for p in found.run_dir.path.rglob("*") if p.is_file())
+    assert grid.wire
+    for canary in canaries:
+        for where, blob in (("messages", b"".join(grid.wire)), ("logs", logs.encode()),
+                            ("run dir", run_files)):  # fmt: skip
+            assert canary not in blob, f"{canary!r} leaked into the coordinator's {where}"

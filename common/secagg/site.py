@@ -11,13 +11,17 @@ Invariants:
 - the site masks only with the peers whose shares it holds (U2), so every mask can be removed;
 - a site reveals, per peer, either a self-mask share (the peer is in the sum) or a masking-key
   share (the peer dropped), never both, across every request of the round: both would unmask
-  that peer's update (:class:`UnmaskRefused`).
+  that peer's update (:class:`UnmaskRefused`);
+- :meth:`SecAggSite.to_state` holds the round's secrets in the clear: a caller that keeps a
+  site between messages (a site answering each message in a fresh process) stores it where only
+  the site can read it, and deletes it when the round ends.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum, auto
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +33,7 @@ from fedscan.common.secagg.crypto import (
     agree,
     new_private_key,
     open_sealed,
+    private_key_from_int,
     private_key_to_int,
     public_bytes,
     seal,
@@ -84,6 +89,34 @@ class SecAggSite:
         self._roster: Roster | None = None
         self._held: dict[str, _Held] = {}
         self._revealed: dict[str, _Revealed] = {}
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything this site holds, JSON-safe: secrets included (see the module's invariants)."""
+        roster = self._roster
+        return {
+            "site": self.site_id,
+            "keys": [private_key_to_int(self._encryption), private_key_to_int(self._masking)],
+            "seed": self._seed.hex(),
+            "stage": self._stage.name,
+            "roster": None if roster is None else _roster_state(roster),
+            "held": {owner: [held.key, held.seed] for owner, held in self._held.items()},
+            "revealed": {peer: kind.name for peer, kind in self._revealed.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: SecAggConfig) -> SecAggSite:
+        """The site :meth:`to_state` saved, under ``config`` (the same run and round)."""
+        site = cls(str(state["site"]), config)
+        encryption, masking = (private_key_from_int(int(value)) for value in state["keys"])
+        site._encryption, site._masking = encryption, masking
+        site._seed = bytes.fromhex(state["seed"])
+        site._advert = KeyAdvert(site.site_id, public_bytes(encryption), public_bytes(masking))
+        site._stage = _Stage[state["stage"]]
+        roster = state["roster"]
+        site._roster = None if roster is None else _roster_from_state(roster)
+        site._held = {owner: _Held(int(k), int(s)) for owner, (k, s) in state["held"].items()}
+        site._revealed = {peer: _Revealed[kind] for peer, kind in state["revealed"].items()}
+        return site
 
     def advertise(self) -> KeyAdvert:
         """The round's two public keys."""
@@ -206,3 +239,16 @@ class SecAggSite:
         self._expect(stage)
         assert self._roster is not None  # set with the SHARED stage
         return self._roster
+
+
+def _roster_state(roster: Roster) -> dict[str, Any]:
+    adverts = [[a.site_id, a.encryption_key.hex(), a.masking_key.hex()] for a in roster.adverts]
+    return {"run": roster.run_id, "round": roster.round, "adverts": adverts}
+
+
+def _roster_from_state(state: dict[str, Any]) -> Roster:
+    adverts = tuple(
+        KeyAdvert(site_id, bytes.fromhex(encryption), bytes.fromhex(masking))
+        for site_id, encryption, masking in state["adverts"]
+    )
+    return Roster(str(state["run"]), int(state["round"]), adverts)

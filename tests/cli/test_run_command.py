@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from fedscan.cli.console import EXIT_PARTIAL
 from fedscan.cli.display import RoundTable, event_line, print_summary
 from fedscan.cli.main import app
+from fedscan.common.config import RunConfig
 from fedscan.common.errors import FedscanError
 from fedscan.server import follow as following
 from fedscan.server import launch
@@ -41,14 +42,14 @@ def _run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, outcome: Any) -> Any:
     follow() returns, or the error it raises."""
     run_dir = RunDirectory.create(tmp_path, "r1")
     run_dir.append_metrics(FINAL)
-    request = type("Request", (), {"run": type("Run", (), {"train": type("T", (), {"task": ""})})})
+    request = launch.RunRequest(coordinator=None, run=RunConfig())  # type: ignore[arg-type]
 
     def follow(*args: Any, **kwargs: Any) -> dict[str, Any]:
         if isinstance(outcome, Exception):
             raise outcome
         return outcome  # the round was never fed: the summary reads it itself
 
-    monkeypatch.setattr(launch, "load_run_request", lambda path: request)
+    monkeypatch.setattr(launch, "load_run_request", lambda path, init_weights=None: request)
     monkeypatch.setattr(launch, "submit", lambda request, resume_id: (run_dir, 7))
     monkeypatch.setattr(following, "follow", follow)
     return runner.invoke(app, ["run", "--config", str(tmp_path / "run.toml")])

@@ -4,6 +4,7 @@ answered `run-refused`; `fedscan client runs` shows what a pending run would spe
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -14,11 +15,12 @@ from typer.testing import CliRunner
 
 from fedscan.cli.main import app
 from fedscan.client.app import make_client_app
+from fedscan.client.approvals import configuration, configuration_hash
 from fedscan.client.audit import AuditLog
 from fedscan.client.site import Site
 from fedscan.client.site_config import load_site_config
 from fedscan.common import protocol
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig, SiteSettings, TrainSettings
 from fedscan.common.errors import REPLY_CODES, ErrorCode
 from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
@@ -32,6 +34,7 @@ RUN = RunConfig(
 )
 NOT_APPROVED = REPLY_CODES[ErrorCode.RUN_NOT_APPROVED][0]
 REFUSED = REPLY_CODES[ErrorCode.RUN_REFUSED][0]
+WIDE = {"COLUMNS": "200"}  # the tables' rows whole (a hash is 64 characters)
 
 
 def _site_toml(tmp_path: Path, data: Path, policy: str) -> Path:
@@ -120,3 +123,39 @@ def test_auto_approval_takes_runs_within_the_policy_only(
     else:
         (decision,) = [e for e in AuditLog(config.state_dir).entries() if e["event"] == "approval"]
         assert decision["decision"] == "approved" and decision["by"] == "policy"
+
+
+def test_the_approval_view_shows_the_starting_weights_and_the_approval_covers_them(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
+    path = _site_toml(tmp_path, synthetic_sites[0], "require-approval = true")
+    client, _ = _client(path)
+    digest = "0123456789abcdef" * 4
+    warm = replace(RUN, init_weights="/coordinator/runs/r0/final.pt", init_weights_sha256=digest)
+    _train(client, warm, "run-warm")
+    _train(client, RUN, "run-cold")
+
+    listed = CliRunner().invoke(app, ["client", "runs", "--config", str(path), "--json"])
+    table = CliRunner().invoke(app, ["client", "runs", "--config", str(path)], env=WIDE)
+
+    runs = {run["run_id"]: run for run in json.loads(listed.output)}
+    assert runs["run-warm"]["settings"]["init-weights-sha256"] == digest
+    assert "/coordinator" not in listed.output  # the coordinator's path never reaches a site
+    assert runs["run-warm"]["config_hash"] != runs["run-cold"]["config_hash"]
+    assert f"SHA-256 {digest}" in table.output and "random (seed 0)" in table.output
+    other = replace(warm, init_weights_sha256="f" * 64)
+    assert _train(client, other, "run-warm").error.code == REFUSED  # other weights, same id
+
+
+def test_a_run_from_random_weights_keeps_the_hash_it_had_before_starting_weights() -> None:
+    settings = SiteSettings.from_message(RUN.to_message())
+
+    approved = configuration(settings, "0.1.0")
+
+    assert "init_weights_sha256" not in approved["settings"]
+    assert (
+        configuration_hash(settings, "0.1.0")
+        == hashlib.sha256(
+            json.dumps(approved, sort_keys=True, separators=(",", ":"), default=str).encode()
+        ).hexdigest()
+    )
