@@ -47,4 +47,5 @@ def test_the_readme_starts_with_the_two_commands_and_ci_runs_the_test_one() -> N
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert readme.split("```bash\n", 1)[1].startswith("make demo") and "make test" in readme[:400]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
-    assert len(readme.splitlines()) < 150  # what fedscan is, the two commands, the roles, the map
+    # What fedscan is, the two commands, the roles, the map, and the tables issues asked for there.
+    assert len(readme.splitlines()) < 175
