@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -269,6 +270,54 @@ def test_a_site_approves_a_run_and_its_policy_refuses_another(federation: dict) 
     audited = fedscan("client", "audit", "--config", "site-1.toml", "--verify", "--json", cwd=root)
     assert audited.returncode == 0, audited.stdout + audited.stderr
     assert any('"policy-refused"' in line for line in audited.stdout.splitlines())
+
+
+def test_a_secure_aggregation_run_survives_a_site_killed_after_masking(federation: dict) -> None:
+    """Three sites, secure aggregation over TLS: site-2 is killed (SIGKILL, its whole process
+    tree) as soon as round 1's unmask request reaches it, i.e. after the coordinator holds its
+    masked update; round 1 still sums all three and round 2 goes on with the two that are left."""
+    root, runs = federation["root"], federation["root"] / "coordinator-state" / "runs"
+    if not (root / "site-2.log").exists():
+        _start_third_site(federation)
+    site_2 = next(p for p in federation["processes"] if "site-2.toml" in " ".join(p.args))
+    audit = root / "site-2-state" / "audit.jsonl"
+    asked = len(_unmask_requests(audit))
+    (root / "secure.toml").write_text(
+        '[run]\ncoordinator-config = "coordinator.toml"\nrounds = 2\nmin-sites = 2\n'
+        "local-epochs = 1\nbatch-size = 16\nepsilon = 8.0\ndelta = 1e-4\ncross-site = false\n"
+        "secure-aggregation = true\njoin-timeout-s = 120\nround-timeout-s = 60\n"
+    )
+    before = set(runs.iterdir())
+    run = subprocess.Popen(
+        [*FEDSCAN, "run", "--config", "secure.toml", "--timeout", "420"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: len(_unmask_requests(audit)) > asked, 300, "site-2's unmask request")
+        for pid in (site_2.pid, *descendants(site_2.pid)):  # its SuperNode and ClientApp too
+            os.kill(pid, signal.SIGKILL)
+        output, _ = run.communicate(timeout=420)
+    finally:
+        stop_process_group(run)
+    assert run.returncode in (0, 3), output  # 3: completed with gaps (site-2's final evaluation)
+    (run_dir,) = set(runs.iterdir()) - before
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert history[0]["secure_aggregation"]["summed"] == 3, history[0]
+    assert history[1]["secure_aggregation"]["summed"] == 2, history[1]
+    assert (run_dir / "final.pt").is_file()
+
+
+def _unmask_requests(audit: Path) -> list[dict]:
+    """The unmask requests in a site's audit log: each comes after its masked update arrived."""
+    if not audit.exists():
+        return []
+    entries = [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
+    return [e for e in entries if e["action"].endswith("unmask") and e["event"] == "request"]
 
 
 @pytest.mark.slow  # segmentation federations run in CI in-process; this one with -m slow
