@@ -52,6 +52,14 @@ def evaluate(
             "after a scanner change the training sites' map no longer fits).",
         ),
     ] = None,
+    explain: Annotated[
+        Path | None,
+        typer.Option(
+            "--explain",
+            help="Also write explanation maps into this folder, as `fedscan explain --out` does "
+            "with its default methods (overlays and index.html; local only).",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint on local data and print metrics as JSON (Dice and IoU for
     segmentation)."""
@@ -73,6 +81,22 @@ def evaluate(
             predictions=predictions,
             calibration=calibration,
         )
+        if explain is not None:
+            result["explanations"] = str(
+                _explained(checkpoint, data, split, given, device, explain)
+            )
     except FedscanError as exc:
         raise fail(str(exc)) from None
     print(json.dumps(json_safe(result), indent=2))
+
+
+def _explained(
+    checkpoint: Path, data: str, split: str, given: dict[str, Any], device: str, out: Path
+) -> Path:
+    """``fedscan explain``'s work with its default methods; the index page written."""
+    from fedscan.cli.explain import ExplainRequest, run_explain
+    from fedscan.common.explain import ExplainSettings
+
+    request = ExplainRequest(checkpoint, data, out, split, LabelSpec(**given), device)
+    written, _, _ = run_explain(request, ExplainSettings.parse("gradcam,occlusion"))
+    return written.index

@@ -163,3 +163,15 @@ def test_a_segmentation_model_shows_its_predicted_mask(tmp_path: Path, site: Pat
     assert result.exit_code == 0, result.output
     assert len(list((out / "overlays").glob("*.png"))) == 3
     assert "Maps: predicted mask." in (out / "index.html").read_text()
+
+
+def test_evaluate_explain_writes_the_maps_beside_its_metrics(site: Path, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "final.pt"
+    save_checkpoint(checkpoint, "small-cnn", build_model("small-cnn", seed=0).state_dict())
+    command = ["evaluate", "--checkpoint", str(checkpoint), "--data", f"dicom:{site}"]
+    result = CliRunner().invoke(
+        app, [*command, "--device", "cpu", "--explain", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 0, result.output
+    assert '"explanations"' in result.output and (tmp_path / "m" / "index.html").is_file()
+    assert len(list((tmp_path / "m" / "overlays").glob("*.png"))) == IMAGES
