@@ -127,6 +127,9 @@ def test_run_refuses_init_with_resume_in_one_line(tmp_path: Path) -> None:
     assert "leave out --init" in _one_error_line(result.output)
 
 
+# 22 s of Ray; CI keeps the in-process warm-started federation (tests/server) and this CLI's
+# checks above.
+@pytest.mark.slow
 def test_simulate_continues_an_earlier_federation_from_its_final_pt(
     tmp_path: Path, earlier_run: Path
 ) -> None:
