@@ -256,7 +256,7 @@ def _local_round(
     """Train the received model on the site's training images (DP-SGD when ``dp`` is given)."""
     # Opacus (≈ 1.2 s to import) only where DP training happens: every message is a fresh process.
     from fedscan.common.models.networks import build_model
-    from fedscan.common.models.trainable import freeze_all_but
+    from fedscan.common.models.trainable import ALL, freeze_all_but, trained_names
     from fedscan.common.models.training import scheduled, train_local
 
     train = scheduled(request.settings.train, request.server_round, request.settings.rounds)
@@ -264,7 +264,7 @@ def _local_round(
         train.model, options=train.classical, outputs=outputs(train.task, train.classes)
     )
     model.load_state_dict(received)
-    names = update_names(train)
+    names = None if train.trainable == ALL else trained_names(model, train.trainable)
     if names is not None:  # the rest stays the global model's: no gradient, not sent back
         freeze_all_but(model, names)
     outcome = train_local(model, data.train, train, dp=dp, device=device)

@@ -159,6 +159,19 @@ def test_two_dp_rounds_over_tls_with_authenticated_sites(federation: dict) -> No
     assert logs.returncode == 0 and "Round 2 of 2" in logs.stdout
 
 
+def launch_run(root: Path, config: str) -> subprocess.Popen:
+    """``fedscan run`` in its own process group, followed in the background (output piped)."""
+    return subprocess.Popen(
+        [*FEDSCAN, "run", "--config", config, "--timeout", "420"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -210,15 +223,7 @@ def test_a_site_approves_a_run_and_its_policy_refuses_another(federation: dict) 
     original, runs = site_1.read_text(), root / "coordinator-state" / "runs"
     before = set(runs.iterdir())
     site_1.write_text(original + "\n[policy]\nrequire-approval = true\n")  # read per message
-    run_a = subprocess.Popen(
-        [*FEDSCAN, "run", "--config", _run_toml(root, "approval.toml", 2), "--timeout", "420"],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    run_a = launch_run(root, _run_toml(root, "approval.toml", 2))
     try:
         listed: list[dict] = []
 
@@ -288,15 +293,7 @@ def test_a_secure_aggregation_run_survives_a_site_killed_after_masking(federatio
         "secure-aggregation = true\njoin-timeout-s = 120\nround-timeout-s = 60\n"
     )
     before = set(runs.iterdir())
-    run = subprocess.Popen(
-        [*FEDSCAN, "run", "--config", "secure.toml", "--timeout", "420"],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    run = launch_run(root, "secure.toml")
     try:
         wait_until(lambda: len(_unmask_requests(audit)) > asked, 300, "site-2's unmask request")
         for pid in (site_2.pid, *descendants(site_2.pid)):  # its SuperNode and ClientApp too

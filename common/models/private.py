@@ -184,7 +184,7 @@ def _zero_grad_samples(model: nn.Module) -> None:
             )
 
 
-def empty_step(private: Private) -> None:
+def empty_step(stage: Stage, optimizer: torch.optim.Optimizer) -> None:
     """The DP step of an empty Poisson batch, counted by the accountant like any other."""
-    private.stage.empty()
-    private.optimizer.step()
+    stage.empty()
+    optimizer.step()

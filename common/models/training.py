@@ -14,7 +14,7 @@ from torch import nn
 from fedscan.common.config import TrainSettings
 from fedscan.common.data.augment import TrainingSet
 from fedscan.common.data.imageset import ImageSet
-from fedscan.common.models.private import Private, Stage, made_private
+from fedscan.common.models.private import Private, Stage, empty_step, made_private
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import HistoryEntry
 from fedscan.common.tasks import BINARY, MULTICLASS, MULTILABEL, structures
@@ -154,8 +154,7 @@ def _run_epochs(
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             if images.shape[0] == 0:  # Poisson sampling drew no image: a pure-noise DP step
-                run.stage.empty()
-                optimizer.step()
+                empty_step(run.stage, optimizer)
                 steps += 1
                 continue
             if settings.augment_views > 1:  # B×K×… views → B·K images, each view its label

@@ -111,7 +111,9 @@ def test_an_empty_poisson_batch_is_a_noise_only_step_and_counted(name: str, mode
         device=torch.device("cpu"),
     ) as private:
         before = [p.detach().clone() for p in model.parameters()]
-        empty_step(private)  # a forward pass of 0 images would fail for expanded weights
+        empty_step(
+            private.stage, private.optimizer
+        )  # a forward pass of 0 images would fail for expanded weights
         history = private.history()
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert len(history) == 1  # the step is accounted like any other
