@@ -122,7 +122,8 @@ def _percent(value: Any) -> str:
 def _run_column(run: dict[str, Any]) -> tuple[str, dict[str, str]]:
     return run["run_id"], {
         "rounds": f"{run['rounds_released']} of {run['rounds_planned']}"
-        + (f" (+{run['other_releases']} other)" if run.get("other_releases") else ""),
+        + (f" (+{run['other_releases']} other)" if run.get("other_releases") else "")
+        + (f", {run['rounds_masked']} masked" if run.get("rounds_masked") else ""),
         "epsilon_prv": _eps(run["epsilon_prv"]),
         "epsilon_rdp": _eps(run["epsilon_rdp"]),
         "delta": f"{run['delta']:g}",

@@ -40,6 +40,12 @@ _COUNTS = (
     "NULL, recorded_at REAL NOT NULL)"
 )
 
+# Secure aggregation: the rounds whose update left masked, and the L2 bound it was clipped to.
+_MASKED = (
+    "CREATE TABLE IF NOT EXISTS masked_releases (run_id TEXT NOT NULL, round INTEGER NOT NULL, "
+    "clip_bound REAL NOT NULL, recorded_at REAL NOT NULL, PRIMARY KEY (run_id, round))"
+)
+
 _SELECT_RUNS = (
     "SELECT run_id, noise_multiplier, target_epsilon, delta, clip_norm, planned_rounds FROM runs"
 )
@@ -194,6 +200,24 @@ class PrivacyLedger:
                 "SELECT released FROM count_releases WHERE run_id = ?", (release.run_id,)
             ).fetchone()
         return int(row[0])
+
+    def record_masked(self, run_id: str, server_round: int, clip_bound: float) -> None:
+        """Record that the round's update leaves masked (secure aggregation), before it does;
+        the DP release itself was recorded when the round trained."""
+        with transaction(self.path, (_MASKED,)) as db:
+            db.execute(
+                "INSERT OR IGNORE INTO masked_releases VALUES (?, ?, ?, ?)",
+                (run_id, server_round, clip_bound, time.time()),
+            )
+
+    def masked_rounds(self, run_id: str) -> dict[int, float]:
+        """The run's rounds whose update left masked: round -> the bound it was clipped to."""
+        with transaction(self.path, (_MASKED,)) as db:
+            rows = db.execute(
+                "SELECT round, clip_bound FROM masked_releases WHERE run_id = ? ORDER BY round",
+                (run_id,),
+            ).fetchall()
+        return {int(r): float(bound) for r, bound in rows}
 
     def runs(self) -> list[RunRecord]:
         with self._connect() as db:

@@ -26,6 +26,7 @@ def privacy_report(config: SiteConfig) -> dict[str, Any]:
         history = [release.history for release in releases]
         spent = epsilon_spent(history, run.delta)
         rounds = [release for release in releases if release.round >= 1]
+        masked = ledger.masked_rounds(run.run_id)
         runs.append(
             {
                 "run_id": run.run_id,
@@ -42,6 +43,9 @@ def privacy_report(config: SiteConfig) -> dict[str, Any]:
                 "sample_rate": sorted({round(r.sample_rate, 6) for r in rounds}),
                 "target_epsilon": run.target_epsilon,
                 "remaining": max(run.target_epsilon - spent, 0.0),
+                # secure aggregation: rounds whose update left masked, and its L2 clip bound
+                "rounds_masked": len(masked),
+                "masked_clip_bound": sorted(set(masked.values())),
             }
         )
     history = [release.history for release in ledger.releases()]

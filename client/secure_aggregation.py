@@ -12,14 +12,17 @@ Invariants:
 
 - one file per run, ``state-dir/secagg/<hash of the run id>.npz``, mode 0600, written atomically:
   the update (trained − received model, float64, parameters in name order), its weight
-  (num-examples) and the SecAggSite's state (private keys, self-mask seed, shares held); the
+  (num-examples; 1 under central DP, which averages sites equally), the L2 bound it is clipped
+  to (the run's ``secure_update_bound``: central DP's C when the run has it) and the SecAggSite's
+  state (private keys, self-mask seed, shares held); the
   next round's train replaces it, the round's answer (or the run's final evaluation, for a site
   that dropped mid-round) deletes it, and the update is dropped from it as soon as it has left
   masked;
 - a step for another round than the one held is refused; the threshold is the one the shares
   were made for (a coordinator cannot change it mid-round);
-- everything that leaves is built by :mod:`fedscan.client.replies`; the audit log records the
-  masked input as a masked release before it is sent (:mod:`fedscan.client.audit`).
+- everything that leaves is built by :mod:`fedscan.client.replies`; the ledger (its round and
+  clip bound) and the audit log record the masked input as a masked release before it is sent
+  (:mod:`fedscan.client.ledger`, :mod:`fedscan.client.audit`).
 """
 
 from __future__ import annotations
@@ -39,11 +42,11 @@ from flwr.app import Message
 
 from fedscan import secagg_records as records
 from fedscan.client import replies
+from fedscan.client.ledger import PrivacyLedger
 from fedscan.client.replies import Evaluation
 from fedscan.client.requests import SiteRequest
 from fedscan.client.site import Site
 from fedscan.common import protocol
-from fedscan.common.defaults import SECURE_UPDATE_BOUND
 from fedscan.common.files import atomic_write_bytes
 from fedscan.common.secagg import SecAggConfig, SecAggProtocolError, SecAggSite
 from fedscan.common.secagg.config import DEFAULT_MAX_WEIGHT, MIN_THRESHOLD
@@ -64,11 +67,12 @@ class Held:
     weight: int
     site: dict[str, Any]  # SecAggSite.to_state()
     update: np.ndarray  # empty once masked
+    bound: float  # the L2 bound the update is clipped to when masked
     threshold: int = MIN_THRESHOLD  # the round's, fixed when the shares were made
 
     def restore(self, threshold: int) -> SecAggSite:
         return SecAggSite.from_state(
-            self.site, _config(self.run_id, self.round, self.dimension, threshold)
+            self.site, _config(self.run_id, self.round, self.dimension, threshold, self.bound)
         )
 
 
@@ -83,13 +87,16 @@ def held_reply(
     metrics_policy: str,
 ) -> Message:
     """The train reply under secure aggregation: the update is held, its keys advertised."""
-    update = flat_update(trained, received)
+    update, settings = flat_update(trained, received), request.settings
     weight = min(max(int(round(metrics[protocol.NUM_EXAMPLES])), 1), DEFAULT_MAX_WEIGHT)
-    config = _config(request.run_id, request.server_round, update.size, MIN_THRESHOLD)
+    if settings.central_noise_multiplier > 0:  # central DP's FedAvg weighs sites equally
+        weight = 1
+    bound = settings.secure_update_bound
+    config = _config(request.run_id, request.server_round, update.size, MIN_THRESHOLD, bound)
     secagg = SecAggSite(str(msg.metadata.dst_node_id), config)
     advert = secagg.advertise()
     held = Held(
-        request.run_id, request.server_round, update.size, weight, secagg.to_state(), update
+        request.run_id, request.server_round, update.size, weight, secagg.to_state(), update, bound
     )
     _save(site.state_dir, held)
     log.info("Round %s: update held for secure aggregation", request.server_round)
@@ -127,6 +134,7 @@ def mask(msg: Message, request: SiteRequest, site: Site, device: str | None) -> 
     secagg = held.restore(held.threshold)
     delivery = records.read_delivery(_record(msg), secagg.site_id)
     masked = secagg.mask(delivery, held.update, held.weight)
+    PrivacyLedger(site.state_dir).record_masked(held.run_id, held.round, held.bound)
     _save(site.state_dir, replace(held, site=secagg.to_state(), update=np.zeros(0)))
     log.info("Round %s: releasing the update masked (secure aggregation)", request.server_round)
     return replies.masked_input_reply(msg, masked, site.name)
@@ -152,9 +160,11 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def _config(run_id: str, server_round: int, dimension: int, threshold: int) -> SecAggConfig:
+def _config(
+    run_id: str, server_round: int, dimension: int, threshold: int, bound: float
+) -> SecAggConfig:
     try:
-        return SecAggConfig(run_id, server_round, dimension, threshold, SECURE_UPDATE_BOUND)
+        return SecAggConfig(run_id, server_round, dimension, threshold, bound)
     except ValueError as error:  # a threshold the coordinator sent, unusable
         raise SecAggProtocolError(f"Secure-aggregation settings refused: {error}") from None
 
@@ -176,6 +186,7 @@ def _save(state_dir: Path, held: Held) -> None:
         "round": held.round,
         "dimension": held.dimension,
         "weight": held.weight,
+        "bound": held.bound,
         "site": held.site,
         "threshold": held.threshold,
     }
@@ -204,5 +215,6 @@ def _load(state_dir: Path, request: SiteRequest) -> Held:
         meta["weight"],
         meta["site"],
         update,
+        meta["bound"],
         meta["threshold"],
     )

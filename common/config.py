@@ -180,7 +180,11 @@ class RunConfig:
         wire=UNLESS_DEFAULT,  # sent when on: a site's [policy] may require it
         help="Central (site-level) DP on the FedAvg aggregate: noise multiplier σ; 0 = off.",
     )
-    central_clip_norm: float = setting(1.0, help="Central DP: the L2 bound on one site's update.")
+    central_clip_norm: float = setting(
+        defaults.CENTRAL_CLIP_NORM,
+        wire=UNLESS_DEFAULT,  # under secure aggregation each site clips its own update to it
+        help="Central DP: the L2 bound on one site's update.",
+    )
     central_delta: float = setting(1e-5, help="Central DP: δ; keep it below 1/(number of sites).")
     seed: int = setting(
         defaults.SEED,
@@ -210,8 +214,8 @@ class RunConfig:
         omit_default=True,  # earlier runs' forms, and sites' approvals of them, stay as they were
         wire=UNLESS_DEFAULT,  # sent when on: a site's [policy] may require it
         help="Secure aggregation (common/secagg): the coordinator learns only the weighted sum of "
-        "the sites' updates, never one update (fedavg, fedprox or fedadam; no central DP; "
-        "cross-site off, its default then).",
+        "the sites' updates, never one update (fedavg, fedprox or fedadam; with central DP each "
+        "site clips its own update to central-clip-norm; cross-site off, its default then).",
     )
     init_weights: str = setting(
         "",
@@ -259,6 +263,11 @@ class RunConfig:
     def central_dp(self) -> bool:
         """Server-side (site-level) DP on the aggregate, on top of each site's DP-SGD."""
         return self.central_noise_multiplier > 0
+
+    @property
+    def secure_update_bound(self) -> float:
+        """The L2 bound each site clips its update to under secure aggregation."""
+        return update_bound(self.central_noise_multiplier, self.central_clip_norm)
 
     def to_message(self) -> dict[str, FlatValue]:
         """The flat settings every site receives (no paths, nothing site-specific)."""
@@ -358,6 +367,14 @@ def _flat_defaults(chosen: Any) -> dict[str, FlatValue]:
     }
 
 
+def update_bound(central_noise_multiplier: float, central_clip_norm: float) -> float:
+    """The L2 bound a site clips its update (trained − received model) to before secure
+    aggregation quantises it: under central DP, central DP's own bound C, which its noise is
+    calibrated to (the coordinator cannot clip an update it never sees, so each site does);
+    otherwise ``SECURE_UPDATE_BOUND``, which no sane round reaches (see defaults)."""
+    return central_clip_norm if central_noise_multiplier > 0 else defaults.SECURE_UPDATE_BOUND
+
+
 def _read(key: Key, value: Any) -> Any:
     return coerce(value, key, what=key.name)
 
@@ -373,8 +390,14 @@ class SiteSettings:
     cross_site: bool
     strategy: str = defaults.STRATEGY  # how the coordinator aggregates (for the site's policy)
     central_noise_multiplier: float = 0.0  # central DP on the aggregate; 0: off
+    central_clip_norm: float = defaults.CENTRAL_CLIP_NORM  # its bound on one site's update
     init_weights_sha256: str = ""  # the starting weights' SHA-256; empty: random (the run's seed)
     secure_aggregation: bool = False  # only the sum of the updates reaches the coordinator
+
+    @property
+    def secure_update_bound(self) -> float:
+        """The L2 bound this site clips its update to under secure aggregation."""
+        return update_bound(self.central_noise_multiplier, self.central_clip_norm)
 
     @classmethod
     def from_message(cls, config: Mapping[str, Any]) -> SiteSettings:

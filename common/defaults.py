@@ -31,6 +31,7 @@ SERVER_MOMENTUM = 0.9  # FedAvgM (Hsu et al. 2019)
 # 10 × the median); one quantisation step is 100 / 2^20 ≈ 1e-4 per unit of weight, so the mean's
 # error stays below sites × 1e-4 / (sum of num-examples): ~3e-6 for 3 sites of 100 images.
 SECURE_UPDATE_BOUND = 100.0
+CENTRAL_CLIP_NORM = 1.0  # central DP: the L2 bound on one site's update (Flower's fixed clipping)
 EPSILON = 8.0
 DELTA = 1e-5
 # A site's metric releases (its [privacy] metrics policy and their budget, validation images only).

@@ -79,11 +79,6 @@ def _check_secure_aggregation(config: RunConfig) -> None:
             f"strategy {config.strategy!r} needs each site's own update; use one of "
             f"{', '.join(SUM_STRATEGIES)}, or set secure-aggregation = false."
         )
-    if config.central_dp:
-        raise ConfigError(
-            "Central DP clips each site's update, which secure aggregation hides; set "
-            "central-noise-multiplier = 0 or secure-aggregation = false."
-        )
     if config.cross_site:
         raise ConfigError(
             "Cross-site validation releases each site's fine-tuned model, which secure "

@@ -168,7 +168,7 @@ def _federate(
         after_round=lambda done, new: save_round(run_dir, config, run_log, strategy, done, new),
         progress=progress,
         approval_wait_s=config.join_timeout_s,
-        secure_aggregation=config.secure_aggregation,
+        secure_bound=config.secure_update_bound if config.secure_aggregation else None,
     )
     final = _save_final(run_dir, config, run_log, arrays)
     if config.cross_site:

@@ -53,6 +53,7 @@ class _Exchange:
     tell: Progress
     wait_for_sites: Callable[[int], object] | None = None  # before a round is sent again
     approval_wait_s: float = 0.0  # join-timeout-s: how long a round waits for sites' approvals
+    secure_bound: float | None = None  # secure aggregation: sites clip their updates to it
 
 
 def run_rounds(
@@ -69,19 +70,28 @@ def run_rounds(
     after_round: RoundHook | None = None,
     progress: Progress | None = None,
     approval_wait_s: float = 0.0,
-    secure_aggregation: bool = False,
+    secure_bound: float | None = None,
 ) -> ArrayRecord:
     """Train rounds ``first_round``..``rounds`` from ``initial_arrays`` (the global model after
     round ``first_round - 1``); every aggregate is evaluated at every site. The final arrays.
 
     ``before_round`` may wait for sites (or end the run); ``after_round`` sees each new global model
     (the coordinator checkpoints it there); ``progress`` hears each round sent and aggregated.
+    ``secure_bound``: the rounds are securely aggregated, each site clipping its update to it.
     """
     tell: Progress = progress or (lambda *_, **__: None)
     exchange = _Exchange(
-        strategy, grid, run_log, timeout, message_config, tell, before_round, approval_wait_s
+        strategy,
+        grid,
+        run_log,
+        timeout,
+        message_config,
+        tell,
+        before_round,
+        approval_wait_s,
+        secure_bound,
     )
-    run_log.masked = secure_aggregation  # sites send masked updates (server/secure_rounds.py)
+    run_log.masked = secure_bound is not None  # sites send masked updates (secure_rounds.py)
     arrays = initial_arrays
     for server_round in range(first_round, rounds + 1):
         log.info("Round %s of %s", server_round, rounds)
@@ -124,7 +134,7 @@ def _aggregate(
     exchange: _Exchange, server_round: int, arrays: ArrayRecord, replies: list[Message]
 ) -> ArrayRecord | None:
     """The strategy's aggregate of the round's updates, or of their masked sum (secure)."""
-    if not exchange.run_log.masked:
+    if exchange.secure_bound is None:
         return exchange.strategy.aggregate_train(server_round, replies)[0]
     from fedscan.server.secure_rounds import secure_aggregate
 
@@ -137,6 +147,7 @@ def _aggregate(
         replies=replies,
         timeout=exchange.timeout,
         message_config=exchange.message_config,
+        bound=exchange.secure_bound,
     )
 
 

@@ -17,7 +17,8 @@ Invariants:
 - the new global model is the sent model plus the weighted mean update, each parameter cast back
   to its own dtype, handed to the strategy as one aggregate
   (:meth:`~fedscan.server.strategy.RecordingMixin.aggregate_mean`): FedAvg and FedProx keep it,
-  FedAdam steps its server optimiser towards it;
+  FedAdam steps its server optimiser towards it, central DP adds its noise for the sites summed
+  (each site clipped its own update to central DP's bound and weighed it 1);
 - the extra exchanges' wall time counts in the round's ``train_s`` (metrics.jsonl).
 """
 
@@ -34,7 +35,6 @@ from flwr.serverapp import Grid
 
 from fedscan import secagg_records as records
 from fedscan.common import protocol
-from fedscan.common.defaults import SECURE_UPDATE_BOUND
 from fedscan.common.secagg import (
     KeyAdvert,
     MaskedInput,
@@ -91,12 +91,14 @@ def secure_aggregate(
     replies: list[Message],
     timeout: float,
     message_config: dict[str, Any],
+    bound: float,
 ) -> ArrayRecord | None:
-    """The round's new global model from the sites' masked updates (see the module docstring)."""
+    """The round's new global model from the sites' masked updates, each clipped to ``bound``
+    by its site (see the module docstring)."""
     accepted = run_log.accept(server_round, "train", replies)
     adverts = {reply.metadata.src_node_id: reply for reply in accepted}
     exchange = SecureExchange(grid, timeout, message_config, server_round)
-    result = _run_protocol(exchange, adverts, _dimension(arrays))
+    result = _run_protocol(exchange, adverts, _dimension(arrays), bound)
     log.info(
         "Round %s: secure aggregation summed %s sites (%s dropped after sharing keys)",
         server_round,
@@ -110,16 +112,17 @@ def secure_aggregate(
             "mean_error_bound": result.mean_error_bound,
         }
     )
-    return strategy.aggregate_mean(server_round, new_arrays(arrays, result.mean))
+    mean = new_arrays(arrays, result.mean)
+    return strategy.aggregate_mean(server_round, mean, summed=len(result.survivors))
 
 
 def _run_protocol(
-    exchange: SecureExchange, adverts: dict[int, Message], dimension: int
+    exchange: SecureExchange, adverts: dict[int, Message], dimension: int, bound: float
 ) -> SecAggResult:
     ids = {node: str(node) for node in adverts}
     threshold = max(MIN_THRESHOLD, len(adverts) // 2 + 1)
     run_id = str(exchange.message_config[protocol.RUN_ID])
-    config = SecAggConfig(run_id, exchange.server_round, dimension, threshold, SECURE_UPDATE_BOUND)
+    config = SecAggConfig(run_id, exchange.server_round, dimension, threshold, bound)
     aggregator = SecAggAggregator(config)
     exchange = replace(exchange, threshold=threshold)
     _take(adverts, ids, lambda node, reply: aggregator.add_advert(_advert(node, reply)))

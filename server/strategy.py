@@ -55,10 +55,13 @@ class RecordingMixin:
     def _accepted(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Message]:
         return self.run_log.accept(server_round, phase, replies)
 
-    def aggregate_mean(self, server_round: int, mean: ArrayRecord) -> ArrayRecord | None:
-        """The new global model from a securely aggregated weighted mean (the sites' replies were
-        accepted already): handed to the strategy's own aggregation as its one reply, so FedAvg
-        and FedProx keep it and FedAdam steps its server optimiser towards it."""
+    def aggregate_mean(
+        self, server_round: int, mean: ArrayRecord, *, summed: int
+    ) -> ArrayRecord | None:
+        """The new global model from a securely aggregated weighted mean of ``summed`` sites'
+        updates (their replies were accepted already): handed to the strategy's own aggregation
+        as its one reply, so FedAvg and FedProx keep it and FedAdam steps its server optimiser
+        towards it."""
         content = RecordDict({protocol.ARRAYS: mean, protocol.METRICS: MetricRecord({_WEIGHT: 1})})
         reply = instruction(content, MessageType.TRAIN)
         arrays, _ = super().aggregate_train(server_round, [reply])  # type: ignore[misc]
@@ -175,13 +178,26 @@ class RecordingCentralDP(RecordingMixin, DifferentialPrivacyServerSideFixedClipp
         arrays, metrics = DifferentialPrivacyServerSideFixedClipping.aggregate_train(
             self, server_round, accepted
         )
+        self._account(server_round, arrays)
+        return arrays, metrics
+
+    def aggregate_mean(
+        self, server_round: int, mean: ArrayRecord, *, summed: int
+    ) -> ArrayRecord | None:
+        """Secure aggregation's uniform mean of ``summed`` updates, each clipped to C by its own
+        site: the same noise (σ·C / summed) and accounting as :meth:`aggregate_train`."""
+        self.num_sampled_clients = max(summed, 1)
+        arrays = self._add_noise_to_aggregated_arrays(mean)
+        self._account(server_round, arrays)
+        return arrays
+
+    def _account(self, server_round: int, arrays: ArrayRecord | None) -> None:
         if arrays is not None:
             self.releases += 1
             self.run_log.central_epsilon = epsilon_spent(
                 [(self.noise_multiplier, 1.0, self.releases)], self.delta, accountant="rdp"
             )
         self.run_log.train_done(server_round, arrays)
-        return arrays, metrics
 
     def _accepted(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Message]:
         accepted = self.run_log.accept(server_round, phase, replies)

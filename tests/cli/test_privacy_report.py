@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from fedscan.cli.main import app
 from fedscan.client.app import make_client_app
+from fedscan.client.ledger import PrivacyLedger
 from fedscan.client.site_config import load_site_config
 from fedscan.common.config import RunConfig, TrainSettings
 from fedscan.common.errors import ConfigError
@@ -78,15 +79,19 @@ def test_privacy_report_after_two_runs(synthetic_sites: list[Path], tmp_path: Pa
         for server_round in (1, 2):
             metrics = train_round(site_toml, run_id, server_round, asked)
         assert metrics["epsilon"] <= min(asked, 6.0) * 1.001
+    # run-two's round 2 left masked (secure aggregation records it before the masked input)
+    PrivacyLedger(load_site_config(site_toml).state_dir).record_masked("run-two", 2, 0.5)
     table = runner.invoke(app, ["privacy", "report", "--config", str(site_toml)])
     assert table.exit_code == 0, table.output
     assert "run-one" in table.output and "run-two" in table.output and "lifetime" in table.output
+    assert "masked" in table.output  # the cell wraps in a narrow terminal
     report = json.loads(
         runner.invoke(app, ["privacy", "report", "--config", str(site_toml), "--json"]).output
     )
     one, two = report["runs"]
     assert (one["target_epsilon"], two["target_epsilon"]) == (6.0, 4.0)
     assert one["rounds_released"] == two["rounds_released"] == 2
+    assert (one["rounds_masked"], two["rounds_masked"], two["masked_clip_bound"]) == (0, 1, [0.5])
     assert one["other_releases"] == two["other_releases"] == 1  # each run's training count
     assert 5.9 <= one["epsilon_prv"] <= 6.0 * 1.001 and one["epsilon_rdp"] >= one["epsilon_prv"]
     life = report["lifetime"]

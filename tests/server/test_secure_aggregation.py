@@ -15,6 +15,7 @@ from flwr.app import Message
 from fedscan.client import secure_aggregation
 from fedscan.client.app import make_client_app
 from fedscan.client.audit import AuditLog
+from fedscan.client.ledger import PrivacyLedger
 from fedscan.client.site import Site
 from fedscan.common import protocol
 from fedscan.common.config import RunConfig, TrainSettings
@@ -120,6 +121,8 @@ def test_secure_round_gives_the_fedavg_of_the_updates_and_no_update_leaves(
         assert not list((state / secure_aggregation.SECAGG_DIR).iterdir())
         releases = [e.get("release") for e in AuditLog(state).entries()]
         assert releases.count("masked") == 1
+        (run,) = PrivacyLedger(state).runs()  # and the ledger: round 1 masked, clipped to 100
+        assert PrivacyLedger(state).masked_rounds(run.run_id) == {1: 100.0}
 
 
 def _assert_only_masked_updates_left(grid: RecordingGrid) -> None:
@@ -187,5 +190,39 @@ def test_secure_aggregation_turns_cross_site_off_unless_asked_and_refuses_it_the
     assert RunConfig.from_flat({"secure-aggregation": True, "strategy": "fedadam"})
     with pytest.raises(ConfigError, match="cross-site = false"):
         RunConfig.from_flat({"secure-aggregation": True, "cross-site": True})
-    with pytest.raises(ConfigError, match="central-noise-multiplier = 0"):
-        RunConfig.from_flat({"secure-aggregation": True, "central-noise-multiplier": 1.0})
+    with_central = {"secure-aggregation": True, "central-noise-multiplier": 1.0}
+    assert RunConfig.from_flat(with_central).secure_update_bound == 1.0  # central DP's C
+    assert RunConfig.from_flat({"secure-aggregation": True}).secure_update_bound == 100.0
+
+
+@pytest.mark.parametrize("sigma", [1e-9, 1.0])
+def test_central_dp_under_secure_aggregation_clips_at_each_site_and_noises_the_mean(
+    sigma: float,
+    flower_identity,
+    synthetic_sites: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare: C far below a round's update norm, so every site's clip bites
+    clip = 0.05
+    updates = _record_updates(monkeypatch)
+    grid = _grid(synthetic_sites, tmp_path / "state")
+    config = _config(central_noise_multiplier=sigma, central_clip_norm=clip)
+    # Execute
+    result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+    # Assert: the equal-weight mean of the updates, each clipped to C, plus noise of σ·C/3
+    lines = (result.run_dir.path / "metrics.jsonl").read_text().splitlines()
+    (line,) = [json.loads(x) for x in lines]
+    assert min(np.linalg.norm(u) for u in updates.values()) > 10 * clip
+    clipped = [u * min(1.0, clip / np.linalg.norm(u)) for u in updates.values()]
+    sent = grid.delivered[0].content.array_records[protocol.ARRAYS].to_torch_state_dict()
+    model, _ = load_checkpoint(result.final_model)
+    residual = secure_aggregation.flat_update(model.state_dict(), sent) - np.mean(clipped, axis=0)
+    bound = line["secure_aggregation"]["mean_error_bound"]
+    if sigma < 1e-6:  # no noise to speak of: the clipped mean within the quantisation bound
+        assert np.abs(residual).max() <= bound + 1e-6
+    else:  # 25 000 coordinates: their spread within 3 % of σ·C/3
+        assert residual.std() == pytest.approx(sigma * clip / 3, rel=0.03)
+    assert line["central_epsilon"] > 0
+    ledger = PrivacyLedger(tmp_path / "state" / "site-0")
+    assert ledger.masked_rounds(ledger.runs()[0].run_id) == {1: clip}
