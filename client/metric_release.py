@@ -14,8 +14,9 @@ ledger first.
 
 Invariants: a DP release is committed to the ledger with the exact values released before it is
 returned to be sent; asked again (same run, kind, round, models) it is re-sent from the ledger.
-Under ``dp`` and ``final-only``, evaluations other than a binary histogram (per-class evidence,
-segmentation counts) are withheld, with a logged notice: their DP release is not built.
+Under ``dp`` and ``final-only`` every kind of evaluation has its DP release: a binary histogram,
+per-class evidence, one structure's overlap counts, a label map's per-structure counts
+(:mod:`fedscan.common.metrics.private_tasks`).
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from fedscan.client.site import Site
 from fedscan.client.site_config import PrivacyPolicy
 from fedscan.common import protocol
 from fedscan.common.metrics.classwise import ClassEvidence, site_scalars
+from fedscan.common.metrics.confusion import LabelOverlaps
 from fedscan.common.metrics.histogram import ScoreHistogram, pooled_metrics
 from fedscan.common.metrics.private import NoisyEvaluation, coarsen
 from fedscan.common.metrics.private_tasks import (
     NoisyClassEvidence,
+    NoisyLabelOverlaps,
     NoisyOverlap,
     coarse_evidence,
 )
@@ -90,11 +93,7 @@ def release(
     if policy.metrics == "none":
         return _withheld(results), "none"
     if not all(_releasable(scored) for scored in results.values()):
-        log.warning(
-            "Metric releases under DP cover classification and single-structure segmentation; "
-            'this label-map evaluation is withheld (privacy.metrics = "coarse" releases it '
-            "outside the guarantee)."
-        )
+        log.warning("An evaluation of a kind without a DP release is withheld.")
         return _withheld(results), policy.metrics
     if policy.metrics == DEGRADED and ask.kind == ROUND:
         return _withheld(results), DEGRADED
@@ -194,7 +193,7 @@ def _over_budget(
 def _releasable(scored: Scored) -> bool:
     metrics, found = scored
     segmentation = found is None and protocol.SEG_INTERSECTION in metrics
-    return isinstance(found, (ScoreHistogram, ClassEvidence)) or segmentation
+    return isinstance(found, (ScoreHistogram, ClassEvidence, LabelOverlaps)) or segmentation
 
 
 def _noisy(scored: Scored, noise: float, models: int, ask: MetricAsk, spent: float) -> Scored:
@@ -208,8 +207,14 @@ def _noisy(scored: Scored, noise: float, models: int, ask: MetricAsk, spent: flo
         classes = NoisyClassEvidence.release(found, noise_multiplier=noise, models=models)
         figures = {**site_scalars(classes.evidence()), protocol.NUM_EXAMPLES: classes.images()}
         return _with_noise(figures, classes.noise_std, spent), classes
-    counts = OverlapCounts.from_metrics(metrics)
     images = int(metrics[protocol.NUM_EXAMPLES])
+    if isinstance(found, LabelOverlaps):
+        labels = NoisyLabelOverlaps.release(
+            found, images, pixels=ask.pixels, noise_multiplier=noise, models=models
+        )
+        figures = {**labels.site_figures(), protocol.NUM_EXAMPLES: labels.image_count()}
+        return _with_noise(figures, labels.noise_std, spent), labels
+    counts = OverlapCounts.from_metrics(metrics)
     overlap = NoisyOverlap.release(
         counts, images, pixels=ask.pixels, noise_multiplier=noise, models=models
     )
@@ -237,6 +242,9 @@ def _from_stored(form: dict[str, Any]) -> Scored:
     std = float(metrics[protocol.DP_NOISE_STD])
     if protocol.DP_SEG_COUNTS in lists:
         return metrics, NoisyOverlap.from_lists(lists, std)
+    if protocol.DP_LABEL_OVERLAPS in lists:
+        structures = (len(lists[protocol.DP_LABEL_OVERLAPS]) - 1) // 3
+        return metrics, NoisyLabelOverlaps.from_lists(lists, std, structures)
     if "classes" in form:
         multiclass = protocol.DP_CONFUSION_MATRIX in lists
         return metrics, NoisyClassEvidence.from_lists(

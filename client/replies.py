@@ -233,7 +233,6 @@ def _histogram_values(key: str, values: list, classes: int = 0, bins: int = BINS
     """Per-bin counts (integers ≥ 0) or score sums (finite floats): BINS (or COARSE_BINS) of them,
     K × BINS per class histogram, K × K confusion counts, K × 3 label-map overlap counts; noisy
     coarse counts under DP (finite floats, COARSE_BINS)."""
-    structures, rest = divmod(len(values), 3)
     binary = COARSE_BINS if len(values) == COARSE_BINS else BINS
     expected = {
         **{name: binary for name in protocol.HISTOGRAM_KEYS},
@@ -243,7 +242,8 @@ def _histogram_values(key: str, values: list, classes: int = 0, bins: int = BINS
         protocol.CONFUSION_MATRIX: classes * classes,
         protocol.DP_CONFUSION_MATRIX: classes * classes,
         protocol.DP_SEG_COUNTS: 4,
-        protocol.LABEL_OVERLAPS: -1 if rest or not 2 <= structures <= MAX_CLASSES else len(values),
+        protocol.DP_LABEL_OVERLAPS: _label_map_length(len(values) - 1) + 1,  # and the count
+        protocol.LABEL_OVERLAPS: _label_map_length(len(values)),
     }
     if key not in expected or len(values) != expected[key] or not values:
         raise ReplyRefused(f"Histogram {key!r} is not on the allow-list or has the wrong length.")
@@ -254,6 +254,13 @@ def _histogram_values(key: str, values: list, classes: int = 0, bins: int = BINS
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
         raise ReplyRefused(f"Histogram {key!r} must hold non-negative integer counts.")
     return [int(v) for v in values]
+
+
+def _label_map_length(counts: int) -> int:
+    """``counts`` when it is 3 × K for 2 ≤ K ≤ MAX_CLASSES structures (a label map's overlap
+    counts), else -1 (no length matches)."""
+    structures, rest = divmod(counts, 3)
+    return -1 if rest or not 2 <= structures <= MAX_CLASSES else counts
 
 
 def error_reply(msg: Message, code: str) -> Message:

@@ -125,8 +125,9 @@ DP_CLASS_HIST_POSITIVES = "dp-class-hist-pos"  # K × coarse bins, per class (on
 DP_CLASS_HIST_NEGATIVES = "dp-class-hist-neg"
 DP_CONFUSION_MATRIX = "dp-confusion-matrix"  # K × K, multiclass
 DP_SEG_COUNTS = "dp-seg-counts"  # intersection, predicted, truth (pixels), images
+DP_LABEL_OVERLAPS = "dp-label-overlaps"  # a label map's K × (TP, FP, FN) pixels, then images
 DP_CLASS_KEYS = (DP_CLASS_HIST_POSITIVES, DP_CLASS_HIST_NEGATIVES, DP_CONFUSION_MATRIX)
-DP_LIST_KEYS = (*DP_HISTOGRAM_KEYS, *DP_CLASS_KEYS, DP_SEG_COUNTS)
+DP_LIST_KEYS = (*DP_HISTOGRAM_KEYS, *DP_CLASS_KEYS, DP_SEG_COUNTS, DP_LABEL_OVERLAPS)
 DP_SCALARS = (DP_LOSS_UNITS, DP_NOISE_STD)
 # A site's metric release policy, in its site record; 1 in a metric record that the site withheld.
 METRICS_POLICY = "metrics-policy"

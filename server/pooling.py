@@ -24,7 +24,12 @@ from fedscan.common.metrics.classwise import ClassEvidence, pooled_class_metrics
 from fedscan.common.metrics.confusion import MEAN_DICE, MEAN_IOU, LabelOverlaps
 from fedscan.common.metrics.histogram import ScoreHistogram, operating_threshold, pooled_metrics
 from fedscan.common.metrics.private import NoisyEvaluation, coarsen, exact_release, pooled_noisy
-from fedscan.common.metrics.private_tasks import NoisyClassEvidence, NoisyOverlap, coarse_evidence
+from fedscan.common.metrics.private_tasks import (
+    NoisyClassEvidence,
+    NoisyLabelOverlaps,
+    NoisyOverlap,
+    coarse_evidence,
+)
 from fedscan.common.metrics.segmentation import OverlapCounts, pooled_overlap
 from fedscan.common.tasks import MULTICLASS, MULTILABEL, SEGMENTATION, LabelScheme
 
@@ -95,6 +100,15 @@ class RoundPool:
         labels = self.scheme.structures if self.scheme is not None else 0
         if flat is None and not labels:
             return None
+        if protocol.DP_LABEL_OVERLAPS in metrics:  # a site's DP release of its label-map counts
+            std = float(metrics.get(protocol.DP_NOISE_STD) or 0.0)
+            lists = {protocol.DP_LABEL_OVERLAPS: metrics.pop(protocol.DP_LABEL_OVERLAPS)}
+            try:
+                noisy = NoisyLabelOverlaps.from_lists(lists, std, labels)
+            except (KeyError, ValueError, TypeError) as error:
+                return f"{ErrorCode.MALFORMED_OVERLAP_COUNTS}: {error}"
+            self.label_overlaps[site] = noisy.overlaps()
+            return None
         try:
             if flat is None or len(flat) != 3 * labels:
                 raise ValueError(f"a label map of {labels} structures needs {3 * labels} counts")
@@ -147,10 +161,14 @@ class RoundPool:
         found, self.label_overlaps = self.label_overlaps, {}
         first, *rest = found.values()
         per_label = sum(rest, first).metrics(self.scheme.classes)
+        foreground = {  # absent from DP releases, which carry the structures' counts only
+            f"foreground-{key}": pooled[key]
+            for key in (protocol.DICE, protocol.IOU)
+            if key in pooled
+        }
         return {
             **pooled,
-            "foreground-dice": pooled[protocol.DICE],
-            "foreground-iou": pooled[protocol.IOU],
+            **foreground,
             protocol.DICE: per_label[MEAN_DICE],
             protocol.IOU: per_label[MEAN_IOU],
             **per_label,
@@ -169,8 +187,8 @@ class RoundPool:
         pooled = (
             pooled_overlap(sum(overlaps.values(), OverlapCounts()), images) if overlaps else None
         )
-        if pooled is not None and self.label_overlaps:
-            pooled = self._with_structures(pooled)
+        if self.label_overlaps:
+            pooled = self._with_structures(pooled or {"n": float(images)})
         if noisy:
             return self._close_noisy(noisy, histograms)
         if not histograms:

@@ -215,6 +215,9 @@ def _start_third_site(federation: dict) -> None:
     )
 
 
+# CI time (78 s on a loaded 2-core machine): approvals are in the suite in-process
+# (tests/client/test_approvals.py, tests/server/test_approval_wait.py); this is -m slow.
+@pytest.mark.slow
 def test_a_site_approves_a_run_and_its_policy_refuses_another(federation: dict) -> None:
     """site-1 requires approval: run A waits (and `fedscan status` says so) until
     `fedscan client approve`, then both sites train. Then site-1 allows only the U-Net: run B

@@ -256,7 +256,15 @@ def test_the_guide_on_separate_hosts_survives_a_site_and_a_coordinator_kill(
     output, _ = runner.communicate(timeout=180)
     assert runner.returncode != 0 and f"--resume {run_dir.name}" in output, output
 
+    # Resume once site-2 is back: rounds 3 and 4 of 40-image sites take ~7 s each, and under load
+    # site-2's restart took ~50 s to reconnect, after both had ended without it.
+    connected = federation.site_log("site-2").count("Connection successful")
     federation.start_coordinator()
+    wait_until(
+        lambda: federation.site_log("site-2").count("Connection successful") > connected,
+        240,
+        "site-2 connected to the restarted coordinator",
+    )
     resumed = federation.fedscan(
         "coordinator", "run", "--config", "run.toml", "--resume", run_dir.name, timeout=600
     )

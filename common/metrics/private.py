@@ -15,9 +15,10 @@ its midpoint), which keeps the sensitivity at √2.
 
 Invariants: the noise is drawn from the OS's entropy (a generator the coordinator could seed
 would let it subtract the noise); counts are released unclamped (negative values included), so
-that the coordinator's sums stay unbiased; clamping to ≥ 0 is post-processing where figures are
-computed. The pooled AUC's 95 % interval adds the noise's own spread (a parametric bootstrap of
-the summed noise) to Hanley–McNeil's, and half the share of pairs the coarse bins tie.
+that the coordinator's sums stay unbiased; figures are computed from the sums with every count
+under two noise deviations read as 0 (:func:`denoised`, post-processing). The pooled AUC's 95 %
+interval adds the noise's own spread (a parametric bootstrap of the summed noise, through the same
+thresholding) to Hanley–McNeil's, and half the share of pairs the coarse bins tie.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from fedscan.common.metrics.histogram import (
 METRIC_POLICIES = ("dp", "coarse", "final-only", "none")  # [privacy] metrics, at the site
 LOSS_CLIP = 10.0  # binary cross-entropy of one image, clipped: a confident mistake costs ≥ 16
 SENSITIVITY = math.sqrt(2.0)  # one count by 1, the loss sum by ≤ 1 unit of LOSS_CLIP
+DENOISE_SDS = 2.0  # noisy counts below 2 noise deviations read as 0 (see denoised)
 _BOOTSTRAP_DRAWS = 400  # the AUC's spread under the summed noise: ±0.001 on its std at 400
 _Z95 = 1.959964
 
@@ -81,14 +83,11 @@ class NoisyEvaluation:
         )
 
     def histogram(self) -> ScoreHistogram:
-        """The noisy counts as a histogram, each bin's scores at its midpoint (post-processing).
-        Not clamped: a count clamped at 0 is biased upwards, and 40 empty bins clamped pulled a
-        pooled AUC of 0.94 to 0.84 at a noise of 1 image per bin (180 images); the AUC and the
-        rates are sums of counts, unbiased when the counts are."""
+        """The noisy counts as a histogram, each bin's scores at its midpoint (post-processing),
+        every count within ``DENOISE_SDS`` noise deviations of 0 set to 0 (:func:`denoised`)."""
+        positives, negatives = denoised(self.positives, self.negatives, self.noise_std)
         midpoints = binning_of(COARSE_BINS).midpoints()
-        return ScoreHistogram(
-            self.positives, self.negatives, (self.positives + self.negatives) * midpoints
-        )
+        return ScoreHistogram(positives, negatives, (positives + negatives) * midpoints)
 
     def plotted(self) -> ScoreHistogram:
         """Counts rounded and clamped to ≥ 0, for plots and the run's histogram file (figures are
@@ -141,6 +140,28 @@ class NoisyEvaluation:
         if not (finite and math.isfinite(loss) and math.isfinite(std) and std > 0):
             raise ValueError("A noisy histogram holds non-finite values or no noise.")
         return cls(positives, negatives, loss, std)
+
+
+def denoised(
+    positives: np.ndarray, negatives: np.ndarray, noise_std: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy counts with every count below ``DENOISE_SDS`` × ``noise_std`` set to 0 (hard
+    thresholding, post-processing): most coarse bins hold none of one class, and their noise is
+    what moves the AUC — a positive bin's noise below every negative counts as a misranked pair.
+    Left as they are where that would leave a class with no count at all (tiny validation sets).
+
+    Neither clamping nor leaving them: clamping at 0 biases every empty bin upwards (40 empty bins
+    pulled a pooled AUC of 0.94 to 0.84 at 1 image of noise per bin, 180 images), and unclamped
+    counts are unbiased but keep all the noise. PneumoniaMNIST's 3 validation sites at ε_m = 4,
+    the final release (σ 1.53): mean |Δ AUC| 0.0176 unclamped, 0.0455 clamped, 0.0087 with this
+    (bias −0.011, −0.046, −0.000; 200 draws); bench/metric_privacy.py."""
+    if noise_std <= 0:
+        return positives, negatives
+    floor = DENOISE_SDS * noise_std
+    kept = [np.where(counts > floor, counts, 0.0) for counts in (positives, negatives)]
+    if not (kept[0].sum() > 0 and kept[1].sum() > 0):
+        return positives, negatives
+    return kept[0], kept[1]
 
 
 def exact_release(hist: ScoreHistogram) -> NoisyEvaluation:
@@ -213,10 +234,10 @@ def noisy_auc_interval(total: NoisyEvaluation) -> tuple[float, float]:
     draws = []
     for _ in range(_BOOTSTRAP_DRAWS):
         noise = rng.normal(0.0, total.noise_std, (2, COARSE_BINS))
-        again = ScoreHistogram(
-            total.positives + noise[0], total.negatives + noise[1], np.zeros(COARSE_BINS)
+        again = NoisyEvaluation(
+            hist.positives + noise[0], hist.negatives + noise[1], 0.0, total.noise_std
         )
-        draws.append(auc(again))
+        draws.append(auc(again.histogram()))
     noise_sd = float(np.nanstd(draws))
     sampling = (high - low) / (2 * _Z95)
     half = _Z95 * math.hypot(sampling, noise_sd) + tied_share(hist) / 2

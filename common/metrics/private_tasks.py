@@ -12,6 +12,11 @@ noise multiplier × sensitivity × √(models), counts released unclamped:
   foreground pixels, each in units of the pixels per image P, and the image count. One image moves
   each of the three by at most P (one unit) and the count by 1: sensitivity 2. Dice and IoU are
   ratios of the noisy sums (Hausdorff distance and loss are not released).
+- **Label-map overlap counts** (K structures): each structure's (TP, FP, FN) pixels in units of
+  P, and the image count. One image's pixels are each predicted as one label and truly one label,
+  so over the K structures its TP + FP sum to at most P and its TP + FN too: the squares of its
+  3K counts sum to at most (Σ TP + FP)² + (Σ FN)² ≤ 2 units, and the count moves by 1: L2
+  sensitivity √3, whatever K. Per-structure Dice and IoU are ratios of the noisy sums.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 from fedscan.common import protocol
 from fedscan.common.metrics.binning import COARSE_BINS, binning_of
 from fedscan.common.metrics.classwise import ClassEvidence
-from fedscan.common.metrics.confusion import ConfusionCounts
+from fedscan.common.metrics.confusion import MEAN_DICE, MEAN_IOU, ConfusionCounts, LabelOverlaps
 from fedscan.common.metrics.histogram import ScoreHistogram
 from fedscan.common.metrics.perclass import ClassHistograms
 from fedscan.common.metrics.private import coarsen
@@ -70,7 +75,9 @@ class NoisyClassEvidence:
         )
 
     def evidence(self) -> ClassEvidence:
-        """The noisy counts as evidence (post-processing), each bin's scores at its midpoint."""
+        """The noisy counts as evidence (post-processing), each bin's scores at its midpoint.
+        Not thresholded as the binary release's pooled sum is (:func:`denoised`): the coordinator
+        sums each site's evidence, and a site's own counts are too small to threshold."""
         midpoints = binning_of(COARSE_BINS).midpoints()
         histograms = tuple(
             ScoreHistogram(pos, neg, (pos + neg) * midpoints)
@@ -158,6 +165,64 @@ class NoisyOverlap:
         if counts.shape != (4,) or not np.isfinite(counts).all() or not noise_std > 0:
             raise ValueError("A noisy overlap release holds 4 finite values and some noise.")
         return cls(counts, noise_std)
+
+
+@dataclass(frozen=True)
+class NoisyLabelOverlaps:
+    """Noisy per-structure (TP, FP, FN) pixel sums (K × 3) and image count of one label-map
+    evaluation."""
+
+    counts: np.ndarray  # K × 3, pixels
+    images: float
+    noise_std: float  # of the image count; of the pixel sums: × the pixels per image
+
+    SENSITIVITY = math.sqrt(3.0)  # see the module docstring
+
+    @classmethod
+    def release(
+        cls,
+        overlaps: LabelOverlaps,
+        images: int,
+        *,
+        pixels: int,
+        noise_multiplier: float,
+        models: int = 1,
+    ) -> NoisyLabelOverlaps:
+        units = overlaps.to_array().astype(np.float64) / pixels
+        std = noise_multiplier * cls.SENSITIVITY * math.sqrt(models)
+        noisy = (units + _noise(std, units.shape)) * pixels
+        return cls(noisy, float(images) + float(_noise(std, (1,))[0]), std)
+
+    def overlaps(self) -> LabelOverlaps:
+        """The noisy sums as counts (post-processing: rounded, clamped at 0)."""
+        return LabelOverlaps(np.maximum(np.rint(self.counts), 0).astype(np.int64))
+
+    def image_count(self) -> int:
+        return max(round(self.images), 1)
+
+    def site_figures(self) -> dict[str, float]:
+        """The mean Dice and IoU over the structures (those defined) of the noisy counts."""
+        names = tuple(f"label-{k + 1}" for k in range(len(self.counts)))
+        found = self.overlaps().metrics(names)
+        return {protocol.DICE: found[MEAN_DICE], protocol.IOU: found[MEAN_IOU]}
+
+    def to_lists(self) -> dict[str, list[float]]:
+        flat = [float(v) for v in self.counts.reshape(-1)]
+        return {protocol.DP_LABEL_OVERLAPS: [*flat, float(self.images)]}
+
+    @classmethod
+    def from_lists(
+        cls, lists: Mapping[str, Any], noise_std: float, structures: int
+    ) -> NoisyLabelOverlaps:
+        values = np.asarray(lists[protocol.DP_LABEL_OVERLAPS], dtype=np.float64)
+        if values.shape != (3 * structures + 1,):
+            raise ValueError(
+                f"A noisy label-map release holds {3 * structures + 1} values for {structures} "
+                f"structures; got {values.size}."
+            )
+        if not np.isfinite(values).all() or not noise_std > 0:
+            raise ValueError("A noisy label-map release holds non-finite values or no noise.")
+        return cls(values[:-1].reshape(structures, 3), float(values[-1]), noise_std)
 
 
 def coarse_evidence(evidence: ClassEvidence) -> ClassEvidence:

@@ -171,16 +171,40 @@ def test_per_class_evidence_and_overlap_counts_have_their_own_dp_release(tmp_pat
     assert overlap.to_lists()[protocol.DP_SEG_COUNTS][:3] != list(counts.values())
 
 
-def test_a_label_map_evaluation_is_withheld_under_dp(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Setup
-    overlaps = LabelOverlaps.of(np.zeros((2, 1, 4, 4), np.int64), np.ones((2, 1, 4, 4)), labels=2)
+def test_one_image_moves_a_label_map_s_counts_by_at_most_root_2_pixel_units() -> None:
+    # The sensitivity NoisyLabelOverlaps relies on (√2, and 1 for the image count: √3)
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(300):
+        k = int(rng.integers(2, 6))
+        predicted, truth = rng.integers(0, k + 1, (2, 1, 1, 8, 8))
+        if rng.random() < 0.3:  # one label predicted everywhere, another true everywhere
+            predicted, truth = np.full_like(predicted, 1), np.full_like(truth, k)
+        units = LabelOverlaps.of(predicted, truth, labels=k).to_array() / 64
+        worst = max(worst, float((units**2).sum()))
+    assert worst == pytest.approx(2.0)
+
+
+def test_a_label_map_evaluation_is_released_under_dp_and_resent_unchanged(tmp_path: Path) -> None:
+    # Setup: 12 images of 64² with three structures
+    rng = np.random.default_rng(1)
+    predicted, truth = rng.integers(0, 4, (2, 12, 1, 64, 64))
+    overlaps = LabelOverlaps.of(predicted, truth, labels=3)
+    scored = {"global": ({protocol.NUM_EXAMPLES: 12}, overlaps)}
+    ask = replace(_ask(FINAL, 3), pixels=64 * 64)
     # Execute
-    sent, _ = release(POLICY, tmp_path, _ask(FINAL, 3), {"global": ({}, overlaps)})
-    # Assert
-    assert sent["global"] == ({"metrics-withheld": 1, "num-examples": 0}, None)
-    assert "label-map evaluation is withheld" in caplog.text
+    sent, policy = release(POLICY, tmp_path, ask, scored)
+    again, _ = release(POLICY, tmp_path, ask, scored)
+    # Assert: noise of the final release at sensitivity √3; figures from the noisy counts only
+    (run,) = MetricLedger(tmp_path).runs()
+    metrics, noisy = sent["global"]
+    assert policy == "dp" and metrics[protocol.DP_NOISE_STD] == pytest.approx(
+        run.final_noise * 3**0.5
+    )
+    assert set(metrics) == {"dice", "iou", "num-examples", "dp-noise-std", "metrics-epsilon"}
+    values = noisy.to_lists()[protocol.DP_LABEL_OVERLAPS]
+    assert len(values) == 10 and values[:9] != overlaps.to_array().reshape(-1).tolist()
+    assert again["global"][1].to_lists() == noisy.to_lists()  # re-sent from the ledger
 
 
 def test_the_privacy_report_shows_both_budgets(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from fedscan.common.metrics.private import (
     NoisyEvaluation,
     clipped_loss_units,
     coarsen,
+    denoised,
     exact_release,
     pooled_noisy,
     tied_share,
@@ -76,6 +77,36 @@ def test_the_widened_interval_covers_the_exact_pooled_auc() -> None:
         figures, _, _ = pooled_noisy(released, "youden")
         covered += figures["auc-ci-low"] <= exact <= figures["auc-ci-high"]
     assert covered >= 51  # 95 % nominal: ≥ 85 % of 60 fails by chance with p < 0.01
+
+
+def test_reading_small_noisy_counts_as_zero_nearly_halves_the_error_of_a_sharp_model() -> None:
+    # Prepare: a model like PneumoniaMNIST's (AUC ≈ 0.99): most bins hold one class or none
+    rng = np.random.default_rng(5)
+    sites = []
+    for _ in range(3):
+        labels = rng.random(175) < 0.74
+        logits = np.where(labels, rng.normal(4.0, 2.0, 175), rng.normal(-2.5, 1.5, 175))
+        sites.append(ScoreHistogram.of(1 / (1 + np.exp(-logits)), labels))
+    exact = auc(sum(sites[1:], sites[0]))
+    raw_errors, errors = [], []
+    for _ in range(200):
+        first, *rest = [NoisyEvaluation.release(h, noise_multiplier=1.5) for h in sites]
+        total = sum(rest, first)
+        raw = ScoreHistogram(total.positives, total.negatives, np.zeros(COARSE_BINS))
+        raw_errors.append(auc(raw) - exact)
+        errors.append(pooled_noisy([total], "youden")[0]["auc"] - exact)
+    # Assert: about half the error, less bias (data seeds 0-5, 200 draws each: 0.41-0.58 of the
+    # mean error, 0.2-0.52 of the bias, which is -0.017 to -0.022 unthresholded)
+    assert np.mean(np.abs(errors)) < 0.7 * np.mean(np.abs(raw_errors))
+    assert abs(np.mean(errors)) < 0.75 * abs(np.mean(raw_errors))
+
+
+def test_denoising_keeps_a_class_it_would_otherwise_erase() -> None:
+    positives, negatives = np.array([0.0, 3.0, 40.0]), np.array([2.5, 1.0, -1.0])
+    kept = denoised(positives, negatives, noise_std=2.0)
+    assert np.array_equal(kept[0], positives) and np.array_equal(kept[1], negatives)
+    kept = denoised(positives, np.array([9.0, 1.0, -1.0]), noise_std=2.0)
+    assert kept[0].tolist() == [0.0, 0.0, 40.0] and kept[1].tolist() == [9.0, 0.0, 0.0]
 
 
 def test_a_malformed_release_is_refused() -> None:

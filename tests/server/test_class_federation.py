@@ -124,6 +124,8 @@ def test_a_site_labelled_with_undeclared_findings_refuses_and_the_run_goes_on(
     assert set(json.loads((run_dir / "final.json").read_text())["thresholds"]) == set(FINDINGS)
 
 
+# CI time (24 s): the multiclass federation stays in the suite; this one is -m slow.
+@pytest.mark.slow
 def test_a_multilabel_cross_site_matrix_gives_macro_auc_per_cell_and_per_class_detail(
     flower_identity, tmp_path: Path
 ) -> None:

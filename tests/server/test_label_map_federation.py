@@ -48,7 +48,7 @@ def label_map_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     Image.fromarray(values).save(stray)
     sources = [FolderSource(n, str(p)) for n, p in zip(SITES, folders, strict=True)]
     grid = LoopbackGrid(
-        # exact counts (metrics = "coarse"): label maps have no DP metric release (withheld)
+        # exact counts (metrics = "coarse"), to compare with the masks; DP: the last test
         make_client_app(
             site_resolver(sources, root / "state", [COARSE_POLICY] * len(sources)), device="cpu"
         ),
@@ -133,3 +133,35 @@ def test_evaluate_and_the_report_show_every_structure(label_map_run: dict, tmp_p
     text = card.read_text()
     assert "| structure | Dice | IoU |" in text and "| heart |" in text
     assert "Dice heart" in report.read_text()
+
+
+def test_under_dp_metric_releases_each_structure_s_pooled_dice_comes_from_noisy_counts(
+    tmp_path: Path,
+) -> None:
+    from fedscan.server.inprocess import flower_identity
+
+    folders = generate_sites(
+        tmp_path / "sites", SynthConfig(3, 16, seed=6, task="segmentation", labels=3)
+    )
+    sources = [FolderSource(n, str(p)) for n, p in zip(SITES, folders, strict=True)]
+    grid = LoopbackGrid(  # the sites' default policy: metrics = "dp"
+        make_client_app(site_resolver(sources, tmp_path / "state"), device="cpu"), len(sources)
+    )
+    config = RunConfig(
+        rounds=1,
+        min_sites=3,
+        cross_site=False,
+        privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
+        train=TrainSettings(
+            model="unet", task="segmentation", classes=STRUCTURES, local_epochs=1, batch_size=8
+        ),
+    )
+    with flower_identity():
+        result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
+    final = result.history[-1]
+    pooled = final["pooled"]
+    assert set(pooled["labels"]) == set(STRUCTURES)
+    assert all(0.0 <= pooled["labels"][name]["dice"] <= 1.0 for name in STRUCTURES)
+    assert "foreground-dice" not in pooled  # a DP release carries the structures' counts only
+    for metrics in final["evaluate"].values():
+        assert metrics["dp-noise-std"] > 0 and "dp-label-overlaps" not in metrics

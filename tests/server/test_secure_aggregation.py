@@ -195,7 +195,7 @@ def test_secure_aggregation_turns_cross_site_off_unless_asked_and_refuses_it_the
     assert RunConfig.from_flat({"secure-aggregation": True}).secure_update_bound == 100.0
 
 
-@pytest.mark.parametrize("sigma", [1e-9, 1.0])
+@pytest.mark.parametrize("sigma", [1e-9, pytest.param(1.0, marks=pytest.mark.slow)])
 def test_central_dp_under_secure_aggregation_clips_at_each_site_and_noises_the_mean(
     sigma: float,
     flower_identity,

@@ -33,6 +33,8 @@ def ct_sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return generate_ct_sites(tmp_path_factory.mktemp("ct"), CTConfig(3, 10, seed=5))
 
 
+# CI time (31 s): the 3-D classifier federation stays in the suite; this one is -m slow.
+@pytest.mark.slow
 def test_a_dp_3d_unet_federation_pools_the_dice_of_every_site_s_volumes(
     ct_sites: list[Path], tmp_path: Path
 ) -> None:
