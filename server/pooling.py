@@ -13,6 +13,7 @@ site's evaluation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,12 +24,14 @@ from fedscan.common.metrics.calibration import calibrated_ece, ece_floor, recali
 from fedscan.common.metrics.classwise import ClassEvidence, pooled_class_metrics
 from fedscan.common.metrics.confusion import MEAN_DICE, MEAN_IOU, LabelOverlaps
 from fedscan.common.metrics.histogram import ScoreHistogram, operating_threshold, pooled_metrics
+from fedscan.common.metrics.perclass import AUC_CI_HIGH, AUC_CI_LOW
 from fedscan.common.metrics.private import NoisyEvaluation, coarsen, exact_release, pooled_noisy
 from fedscan.common.metrics.private_tasks import (
     NoisyClassEvidence,
     NoisyLabelOverlaps,
     NoisyOverlap,
     coarse_evidence,
+    pooled_noisy_evidence,
 )
 from fedscan.common.metrics.segmentation import OverlapCounts, pooled_overlap
 from fedscan.common.tasks import MULTICLASS, MULTILABEL, SEGMENTATION, LabelScheme
@@ -45,6 +48,7 @@ class RoundPool:
     label_overlaps: dict[str, LabelOverlaps] = field(default_factory=dict)
     evidence: dict[str, ClassEvidence] = field(default_factory=dict)
     class_thresholds: dict[str, float] = field(default_factory=dict)  # multilabel, pooled Youden
+    class_noise: dict[str, float] = field(default_factory=dict)  # per-class DP releases' noise
     operating_point: str = "youden"  # how a binary run's threshold is chosen (run config)
 
     def take(self, site: str, metrics: MutableMapping[str, Any]) -> str | None:
@@ -54,6 +58,7 @@ class RoundPool:
         if problem is not None:
             for found in (self.overlaps, self.label_overlaps, self.evidence, self.histograms):
                 found.pop(site, None)
+            self.class_noise.pop(site, None)
             self.noisy.pop(site, None)
         return problem
 
@@ -128,7 +133,10 @@ class RoundPool:
         if binary or self.scheme is None:
             return f"{ErrorCode.MALFORMED_HISTOGRAM}: per-class histograms in a binary run"
         try:
-            self.evidence[site] = _evidence(self.scheme, lists, metrics.get(protocol.DP_NOISE_STD))
+            std = metrics.get(protocol.DP_NOISE_STD)
+            self.evidence[site] = _evidence(self.scheme, lists, std)
+            if protocol.DP_CLASS_HIST_POSITIVES in lists:
+                self.class_noise[site] = float(std or 0.0)
         except (KeyError, ValueError, TypeError) as error:
             return f"{ErrorCode.MALFORMED_HISTOGRAM}: {error}"
         return None
@@ -139,8 +147,12 @@ class RoundPool:
         if len({found.histograms.bins for found in evidence.values()}) > 1:
             evidence = {site: coarse_evidence(found) for site, found in evidence.items()}
         first, *rest = evidence.values()
-        total = sum(rest, first)
+        noise_std = math.hypot(*self.class_noise.values())  # summed in quadrature
+        self.class_noise = {}
+        total, intervals = pooled_noisy_evidence(sum(rest, first), noise_std)
         pooled = pooled_class_metrics(total)
+        for name, (low, high) in intervals.items():  # widened for the noise
+            pooled["classes"][name].update({AUC_CI_LOW: low, AUC_CI_HIGH: high})
         if self.scheme is not None and self.scheme.kind == MULTILABEL:
             self.class_thresholds = {
                 name: float(detail[protocol.THRESHOLD])

@@ -34,7 +34,7 @@ from fedscan.common.metrics.classwise import ClassEvidence
 from fedscan.common.metrics.confusion import MEAN_DICE, MEAN_IOU, ConfusionCounts, LabelOverlaps
 from fedscan.common.metrics.histogram import ScoreHistogram
 from fedscan.common.metrics.perclass import ClassHistograms
-from fedscan.common.metrics.private import coarsen
+from fedscan.common.metrics.private import NoisyEvaluation, coarsen, noisy_auc_interval
 from fedscan.common.metrics.segmentation import OverlapCounts
 
 
@@ -223,6 +223,25 @@ class NoisyLabelOverlaps:
         if not np.isfinite(values).all() or not noise_std > 0:
             raise ValueError("A noisy label-map release holds non-finite values or no noise.")
         return cls(values[:-1].reshape(structures, 3), float(values[-1]), noise_std)
+
+
+def pooled_noisy_evidence(
+    total: ClassEvidence, noise_std: float
+) -> tuple[ClassEvidence, dict[str, tuple[float, float]]]:
+    """The coordinator's sum of sites' per-class releases (``noise_std``: its noise, in
+    quadrature over the noisy sites) as evidence each class's counts denoised as the binary pooled
+    sum's are (:func:`~fedscan.common.metrics.private.denoised`), and each class's AUC interval
+    widened for the noise (:func:`~fedscan.common.metrics.private.noisy_auc_interval`)."""
+    if noise_std <= 0:
+        return total, {}
+    histograms, intervals = [], {}
+    for name, hist in zip(total.histograms.classes, total.histograms.histograms, strict=True):
+        noisy = NoisyEvaluation(hist.positives, hist.negatives, 0.0, noise_std)
+        intervals[name] = noisy_auc_interval(noisy)
+        kept = noisy.histogram()
+        histograms.append(ScoreHistogram(kept.positives, kept.negatives, kept.score_sums))
+    hists = ClassHistograms(total.histograms.classes, tuple(histograms))
+    return ClassEvidence(hists, total.confusion), intervals
 
 
 def coarse_evidence(evidence: ClassEvidence) -> ClassEvidence:
