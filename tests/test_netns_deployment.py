@@ -281,5 +281,9 @@ def test_the_guide_on_separate_hosts_survives_a_site_and_a_coordinator_kill(
     assert later, f"site-2 never trained again after its restart: {trained}"
     ended = time.monotonic() - killed_site_at
     print(f"site-2 trained again in round {later[0]}; the run ended {ended:.0f} s after its kill")
+    # The sites' default metric policy across hosts: DP releases, within their metric budget
+    assert set(history[-1]["metrics_policy"].values()) == {"dp"}
+    assert all(0 < eps <= 4.0 * 1.001 for eps in history[-1]["metrics_epsilon"].values())
+    assert history[-1]["pooled"]["noise-std"] > 0
     assert sorted(history[-1]["epsilon"]) == list(SITES)
     assert all(0 < eps <= 8.0 * 1.001 for eps in history[-1]["epsilon"].values())
