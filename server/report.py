@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedscan import __version__
+from fedscan.common.config import update_bound
 from fedscan.common.errors import DataError
 from fedscan.common.files import atomic_write_bytes
 from fedscan.common.metrics.crosssite import CrossSiteMatrix
@@ -150,6 +151,7 @@ def model_card(run: dict[str, Any]) -> str:
         f"{privacy.get('delta')}, "
         f"clipping norm {privacy.get('clip_norm')}"
         + ("" if privacy.get("enabled", True) else " — DP OFF"),
+        *_aggregation_lines(run),
         *_threshold_line(run),
         "| site | training samples | validation samples | ε training (δ = {}) | metric "
         "releases: policy, ε on validation images |".format(privacy.get("delta")),
@@ -213,6 +215,41 @@ _LIMITS = (
     "chosen on it), so these metrics are optimistic. Evaluate at each hospital with `fedscan "
     "evaluate`."
 )
+
+
+def _aggregation_lines(run: dict[str, Any]) -> list[str]:
+    """Secure aggregation (sites summed per round, the clip bound) and central DP, when used."""
+    config, lines = run["config"], []
+    central = float(config.get("central_noise_multiplier") or 0.0)
+    clip = config.get("central_clip_norm")
+    if config.get("secure_aggregation"):
+        summed = [
+            str(line["secure_aggregation"]["summed"])
+            for line in run["history"]
+            if "secure_aggregation" in line
+        ]
+        bound = f"{update_bound(central, float(clip or 0.0)):g}" + (
+            " (central DP's C)" if central > 0 else ""
+        )
+        lines.append(
+            "- Secure aggregation: the coordinator saw only the sum of the sites' updates "
+            f"(sites summed per round: {', '.join(summed) or 'none'}), each clipped by its own "
+            f"site to L2 ≤ {bound}"
+        )
+    if central > 0:
+        epsilon = next(
+            (
+                line["central_epsilon"]
+                for line in reversed(run["history"])
+                if "central_epsilon" in line
+            ),
+            None,
+        )
+        lines.append(
+            f"- Central DP on the aggregate: σ = {central:g}, C = {clip}, ε = {_fmt(epsilon)} "
+            f"(δ = {config.get('central_delta')}, site-level)"
+        )
+    return lines
 
 
 def _start_line(run: dict[str, Any]) -> str:

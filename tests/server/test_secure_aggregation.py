@@ -25,6 +25,7 @@ from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.secagg import SecAggAborted
 from fedscan.server.app import run_federation
+from fedscan.server.report import build_report
 from fedscan.server.rundir import RunDirectory
 from tests.helpers import LoopbackGrid, site_resolver
 
@@ -226,3 +227,6 @@ def test_central_dp_under_secure_aggregation_clips_at_each_site_and_noises_the_m
     assert line["central_epsilon"] > 0
     ledger = PrivacyLedger(tmp_path / "state" / "site-0")
     assert ledger.masked_rounds(ledger.runs()[0].run_id) == {1: clip}
+    card = build_report(result.run_dir.path)[1].read_text()  # the model card says both
+    assert "sites summed per round: 3), each clipped by its own site to L2 ≤ 0.05" in card
+    assert f"Central DP on the aggregate: σ = {sigma:g}, C = {clip}" in card
