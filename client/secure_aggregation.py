@@ -203,6 +203,8 @@ def _load(state_dir: Path, request: SiteRequest) -> Held:
         raise SecAggProtocolError("No update is held for this run's secure aggregation.")
     with np.load(path, allow_pickle=False) as stored:
         meta, update = json.loads(stored["meta"].tobytes()), np.array(stored["update"])
+    if "bound" not in meta:  # written by a fedscan before the clip bound was held with it
+        raise SecAggProtocolError("The held secure-aggregation state is from another fedscan.")
     if (meta["run"], meta["round"]) != (request.run_id, request.server_round):
         raise SecAggProtocolError(
             f"Round {request.server_round}'s secure-aggregation step, but round {meta['round']} "
