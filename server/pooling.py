@@ -24,7 +24,6 @@ from fedscan.common.metrics.calibration import calibrated_ece, ece_floor, recali
 from fedscan.common.metrics.classwise import ClassEvidence, pooled_class_metrics
 from fedscan.common.metrics.confusion import MEAN_DICE, MEAN_IOU, LabelOverlaps
 from fedscan.common.metrics.histogram import ScoreHistogram, operating_threshold, pooled_metrics
-from fedscan.common.metrics.perclass import AUC_CI_HIGH, AUC_CI_LOW
 from fedscan.common.metrics.private import NoisyEvaluation, coarsen, exact_release, pooled_noisy
 from fedscan.common.metrics.private_tasks import (
     NoisyClassEvidence,
@@ -149,10 +148,10 @@ class RoundPool:
         first, *rest = evidence.values()
         noise_std = math.hypot(*self.class_noise.values())  # summed in quadrature
         self.class_noise = {}
-        total, intervals = pooled_noisy_evidence(sum(rest, first), noise_std)
+        total, corrections = pooled_noisy_evidence(sum(rest, first), noise_std)
         pooled = pooled_class_metrics(total)
-        for name, (low, high) in intervals.items():  # widened for the noise
-            pooled["classes"][name].update({AUC_CI_LOW: low, AUC_CI_HIGH: high})
+        for name, corrected in corrections.items():  # intervals widened, counts as released
+            pooled["classes"][name].update(corrected)
         if self.scheme is not None and self.scheme.kind == MULTILABEL:
             self.class_thresholds = {
                 name: float(detail[protocol.THRESHOLD])

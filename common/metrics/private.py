@@ -219,7 +219,18 @@ def pooled_noisy(
     figures = pooled_metrics(hist, threshold)
     low, high = noisy_auc_interval(total)
     figures.update({"auc-ci-low": low, "auc-ci-high": high, "noise-std": total.noise_std})
+    figures.update(raw_counts(total.positives, total.negatives))
     return figures, total, threshold
+
+
+def raw_counts(positives: np.ndarray, negatives: np.ndarray) -> dict[str, float]:
+    """The image counts of noisy sums as they were released (unbiased; the thresholded counts
+    that give the figures drop the small ones)."""
+    return {
+        "n": float(positives.sum() + negatives.sum()),
+        "positives": float(positives.sum()),
+        "negatives": float(negatives.sum()),
+    }
 
 
 def noisy_auc_interval(total: NoisyEvaluation) -> tuple[float, float]:

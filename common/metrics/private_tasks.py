@@ -33,7 +33,13 @@ from fedscan.common.metrics.binning import COARSE_BINS, binning_of
 from fedscan.common.metrics.classwise import ClassEvidence
 from fedscan.common.metrics.confusion import MEAN_DICE, MEAN_IOU, ConfusionCounts, LabelOverlaps
 from fedscan.common.metrics.histogram import ScoreHistogram
-from fedscan.common.metrics.perclass import ClassHistograms
+from fedscan.common.metrics.perclass import (
+    AUC_CI_HIGH,
+    AUC_CI_LOW,
+    NEGATIVES,
+    POSITIVES,
+    ClassHistograms,
+)
 from fedscan.common.metrics.private import NoisyEvaluation, coarsen, noisy_auc_interval
 from fedscan.common.metrics.segmentation import OverlapCounts
 
@@ -227,21 +233,28 @@ class NoisyLabelOverlaps:
 
 def pooled_noisy_evidence(
     total: ClassEvidence, noise_std: float
-) -> tuple[ClassEvidence, dict[str, tuple[float, float]]]:
+) -> tuple[ClassEvidence, dict[str, dict[str, float]]]:
     """The coordinator's sum of sites' per-class releases (``noise_std``: its noise, in
     quadrature over the noisy sites) as evidence each class's counts denoised as the binary pooled
-    sum's are (:func:`~fedscan.common.metrics.private.denoised`), and each class's AUC interval
-    widened for the noise (:func:`~fedscan.common.metrics.private.noisy_auc_interval`)."""
+    sum's are (:func:`~fedscan.common.metrics.private.denoised`), and what each class's figures
+    then need corrected: its AUC interval widened for the noise
+    (:func:`~fedscan.common.metrics.private.noisy_auc_interval`), its counts as released."""
     if noise_std <= 0:
         return total, {}
-    histograms, intervals = [], {}
+    histograms, corrections = [], {}
     for name, hist in zip(total.histograms.classes, total.histograms.histograms, strict=True):
         noisy = NoisyEvaluation(hist.positives, hist.negatives, 0.0, noise_std)
-        intervals[name] = noisy_auc_interval(noisy)
+        low, high = noisy_auc_interval(noisy)
+        corrections[name] = {
+            AUC_CI_LOW: low,
+            AUC_CI_HIGH: high,
+            POSITIVES: float(hist.positives.sum()),
+            NEGATIVES: float(hist.negatives.sum()),
+        }
         kept = noisy.histogram()
         histograms.append(ScoreHistogram(kept.positives, kept.negatives, kept.score_sums))
     hists = ClassHistograms(total.histograms.classes, tuple(histograms))
-    return ClassEvidence(hists, total.confusion), intervals
+    return ClassEvidence(hists, total.confusion), corrections
 
 
 def coarse_evidence(evidence: ClassEvidence) -> ClassEvidence:
