@@ -48,7 +48,12 @@ class RecordingMixin:
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         accepted = self._accepted(server_round, "evaluate", replies)
-        metrics = super().aggregate_evaluate(server_round, accepted)  # type: ignore[misc]
+        comparable = _comparable(accepted)
+        metrics = (
+            super().aggregate_evaluate(server_round, comparable)  # type: ignore[misc]
+            if comparable
+            else None
+        )
         self.run_log.round_done(server_round)
         return metrics
 
@@ -77,6 +82,29 @@ class RecordingMixin:
         self, scalars: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
     ) -> None:
         """Inverse of :meth:`checkpoint_state`."""
+
+
+def _comparable(replies: list[Message]) -> list[Message]:
+    """Evaluation replies Flower can average: withheld ones left out (a site's metric policy; no
+    figures) and the rest cut to the keys they share (a ``dp`` site also reports its metric ε, a
+    ``coarse`` one does not). Flower refuses records whose keys differ, and its averages are a
+    summary only: the pooled figures come from the sites' histograms or counts (RoundPool)."""
+    records = [
+        reply.content.metric_records[protocol.METRICS]
+        for reply in replies
+        if protocol.METRICS in reply.content.metric_records
+        and not reply.content.metric_records[protocol.METRICS].get(protocol.METRICS_WITHHELD)
+    ]
+    if not records:
+        return []
+    shared = set.intersection(*(set(record.keys()) for record in records))
+    return [
+        instruction(
+            RecordDict({protocol.METRICS: MetricRecord({k: record[k] for k in sorted(shared)})}),
+            MessageType.EVALUATE,
+        )
+        for record in records
+    ]
 
 
 class RecordingFedAvg(RecordingMixin, FedAvg):
