@@ -161,8 +161,13 @@ def test_two_dp_rounds_over_tls_with_authenticated_sites(federation: dict) -> No
 
 def launch_run(root: Path, config: str) -> subprocess.Popen:
     """``fedscan run`` in its own process group, followed in the background (output piped)."""
+    return launch(root, [*FEDSCAN, "run", "--config", config, "--timeout", "420"])
+
+
+def launch(root: Path, command: list[str]) -> subprocess.Popen:
+    """``command`` in ``root``, in its own process group, in the background (output piped)."""
     return subprocess.Popen(
-        [*FEDSCAN, "run", "--config", config, "--timeout", "420"],
+        command,
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

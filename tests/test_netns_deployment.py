@@ -24,6 +24,7 @@ import pytest
 from fedscan.common.data.synth import SynthConfig, generate_sites
 from fedscan.common.processes import descendants, stop_process_group
 from tests import netns
+from tests.test_deployment import launch
 from tests.test_deployment_resilience import kill_tree, wait_until
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -225,14 +226,8 @@ def test_the_guide_on_separate_hosts_survives_a_site_and_a_coordinator_kill(
         federation.start_site(name)
     # A site reaches the coordinator's Fleet port and nothing else of it.
     assert not federation.listening("site-0", federation.coordinator_address, CONTROL_PORT)
-    runner = subprocess.Popen(
-        federation.hosts.command("coordinator", [*FEDSCAN, "run", "--config", "run.toml"]),
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
+    runner = launch(
+        root, federation.hosts.command("coordinator", [*FEDSCAN, "run", "--config", "run.toml"])
     )
     federation.processes["run"] = runner  # stopped with the rest if the test fails
     newest = _run_dir(root)

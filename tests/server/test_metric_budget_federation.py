@@ -39,6 +39,20 @@ def _lowered_budget() -> float:
     return gdp_epsilon((0.75 * mu_squared) ** 0.5, OPEN_POLICY.delta)
 
 
+def _completed_run(grid: LoopbackGrid, rounds: int, tmp_path: Path) -> list[dict]:
+    """A 3-site DP run of ``rounds`` on ``grid``, which must complete: its metrics lines."""
+    config = RunConfig(
+        rounds=rounds,
+        min_sites=3,
+        cross_site=False,
+        train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
+        privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
+    )
+    run_dir = run_federation(grid, config, RunDirectory.create(tmp_path / "runs")).run_dir.path
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_a_site_that_lowers_its_metric_budget_mid_run_degrades_to_final_only(
     flower_identity, synthetic_sites: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -58,19 +72,9 @@ def test_a_site_that_lowers_its_metric_budget_mid_run_degrades_to_final_only(
         return Site(source, tmp_path / "state" / source.name, policy)
 
     grid = LoopbackGrid(make_client_app(resolve, device="cpu"), len(sources))
-    config = RunConfig(
-        rounds=ROUNDS,
-        min_sites=3,
-        cross_site=False,
-        train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
-        privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
-    )
     # Execute
-    result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
-    # Assert: completed; site-0 withheld round 2's evaluation and released the final one
-    run_dir = result.run_dir.path
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = _completed_run(grid, ROUNDS, tmp_path)
+    # Assert: site-0 withheld round 2's evaluation and released the final one
     round_two = lines[1]["evaluate"]["site-0"]  # the aggregate of round 2, scored in round 3
     assert round_two.get("metrics-withheld") == 1
     assert lines[-1]["metrics_policy"]["site-0"] == "final-only"
@@ -94,19 +98,9 @@ def test_sites_of_three_metric_policies_complete_one_run(
     grid = LoopbackGrid(
         make_client_app(site_resolver(sources, tmp_path / "state", policies), device="cpu"), 3
     )
-    config = RunConfig(
-        rounds=2,
-        min_sites=3,
-        cross_site=False,
-        train=TrainSettings(local_epochs=1, batch_size=8, augment=False),
-        privacy=PrivacyConfig(epsilon=8.0, delta=1e-4),
-    )
     # Execute
-    result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
-    # Assert: completed, each site's policy on record, the pool from the two that released
-    run_dir = result.run_dir.path
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
-    final = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    final = _completed_run(grid, 2, tmp_path)[-1]
+    # Assert: each site's policy on record, the pool from the two that released
     assert final["metrics_policy"] == {"site-0": "dp", "site-1": "coarse", "site-2": "none"}
     assert final["evaluate"]["site-2"]["metrics-withheld"] == 1
     pooled = final["pooled"]
