@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/archive.py --files 10000 100000 --large 300
 
-For each size, one synthetic site of that many distinct DICOM files (1 000 rendered cases, the
-rest byte-level copies with their own SOP Instance UID and patient), then each step in a fresh
-process, as a ClientApp message would meet it: the cold ingestion (every file hashed and decoded),
-a warm load (site index + packed store), a warm load without the packed store (one decode-cache
-entry per image, as fedscan did before), a warm load after one file changed, and `--verify`.
-Prints one markdown row per step: wall seconds of the load, files/s, files hashed, files decoded,
-whether the packed store answered, and the process's peak RSS.
+For each size, one synthetic site of that many distinct DICOM files (1 000 rendered cases, the rest
+byte-level copies with their own SOP Instance UID and patient), then each step in a fresh process,
+as a ClientApp message would meet it: the cold ingestion (every file hashed and decoded), a warm
+load (site index + packed store), a warm load without the packed store (one decode-cache entry per
+image, as fedscan did before), a warm load after one file changed, after one file was added, after
+it was removed again, and `--verify`. Prints one markdown row per step: wall seconds of the load,
+files/s, files hashed, files decoded, files whose frames a rebuild copied from the previous store
+generation, whether the packed store answered, and the process's peak RSS.
 """
 
 from __future__ import annotations
@@ -110,26 +111,59 @@ def row(label: str, files: int, step: str, figures: dict) -> str:
     answered = "yes" if figures.get("packed") else "no"
     return (
         f"| {label} | {step} | {figures['s']:.2f} | {files / figures['s']:,.0f} | "
-        f"{figures['hashed']:,} | {decoded:,} | {answered} | {figures['rss_mb']:,.0f} |"
+        f"{figures['hashed']:,} | {decoded:,} | {figures.get('reused', 0):,} | {answered} | "
+        f"{figures['rss_mb']:,.0f} |"
     )
 
 
-def steps(site: Path, cache: Path) -> list[tuple[str, dict]]:
+def _aged(path: Path) -> None:
+    """Date ``path`` 10 s back: the site index trusts a stat only once a file has settled."""
+    os.utime(path, ns=(time.time_ns() - 10**10, time.time_ns() - 10**10))
+
+
+def _add_file(site: Path, source: Path) -> tuple[Path, list[str]]:
+    """A new file: ``source``'s bytes under a new SOP Instance UID (same length), and its row."""
+    with open(site / "labels.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    relative = source.relative_to(site).as_posix()
+    (original,) = [r for r in rows if r[0] == relative]
+    uid = original[1].encode()
+    variant = uid[:-7] + b"9999999"
+    added = site / "added" / "ADDED.dcm"
+    added.parent.mkdir(exist_ok=True)
+    added.write_bytes(source.read_bytes().replace(uid, variant))
+    _aged(added)
+    new_row = ["added/ADDED.dcm", variant.decode(), *original[2:]]
+    with open(site / "labels.csv", "a", newline="") as handle:
+        csv.writer(handle).writerow(new_row)
+    return added, rows
+
+
+def steps(site: Path, cache: Path, files: int) -> list[tuple[str, int, dict]]:
+    """(step, the files it should accept, its figures), each load in a fresh process."""
     time.sleep(2.5)  # let the newest files settle: an archive's files are not seconds old
-    found = [("cold (hash + decode)", measured(site, cache))]
-    found.append(("warm (index + packed store)", measured(site, cache)))
-    found.append(("warm again", measured(site, cache)))
+    found = [("cold (hash + decode)", files, measured(site, cache))]
+    found.append(("warm (index + packed store)", files, measured(site, cache)))
+    found.append(("warm again", files, measured(site, cache)))
     for store in cache.glob("*/packed"):
         shutil.rmtree(store)
-    found.append(("warm, no packed store (entry per image)", measured(site, cache)))
+    found.append(("warm, no packed store (entry per image)", files, measured(site, cache)))
     changed = next(site.glob("copy/000/*.dcm"), None) or next(site.glob("*.dcm"))
     blob = bytearray(changed.read_bytes())
     blob[-1] ^= 0x01  # one pixel's lowest bit
     changed.write_bytes(bytes(blob))
-    os.utime(changed, ns=(time.time_ns() - 10**10, time.time_ns() - 10**10))
+    _aged(changed)
     time.sleep(2.5)
-    found.append(("one file changed", measured(site, cache)))
-    found.append(("--verify (every file hashed)", measured(site, cache, verify=True)))
+    found.append(("one file changed", files, measured(site, cache)))
+    added, rows = _add_file(site, changed)
+    time.sleep(2.5)
+    found.append(("one file added", files + 1, measured(site, cache)))
+    added.unlink()
+    with open(site / "labels.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    time.sleep(2.5)
+    found.append(("one file removed", files, measured(site, cache)))
+    found.append(("--verify (every file hashed)", files, measured(site, cache, verify=True)))
     return found
 
 
@@ -147,8 +181,11 @@ def main() -> None:
         load_once(*args.load, args.verify)
         return
     print(f"synthetic 160×144 12-bit CR files, stored at {SIZE}², {os.cpu_count()} CPUs\n")
-    print("| files (bytes) | load | s | files/s | hashed | decoded | packed store | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| files (bytes) | load | s | files/s | hashed | decoded | reused | packed store "
+        "| peak RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     sets = [(files, make_archive, f"{files:,}") for files in args.files]
     if args.large:
         large = lambda root, files: make_large(root, files, args.side)  # noqa: E731
@@ -157,8 +194,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             site = make(Path(tmp), files)
             size_gb = sum(p.stat().st_size for p in site.rglob("*.dcm")) / 1e9
-            for step, figures in steps(site, Path(tmp) / "cache"):
-                assert figures["accepted"] == files, figures
+            for step, accepted, figures in steps(site, Path(tmp) / "cache", files):
+                assert figures["accepted"] == accepted, figures
                 print(row(f"{label} ({size_gb:.2f} GB)", files, step, figures), flush=True)
 
 

@@ -271,7 +271,9 @@ def _decoding(cache: dict[str, int] | None) -> str:
         return "no cache"
     if cache.get("packed"):
         return "0 / 0 (the packed store answered)"
-    return f"{cache['hits']} / {cache['misses']}"
+    reused = cache.get("reused", 0)
+    kept = f" (+{reused} unchanged, from the packed store)" if reused else ""
+    return f"{cache['hits']} / {cache['misses']}{kept}"
 
 
 def _hashing(cache: dict[str, int] | None) -> str:

@@ -14,6 +14,8 @@ ledger first.
 
 Invariants: a DP release is committed to the ledger with the exact values released before it is
 returned to be sent; asked again (same run, kind, round, models) it is re-sent from the ledger.
+No DP release is made while the site's δ is not below 1/(validation images): the evaluation is
+withheld with a logged notice, as training refuses δ ≥ 1/(training images).
 Under ``dp`` and ``final-only`` every kind of evaluation has its DP release: a binary histogram,
 per-class evidence, one structure's overlap counts, a label map's per-structure counts
 (:mod:`fedscan.common.metrics.private_tasks`).
@@ -97,7 +99,29 @@ def release(
         return _withheld(results), policy.metrics
     if policy.metrics == DEGRADED and ask.kind == ROUND:
         return _withheld(results), DEGRADED
+    images = _validation_images(results)
+    if images and policy.delta >= 1.0 / images:
+        log.warning(
+            "This evaluation is withheld: the site's delta (%g) is not below 1/(validation "
+            "images) = 1/%s, so a DP release could expose one image outright. Lower [privacy] "
+            "delta in site.toml below %.2g.",
+            policy.delta,
+            images,
+            1.0 / images,
+        )
+        return _withheld(results), policy.metrics
     return _private(policy, MetricLedger(state_dir), ask, results)
+
+
+def _validation_images(results: dict[str, Scored]) -> int:
+    """The validation images behind the evaluations (all score the same images)."""
+    counts = [
+        int(found.positives.sum() + found.negatives.sum())
+        if isinstance(found, ScoreHistogram)
+        else int(metrics.get(protocol.NUM_EXAMPLES, 0))
+        for metrics, found in results.values()
+    ]
+    return max(counts, default=0)
 
 
 def _private(

@@ -85,6 +85,7 @@ class CacheStats:
     hashed: int = 0  # files whose bytes were hashed (the others' stat matched the site index)
     hash_reused: int = 0
     packed: int = 0  # 1: the packed store answered the load (no entry read, nothing decoded)
+    reused: int = 0  # files whose frames a rebuild copied from the previous store generation
 
 
 @dataclass

@@ -41,6 +41,7 @@ from fedscan.common.ingest.labels import (
     read_label_table,
 )
 from fedscan.common.ingest.masks import load_mask
+from fedscan.common.ingest.pack_reuse import Previous, Sources
 from fedscan.common.ingest.pack_writer import PackWriter
 from fedscan.common.ingest.rejections import TRANSIENT, Reason
 from fedscan.common.ingest.report import FileRecord, IngestReport, Tally
@@ -79,12 +80,15 @@ class _Scan:
     digests: dict[str, str] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     cache: DecodeCache | None = None
+    previous: Previous | None = None  # a rebuild's source of unchanged frames
+    sources: Sources = field(default_factory=Sources)  # where the new generation put them
 
 
 @dataclass(frozen=True)
 class _Held:
     """An accepted file between reading and collecting: its header and frame count, and its
-    pixels only where the decode cache cannot give them back (no cache, or its write failed)."""
+    pixels only where the decode cache cannot give them back (no cache, or its write failed) or
+    the previous store generation holds them (a view into its memory map)."""
 
     header: dict
     frames: int
@@ -225,7 +229,8 @@ def _ingest(
     transient = any(r.reason and Reason(r.reason) in TRANSIENT for r in report.records)
     if store is not None and written and not transient:
         records = list(report.records)
-        store.save(written, samples, records, tally=Tally.of(report), quick=quick)
+        tally = Tally.of(report)
+        store.save(written, samples, records, sources=scan.sources, tally=tally, quick=quick)
     log.info(
         "Ingested %s files: %s accepted, %s rejected", len(files), report.accepted, report.rejected
     )
@@ -235,8 +240,10 @@ def _ingest(
 def _collect_anew(
     scan: _Scan, files: list[str], settings: IngestSettings, store: packed.PackedSite | None
 ) -> tuple[Samples, dict]:
-    """The samples from the decode cache and decoding, written to a new store generation."""
+    """The samples from the previous store generation, the decode cache and decoding, written to
+    a new store generation."""
     writer = store.writer() if store is not None else PackWriter(None, "")
+    scan.previous = store.previous() if store is not None else None
     try:
         return _decode_and_collect(scan, files, settings, writer)
     except BaseException:
@@ -310,7 +317,15 @@ def _digest(scan: _Scan, site_dir: Path, relative: str) -> None:
 
 
 def _lookup(scan: _Scan, relative: str) -> tuple[str, Path] | None:
-    """Settle a hashed file from the decode cache when it can; otherwise return its decode job."""
+    """Settle a hashed file from the previous store generation or the decode cache when they can;
+    otherwise return its decode job."""
+    reused = scan.previous.take(scan.digests[relative]) if scan.previous else None
+    if reused is not None and scan.cache is not None:
+        frames = len(reused.frames)
+        scan.images[relative] = _Held(reused.header, frames, reused.frames)
+        scan.records[relative] = FileRecord.accepted(relative, reused.header, frames, True)
+        scan.cache.stats.reused += 1
+        return None
     entry = scan.cache.get(scan.digests[relative]) if scan.cache else None
     if entry is None:
         return relative, scan.site_dir / relative
@@ -404,6 +419,8 @@ def _label_and_collect(scan: _Scan, files: list[str], writer: PackWriter) -> tup
             writer.append("masks", mask)
         scan.records[relative].label = label
         group = scan.table.patients.get(key) or image.header.get("PatientID") or f"file:{relative}"
+        digest = scan.digests[relative]
+        scan.sources.add(digest, len(collected.labels), len(pixels), image.header)
         collected.add(relative, pixels, label, group)
     return collected.samples(scan.with_masks, scan.size)
 

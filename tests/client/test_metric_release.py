@@ -105,6 +105,21 @@ def test_a_budget_lowered_during_a_run_degrades_it_and_keeps_the_final_release(
     assert spent <= lowered.max_epsilon_metrics_per_run * (1 + 1e-6)
 
 
+def test_no_release_while_delta_is_not_below_one_over_the_validation_images(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Setup: 200 validation images; δ = 1/200 would let a release expose one image outright
+    loose = replace(POLICY, delta=1 / 200)
+    # Execute
+    sent, applied = release(loose, tmp_path, _ask(FINAL, 3), _scored(n=200))
+    kept, _ = release(replace(POLICY, delta=1 / 201), tmp_path, _ask(FINAL, 3), _scored(n=200))
+    # Assert
+    assert applied == "dp" and sent[protocol.GLOBAL_MODEL][0][protocol.METRICS_WITHHELD] == 1
+    assert "Lower [privacy] delta" in caplog.text and "1/(validation images)" in caplog.text
+    assert protocol.DP_NOISE_STD in kept[protocol.GLOBAL_MODEL][0]
+    assert len(MetricLedger(tmp_path).releases("run-1")) == 1  # the withheld one spent nothing
+
+
 def test_the_cross_site_release_is_planned_and_reserved(tmp_path: Path) -> None:
     # Execute
     for kind, step in ((ROUND, 1), (ROUND, 2), (FINAL, 3)):

@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
+from pydicom.uid import generate_uid
 
 from fedscan.common.ingest import index
 from fedscan.common.ingest.labels import LabelSpec
@@ -41,7 +43,8 @@ def test_a_warm_load_is_memory_mapped_and_a_label_change_rebuilds(
     assert report.cache["packed"] == 1 and isinstance(warm.images, np.memmap)
     assert isinstance(cold.images, np.memmap)  # the cold load streamed to disk as well
     assert not warm.images.flags.writeable
-    assert after.cache["packed"] == 0 and after.cache["hits"] == 40  # rebuilt from the entries
+    assert after.cache["packed"] == 0 and after.cache["reused"] == 40  # from the old generation
+    assert after.cache["hits"] == after.cache["misses"] == 0
     assert relabelled.labels[0] == 1 - warm.labels[0]
     assert np.array_equal(relabelled.labels[1:], warm.labels[1:])
 
@@ -71,6 +74,65 @@ def test_a_damaged_store_is_rebuilt_not_trusted(
     _, healed = ingest_site(synthetic_sites[1], LabelSpec(), settings(cache))
     assert healed.cache["packed"] == 1
     assert len(list(_store(cache).glob("*.bin"))) == 1  # the damaged generation is gone
+
+
+def _add_file(site: Path, source: str, name: str) -> None:
+    """A new DICOM (``source``'s pixels, its own UIDs and patient) with its labels row."""
+    dataset = pydicom.dcmread(site / source)
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset.PatientID = "ADDED-1"
+    dataset.PixelData = (dataset.pixel_array // 3).astype(dataset.pixel_array.dtype).tobytes()
+    dataset.save_as(site / name)
+    with open(site / "labels.csv", "a") as handle:
+        handle.write(f"{name},{dataset.SOPInstanceUID},1,\n")
+
+
+def test_a_rebuild_copies_unchanged_frames_and_reads_only_the_changed_files(
+    synthetic_sites: list[Path], tmp_path: Path
+) -> None:
+    # Setup: one file changed, one added, one removed since the store was written
+    site, cache = copy_site(synthetic_sites[0], tmp_path / "site"), tmp_path / "cache"
+    ingest_site(site, LabelSpec(), settings(cache))
+    files = sorted(site.glob("*.dcm"))
+    changed = pydicom.dcmread(files[5])
+    changed.PixelData = (changed.pixel_array // 2).astype(changed.pixel_array.dtype).tobytes()
+    changed.save_as(files[5])
+    files[9].unlink()
+    _add_file(site, files[3].name, "ZZ-added.dcm")
+    # Execute
+    rebuilt, report = ingest_site(site, LabelSpec(), settings(cache))
+    expected, reference = ingest_site(site, LabelSpec(), settings())  # no cache: decoded anew
+    _, next_load = ingest_site(site, LabelSpec(), settings(cache))
+    # Assert: exactly the changed and the added file read; the samples as a cold load gives them
+    assert (report.cache["reused"], report.cache["misses"], report.cache["hits"]) == (38, 2, 0)
+    assert report.accepted == reference.accepted == 40
+    assert np.array_equal(rebuilt.images, expected.images)
+    assert np.array_equal(rebuilt.labels, expected.labels)
+    assert (rebuilt.groups, rebuilt.keys) == (expected.groups, expected.keys)
+    assert [r.header for r in report.records] == [r.header for r in reference.records]
+    assert next_load.cache["packed"] == 1
+    assert len(list(_store(cache).glob("*.sources.json"))) == 1  # the old generation's is gone
+
+
+@pytest.mark.parametrize("damage", ["sources", "arrays"])
+def test_a_damaged_previous_generation_is_not_reused(
+    damage: str, synthetic_sites: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Setup: the labels change (a rebuild), and the old generation is damaged
+    site, cache = copy_site(synthetic_sites[1], tmp_path / "site"), tmp_path / "cache"
+    cold, _ = ingest_site(site, LabelSpec(), settings(cache))
+    expected = np.array(cold.images)
+    (target,) = _store(cache).glob("*.sources.json" if damage == "sources" else "*.images.bin")
+    blob = bytearray(target.read_bytes())
+    blob[-3] ^= 0x01  # the sources' JSON, or a pixel's lowest bits (caught by --verify)
+    target.write_bytes(bytes(blob))
+    _add_file(site, "IM00000.dcm", "ZZ-added.dcm")
+    # Execute
+    loaded, report = ingest_site(site, LabelSpec(), settings(cache, verify=damage == "arrays"))
+    # Assert: every unchanged frame read from the decode cache instead
+    assert report.cache["reused"] == 0 and report.cache["hits"] == 40
+    assert "packed store" in caplog.text
+    assert np.array_equal(loaded.images[:40], expected)
 
 
 def test_a_changed_mask_rebuilds_a_segmentation_store(
