@@ -14,12 +14,16 @@ the final evaluation's release (its noise multiplier as ``[privacy] metrics = "d
 it), a per-round release, and the final release of ``final-only`` (the whole budget on it); the
 coordinator pools them as a run would.
 Printed: the exact pooled AUC (fine bins), the mean and 95th percentile of |noisy − exact|, the
-bias, and how often the widened 95 % interval covers the exact value. Not part of the tests.
+bias, and how often the widened 95 % interval covers the exact value; beside them an "oracle": the
+mean |error| of the pooled AUC released as one number by a party holding every site's images, at
+the final release's noise multiplier: what the noise alone costs at that budget, with no bins and
+no per-site split. Not part of the tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -85,6 +89,16 @@ def site_histograms(
     return found
 
 
+def oracle(sites: list[ScoreHistogram], noise: float) -> float:
+    """The mean |error| of a release far better informed than any site's: the exact pooled AUC
+    itself, as one number, by one party holding every site's images, with the same noise
+    multiplier. One image moves the pooled AUC by at most 1/(min(P, N) + 1), so the noise's
+    deviation is ``noise`` times that, and its mean absolute value √(2/π) times the deviation."""
+    positives = sum(float(h.positives.sum()) for h in sites)
+    negatives = sum(float(h.negatives.sum()) for h in sites)
+    return math.sqrt(2 / math.pi) * noise / (min(positives, negatives) + 1)
+
+
 def row(name: str, sites: list[ScoreHistogram], budget: float, repeats: int) -> str:
     exact = auc(sum(sites[1:], sites[0]))
     per_round, final, _ = metric_noise(
@@ -94,7 +108,7 @@ def row(name: str, sites: list[ScoreHistogram], budget: float, repeats: int) -> 
         1
     ]
     images = sum(int(h.positives.sum() + h.negatives.sum()) for h in sites)
-    cells = [name, f"{budget:g}", str(images), f"{exact:.3f}"]
+    cells = [name, f"{budget:g}", str(images), f"{exact:.3f}", f"{oracle(sites, final):.3f}"]
     for noise in (final, per_round, final_only):
         errors, covered = [], 0
         for _ in range(repeats):
@@ -138,10 +152,9 @@ def main() -> None:
     columns = [f"{kind} {what}" for kind in kinds for what in _WHAT]
     print(
         "| federation | ε_m per run | validation images | exact pooled AUC | "
-        + " | ".join(columns)
-        + " |"
+        "oracle (the pooled AUC as one release) mean abs | " + " | ".join(columns) + " |"
     )
-    print("|" + "---|" * (4 + len(columns)))
+    print("|" + "---|" * (5 + len(columns)))
     for name, sites in federations.items():
         for budget in args.budgets:
             print(row(name, sites, budget, args.repeats), flush=True)

@@ -387,6 +387,9 @@ def test_robust_strategies_complete_and_the_gate_refuses_a_sign_flipped_update(
     assert json.loads((result.run_dir.path / "config.json").read_text())["strategy"] == strategy
 
 
+# CI time (≈ 21 s): -m slow. The suite keeps seeded reproducibility through
+# tests/test_formats.py::test_without_dp_the_same_seed_trains_what_0_1_trained (stored weights).
+@pytest.mark.slow
 def test_the_same_seed_gives_bit_identical_global_weights_without_dp(
     flower_identity, synthetic_sites: list[Path], tmp_path: Path
 ) -> None:
