@@ -9,10 +9,10 @@ metric release does not depend on how the model was trained), and each site's ex
 histogram is computed. ``--demo-model runs/<id>/final.pt`` adds the demo scored by the model a
 default ``fedscan simulate`` run made (DP, 5 rounds), on the same sites: that proxy's scores lie
 within 0.25 in logit of each other, which the coarse bins tie. Then, for each site metric budget
-ε_m (δ = 1e-5, the default run: 5 rounds, no cross-site), ``--repeats`` times: every site makes
-the final evaluation's release (its noise multiplier as ``[privacy] metrics = "dp"`` calibrates
-it), a per-round release, and the final release of ``final-only`` (the whole budget on it); the
-coordinator pools them as a run would.
+ε_m (δ = 1e-5, the default run: 5 rounds, the cross-site evaluation planned), ``--repeats`` times:
+every site makes the final evaluation's release (its noise multiplier as ``[privacy] metrics =
+"dp"`` calibrates it), a per-round release, and the final release of ``final-only`` (its share with
+the cross-site one); the coordinator pools them as a run would.
 Printed: the exact pooled AUC (fine bins), the mean and 95th percentile of |noisy − exact|, the
 bias, and how often the widened 95 % interval covers the exact value; beside them an "oracle": the
 mean |error| of the pooled AUC released as one number by a party holding every site's images, at
@@ -42,6 +42,7 @@ from fedscan.common.privacy import metric_noise
 
 NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "pneumoniamnist_trainval.npz"
 ROUNDS, DELTA = 5, 1e-5
+CROSS_SITE = True  # a binary classification run's default: its cross-site release is planned too
 _WHAT = ("σ", "mean abs", "p95", "bias", "CI covers")
 
 
@@ -101,12 +102,9 @@ def oracle(sites: list[ScoreHistogram], noise: float) -> float:
 
 def row(name: str, sites: list[ScoreHistogram], budget: float, repeats: int) -> str:
     exact = auc(sum(sites[1:], sites[0]))
-    per_round, final, _ = metric_noise(
-        epsilon=budget, delta=DELTA, rounds=ROUNDS - 1, final=True, cross_site=False
-    )
-    final_only = metric_noise(epsilon=budget, delta=DELTA, rounds=0, final=True, cross_site=False)[
-        1
-    ]
+    plan = {"epsilon": budget, "delta": DELTA, "final": True, "cross_site": CROSS_SITE}
+    per_round, final, _ = metric_noise(rounds=ROUNDS - 1, **plan)
+    final_only = metric_noise(rounds=0, **plan)[1]
     images = sum(int(h.positives.sum() + h.negatives.sum()) for h in sites)
     cells = [name, f"{budget:g}", str(images), f"{exact:.3f}", f"{oracle(sites, final):.3f}"]
     for noise in (final, per_round, final_only):
@@ -158,7 +156,10 @@ def main() -> None:
     for name, sites in federations.items():
         for budget in args.budgets:
             print(row(name, sites, budget, args.repeats), flush=True)
-    print(f"\n{time.monotonic() - started:.0f} s; δ = {DELTA:g}, {ROUNDS} rounds planned")
+    print(
+        f"\n{time.monotonic() - started:.0f} s; δ = {DELTA:g}, {ROUNDS} rounds planned, "
+        f"cross-site {'planned' if CROSS_SITE else 'not planned'}"
+    )
 
 
 if __name__ == "__main__":

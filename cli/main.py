@@ -295,15 +295,26 @@ def report(
     tensorboard: Annotated[
         bool, typer.Option(help="Also rebuild RUN_DIR/tensorboard event files.")
     ] = False,
+    site_audit: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A site's audit summary (`fedscan privacy audit-export`) to attach to the run's "
+            "model card; repeat for several sites.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """(Re)build report.html and model_card.md of a run from its run directory."""
     from fedscan.server.report import build_report, rebuild_events
+    from fedscan.server.site_audits import attach
 
     try:
+        attached = [attach(run_dir, summary) for summary in site_audit or []]
         written = [*build_report(run_dir), *([rebuild_events(run_dir)] if tensorboard else [])]
     except FedscanError as exc:
         raise fail(str(exc)) from None
-    console.print("\n".join(f"wrote {path}" for path in written), highlight=False)
+    lines = [*(f"attached {path}" for path in attached), *(f"wrote {path}" for path in written)]
+    console.print("\n".join(lines), highlight=False)
 
 
 def run() -> None:

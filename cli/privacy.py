@@ -154,3 +154,32 @@ def _eps(value: float) -> str:
 
 
 privacy_app.command("audit")(privacy_audit)
+
+
+@privacy_app.command("audit-export")
+def privacy_audit_export(
+    config: Annotated[Path, typer.Option(help="The site's site.toml.")],
+    out: Annotated[Path, typer.Option(help="The summary file to write.")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Export the newest audit of this model (default: the newest audit).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Write the summary of an audit for the coordinator's model card: the attacks' figures and
+    counts, no path, identifier or score. Recorded in the site's audit log before it is written;
+    the coordinator attaches it with `fedscan report RUN_DIR --site-audit FILE`."""
+    from fedscan.client.audit_export import export_audit
+    from fedscan.client.site_config import load_site_config
+
+    try:
+        summary = export_audit(load_site_config(config), out, checkpoint=checkpoint)
+    except FedscanError as exc:
+        raise fail(str(exc)) from None
+    figures = "; ".join(
+        f"{attack['attack']}: AUC {attack['auc']:.3f}, ε ≥ {attack['epsilon_lower_bound']:.2f}"
+        for attack in summary["attacks"]
+    )
+    console.print(f"wrote {out} (site {summary['site']}; {figures})", highlight=False)

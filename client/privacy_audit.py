@@ -15,7 +15,6 @@ no coordinator code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, replace
@@ -27,12 +26,13 @@ import numpy as np
 import torch
 
 from fedscan import __version__
+from fedscan.client.audit_export import AUDIT_DIR, audit_records
 from fedscan.client.site_config import SiteConfig
 from fedscan.common import protocol
 from fedscan.common.config import RunConfig
 from fedscan.common.data.imageset import ImageSet, SiteData
 from fedscan.common.errors import ConfigError, DataError, ErrorCode
-from fedscan.common.files import atomic_write_bytes, json_safe
+from fedscan.common.files import atomic_write_bytes, file_sha256, json_safe
 from fedscan.common.membership import attack_figures, fit_out, lira_offline, loss_attack
 from fedscan.common.membership.scores import (
     QUERY_SHIFTS,
@@ -55,7 +55,6 @@ from fedscan.common.privacy import (
 )
 from fedscan.common.tasks import BINARY, SEGMENTATION
 
-AUDIT_DIR = "audits"
 RUN_CONFIG_BESIDE = "run-config.json"  # what a run directory keeps beside final.pt
 DEFAULT_SHADOWS = 8
 MIN_IMAGES = 20  # per side: fewer make every figure noise, and each shadow trains on half the pool
@@ -168,7 +167,7 @@ def privacy_audit(
         shadow_noise_multiplier=dp.noise_multiplier if dp else 0.0,
         query_views=len(QUERY_SHIFTS) if pool.images.ndim == 4 else 1,  # volumes: one query
         site=config.name,
-        checkpoint_sha256=_sha256(Path(checkpoint)),
+        checkpoint_sha256=file_sha256(Path(checkpoint)),
         seconds=round(time.monotonic() - started, 1),
     )
     _write(config.state_dir, record)
@@ -278,14 +277,6 @@ def _record(
     }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write(state_dir: Path, record: dict[str, Any]) -> Path:
     folder = Path(state_dir) / AUDIT_DIR
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -297,12 +288,4 @@ def _write(state_dir: Path, record: dict[str, Any]) -> Path:
 
 def latest_audit(site_config: SiteConfig) -> dict[str, Any] | None:
     """The site's newest audit record (see the module), or None when it has run none."""
-    folder = Path(site_config.state_dir) / AUDIT_DIR
-    for path in sorted(folder.glob("*.json"), reverse=True) if folder.is_dir() else []:
-        try:
-            found = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # a damaged record: the next newest
-        if isinstance(found, dict):
-            return found
-    return None
+    return next(audit_records(site_config.state_dir), None)

@@ -224,10 +224,13 @@ def metric_noise(
     *, epsilon: float, delta: float, rounds: int, final: bool, cross_site: bool
 ) -> tuple[float, float, float]:
     """Noise multipliers (per round, final, cross-site; 0 where none is planned) so that a run's
-    planned metric releases spend ``epsilon`` exactly (Gaussian DP): the final evaluation, the
-    cross-site evaluation and all ``rounds`` per-round evaluations together get equal shares of
-    μ²."""
-    shares = {"round": 1.0 if rounds else 0.0, "final": float(final), "cross": float(cross_site)}
+    planned metric releases spend ``epsilon`` exactly (Gaussian DP). The final evaluation is the
+    figure a run reports (the model card's pooled AUC, its interval and threshold): it gets as
+    much of μ² as the others together, which share the rest equally — the cross-site evaluation
+    one share, all ``rounds`` per-round evaluations together one. So the final release's noise
+    is the same with or without the cross-site matrix: √2/μ when anything else is planned."""
+    others = {"round": 1.0 if rounds else 0.0, "cross": float(cross_site)}
+    shares = {**others, "final": float(final) * max(sum(others.values()), 1.0)}
     if not sum(shares.values()):
         raise PrivacyError("A metric budget needs at least one planned release.")
     low, high = 1e-3, 1.0

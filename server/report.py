@@ -20,7 +20,7 @@ from fedscan.common.metrics.crosssite import CrossSiteMatrix
 from fedscan.common.metrics.histogram import ScoreHistogram
 from fedscan.common.models.weight_match import WeightMatch
 from fedscan.common.protocol import NUM_EXAMPLES
-from fedscan.server import report_classes, report_html
+from fedscan.server import report_classes, report_html, site_audits
 from fedscan.server import report_segmentation as segmentation
 from fedscan.server.coverage import gaps_from_status
 from fedscan.server.report_format import fmt as _fmt
@@ -54,6 +54,7 @@ def _read(run_dir: Path) -> dict[str, Any]:
         "run_id": run_dir.name,
         "matrix": directory.read_json(MATRIX_FILE),
         "init": directory.read_json(INIT_WEIGHTS_FILE),
+        "site_audits": site_audits.attached(run_dir),
     }
 
 
@@ -162,7 +163,7 @@ def model_card(run: dict[str, Any]) -> str:
         f"{_fmt(s['epsilon'].get(name))} | {_metric_cell(s, name)} |"
         for name in s["sites"]
     ]
-    lines += ["", _COUNTS_NOTE, ""]
+    lines += ["", _COUNTS_NOTE, "", *site_audits.card_lines(run.get("site_audits", []))]
     if segmentation.is_segmentation(run):
         return "\n".join([*lines, "", *segmentation.card_lines(run), _LIMITS]) + "\n"
     if report_classes.is_per_class(run):

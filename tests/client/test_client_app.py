@@ -28,7 +28,14 @@ from fedscan.common.metrics.binning import COARSE_BINS
 from fedscan.common.metrics.histogram import BINS, ScoreHistogram
 from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
-from tests.helpers import COARSE_POLICY, OPEN_POLICY, instruction, node_context, site_resolver
+from tests.helpers import (
+    COARSE_POLICY,
+    LOOSE_DELTA_POLICY,
+    OPEN_POLICY,
+    instruction,
+    node_context,
+    site_resolver,
+)
 
 FAST = TrainSettings(local_epochs=1, batch_size=8, augment=False)
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,9 +140,11 @@ def test_incompatible_coordinator_version_is_refused_with_a_code(client) -> None
     assert reply.error.reason.startswith("version-mismatch:")
 
 
-def test_delta_too_large_for_the_site_is_refused(client) -> None:
+def test_delta_too_large_for_the_site_is_refused(synthetic_sites: list[Path], tmp_path) -> None:
+    sources = [FolderSource("site-0", str(synthetic_sites[0]))]
+    loose = site_resolver(sources, tmp_path / "state", [LOOSE_DELTA_POLICY])
     config = RunConfig(rounds=1, train=FAST, privacy=PrivacyConfig(delta=0.2))
-    reply = client(_request(config, "train"), node_context(100, 0))
+    reply = make_client_app(loose, device="cpu")(_request(config, "train"), node_context(100, 0))
     assert reply.error.code == REPLY_CODES["delta-too-large"][0]
 
 

@@ -5,6 +5,7 @@ one-line refusals of bad input."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import stat
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedscan.cli.main import app
+from fedscan.client.audit import AuditLog
 from fedscan.client.ledger import PrivacyLedger, RunRecord
 from fedscan.client.privacy_audit import AUDIT_DIR, audit_plan, latest_audit
 from fedscan.client.site_config import load_site_config
@@ -148,3 +150,31 @@ def test_bad_input_is_refused_in_one_line(
     for result, message in cases:
         assert result.exit_code == 2, result.output
         assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_an_exported_summary_holds_figures_only_and_is_logged_before_it_is_written(
+    site: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    # Setup
+    site_toml, checkpoint, images = site
+    assert _audit(site_toml, checkpoint).exit_code == 0
+    out = tmp_path / "summary.json"
+    export = ["privacy", "audit-export", "--config", str(site_toml), "--out", str(out)]
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, "small-cnn", build_model("small-cnn", seed=1).state_dict(), run_id="x")
+    # Execute
+    result = runner.invoke(app, [*export, "--checkpoint", str(checkpoint)])
+    refused = runner.invoke(
+        app, [*export[:-1], str(tmp_path / "no.json"), "--checkpoint", str(other)]
+    )
+    # Assert
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    document = json.loads(text)
+    assert (document["site"], document["run_id"]) == ("st-audit", "r-1")
+    assert [a["attack"] for a in document["attacks"]] == ["loss threshold", "LiRA offline"]
+    assert not any(secret in text for secret in _identifiers(images) | {str(site_toml.parent)})
+    logged = [e for e in AuditLog(site_toml.parent / "state").entries() if e["event"] == "export"]
+    assert [e["summary"] for e in logged] == [hashlib.sha256(out.read_bytes()).hexdigest()]
+    assert refused.exit_code != 0 and "no audit of this checkpoint" in refused.output
+    assert not (tmp_path / "no.json").exists()

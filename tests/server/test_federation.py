@@ -26,7 +26,13 @@ from fedscan.server.app import run_federation
 from fedscan.server.run_log import RunLog, weighted_mean
 from fedscan.server.rundir import MATRIX_FILE, RunDirectory
 from fedscan.server.strategy import RecordingCentralDP
-from tests.helpers import OPEN_POLICY, LoopbackGrid, instruction, site_resolver
+from tests.helpers import (
+    LOOSE_DELTA_POLICY,
+    OPEN_POLICY,
+    LoopbackGrid,
+    instruction,
+    site_resolver,
+)
 
 FAST = TrainSettings(local_epochs=1, batch_size=8, augment=False)
 
@@ -216,9 +222,8 @@ def test_a_run_where_every_site_refuses_fails_clearly(
     )
     runs = tmp_path / "runs"
     with pytest.raises(FedscanError, match="only 0 of the required 2 sites trained") as raised:
-        run_federation(
-            _grid(synthetic_sites, tmp_path / "state", count=2), config, RunDirectory.create(runs)
-        )
+        grid = _grid(synthetic_sites, tmp_path / "state", 2, [LOOSE_DELTA_POLICY] * 2)
+        run_federation(grid, config, RunDirectory.create(runs))
     assert raised.value.code == "quorum-lost"
     run_dir = next(runs.iterdir())
     line = json.loads((run_dir / "metrics.jsonl").read_text())

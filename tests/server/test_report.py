@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -17,11 +18,14 @@ from typer.testing import CliRunner
 
 from fedscan.cli.main import app
 from fedscan.client.app import make_client_app
+from fedscan.common.audit_summary import summary
 from fedscan.common.config import RunConfig, TrainSettings
 from fedscan.common.data.sources import FolderSource
+from fedscan.common.files import file_sha256
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import RunDirectory
+from tests.common.test_audit_summary import audit_record
 from tests.helpers import LoopbackGrid, site_resolver
 
 
@@ -150,3 +154,26 @@ def test_a_site_that_missed_the_last_round_keeps_its_epsilon(tmp_path: Path) -> 
     assert run_log.round_done(1)["epsilon"] == {"site-0": 2.5, "site-1": 2.0}
     run_log._current = {"train": {"site-1": {"epsilon": 3.1}}}
     assert run_log.round_done(2)["epsilon"] == {"site-0": 2.5, "site-1": 3.1}
+
+
+def test_a_site_s_audit_summary_of_the_final_model_is_attached_to_the_model_card(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    # Setup: a copy of the run (the module's run stays as it is), one summary of its final.pt
+    # and one of another model
+    run = Path(shutil.copytree(finished_run, tmp_path / finished_run.name))
+    mine = audit_record(file_sha256(run / "final.pt"), run.name)
+    good, wrong = tmp_path / "good.json", tmp_path / "wrong.json"
+    good.write_text(json.dumps(summary(mine, "site-1")))
+    wrong.write_text(json.dumps(summary({**mine, "checkpoint_sha256": "0" * 64}, "site-0")))
+    # Execute
+    attached = CliRunner().invoke(app, ["report", str(run), "--site-audit", str(good)])
+    refused = CliRunner().invoke(app, ["report", str(run), "--site-audit", str(wrong)])
+    # Assert
+    assert attached.exit_code == 0, attached.output
+    card = (run / "model_card.md").read_text()
+    assert "Empirical privacy audits, made by the sites" in card
+    assert "| site-1 | LiRA offline | 1000 / 1000 | 0.51" in card
+    assert refused.exit_code != 0 and "another model" in refused.output
+    assert [p.name for p in (run / "site_audits").iterdir()] == ["site-1.json"]
+    assert "Empirical privacy audits" not in (finished_run / "model_card.md").read_text()
