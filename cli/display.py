@@ -15,6 +15,7 @@ from rich.table import Table
 
 from fedscan.cli.class_tables import class_table, structure_table
 from fedscan.cli.console import EXIT_PARTIAL, print_table
+from fedscan.common.metrics.crosssite import metric_epsilon
 from fedscan.common.protocol import (
     ACCURACY,
     AUC,
@@ -217,7 +218,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     _print_epsilon(
         console, final.get("epsilon", {}), matrix.get("epsilon", {}), summary["epsilon_target"]
     )
-    _print_metric_policies(console, final)
+    _print_metric_policies(console, final, metric_epsilon(matrix))
     if final.get("central_epsilon") is not None:
         console.print(
             f"  central (site-level) ε = {final['central_epsilon']:.3f} at δ = "
@@ -276,9 +277,12 @@ def final_line(final: dict[str, Any]) -> str:
     )
 
 
-def _print_metric_policies(console: Console, final: dict[str, Any]) -> None:
-    """Each site's metric release policy and the ε its metric releases spent (validation images)."""
-    spent = final.get("metrics_epsilon", {})
+def _print_metric_policies(
+    console: Console, final: dict[str, Any], cross_site: dict[str, float]
+) -> None:
+    """Each site's metric release policy and the ε its metric releases spent (validation images),
+    the cross-site release included (``cross_site``: the matrix's figures, when it has them)."""
+    spent = {**final.get("metrics_epsilon", {}), **cross_site}
     for name, policy in sorted(final.get("metrics_policy", {}).items()):
         shown = f", ε {spent[name]:.3f} on validation images" if name in spent else ""
         console.print(f"  metrics[{name}]: {policy}{shown}", highlight=False, markup=False)

@@ -16,7 +16,7 @@ from fedscan import __version__
 from fedscan.common.config import update_bound
 from fedscan.common.errors import DataError
 from fedscan.common.files import atomic_write_bytes
-from fedscan.common.metrics.crosssite import CrossSiteMatrix
+from fedscan.common.metrics.crosssite import CrossSiteMatrix, metric_epsilon
 from fedscan.common.metrics.histogram import ScoreHistogram
 from fedscan.common.models.weight_match import WeightMatch
 from fedscan.common.protocol import NUM_EXAMPLES
@@ -125,7 +125,10 @@ def _summary(run: dict[str, Any]) -> dict[str, Any]:
         },
         "epsilon": {**last.get("epsilon", {}), **run["matrix"].get("epsilon", {})},
         "metrics_policy": last.get("metrics_policy", {}),
-        "metrics_epsilon": last.get("metrics_epsilon", {}),
+        "metrics_epsilon": {
+            **last.get("metrics_epsilon", {}),
+            **metric_epsilon(run["matrix"]),  # the cross-site release, after the final one
+        },
         "config_hash": hashlib.sha256(
             json.dumps(run["config"], sort_keys=True).encode()
         ).hexdigest()[:16],

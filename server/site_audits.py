@@ -84,16 +84,22 @@ def card_lines(summaries: list[dict[str, Any]]) -> list[str]:
     ]
     for document in summaries:
         for attack in document["attacks"]:
-            rates = attack["tpr_at_fpr"]
-            resolved = attack["fpr_resolved"]
-            low = fmt(rates["0.001"]) + ("" if resolved["0.001"] else " (unresolved)")
+            rates = [_rate(attack, level) for level in ("0.001", "0.01")]
             lines.append(
                 f"| {document['site']} | {attack['attack']} | {document['members']} / "
-                f"{document['non_members']} | {fmt(attack['auc'])} | {low} | "
-                f"{fmt(rates['0.01'])} | {fmt(attack['epsilon_lower_bound'])} "
-                f"({attack['delta']:g}) |"
+                f"{document['non_members']} | {fmt(attack['auc'])} | {rates[0]} | {rates[1]} | "
+                f"{attack['epsilon_lower_bound']:.2f} ({attack['delta']:g}) |"
             )
-    return [*lines, ""]
+    note = (
+        "A rate marked * is not resolved: fewer than 1 000 (100) non-members, so it is the TPR "
+        "at zero false positives."
+    )
+    return [*lines, "", note, ""]
+
+
+def _rate(attack: dict[str, Any], level: str) -> str:
+    shown = f"{100 * attack['tpr_at_fpr'][level]:.2f} %"
+    return shown if attack["fpr_resolved"][level] else f"{shown} *"
 
 
 def _file_name(site: str) -> str:

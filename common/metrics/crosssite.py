@@ -103,6 +103,17 @@ class CrossSiteMatrix:
         )
 
 
+def metric_epsilon(document: Mapping[str, Any]) -> dict[str, float]:
+    """Each site's metric ε for the run once its cross-site release is counted (the largest any
+    of its cells states), from a matrix's JSON: the run's last word on the validation images."""
+    found: dict[str, float] = {}
+    for row in document.get("cells", {}).values():
+        for site, cell in row.items():
+            if isinstance(cell.get(protocol.METRICS_EPSILON), (int, float)):
+                found[site] = max(found.get(site, 0.0), float(cell[protocol.METRICS_EPSILON]))
+    return found
+
+
 def build_matrix(
     results: Mapping[str, Mapping[str, SiteEvaluation]],
     *,

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from fedscan.common.metrics.classification import binary_metrics
-from fedscan.common.metrics.crosssite import CrossSiteMatrix, SiteEvaluation, build_matrix
+from fedscan.common.metrics.crosssite import (
+    CrossSiteMatrix,
+    SiteEvaluation,
+    build_matrix,
+    metric_epsilon,
+)
 from fedscan.common.metrics.histogram import ScoreHistogram
 from fedscan.common.privacy import planned_releases
 from fedscan.common.protocol import GLOBAL_MODEL, local_model_name
@@ -89,3 +94,16 @@ def test_a_confident_local_model_pools_to_the_auc_its_sites_see() -> None:
     assert pooled == pytest.approx(
         direct_auc(np.concatenate(scores_all), np.concatenate(labels_all)), abs=0.002
     )
+
+
+def test_a_site_s_metric_epsilon_counts_its_cross_site_release() -> None:
+    # Setup: the matrix's cells state each site's metric ε after its cross-site release
+    document = {
+        "cells": {
+            GLOBAL_MODEL: {"a": {"metrics-epsilon": 4.0}, "b": {"metrics-withheld": 1}},
+            local_model_name("a"): {"a": {"metrics-epsilon": 4.0}, "b": {"auc": 0.7}},
+        }
+    }
+    # Execute / Assert: b (withheld, or coarse) states none, so its final figure stands
+    assert metric_epsilon(document) == {"a": 4.0}
+    assert metric_epsilon({}) == {}

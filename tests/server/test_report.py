@@ -173,7 +173,8 @@ def test_a_site_s_audit_summary_of_the_final_model_is_attached_to_the_model_card
     assert attached.exit_code == 0, attached.output
     card = (run / "model_card.md").read_text()
     assert "Empirical privacy audits, made by the sites" in card
-    assert "| site-1 | LiRA offline | 1000 / 1000 | 0.51" in card
+    row = "| site-1 | LiRA offline | 1000 / 1000 | 0.510 | 0.40 % | 1.80 % | 0.00 (1e-05) |"
+    assert row in card
     assert refused.exit_code != 0 and "another model" in refused.output
     assert [p.name for p in (run / "site_audits").iterdir()] == ["site-1.json"]
     assert "Empirical privacy audits" not in (finished_run / "model_card.md").read_text()
