@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +31,15 @@ from fedscan.common.ingest.cache import (
     content_hash,
     settings_key,
 )
+from fedscan.common.ingest.collect import Held, ScanState, label_and_collect
 from fedscan.common.ingest.decode_pool import DecodePool, PoolSettings
 from fedscan.common.ingest.decoded import Decoded
 from fedscan.common.ingest.dicom import DecodeOptions
 from fedscan.common.ingest.index import SiteIndex, index_path
 from fedscan.common.ingest.labels import (
     LabelSpec,
-    LabelTable,
     read_label_table,
 )
-from fedscan.common.ingest.masks import load_mask
-from fedscan.common.ingest.pack_reuse import Previous, Sources
 from fedscan.common.ingest.pack_writer import PackWriter
 from fedscan.common.ingest.rejections import TRANSIENT, Reason
 from fedscan.common.ingest.report import FileRecord, IngestReport, Tally
@@ -62,37 +60,6 @@ class IngestSettings:
     pool: PoolSettings = field(default_factory=PoolSettings)
     cache_dir: str = ""
     verify: bool = False
-
-
-@dataclass
-class _Scan:
-    """Working state of one ingestion."""
-
-    table: LabelTable
-    spec: LabelSpec
-    site_dir: Path
-    size: int
-    with_masks: bool = False  # segmentation: every image needs its mask
-    structures: int = 0  # a label map's K (masks hold 0..K); 0: binary masks
-    index: SiteIndex = field(default_factory=lambda: SiteIndex(None))
-    records: dict[str, FileRecord] = field(default_factory=dict)
-    images: dict[str, _Held] = field(default_factory=dict)
-    digests: dict[str, str] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
-    cache: DecodeCache | None = None
-    previous: Previous | None = None  # a rebuild's source of unchanged frames
-    sources: Sources = field(default_factory=Sources)  # where the new generation put them
-
-
-@dataclass(frozen=True)
-class _Held:
-    """An accepted file between reading and collecting: its header and frame count, and its
-    pixels only where the decode cache cannot give them back (no cache, or its write failed) or
-    the previous store generation holds them (a view into its memory map)."""
-
-    header: dict
-    frames: int
-    pixels: np.ndarray | None = None
 
 
 def ingest_site(
@@ -189,7 +156,7 @@ def _ingest(
 ) -> tuple[Samples, IngestReport]:
     """The full load: every file's stat against the site index, the store by its fingerprint;
     ``quick``: the settled quick key to keep with the store (None: not settled)."""
-    scan = _Scan(
+    scan = ScanState(
         read_label_table(given.labels, site_dir, masks=given.masks, scheme=given.scheme),
         given.labels,
         site_dir,
@@ -238,7 +205,7 @@ def _ingest(
 
 
 def _collect_anew(
-    scan: _Scan, files: list[str], settings: IngestSettings, store: packed.PackedSite | None
+    scan: ScanState, files: list[str], settings: IngestSettings, store: packed.PackedSite | None
 ) -> tuple[Samples, dict]:
     """The samples from the previous store generation, the decode cache and decoding, written to
     a new store generation."""
@@ -252,7 +219,7 @@ def _collect_anew(
 
 
 def _store_of(
-    scan: _Scan, cache: DecodeCache, files: list[str], given: _Given
+    scan: ScanState, cache: DecodeCache, files: list[str], given: _Given
 ) -> packed.PackedSite:
     """The packed store, keyed by everything this load's samples depend on."""
     masks = sorted(set(scan.table.masks.values())) if scan.with_masks else []
@@ -266,7 +233,7 @@ def _store_of(
     return packed.PackedSite(folder, packed.fingerprint(parts), scan.index.verify)
 
 
-def _digest_or_none(scan: _Scan, relative: str) -> str | None:
+def _digest_or_none(scan: ScanState, relative: str) -> str | None:
     try:
         return scan.index.digest(scan.site_dir / relative, relative)
     except OSError:
@@ -274,7 +241,7 @@ def _digest_or_none(scan: _Scan, relative: str) -> str | None:
 
 
 def _decode_and_collect(
-    scan: _Scan, files: list[str], settings: IngestSettings, writer: PackWriter
+    scan: ScanState, files: list[str], settings: IngestSettings, writer: PackWriter
 ) -> tuple[Samples, dict]:
     """The samples from the decode cache, decoding its misses (the store did not answer), written
     through ``writer`` in path order; and the written arrays' descriptions."""
@@ -286,10 +253,10 @@ def _decode_and_collect(
     with DecodePool(settings.pool) as pool:
         for relative, outcome in pool.decode(jobs, settings.decode):
             _store(scan, relative, _preprocessed(outcome, settings.size), written=False)
-    return _label_and_collect(scan, files, writer)
+    return label_and_collect(scan, files, writer)
 
 
-def _digest(scan: _Scan, site_dir: Path, relative: str) -> None:
+def _digest(scan: ScanState, site_dir: Path, relative: str) -> None:
     """Hash a file into ``scan.digests``, or settle it as rejected without reading it further."""
     if (
         scan.spec.key == "path"
@@ -316,13 +283,13 @@ def _digest(scan: _Scan, site_dir: Path, relative: str) -> None:
     scan.seen.add(digest)
 
 
-def _lookup(scan: _Scan, relative: str) -> tuple[str, Path] | None:
+def _lookup(scan: ScanState, relative: str) -> tuple[str, Path] | None:
     """Settle a hashed file from the previous store generation or the decode cache when they can;
     otherwise return its decode job."""
     reused = scan.previous.take(scan.digests[relative]) if scan.previous else None
     if reused is not None and scan.cache is not None:
         frames = len(reused.frames)
-        scan.images[relative] = _Held(reused.header, frames, reused.frames)
+        scan.images[relative] = Held(reused.header, frames, reused.frames)
         scan.records[relative] = FileRecord.accepted(relative, reused.header, frames, True)
         scan.cache.stats.reused += 1
         return None
@@ -351,7 +318,7 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def _store(
-    scan: _Scan, relative: str, entry: CachedImage | CachedRejection, *, written: bool
+    scan: ScanState, relative: str, entry: CachedImage | CachedRejection, *, written: bool
 ) -> None:
     """Record a file's outcome; ``written``: it came from the cache (else it is put there). An
     image's pixels are kept only if the cache cannot give them back when they are collected."""
@@ -364,105 +331,5 @@ def _store(
         )
     else:
         frames = len(entry.frames)
-        scan.images[relative] = _Held(entry.header, frames, None if written else entry.frames)
+        scan.images[relative] = Held(entry.header, frames, None if written else entry.frames)
         scan.records[relative] = FileRecord.accepted(relative, entry.header, frames, written)
-
-
-@dataclass
-class _Collected:
-    """The accepted samples so far, one entry per frame; pixels go straight to the writer."""
-
-    writer: PackWriter
-    labels: list[int] = field(default_factory=list)
-    groups: list[str] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-    instances: set[str] = field(default_factory=set)
-
-    def add(self, relative: str, pixels: np.ndarray, label: int, group: str) -> None:
-        frames = len(pixels)
-        self.writer.append("images", pixels)
-        self.labels.extend([label] * frames)
-        self.groups.extend([group] * frames)
-        self.keys.extend([relative] if frames == 1 else [f"{relative}#{i}" for i in range(frames)])
-
-    def samples(self, with_masks: bool, size: int) -> tuple[Samples, dict]:
-        empty = {"images": (0, 1, 1, 1), **({"masks": (0, 1, size, size)} if with_masks else {})}
-        arrays, written = self.writer.finish(empty)
-        labels = np.asarray(self.labels, dtype=np.int64)
-        samples = Samples(arrays["images"], labels, tuple(self.groups), tuple(self.keys))
-        return replace(samples, masks=arrays.get("masks")), written
-
-
-def _label_and_collect(scan: _Scan, files: list[str], writer: PackWriter) -> tuple[Samples, dict]:
-    """Join decoded images with their labels, in path order; reject unlabeled and duplicate ones.
-    Each accepted file's pixels are read back from the cache here, one file at a time."""
-    collected = _Collected(writer)
-    for relative in files:
-        image = scan.images.get(relative)
-        if image is None:
-            continue
-        key = relative if scan.spec.key == "path" else str(image.header.get(scan.spec.key, ""))
-        problem = label_problem(scan.table, key, image.header, collected.instances)
-        mask = None
-        if problem is None and scan.with_masks:
-            mask, problem = _mask_of(scan, key, image)
-        pixels = _pixels(scan, relative, image) if problem is None else None
-        if problem is None and pixels is None:
-            problem = Reason.UNREADABLE, "Its cache entry changed during the load; load again."
-        if problem is not None:
-            scan.records[relative] = scan.records[relative].reject(*problem)
-            continue
-        assert pixels is not None  # no problem: the pixels were read
-        collected.instances.add(image.header.get("SOPInstanceUID") or relative)
-        label = scan.table.labels[key] if mask is None else int(mask.any())
-        if mask is not None:
-            writer.append("masks", mask)
-        scan.records[relative].label = label
-        group = scan.table.patients.get(key) or image.header.get("PatientID") or f"file:{relative}"
-        digest = scan.digests[relative]
-        scan.sources.add(digest, len(collected.labels), len(pixels), image.header)
-        collected.add(relative, pixels, label, group)
-    return collected.samples(scan.with_masks, scan.size)
-
-
-def _pixels(scan: _Scan, relative: str, image: _Held) -> np.ndarray | None:
-    """The file's frames: held, or read back from the cache (None if its entry went bad)."""
-    if image.pixels is not None or scan.cache is None:
-        return image.pixels
-    entry = scan.cache.get(scan.digests[relative], count=False)
-    return entry.frames if isinstance(entry, CachedImage) else None
-
-
-def _mask_of(
-    scan: _Scan, key: str, image: _Held
-) -> tuple[np.ndarray | None, tuple[Reason, str] | None]:
-    """(F×1×S×S mask, None) or (None, the rejection) for an image of a segmentation site."""
-    if key not in scan.table.masks:
-        return None, (Reason.MASK_MISSING, "The labels CSV names no mask for this image.")
-    try:
-        return load_mask(
-            scan.site_dir / scan.table.masks[key],
-            rows=int(image.header.get("Rows", 0)),
-            columns=int(image.header.get("Columns", 0)),
-            frames=image.frames,
-            size=scan.size,
-            structures=scan.structures,
-        ), None
-    except Rejected as rejected:
-        return None, (rejected.reason, str(rejected))
-
-
-def label_problem(
-    table: LabelTable, key: str, header: dict, instances: set
-) -> tuple[Reason, str] | None:
-    """Why the row keyed ``key`` cannot label a sample (None: it can); ``header`` and
-    ``instances`` catch a second file with the same SOP Instance UID."""
-    if header.get("SOPInstanceUID") and header["SOPInstanceUID"] in instances:
-        return Reason.DUPLICATE_INSTANCE, "Another file holds the same SOP Instance UID."
-    if key in table.unknown:
-        return Reason.LABEL_UNKNOWN_CLASS, f"The label is unusable ({table.invalid[key]})."
-    if key in table.invalid:
-        return Reason.LABEL_INVALID, f"The label for this image is unusable ({table.invalid[key]})."
-    if not key or key not in table.labels:
-        return Reason.LABEL_MISSING, "No row in the labels CSV matches this image's key."
-    return None

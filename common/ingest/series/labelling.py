@@ -15,10 +15,10 @@ import numpy as np
 
 from fedscan.common.errors import Rejected
 from fedscan.common.ingest.cache import CachedImage, DecodeCache, content_hash
+from fedscan.common.ingest.collect import label_problem
 from fedscan.common.ingest.labels import LabelSpec, LabelTable
 from fedscan.common.ingest.rejections import Reason
 from fedscan.common.ingest.samples import Samples
-from fedscan.common.ingest.scan import label_problem
 from fedscan.common.ingest.series.geometry import SeriesPlan
 from fedscan.common.ingest.series.report import SeriesRecord
 from fedscan.common.ingest.series.resample import VolumeInput, fit_labels, to_canonical
