@@ -44,7 +44,11 @@ def export_audit(config: SiteConfig, out: Path, *, checkpoint: Path | None) -> d
     recording the export in the audit log; return the summary."""
     wanted = file_sha256(checkpoint) if checkpoint is not None else None
     record = next(
-        (r for r in audit_records(config.state_dir) if wanted in (None, r["checkpoint_sha256"])),
+        (
+            r
+            for r in audit_records(config.state_dir)
+            if wanted in (None, r.get("checkpoint_sha256"))
+        ),
         None,
     )
     if record is None:
@@ -53,7 +57,12 @@ def export_audit(config: SiteConfig, out: Path, *, checkpoint: Path | None) -> d
             f"This site has no audit {which}to export; run `fedscan privacy audit --checkpoint "
             "final.pt --config site.toml` first."
         )
-    document = summary(record, config.name)
+    try:
+        document = summary(record, config.name)
+    except (KeyError, TypeError, ValueError, DataError):
+        raise DataError(
+            "The site's audit record is incomplete or damaged; run `fedscan privacy audit` again."
+        ) from None
     body = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
     AuditLog(config.state_dir).append(
         {

@@ -30,22 +30,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from fedscan.client.metric_forms import (
+    Scored,
+    coarse_form,
+    from_stored,
+    noisy,
+    releasable,
+    stored_form,
+    withheld,
+)
 from fedscan.client.metric_ledger import MetricLedger, MetricRelease, MetricRun
 from fedscan.client.requests import SiteRequest
 from fedscan.client.site import Site
 from fedscan.client.site_config import PrivacyPolicy
 from fedscan.common import protocol
-from fedscan.common.metrics.classwise import ClassEvidence, site_scalars
-from fedscan.common.metrics.confusion import LabelOverlaps
-from fedscan.common.metrics.histogram import ScoreHistogram, pooled_metrics
-from fedscan.common.metrics.private import NoisyEvaluation, coarsen
-from fedscan.common.metrics.private_tasks import (
-    NoisyClassEvidence,
-    NoisyLabelOverlaps,
-    NoisyOverlap,
-    coarse_evidence,
-)
-from fedscan.common.metrics.segmentation import OverlapCounts
+from fedscan.common.metrics.histogram import ScoreHistogram
 from fedscan.common.privacy import metric_noise
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,6 @@ log = logging.getLogger(__name__)
 ROUND, FINAL, CROSS_SITE = "round", "final", "cross"  # kinds of metric release
 DEGRADED = "final-only"
 _TOLERANCE = 1e-9
-Scored = tuple[dict[str, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -90,15 +88,15 @@ def release(
 ) -> tuple[dict[str, Scored], str]:
     """(what to send for each model, the policy applied to this reply)."""
     if policy.metrics == "coarse":
-        coarse = {name: _coarse(scored, ask.threshold) for name, scored in results.items()}
+        coarse = {name: coarse_form(scored, ask.threshold) for name, scored in results.items()}
         return coarse, "coarse"
     if policy.metrics == "none":
-        return _withheld(results), "none"
-    if not all(_releasable(scored) for scored in results.values()):
+        return withheld(results), "none"
+    if not all(releasable(scored) for scored in results.values()):
         log.warning("An evaluation of a kind without a DP release is withheld.")
-        return _withheld(results), policy.metrics
+        return withheld(results), policy.metrics
     if policy.metrics == DEGRADED and ask.kind == ROUND:
-        return _withheld(results), DEGRADED
+        return withheld(results), DEGRADED
     images = _validation_images(results)
     if images and policy.delta >= 1.0 / images:
         log.warning(
@@ -109,7 +107,7 @@ def release(
             images,
             1.0 / images,
         )
-        return _withheld(results), policy.metrics
+        return withheld(results), policy.metrics
     return _private(policy, MetricLedger(state_dir), ask, results)
 
 
@@ -131,14 +129,14 @@ def _private(
     stored = ledger.stored(ask.run_id, key)
     if stored is not None:
         log.info("Metric release %s of this run was already made; sending it again", key)
-        return {name: _from_stored(values) for name, values in stored.items()}, policy.metrics
+        return {name: from_stored(values) for name, values in stored.items()}, policy.metrics
     run = ledger.run(ask.run_id) or ledger.start_run(_calibrated(policy, ask))
     # The site's budget as it is now binds too: lowered during a run, it degrades the run.
     run = replace(run, target_epsilon=min(run.target_epsilon, policy.max_epsilon_metrics_per_run))
     applied = DEGRADED if ledger.degraded(ask.run_id) else run.policy
     noise = run.noise(ask.kind)
     if (ask.kind == ROUND and applied == DEGRADED) or noise <= 0:
-        return _withheld(results), applied
+        return withheld(results), applied
     entry = (noise, 1.0, 1)
     projected = ledger.epsilon(
         run.delta, run_id=ask.run_id, extra=[entry, *_reserved(ledger, run, ask)]
@@ -147,9 +145,10 @@ def _private(
         return _over_budget(ledger, ask, run, projected, results)
     spent = ledger.epsilon(run.delta, run_id=ask.run_id, extra=[entry])
     made = {
-        name: _noisy(scored, noise, len(results), ask, spent) for name, scored in results.items()
+        name: noisy(scored, noise, len(results), spent, threshold=ask.threshold, pixels=ask.pixels)
+        for name, scored in results.items()
     }
-    stored = {name: _stored_form(metrics, noisy) for name, (metrics, noisy) in made.items()}
+    stored = {name: stored_form(metrics, sent) for name, (metrics, sent) in made.items()}
     ledger.record(MetricRelease(ask.run_id, key, ask.kind, noise, run.delta), stored)
     return made, applied
 
@@ -211,91 +210,7 @@ def _over_budget(
             projected,
             run.target_epsilon,
         )
-    return _withheld(results), DEGRADED
-
-
-def _releasable(scored: Scored) -> bool:
-    metrics, found = scored
-    segmentation = found is None and protocol.SEG_INTERSECTION in metrics
-    return isinstance(found, (ScoreHistogram, ClassEvidence, LabelOverlaps)) or segmentation
-
-
-def _noisy(scored: Scored, noise: float, models: int, ask: MetricAsk, spent: float) -> Scored:
-    """One model's release and the site's figures computed from it (post-processing)."""
-    metrics, found = scored
-    if isinstance(found, ScoreHistogram):
-        binary = NoisyEvaluation.release(found, noise_multiplier=noise, models=models)
-        figures = {**binary.site_metrics(ask.threshold), **binary.scalars()}
-        return {**figures, protocol.METRICS_EPSILON: spent}, binary
-    if isinstance(found, ClassEvidence):
-        classes = NoisyClassEvidence.release(found, noise_multiplier=noise, models=models)
-        figures = {**site_scalars(classes.evidence()), protocol.NUM_EXAMPLES: classes.images()}
-        return _with_noise(figures, classes.noise_std, spent), classes
-    images = int(metrics[protocol.NUM_EXAMPLES])
-    if isinstance(found, LabelOverlaps):
-        labels = NoisyLabelOverlaps.release(
-            found, images, pixels=ask.pixels, noise_multiplier=noise, models=models
-        )
-        figures = {**labels.site_figures(), protocol.NUM_EXAMPLES: labels.image_count()}
-        return _with_noise(figures, labels.noise_std, spent), labels
-    counts = OverlapCounts.from_metrics(metrics)
-    overlap = NoisyOverlap.release(
-        counts, images, pixels=ask.pixels, noise_multiplier=noise, models=models
-    )
-    pooled = overlap.overlap()
-    figures = {protocol.DICE: pooled.dice, protocol.IOU: pooled.iou}
-    return _with_noise(
-        {**figures, protocol.NUM_EXAMPLES: overlap.images()}, overlap.noise_std, spent
-    ), overlap
-
-
-def _with_noise(figures: dict[str, Any], std: float, spent: float) -> dict[str, Any]:
-    return {**figures, protocol.DP_NOISE_STD: std, protocol.METRICS_EPSILON: spent}
-
-
-def _stored_form(metrics: dict[str, Any], released: Any) -> dict[str, Any]:
-    """What the ledger keeps of one model's release: enough to send it again unchanged."""
-    form: dict[str, Any] = {"metrics": metrics, "lists": released.to_lists()}
-    if isinstance(released, NoisyClassEvidence):
-        form["classes"] = list(released.classes)
-    return form
-
-
-def _from_stored(form: dict[str, Any]) -> Scored:
-    metrics, lists = dict(form["metrics"]), form["lists"]
-    std = float(metrics[protocol.DP_NOISE_STD])
-    if protocol.DP_SEG_COUNTS in lists:
-        return metrics, NoisyOverlap.from_lists(lists, std)
-    if protocol.DP_LABEL_OVERLAPS in lists:
-        structures = (len(lists[protocol.DP_LABEL_OVERLAPS]) - 1) // 3
-        return metrics, NoisyLabelOverlaps.from_lists(lists, std, structures)
-    if "classes" in form:
-        multiclass = protocol.DP_CONFUSION_MATRIX in lists
-        return metrics, NoisyClassEvidence.from_lists(
-            tuple(form["classes"]), lists, std, multiclass
-        )
-    return metrics, NoisyEvaluation.from_metrics({**lists, **metrics})
-
-
-def _coarse(scored: Scored, threshold: float) -> Scored:
-    """The exact coarse counts, and the site's figures recomputed from them (what was released
-    is all the figures say)."""
-    metrics, found = scored
-    if isinstance(found, ScoreHistogram):
-        coarse = coarsen(found)
-        figures = pooled_metrics(coarse, threshold)
-        shown = (*protocol.CLASSIFICATION_METRICS, protocol.PRECISION)
-        return {**metrics, **{k: figures[k] for k in shown if k in figures}}, coarse
-    if isinstance(found, ClassEvidence):
-        evidence = coarse_evidence(found)
-        return {**metrics, **site_scalars(evidence)}, evidence
-    return scored
-
-
-def _withheld(results: dict[str, Scored]) -> dict[str, Scored]:
-    return {
-        name: ({protocol.METRICS_WITHHELD: 1, protocol.NUM_EXAMPLES: 0}, None) for name in results
-    }
+    return withheld(results), DEGRADED
 
 
 def for_request(

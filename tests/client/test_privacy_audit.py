@@ -178,3 +178,19 @@ def test_an_exported_summary_holds_figures_only_and_is_logged_before_it_is_writt
     assert [e["summary"] for e in logged] == [hashlib.sha256(out.read_bytes()).hexdigest()]
     assert refused.exit_code != 0 and "no audit of this checkpoint" in refused.output
     assert not (tmp_path / "no.json").exists()
+
+
+def test_a_damaged_audit_record_is_not_exported(tmp_path: Path) -> None:
+    # Setup: a site whose only audit record lost its figures
+    state = tmp_path / "state"
+    (state / AUDIT_DIR).mkdir(parents=True)
+    (state / AUDIT_DIR / "20261207T000000Z-abc.json").write_text('{"checkpoint_sha256": "ab"}')
+    site_toml = _site_toml(tmp_path, tmp_path)
+    out = tmp_path / "summary.json"
+    # Execute
+    result = runner.invoke(
+        app, ["privacy", "audit-export", "--config", str(site_toml), "--out", str(out)]
+    )
+    # Assert
+    assert result.exit_code != 0 and "incomplete or damaged" in result.output
+    assert not out.exists()
