@@ -15,7 +15,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -36,11 +37,33 @@ FUSED = "fused"
 
 @dataclass(frozen=True)
 class Stage:
-    """What the training loop calls around a step: ``after_backward`` turns a backward pass into
-    what the optimizer steps on; ``empty`` readies the step of an empty Poisson batch."""
+    """What the training loop calls around a step: ``forward`` runs the model on a batch (the
+    fused path pads it first, see :func:`padded_forward`); ``after_backward`` turns a backward
+    pass into what the optimizer steps on; ``empty`` readies the step of an empty Poisson
+    batch."""
 
     after_backward: Callable[[], object]
     empty: Callable[[], None]
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] = lambda model, rows: model(rows)
+
+
+# Poisson batches vary in size, and each new size costs the CPU convolutions their set-up again:
+# padding a batch to a multiple of 4 samples took a U-Net DP step from 135-141 to 122-124 ms
+# (batch ≈ 64, 2 threads; multiples of 8: 126-129, of 16: no gain). Padding rows are zeros, cut
+# from the output before the loss, so their gradients are exactly 0: the clipped sum is unchanged.
+PAD_SAMPLES = 4
+
+
+def padded_forward(clipper: Any, views: int, model: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """``model`` on ``rows`` padded with zero rows to a multiple of ``PAD_SAMPLES`` samples (of
+    ``views`` rows each), the output cut back to the real rows; ``clipper`` is told that the loss
+    averages those."""
+    real = rows.shape[0]
+    target = -(-real // (PAD_SAMPLES * views)) * PAD_SAMPLES * views
+    if target > real:
+        rows = torch.cat([rows, rows.new_zeros(target - real, *rows.shape[1:])])
+    clipper.loss_rows(real)
+    return model(rows)[:real]
 
 
 @dataclass(frozen=True)
@@ -132,7 +155,8 @@ def _fused(
     if dp.secure_mode:
         _secure_noise(dp_optimizer, noise)
     with PerSampleClipper(model, max_grad_norm=dp.clip_norm, views=views) as clipper:
-        yield model, dp_optimizer, dp_loader, Stage(clipper.clip, clipper.empty)
+        forward = partial(padded_forward, clipper, views)
+        yield model, dp_optimizer, dp_loader, Stage(clipper.clip, clipper.empty, forward)
 
 
 def _engine() -> PrivacyEngine:

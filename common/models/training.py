@@ -160,7 +160,7 @@ def _run_epochs(
             if settings.augment_views > 1:  # B×K×… views → B·K images, each view its label
                 images = images.flatten(0, 1)
                 labels = labels.repeat_interleave(settings.augment_views)
-            loss = criterion(model(images), labels)
+            loss = criterion(run.stage.forward(model, images), labels)
             loss.backward()
             run.stage.after_backward()
             optimizer.step()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import inspect
 import warnings
+from functools import partial
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from fedscan.common.models import persample
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.persample import PerSampleClipper, supports
 from fedscan.common.models.persample.optimizer import FusedDPOptimizer
-from fedscan.common.models.private import FUSED
+from fedscan.common.models.private import FUSED, padded_forward
 from fedscan.common.models.registry import MODELS, get_model_spec
 from fedscan.common.models.training import training_loss
 
@@ -56,7 +57,9 @@ def _opacus_step(model: nn.Module, images, labels, loss, *, clip: float, views: 
     return [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
 
-def _fused_step(model: nn.Module, images, labels, loss, *, clip: float, views: int = 1):
+def _fused_step(
+    model: nn.Module, images, labels, loss, *, clip: float, views: int = 1, padded: bool = False
+):
     optimizer = FusedDPOptimizer(
         torch.optim.SGD(model.parameters(), lr=1.0),
         noise_multiplier=0.5,
@@ -65,7 +68,8 @@ def _fused_step(model: nn.Module, images, labels, loss, *, clip: float, views: i
         generator=torch.Generator().manual_seed(7),
     )
     with PerSampleClipper(model, max_grad_norm=clip, views=views) as clipper:
-        loss(model(images), labels).backward()
+        forward = partial(padded_forward, clipper, views) if padded else model.__class__.__call__
+        loss(forward(model, images), labels).backward()
         clipper.clip()
         optimizer.pre_step()  # attached, as in training: no parameter requires a gradient
     return [p.grad.clone() for p in model.parameters() if p.requires_grad]
@@ -103,6 +107,28 @@ def test_views_are_averaged_per_image_before_clipping_as_on_opacus() -> None:
     loss = training_loss("bce")
     ours = _fused_step(model, images, labels, loss, clip=0.05, views=2)
     _assert_same(ours, _opacus_step(reference, images, labels, loss, clip=0.05, views=2))
+
+
+# 5 samples pad to 8 (3 zero samples), 3 of 2 views to 4 (2 zero rows); small-cnn: GroupNorm and
+# Linear; unet: its deepest layers take the ghost-norm path. Clip 1e3 clips nothing, so a wrong
+# row count would scale the sum; 0.05 clips every sample.
+@pytest.mark.parametrize("clip", [0.05, 1e3])
+@pytest.mark.parametrize(
+    ("name", "rows", "views"), [("small-cnn", 5, 1), ("small-cnn", 6, 2), ("unet", 5, 1)]
+)
+def test_a_padded_batch_gives_the_unpadded_clipped_gradient(
+    name: str, rows: int, views: int, clip: float
+) -> None:
+    # Setup
+    model = build_model(name, seed=0)
+    reference = copy.deepcopy(model)
+    images, labels = _batch(name, rows)
+    loss = training_loss(get_model_spec(name).loss)
+    # Execute
+    ours = _fused_step(model, images, labels, loss, clip=clip, views=views, padded=True)
+    theirs = _fused_step(reference, images, labels, loss, clip=clip, views=views)
+    # Assert: the padding moved nothing (same noise seed on both)
+    _assert_same(ours, theirs)
 
 
 def test_a_layer_used_twice_sums_its_per_sample_gradients() -> None:

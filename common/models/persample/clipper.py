@@ -12,7 +12,10 @@ parameters, Opacus' clipping factor ``min(1, C / (norm + 1e-6))`` and writes the
 (Opacus' optimizer for ready sums) noises, scales and accounts.
 
 Invariants: the loss is a mean over the batch's rows (every fedscan training loss is), so a row's
-gradient is the hook's gradient times the row count (applied to the per-sample gradients); with
+gradient is the hook's gradient times the row count (applied to the per-sample gradients). A
+batch padded with zero rows after its real ones (``private.padded_forward``) has its output cut
+to the real rows before the loss, so the padding's gradients are exactly 0, and
+:meth:`PerSampleClipper.loss_rows` gives the count the loss averages; with
 ``views`` augmented views per image, a sample's gradient is the mean of its ``views`` consecutive
 rows, clipped once. Per-sample gradients
 live only between a backward pass and the next :meth:`clip` or :meth:`empty`.
@@ -70,6 +73,7 @@ class PerSampleClipper:
         self._trainable = set(self._params)
         self._pending: dict[nn.Parameter, torch.Tensor | Deferred] = {}
         self._rows = 1
+        self._loss_rows: int | None = None  # set by loss_rows() for one step
         self._handles: list[RemovableHandle] = []
 
     def __enter__(self) -> PerSampleClipper:
@@ -106,7 +110,7 @@ class PerSampleClipper:
     ) -> None:
         # The rows' own gradients are ``grad × rows``; the factor is applied once, in :meth:`clip`,
         # to the per-sample gradients rather than to every output gradient here.
-        self._rows = grad.shape[0]
+        self._rows = self._loss_rows or grad.shape[0]
         grads = rule(layer, activation, output, grad.detach())
         for param, per_row in zip(layer.parameters(recurse=False), grads, strict=True):
             if param not in self._trainable:
@@ -124,8 +128,15 @@ class PerSampleClipper:
             return per_row
         return per_row.unflatten(0, (-1, self._views)).mean(dim=1)
 
+    def loss_rows(self, rows: int) -> None:
+        """The next backward pass is of a loss averaged over its batch's first ``rows`` rows: the
+        batch was padded after them, and the padding's gradients are 0."""
+        self._loss_rows = rows
+
     def clip(self) -> torch.Tensor:
-        """Write each parameter's clipped per-sample sum to ``.grad``; return the samples' norms."""
+        """Write each parameter's clipped per-sample sum to ``.grad``; return the samples' norms
+        (a padded batch's padding samples included, at 0)."""
+        self._loss_rows = None
         grads = [self._pending.pop(param) for param in self._params]
         squared = torch.stack([_squared_norms(g) for g in grads], dim=1).sum(dim=1)
         norms = squared.sqrt() * self._rows
@@ -140,6 +151,7 @@ class PerSampleClipper:
     def empty(self) -> None:
         """An empty Poisson batch: a zero sum, so the step releases noise alone."""
         self._pending.clear()
+        self._loss_rows = None
         for param in self._params:
             param.grad = torch.zeros_like(param)
 

@@ -13,7 +13,9 @@ Invariant: the same values as instantiating every ``G`` (to float rounding), whi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -22,21 +24,24 @@ from torch.nn import functional
 
 @dataclass(frozen=True)
 class Deferred:
-    """One weight's per-sample gradients ``scale · Y_i P_iᵀ``, kept as their factors."""
+    """One weight's per-sample gradients ``scale · Y_i P_iᵀ``, kept as their factors;
+    ``backward``, when given, maps per-row weights w to Σ_rows w · (row's gradient) with the
+    layer's own weight backward (the clipped sum without copying the factors)."""
 
     rows: torch.Tensor  # (B, p, T)
     patches: torch.Tensor  # (B, d, T)
     shape: torch.Size
     scale: float = 1.0
+    backward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    views: int = 1  # rows per sample
 
     def with_views(self, views: int) -> Deferred:
         """A sample's gradient as the mean over its ``views`` consecutive rows: the views'
         positions side by side, scaled by 1/views."""
         if views == 1:
             return self
-        return Deferred(
-            _fold(self.rows, views), _fold(self.patches, views), self.shape, self.scale / views
-        )
+        folded = (_fold(self.rows, views), _fold(self.patches, views))
+        return Deferred(*folded, self.shape, self.scale / views, self.backward, views)
 
     def squared_norms(self) -> torch.Tensor:
         grams = torch.bmm(self.patches.transpose(1, 2), self.patches)
@@ -44,6 +49,12 @@ class Deferred:
         return grams.sum(dim=(1, 2)) * self.scale**2
 
     def clipped_sum(self, factor: torch.Tensor) -> torch.Tensor:
+        if self.backward is not None:
+            # The convolution's own weight backward with each row's output gradient scaled:
+            # 1.9 ms against 3.3 ms for the product of the copied factors (64 → 128 channels at
+            # 8², batch 64, 2 threads), 2.0 against 5.1 ms for 32 → 64 at 16².
+            rows = (factor * self.scale).repeat_interleave(self.views)
+            return self.backward(rows).reshape(self.shape)
         batch, p, positions = self.rows.shape
         scaled = (self.rows * (factor * self.scale).view(-1, 1, 1)).transpose(0, 1)
         flat_patches = self.patches.transpose(1, 2).reshape(batch * positions, -1)
@@ -66,7 +77,30 @@ def deferred(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> Deferred:
     """A 2-D convolution's (or transposed one's) weight gradients, kept as their factors."""
     assert isinstance(layer, nn.modules.conv._ConvNd)
     rows, patches = factors(layer, a, g)
-    return Deferred(rows, patches, layer.weight.shape)
+    return Deferred(rows, patches, layer.weight.shape, backward=partial(_weighted, layer, a, g))
+
+
+def _weighted(
+    layer: nn.Module, a: torch.Tensor, g: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Σ_rows weights[row] · (the row's weight gradient): the layer's weight backward with each
+    row's output gradient scaled."""
+    assert isinstance(layer, nn.modules.conv._ConvNd) and not isinstance(layer.padding, str)
+    scaled = g * weights.view(-1, *([1] * (g.dim() - 1)))
+    _, weight, _ = torch.ops.aten.convolution_backward(
+        scaled,
+        a,
+        layer.weight,
+        None,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        layer.transposed,
+        getattr(layer, "output_padding", (0,) * (a.dim() - 2)),
+        layer.groups,
+        [False, True, False],
+    )
+    return weight
 
 
 def factors(
