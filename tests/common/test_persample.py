@@ -68,7 +68,7 @@ def _fused_step(
         generator=torch.Generator().manual_seed(7),
     )
     with PerSampleClipper(model, max_grad_norm=clip, views=views) as clipper:
-        forward = partial(padded_forward, clipper, views) if padded else model.__class__.__call__
+        forward = partial(padded_forward, clipper, views, 4) if padded else model.__class__.__call__
         loss(forward(model, images), labels).backward()
         clipper.clip()
         optimizer.pre_step()  # attached, as in training: no parameter requires a gradient
