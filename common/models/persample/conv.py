@@ -47,18 +47,12 @@ def grouped(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     batch, weight = a.shape[0], layer.weight
     # The weight's shape with the batch folded into its first axis; only its shape is read.
     folded = weight.new_empty(1).expand(batch * weight.shape[0], *weight.shape[1:])
-    _, grads, _ = torch.ops.aten.convolution_backward(
-        g.reshape(1, -1, *g.shape[2:]),
+    grads = ghost.weight_backward(
+        layer,
         a.reshape(1, -1, *a.shape[2:]),
+        g.reshape(1, -1, *g.shape[2:]),
         folded,
-        None,
-        layer.stride,
-        layer.padding,
-        layer.dilation,
-        layer.transposed,
-        getattr(layer, "output_padding", (0,) * (a.dim() - 2)),
         batch * layer.groups,
-        [False, True, False],
     )
     return grads.view(batch, *weight.shape)
 

@@ -85,22 +85,32 @@ def _weighted(
 ) -> torch.Tensor:
     """Σ_rows weights[row] · (the row's weight gradient): the layer's weight backward with each
     row's output gradient scaled."""
-    assert isinstance(layer, nn.modules.conv._ConvNd) and not isinstance(layer.padding, str)
+    assert isinstance(layer, nn.modules.conv._ConvNd)
     scaled = g * weights.view(-1, *([1] * (g.dim() - 1)))
-    _, weight, _ = torch.ops.aten.convolution_backward(
-        scaled,
+    return weight_backward(layer, a, scaled, layer.weight, layer.groups)
+
+
+def weight_backward(
+    layer: nn.Module, a: torch.Tensor, g: torch.Tensor, weight: torch.Tensor, groups: int
+) -> torch.Tensor:
+    """The weight gradient of ``layer``'s convolution (its stride, padding, …) for input ``a``
+    and output gradient ``g``, as a ``weight``-shaped tensor in ``groups`` groups: PyTorch's own
+    backward, which only reads ``weight``'s shape."""
+    assert isinstance(layer, nn.modules.conv._ConvNd) and not isinstance(layer.padding, str)
+    _, grads, _ = torch.ops.aten.convolution_backward(
+        g,
         a,
-        layer.weight,
+        weight,
         None,
         layer.stride,
         layer.padding,
         layer.dilation,
         layer.transposed,
         getattr(layer, "output_padding", (0,) * (a.dim() - 2)),
-        layer.groups,
+        groups,
         [False, True, False],
     )
-    return weight
+    return grads
 
 
 def factors(
