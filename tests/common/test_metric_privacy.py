@@ -79,7 +79,9 @@ def test_the_widened_interval_covers_the_exact_pooled_auc() -> None:
     assert covered >= 51  # 95 % nominal: ≥ 85 % of 60 fails by chance with p < 0.01
 
 
-def test_reading_small_noisy_counts_as_zero_nearly_halves_the_error_of_a_sharp_model() -> None:
+def test_reading_small_noisy_counts_as_zero_nearly_halves_the_error_of_a_sharp_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Prepare: a model like PneumoniaMNIST's (AUC ≈ 0.99): most bins hold one class or none
     rng = np.random.default_rng(5)
     sites = []
@@ -88,6 +90,10 @@ def test_reading_small_noisy_counts_as_zero_nearly_halves_the_error_of_a_sharp_m
         logits = np.where(labels, rng.normal(4.0, 2.0, 175), rng.normal(-2.5, 1.5, 175))
         sites.append(ScoreHistogram.of(1 / (1 + np.exp(-logits)), labels))
     exact = auc(sum(sites[1:], sites[0]))
+    # The releases' noise seeded: drawn from OS entropy, 40 runs of this test gave error ratios
+    # 0.42-0.69 and bias ratios 0.32-0.65; one CI-like run failed at 0.702 of the 0.7 bound.
+    noise = np.random.default_rng(0)
+    monkeypatch.setattr(np.random, "default_rng", lambda *_: noise)
     raw_errors, errors = [], []
     for _ in range(200):
         first, *rest = [NoisyEvaluation.release(h, noise_multiplier=1.5) for h in sites]
