@@ -63,14 +63,39 @@ def _affine_norm(
     (0.5–0.9 ms a layer at batch 64 on 2 cores). Where some |γ| is small next to |β| that would
     amplify rounding, ``normalised()`` recomputes x̂ from the input instead.
     """
-    positions = tuple(range(2, g.dim()))
-    shift_sum = g.sum(dim=positions)
     scale, shift = layer.weight, layer.bias
     assert isinstance(scale, torch.Tensor) and isinstance(shift, torch.Tensor)
     scale, shift = scale.detach(), shift.detach()
     if bool((scale.abs() >= _READABLE_SCALE * shift.abs().clamp(min=1.0)).all()):
-        return [((g * y).sum(dim=positions) - shift * shift_sum) / scale, shift_sum]
-    return [(g * normalised()).sum(dim=positions), shift_sum]
+        products, shift_sum = _channel_sums(g, y)
+        return [(products - shift * shift_sum) / scale, shift_sum]
+    products, shift_sum = _channel_sums(g, normalised())
+    return [products, shift_sum]
+
+
+def _channel_sums(g: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample and channel, Σ g·x and Σ g over positions, in one pass: GroupNorm's own backward
+    kernel with the batch folded into the channels, each channel its own group, mean 0 and
+    rstd 1, so that its γ and β gradients are exactly those sums. 0.71 against 1.58 ms for
+    ``(g * x).sum()`` and ``g.sum()`` (64 × 16 × 64², 2 threads; 0.18 against 0.38 ms at
+    64 × 64 × 16²).
+    """
+    rows, channels = g.shape[0], g.shape[1]
+    folded = rows * channels
+    flat = (1, folded, g[0, 0].numel())
+    _, products, sums = torch.ops.aten.native_group_norm_backward(
+        g.reshape(flat),
+        x.reshape(flat),
+        x.new_zeros(1, folded),
+        x.new_ones(1, folded),
+        x.new_ones(folded),
+        1,
+        folded,
+        flat[2],
+        folded,
+        [False, True, True],
+    )
+    return products.view(rows, channels), sums.view(rows, channels)
 
 
 def _group_norm(layer: nn.Module, a: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> Grads:
