@@ -27,7 +27,7 @@ from fedscan.common.data.site import load_site
 from fedscan.common.data.synth import SynthConfig, generate_site
 from fedscan.common.metrics.classification import evaluate_model
 from fedscan.common.models.networks import build_model
-from fedscan.common.models.training import DpStep, train_local
+from fedscan.common.models.training import AUGMENT_DEVICE, AUGMENT_PLACES, DpStep, train_local
 from fedscan.common.privacy import calibrate_noise, sample_rate, steps_per_epoch
 
 CPU = torch.device("cpu")
@@ -41,6 +41,7 @@ def federate(
     epsilon: float,
     delta: float,
     seed: int,
+    augment_on: str = AUGMENT_DEVICE,
 ) -> torch.nn.Module:
     """FedAvg over ``sites``, each site's noise calibrated once for the whole run (as a real site
     does)."""
@@ -62,7 +63,8 @@ def federate(
         for index, site in enumerate(sites):
             local = build_model(settings.model)
             local.load_state_dict(model.state_dict())
-            train_local(local, site.train, settings, device=CPU, dp=DpStep(sigmas[index], 1.0))
+            dp = DpStep(sigmas[index], 1.0)
+            train_local(local, site.train, settings, device=CPU, dp=dp, augment_on=augment_on)
             states.append(local.state_dict())
             weights.append(len(site.train))
         model.load_state_dict(
@@ -94,6 +96,14 @@ def main() -> None:
         default=["0.02:32", "0.05:64"],
         help="LR:BATCH pairs to compare (3 local epochs each)",
     )
+    parser.add_argument(
+        "--augment-on",
+        nargs="+",
+        default=[AUGMENT_DEVICE],
+        choices=AUGMENT_PLACES,
+        help="where augmentation runs: batched on the device (the default) or per image in the "
+        "loader (MONAI); several compare them on the same seeds",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,11 +113,11 @@ def main() -> None:
             load_site(_site(tmp, i, unseen_config), size=64, val_fraction=0.5) for i in (3, 4, 5)
         ]
         print(
-            "| lr | batch | seed | AUC in-distribution | AUC unseen scanners (mean) | AUC contrast "
-            "shift |"
+            "| lr | batch | augmentation | seed | AUC in-distribution | AUC unseen scanners (mean) "
+            "| AUC contrast shift |"
         )
-        print("|---|---|---|---|---|---|")
-        for pair in args.settings:
+        print("|---|---|---|---|---|---|---|")
+        for pair, place in [(p, a) for p in args.settings for a in args.augment_on]:
             lr, batch = float(pair.split(":")[0]), int(pair.split(":")[1])
             for seed in args.seeds:
                 settings = TrainSettings(
@@ -120,10 +130,11 @@ def main() -> None:
                     epsilon=args.epsilon,
                     delta=1e-5,
                     seed=seed,
+                    augment_on=place,
                 )
                 home = _auc(model, [s.val for s in train_sites])
                 print(
-                    f"| {lr} | {batch} | {seed} | {home:.3f} | "
+                    f"| {lr} | {batch} | {place} | {seed} | {home:.3f} | "
                     f"{_auc(model, [s.val for s in unseen]):.3f} | "
                     f"{_auc(model, [contrast_shifted(s.val) for s in train_sites]):.3f} |",
                     flush=True,

@@ -5,14 +5,16 @@ One synthetic hospital (the demo's first site, ``--images`` images) is ingested 
 masks; each model trains on it with DP-SGD (noise multiplier ``--noise``, clip 1, Poisson batches of
 ``--batch``) for ``--epochs`` local epochs through
 :func:`fedscan.common.models.training.train_local`, the code a site runs, then is scored on the
-site's validation split: AUC for small-cnn, Dice for the U-Net. Each with the per-image
-augmentation (MONAI, on the CPU, in the loader) on and off, which shows what the data path costs,
+site's validation split: AUC for small-cnn, Dice for the U-Net. Each with augmentation on and
+off, which shows what the data path costs; on is batched on the training device (the default) or
+per image in the CPU loader (MONAI, ``--augment-on loader``),
 and each with plain SGD and DP-SGD on two per-sample gradient paths (the same loader and batches;
 plain SGD shuffles instead of Poisson sampling): Opacus' ``hooks`` and fedscan's ``fused``
 (:mod:`fedscan.common.models.persample`). Their ratios to plain SGD are what DP costs a hospital
 per round. One markdown table and the ratios; rows for CUDA appear only where a GPU is visible.
 
     python bench/site_training.py [--epochs 10] [--models small-cnn,unet] [--repeats 3]
+        [--threads 16] [--augment-on loader,device]
 """
 
 from __future__ import annotations
@@ -37,9 +39,15 @@ from fedscan.common.models import registry
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.private import FUSED
 from fedscan.common.models.registry import get_model_spec
-from fedscan.common.models.training import DpStep, train_local
+from fedscan.common.models.training import (
+    AUGMENT_DEVICE,
+    AUGMENT_PLACES,
+    DpStep,
+    train_local,
+)
 
 PLAIN = "plain"
+OFF = "off"
 ARMS = (PLAIN, "hooks", FUSED)  # plain SGD, then DP-SGD on each per-sample gradient path
 
 
@@ -55,6 +63,14 @@ def _grad_sample_mode(model: str, arm: str) -> Iterator[None]:
         registry.MODELS[model] = spec
 
 
+def _places(option: str) -> list[str]:
+    """The augmentation places to time, as ``--augment-on`` lists them."""
+    places = [place.strip() for place in option.split(",")]
+    if any(place not in AUGMENT_PLACES for place in places):
+        raise SystemExit(f"--augment-on takes {', '.join(AUGMENT_PLACES)}, not {option}")
+    return list(dict.fromkeys(places))
+
+
 def _site(folder: Path, images: int) -> SiteData:
     generate_site(folder, 0, SynthConfig(sites=1, images_per_site=images, seed=0))
     return load_site(folder, size=64, masks=True)
@@ -68,7 +84,7 @@ def _row(
     epochs: int,
     batch: int,
     noise: float,
-    augment: bool,
+    augment: str,
     arm: str,
 ) -> tuple[str, float]:
     spec = get_model_spec(model)
@@ -77,7 +93,7 @@ def _row(
         task=spec.task,
         local_epochs=epochs,
         batch_size=batch,
-        augment=augment,
+        augment=augment != OFF,
         learning_rate=0.1 if spec.task == "segmentation" else 0.05,
     )
     network = build_model(model, seed=0)
@@ -86,7 +102,8 @@ def _row(
     started = time.perf_counter()
     dp = DpStep(noise, 1.0) if arm != PLAIN else None
     with _grad_sample_mode(model, arm):
-        outcome = train_local(network, data.train, settings, dp=dp, device=device)
+        place = AUGMENT_DEVICE if augment == OFF else augment
+        outcome = train_local(network, data.train, settings, dp=dp, device=device, augment_on=place)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
@@ -101,7 +118,7 @@ def _row(
         else f"CPU ({torch.get_num_threads()} threads)"
     )
     return (
-        f"| {model} | {name} | {'on' if augment else 'off'} | {arm} | "
+        f"| {model} | {name} | {augment} | {arm} | "
         f"{outcome.steps} | {seconds:.1f} | {1000 * seconds / max(outcome.steps, 1):.0f} | "
         f"{outcome.loss:.3f} | {quality} |"
     ), seconds
@@ -116,6 +133,12 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3, help="runs per row; the median shown")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--augment-on",
+        default=AUGMENT_DEVICE,
+        help="where augmentation runs, comma-separated: device (batched on the training device, "
+        "the default) or loader (per image, MONAI, on the CPU)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,7 +164,7 @@ def main() -> None:
         ratios = []
         for model in args.models.split(","):
             for device in devices:
-                for augment in (True, False):
+                for augment in [*_places(args.augment_on), OFF]:
                     runs: dict[str, list[tuple[float, str]]] = {arm: [] for arm in ARMS}
                     for _ in range(args.repeats):  # alternated: drift hits every arm alike
                         for arm in ARMS:
@@ -159,7 +182,7 @@ def main() -> None:
                     median = {arm: sorted(r)[len(r) // 2] for arm, r in runs.items()}
                     print(*(median[arm][1] for arm in ARMS), sep="\n", flush=True)
                     ratios.append(
-                        f"- {model}, {device.type}, augmentation {'on' if augment else 'off'}: "
+                        f"- {model}, {device.type}, augmentation {augment}: "
                         + ", ".join(
                             f"DP ({arm}) ÷ plain {median[arm][0] / median[PLAIN][0]:.2f}×"
                             for arm in ARMS[1:]

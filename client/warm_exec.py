@@ -41,6 +41,7 @@ WARM_MODULES = (
     "fedscan.common.models.classical",
     "fedscan.common.models.feature_stats",
     "fedscan.common.data.augment",
+    "fedscan.common.data.batch_augment",
     "fedscan.common.data.site",
     "fedscan.common.ingest.scan",
     "fedscan.common.ingest.packed",

@@ -20,19 +20,37 @@ import torch
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.errors import DataError
 
-_AFFINE: dict[str, Any] = {
+AFFINE_2D: dict[str, Any] = {
     "prob": 0.7,
     "rotate_range": 0.08,
     "translate_range": (3, 3),
     "scale_range": (0.06, 0.06),
     "padding_mode": "border",
 }
+# Canonical volume axes are z, y, x (inferior → superior first): MONAI's first rotation angle
+# turns the axial (y, x) plane, as a patient lies a little askew on the table.
+AFFINE_3D: dict[str, Any] = {
+    "prob": 0.7,
+    "rotate_range": (0.08, 0.0, 0.0),
+    "translate_range": (1, 2, 2),
+    "scale_range": (0.06, 0.06, 0.06),
+    "padding_mode": "border",
+}
+# Scanner-like intensity changes, in the order they apply: (probability, range) each; one image
+# in ~4 is left unchanged. Gamma 0.7–1.5 and contrast ±30 % cover the exposure and windowing
+# differences between devices; noise σ ≤ 0.05 and a blur of ≤ 1 pixel their detectors and
+# reconstruction. Batched on a device by :mod:`fedscan.common.data.batch_augment`.
+INTENSITY: dict[str, tuple[float, Any]] = {
+    "gamma": (0.5, (0.7, 1.5)),
+    "contrast": (0.5, 0.3),
+    "brightness": (0.5, 0.1),
+    "noise": (0.3, 0.05),
+    "blur": (0.3, (0.25, 1.0)),
+}
 
 
 def _intensity(seed: int) -> Any:
-    """Scanner-like intensity changes, each with its own probability (one image in ~4 unchanged).
-    Gamma 0.7–1.5 and contrast ±30 % cover the exposure and windowing differences between
-    devices; noise σ ≤ 0.05 and a blur of ≤ 1 pixel their detectors and reconstruction."""
+    """MONAI's chain of :data:`INTENSITY`, for one image at a time."""
     from monai.transforms import (
         Compose,
         RandAdjustContrast,
@@ -42,26 +60,18 @@ def _intensity(seed: int) -> Any:
         RandShiftIntensity,
     )
 
+    (p_gamma, gamma), (p_contrast, contrast) = INTENSITY["gamma"], INTENSITY["contrast"]
+    (p_bright, bright), (p_noise, noise) = INTENSITY["brightness"], INTENSITY["noise"]
+    p_blur, blur = INTENSITY["blur"]
     return Compose(
         [
-            RandAdjustContrast(prob=0.5, gamma=(0.7, 1.5)),
-            RandScaleIntensityFixedMean(prob=0.5, factors=0.3),
-            RandShiftIntensity(prob=0.5, offsets=0.1),
-            RandGaussianNoise(prob=0.3, std=0.05),
-            RandGaussianSmooth(prob=0.3, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0)),
+            RandAdjustContrast(prob=p_gamma, gamma=gamma),
+            RandScaleIntensityFixedMean(prob=p_contrast, factors=contrast),
+            RandShiftIntensity(prob=p_bright, offsets=bright),
+            RandGaussianNoise(prob=p_noise, std=noise),
+            RandGaussianSmooth(prob=p_blur, sigma_x=blur, sigma_y=blur),
         ]
     ).set_random_state(seed)
-
-
-# Canonical volume axes are z, y, x (inferior → superior first): MONAI's first rotation angle
-# turns the axial (y, x) plane, as a patient lies a little askew on the table.
-_AFFINE_3D: dict[str, Any] = {
-    "prob": 0.7,
-    "rotate_range": (0.08, 0.0, 0.0),
-    "translate_range": (1, 2, 2),
-    "scale_range": (0.06, 0.06, 0.06),
-    "padding_mode": "border",
-}
 
 
 class TrainingSet(torch.utils.data.Dataset):
@@ -95,7 +105,7 @@ class TrainingSet(torch.utils.data.Dataset):
         # float32 holds a bit set exactly only up to 24 findings.
         self.integer_labels = integer_labels
         self.augment: Any = None  # MONAI's RandAffine, or RandAffined for an image and its mask
-        ranges = _AFFINE_3D if data.images.ndim == 5 else _AFFINE
+        ranges = AFFINE_3D if data.images.ndim == 5 else AFFINE_2D
         self.intensity: Any = None
         if augment and not segmentation:
             self.augment = RandAffine(**ranges).set_random_state(seed)

@@ -13,6 +13,7 @@ from torch import nn
 
 from fedscan.common.config import TrainSettings
 from fedscan.common.data.augment import TrainingSet
+from fedscan.common.data.batch_augment import BatchAugment, DeviceSet, as_batch, holding_device
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.models.private import Private, Stage, empty_step, made_private
 from fedscan.common.models.registry import get_model_spec
@@ -20,6 +21,14 @@ from fedscan.common.privacy import HistoryEntry
 from fedscan.common.tasks import BINARY, MULTICLASS, MULTILABEL, structures
 
 log = logging.getLogger(__name__)
+
+# Where a batch is augmented: batched on the training device, the site's data held there (GPU or
+# CPU); or per image in the loader (MONAI, on the CPU), the reference the batched path is tested
+# against. Batched is faster on both: 2 CPU threads, 5 epochs of 237 images, DP (fused) 2.3 s
+# against 3.5 s a round for the U-Net, 1.3 s against 2.3 s for small-cnn (bench/site_training.py).
+AUGMENT_DEVICE, AUGMENT_LOADER = "device", "loader"
+AUGMENT_PLACES = (AUGMENT_DEVICE, AUGMENT_LOADER)
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -62,16 +71,18 @@ def train_local(
     *,
     dp: DpStep | None,
     device: torch.device,
+    augment_on: str = AUGMENT_DEVICE,
 ) -> TrainOutcome:
     """Train ``model`` in place for ``settings.local_epochs`` epochs (DP-SGD when ``dp`` is given).
 
     Under DP every Poisson-sampled step is taken, empty batches included (a
     pure-noise step), so the steps the accountant counts are the steps released.
+    ``augment_on``: one of :data:`AUGMENT_PLACES`.
     """
     # With DP, sampling and noise draw from the site's own entropy: a seed the
     # coordinator knows would let it predict (and subtract) the noise.
     seed = secrets.randbits(63) if dp is not None else settings.seed
-    loader = _loader(data, settings, seed)
+    loader, prepare = _batches(data, settings, seed, _on_device(augment_on), device)
     model.to(device).train()
     optimizer = torch.optim.SGD(
         model.parameters(), lr=settings.learning_rate, momentum=settings.momentum
@@ -81,9 +92,11 @@ def train_local(
         # Without DP the batch-mean loss over B·K views already is the mean over images of their
         # mean view loss: nothing to do after the backward pass, and no batch is empty.
         plain = Plain(model, optimizer, loader, Stage(lambda: None, lambda: None))
-        loss, steps = _run_epochs(plain, settings, anchor, device)
+        loss, steps = _run_epochs(plain, settings, anchor, device, prepare)
         return TrainOutcome(loss, steps, [])
-    return _train_private(model, optimizer, loader, settings, anchor, dp=dp, device=device)
+    return _train_private(
+        model, optimizer, (loader, prepare), settings, anchor, dp=dp, device=device
+    )
 
 
 def scheduled(settings: TrainSettings, server_round: int, rounds: int) -> TrainSettings:
@@ -100,7 +113,7 @@ def scheduled(settings: TrainSettings, server_round: int, rounds: int) -> TrainS
 def _train_private(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    loader: torch.utils.data.DataLoader,
+    batches: tuple[torch.utils.data.DataLoader, Callable[[Batch], Batch]],
     settings: TrainSettings,
     anchor: list[torch.Tensor] | None,
     *,
@@ -109,32 +122,75 @@ def _train_private(
 ) -> TrainOutcome:
     """DP-SGD with a fresh accountant whose history is this round's release."""
     mode = get_model_spec(settings.model).grad_sample_mode
+    loader, prepare = batches
     with made_private(
         model, optimizer, loader, dp=dp, mode=mode, views=settings.augment_views, device=device
     ) as private:
-        loss, steps = _run_epochs(private, settings, anchor, device)
+        loss, steps = _run_epochs(private, settings, anchor, device, prepare)
         return TrainOutcome(loss, steps, private.history())
 
 
-def _loader(data: ImageSet, settings: TrainSettings, seed: int) -> torch.utils.data.DataLoader:
+def _on_device(augment_on: str) -> bool:
+    if augment_on not in AUGMENT_PLACES:
+        raise ValueError(f"augment_on must be one of {', '.join(AUGMENT_PLACES)}, not {augment_on}")
+    return augment_on == AUGMENT_DEVICE
+
+
+def _batches(
+    data: ImageSet, settings: TrainSettings, seed: int, on_device: bool, device: torch.device
+) -> tuple[torch.utils.data.DataLoader, Callable[[Batch], Batch]]:
     """Shuffled batches of (image, label), or (image, mask) for segmentation, augmented unless the
-    model is classical (it trains on fixed features of the images as they are, and caches them)."""
+    model is classical (it trains on fixed features of the images as they are, and caches them),
+    and what makes a loaded batch a training batch: its views laid out one per row, and on the
+    device path its augmentation."""
     spec = get_model_spec(settings.model)
+    augment = settings.augment and not spec.classical
+    segmentation = spec.task == "segmentation"
+    integer_labels = settings.task in (MULTICLASS, MULTILABEL)
+    generator = torch.Generator().manual_seed(seed)
+    if on_device:
+        held = DeviceSet(
+            data,
+            segmentation=segmentation,
+            integer_labels=integer_labels,
+            device=holding_device(data, device),
+        )
+        loader = torch.utils.data.DataLoader(
+            held, settings.batch_size, shuffle=True, generator=generator, collate_fn=as_batch
+        )
+        if not augment:
+            return loader, _unchanged
+        batched = BatchAugment(
+            seed=seed % 2**63,
+            device=device,
+            segmentation=segmentation,
+            intensity=settings.augment_intensity,
+            views=settings.augment_views,
+        )
+        return loader, lambda batch: batched(*batch)
     dataset = TrainingSet(
         data,
-        augment=settings.augment and not spec.classical,
+        augment=augment,
         seed=seed % 2**32,
-        segmentation=spec.task == "segmentation",
-        integer_labels=settings.task in (MULTICLASS, MULTILABEL),
+        segmentation=segmentation,
+        integer_labels=integer_labels,
         intensity=settings.augment_intensity,
         views=settings.augment_views,
     )
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=settings.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=settings.batch_size, shuffle=True, generator=generator
     )
+    return loader, _views_as_rows if settings.augment_views > 1 else _unchanged
+
+
+def _unchanged(batch: Batch) -> Batch:
+    return batch
+
+
+def _views_as_rows(batch: Batch) -> Batch:
+    """B×K×… views from the loader → B·K images, each view its image's label."""
+    images, labels = batch
+    return images.flatten(0, 1), labels.repeat_interleave(images.shape[1])
 
 
 def _run_epochs(
@@ -142,12 +198,14 @@ def _run_epochs(
     settings: TrainSettings,
     anchor: list[torch.Tensor] | None,
     device: torch.device,
+    prepare: Callable[[Batch], Batch],
 ) -> tuple[float, int]:
     model, optimizer = run.model, run.optimizer
     criterion = training_loss(
         get_model_spec(settings.model).loss, kind=settings.task, classes=settings.classes
     )
     total_loss, total_seen, steps = 0.0, 0, 0
+    amp = mixed_precision(device, private=isinstance(run, Private))
     for epoch in range(1, settings.local_epochs + 1):
         log.info("Training: epoch %s of %s", epoch, settings.local_epochs)
         for images, labels in run.loader:
@@ -157,10 +215,9 @@ def _run_epochs(
                 empty_step(run.stage, optimizer)
                 steps += 1
                 continue
-            if settings.augment_views > 1:  # B×K×… views → B·K images, each view its label
-                images = images.flatten(0, 1)
-                labels = labels.repeat_interleave(settings.augment_views)
-            loss = criterion(run.stage.forward(model, images), labels)
+            images, labels = prepare((images, labels))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = criterion(run.stage.forward(model, images), labels)
             loss.backward()
             run.stage.after_backward()
             optimizer.step()
@@ -170,6 +227,14 @@ def _run_epochs(
             total_seen += labels.shape[0]
             steps += 1
     return total_loss / max(total_seen, 1), steps
+
+
+def mixed_precision(device: torch.device, *, private: bool) -> bool:
+    """bfloat16 autocast for plain SGD on a GPU that has it. Not under DP: the fused path measures
+    each sample's gradient norm and forms the clipped sum in two passes, which in bfloat16 (an
+    8-bit mantissa) can differ by ~0.4 %, so a sample could move the update by more than the clip
+    norm the accountant assumes."""
+    return device.type == "cuda" and not private and torch.cuda.is_bf16_supported()
 
 
 def training_loss(
