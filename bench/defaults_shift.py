@@ -26,8 +26,9 @@ from fedscan.common.data.imageset import ImageSet, SiteData
 from fedscan.common.data.site import load_site
 from fedscan.common.data.synth import SynthConfig, generate_site
 from fedscan.common.metrics.classification import evaluate_model
+from fedscan.common.models.batches import AUGMENT_DEVICE, AUGMENT_PLACES
 from fedscan.common.models.networks import build_model
-from fedscan.common.models.training import AUGMENT_DEVICE, AUGMENT_PLACES, DpStep, train_local
+from fedscan.common.models.training import DpStep, train_local
 from fedscan.common.privacy import calibrate_noise, sample_rate, steps_per_epoch
 
 CPU = torch.device("cpu")

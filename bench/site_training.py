@@ -36,15 +36,11 @@ from fedscan.common.data.synth import SynthConfig, generate_site
 from fedscan.common.metrics.classification import evaluate_model
 from fedscan.common.metrics.segmentation import evaluate_segmentation
 from fedscan.common.models import registry
+from fedscan.common.models.batches import AUGMENT_DEVICE, AUGMENT_PLACES
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.private import FUSED
 from fedscan.common.models.registry import get_model_spec
-from fedscan.common.models.training import (
-    AUGMENT_DEVICE,
-    AUGMENT_PLACES,
-    DpStep,
-    train_local,
-)
+from fedscan.common.models.training import DpStep, train_local
 
 PLAIN = "plain"
 OFF = "off"

@@ -12,23 +12,14 @@ import torch
 from torch import nn
 
 from fedscan.common.config import TrainSettings
-from fedscan.common.data.augment import TrainingSet
-from fedscan.common.data.batch_augment import BatchAugment, DeviceSet, as_batch, holding_device
 from fedscan.common.data.imageset import ImageSet
+from fedscan.common.models.batches import AUGMENT_DEVICE, Batch, training_batches
 from fedscan.common.models.private import Private, Stage, empty_step, made_private
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import HistoryEntry
 from fedscan.common.tasks import BINARY, MULTICLASS, MULTILABEL, structures
 
 log = logging.getLogger(__name__)
-
-# Where a batch is augmented: batched on the training device, the site's data held there (GPU or
-# CPU); or per image in the loader (MONAI, on the CPU), the reference the batched path is tested
-# against. Batched is faster on both: 2 CPU threads, 5 epochs of 237 images, DP (fused) 2.3 s
-# against 3.5 s a round for the U-Net, 1.3 s against 2.3 s for small-cnn (bench/site_training.py).
-AUGMENT_DEVICE, AUGMENT_LOADER = "device", "loader"
-AUGMENT_PLACES = (AUGMENT_DEVICE, AUGMENT_LOADER)
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -77,12 +68,12 @@ def train_local(
 
     Under DP every Poisson-sampled step is taken, empty batches included (a
     pure-noise step), so the steps the accountant counts are the steps released.
-    ``augment_on``: one of :data:`AUGMENT_PLACES`.
+    ``augment_on``: one of :data:`~fedscan.common.models.batches.AUGMENT_PLACES`.
     """
     # With DP, sampling and noise draw from the site's own entropy: a seed the
     # coordinator knows would let it predict (and subtract) the noise.
     seed = secrets.randbits(63) if dp is not None else settings.seed
-    loader, prepare = _batches(data, settings, seed, _on_device(augment_on), device)
+    loader, prepare = training_batches(data, settings, seed, augment_on=augment_on, device=device)
     model.to(device).train()
     optimizer = torch.optim.SGD(
         model.parameters(), lr=settings.learning_rate, momentum=settings.momentum
@@ -128,69 +119,6 @@ def _train_private(
     ) as private:
         loss, steps = _run_epochs(private, settings, anchor, device, prepare)
         return TrainOutcome(loss, steps, private.history())
-
-
-def _on_device(augment_on: str) -> bool:
-    if augment_on not in AUGMENT_PLACES:
-        raise ValueError(f"augment_on must be one of {', '.join(AUGMENT_PLACES)}, not {augment_on}")
-    return augment_on == AUGMENT_DEVICE
-
-
-def _batches(
-    data: ImageSet, settings: TrainSettings, seed: int, on_device: bool, device: torch.device
-) -> tuple[torch.utils.data.DataLoader, Callable[[Batch], Batch]]:
-    """Shuffled batches of (image, label), or (image, mask) for segmentation, augmented unless the
-    model is classical (it trains on fixed features of the images as they are, and caches them),
-    and what makes a loaded batch a training batch: its views laid out one per row, and on the
-    device path its augmentation."""
-    spec = get_model_spec(settings.model)
-    augment = settings.augment and not spec.classical
-    segmentation = spec.task == "segmentation"
-    integer_labels = settings.task in (MULTICLASS, MULTILABEL)
-    generator = torch.Generator().manual_seed(seed)
-    if on_device:
-        held = DeviceSet(
-            data,
-            segmentation=segmentation,
-            integer_labels=integer_labels,
-            device=holding_device(data, device),
-        )
-        loader = torch.utils.data.DataLoader(
-            held, settings.batch_size, shuffle=True, generator=generator, collate_fn=as_batch
-        )
-        if not augment:
-            return loader, _unchanged
-        batched = BatchAugment(
-            seed=seed % 2**63,
-            device=device,
-            segmentation=segmentation,
-            intensity=settings.augment_intensity,
-            views=settings.augment_views,
-        )
-        return loader, lambda batch: batched(*batch)
-    dataset = TrainingSet(
-        data,
-        augment=augment,
-        seed=seed % 2**32,
-        segmentation=segmentation,
-        integer_labels=integer_labels,
-        intensity=settings.augment_intensity,
-        views=settings.augment_views,
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=settings.batch_size, shuffle=True, generator=generator
-    )
-    return loader, _views_as_rows if settings.augment_views > 1 else _unchanged
-
-
-def _unchanged(batch: Batch) -> Batch:
-    return batch
-
-
-def _views_as_rows(batch: Batch) -> Batch:
-    """B×K×… views from the loader → B·K images, each view its image's label."""
-    images, labels = batch
-    return images.flatten(0, 1), labels.repeat_interleave(images.shape[1])
 
 
 def _run_epochs(

@@ -11,8 +11,9 @@ from fedscan.common.config import TrainSettings
 from fedscan.common.data.augment import TrainingSet
 from fedscan.common.data.batch_augment import BatchAugment, DeviceSet, as_batch
 from fedscan.common.data.imageset import ImageSet
+from fedscan.common.models.batches import AUGMENT_DEVICE, AUGMENT_LOADER
 from fedscan.common.models.networks import build_model
-from fedscan.common.models.training import AUGMENT_DEVICE, AUGMENT_LOADER, DpStep, train_local
+from fedscan.common.models.training import DpStep, train_local
 
 CPU = torch.device("cpu")
 
