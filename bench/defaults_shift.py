@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,8 @@ from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import ImageSet, SiteData
 from fedscan.common.data.site import load_site
 from fedscan.common.data.synth import SynthConfig, generate_site
+from fedscan.common.defaults import AUGMENT_DEVICE, AUGMENT_PLACES
 from fedscan.common.metrics.classification import evaluate_model
-from fedscan.common.models.batches import AUGMENT_DEVICE, AUGMENT_PLACES
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.training import DpStep, train_local
 from fedscan.common.privacy import calibrate_noise, sample_rate, steps_per_epoch
@@ -65,7 +66,8 @@ def federate(
             local = build_model(settings.model)
             local.load_state_dict(model.state_dict())
             dp = DpStep(sigmas[index], 1.0)
-            train_local(local, site.train, settings, device=CPU, dp=dp, augment_on=augment_on)
+            placed = replace(settings, augment_on=augment_on)
+            train_local(local, site.train, placed, device=CPU, dp=dp)
             states.append(local.state_dict())
             weights.append(len(site.train))
         model.load_state_dict(

@@ -33,10 +33,10 @@ from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import SiteData
 from fedscan.common.data.site import load_site
 from fedscan.common.data.synth import SynthConfig, generate_site
+from fedscan.common.defaults import AUGMENT_DEVICE, AUGMENT_PLACES
 from fedscan.common.metrics.classification import evaluate_model
 from fedscan.common.metrics.segmentation import evaluate_segmentation
 from fedscan.common.models import registry
-from fedscan.common.models.batches import AUGMENT_DEVICE, AUGMENT_PLACES
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.private import FUSED
 from fedscan.common.models.registry import get_model_spec
@@ -90,6 +90,7 @@ def _row(
         local_epochs=epochs,
         batch_size=batch,
         augment=augment != OFF,
+        augment_on=AUGMENT_DEVICE if augment == OFF else augment,
         learning_rate=0.1 if spec.task == "segmentation" else 0.05,
     )
     network = build_model(model, seed=0)
@@ -98,8 +99,7 @@ def _row(
     started = time.perf_counter()
     dp = DpStep(noise, 1.0) if arm != PLAIN else None
     with _grad_sample_mode(model, arm):
-        place = AUGMENT_DEVICE if augment == OFF else augment
-        outcome = train_local(network, data.train, settings, dp=dp, device=device, augment_on=place)
+        outcome = train_local(network, data.train, settings, dp=dp, device=device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started

@@ -92,6 +92,13 @@ class TrainSettings:
         "gradients averaged before DP clipping (still one image's gradient; K× the compute); "
         "classification with augment on.",
     )
+    augment_on: str = setting(
+        defaults.AUGMENT_ON,
+        omit_default=True,
+        help="Where augmentation runs: device (batched where the site trains, GPU or CPU) or "
+        "loader (per image, MONAI, on the CPU: slower; reproduces seeded runs of fedscan before "
+        "2026-12-07).",
+    )
     lr_schedule: str = setting(
         defaults.LR_SCHEDULE,
         omit_default=True,
@@ -457,6 +464,11 @@ def _check_views_and_schedule(train: TrainSettings) -> None:
         raise ConfigError(
             f"Unknown lr-schedule {train.lr_schedule!r}; use one of "
             f"{', '.join(defaults.LR_SCHEDULES)}."
+        )
+    if train.augment_on not in defaults.AUGMENT_PLACES:
+        raise ConfigError(
+            f"Unknown augment-on {train.augment_on!r}; use one of "
+            f"{', '.join(defaults.AUGMENT_PLACES)}."
         )
     if not 1 <= train.augment_views <= 16:
         raise ConfigError("augment-views must be 1 to 16 (each view costs a forward and backward).")

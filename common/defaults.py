@@ -23,6 +23,11 @@ LEARNING_RATE = 0.05
 MOMENTUM = 0.9
 AUGMENT_INTENSITY = False  # scanner-like intensity augmentation; see bench/shift.py
 AUGMENT_VIEWS = 1  # augmentation multiplicity: views per image averaged before clipping
+# Where augmentation runs: batched on the training device (GPU or CPU), or per image in the loader
+# (MONAI): the same transforms and ranges, another random stream (seeded runs before 2026-12-07).
+AUGMENT_DEVICE, AUGMENT_LOADER = "device", "loader"
+AUGMENT_PLACES = (AUGMENT_DEVICE, AUGMENT_LOADER)
+AUGMENT_ON = AUGMENT_DEVICE
 LR_SCHEDULES = ("constant", "cosine")  # the site's learning rate over a run's rounds
 LR_SCHEDULE = "constant"
 SERVER_MOMENTUM = 0.9  # FedAvgM (Hsu et al. 2019)

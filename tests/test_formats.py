@@ -22,6 +22,7 @@ from fedscan.client.site import SiteResolver
 from fedscan.common.config import RunConfig, TrainSettings
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.data.synth import SynthConfig, generate_sites
+from fedscan.common.defaults import AUGMENT_LOADER
 from fedscan.common.errors import REPLY_CODES
 from fedscan.common.ingest.cache import DecodeCache, settings_key
 from fedscan.common.ingest.dicom import DecodeOptions
@@ -232,7 +233,9 @@ def test_without_dp_the_same_seed_trains_what_0_1_trained(
     capture_sites: list[FolderSource], flower_identity, tmp_path: Path
 ) -> None:
     stored = json.loads((FIXTURES / "training.json").read_text())
-    config = RunConfig.from_flat(stored["config"])
+    # 0.1 augmented per image in the loader; batched augmentation (the default since 2026-12-07)
+    # draws another random stream, so a seeded run of 0.1 is reproduced with augment-on = loader.
+    config = RunConfig.from_flat({**stored["config"], "augment-on": AUGMENT_LOADER})
     grid = InProcessGrid(make_client_app(_coarse_sites(capture_sites, tmp_path), device="cpu"), 2)
     result = run_federation(grid, config, RunDirectory.create(tmp_path / "runs"))
     exact = ("loss", "num-examples", "positives")  # figures the coarse bins leave unchanged

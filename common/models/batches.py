@@ -17,16 +17,13 @@ from fedscan.common.config import TrainSettings
 from fedscan.common.data.augment import TrainingSet
 from fedscan.common.data.batch_augment import BatchAugment, DeviceSet, as_batch, holding_device
 from fedscan.common.data.imageset import ImageSet
+from fedscan.common.defaults import AUGMENT_DEVICE
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.tasks import MULTICLASS, MULTILABEL
 
-# Where a batch is augmented: batched on the training device, the site's data held there (GPU or
-# CPU); or per image in the loader (MONAI, on the CPU), the reference the batched path is tested
-# against. Batched is faster on both: 2 CPU threads, 5 epochs of 237 images, DP (fused) 2.5 s
+# Batched is faster on both devices: 2 CPU threads, 5 epochs of 237 images, DP (fused) 2.5 s
 # against 3.6 s a round for the U-Net, 1.3 s against 2.1 s for small-cnn (bench/site_training.py,
-# median of 3).
-AUGMENT_DEVICE, AUGMENT_LOADER = "device", "loader"
-AUGMENT_PLACES = (AUGMENT_DEVICE, AUGMENT_LOADER)
+# median of 3). The loader's per-image path is the reference the batched one is tested against.
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -35,23 +32,20 @@ def training_batches(
     settings: TrainSettings,
     seed: int,
     *,
-    augment_on: str,
     device: torch.device,
 ) -> tuple[torch.utils.data.DataLoader, Callable[[Batch], Batch]]:
     """Shuffled batches of (image, label), or (image, mask) for segmentation, augmented unless the
     model is classical (it trains on fixed features of the images as they are, and caches them),
     and what makes a loaded batch a training batch: its views laid out one per row, and on the
-    device path its augmentation."""
+    device path its augmentation (``settings.augment_on``; any other value is the loader's)."""
     spec = get_model_spec(settings.model)
     form = _Form(
         augment=settings.augment and not spec.classical,
         segmentation=spec.task == "segmentation",
         integer_labels=settings.task in (MULTICLASS, MULTILABEL),
     )
-    if augment_on not in AUGMENT_PLACES:
-        raise ValueError(f"augment_on must be one of {', '.join(AUGMENT_PLACES)}, not {augment_on}")
     generator = torch.Generator().manual_seed(seed)
-    if augment_on == AUGMENT_DEVICE:
+    if settings.augment_on == AUGMENT_DEVICE:
         return _device_batches(data, settings, form, seed, generator, device)
     dataset = TrainingSet(
         data,

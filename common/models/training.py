@@ -13,7 +13,7 @@ from torch import nn
 
 from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import ImageSet
-from fedscan.common.models.batches import AUGMENT_DEVICE, Batch, training_batches
+from fedscan.common.models.batches import Batch, training_batches
 from fedscan.common.models.private import Private, Stage, empty_step, made_private
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import HistoryEntry
@@ -62,18 +62,16 @@ def train_local(
     *,
     dp: DpStep | None,
     device: torch.device,
-    augment_on: str = AUGMENT_DEVICE,
 ) -> TrainOutcome:
     """Train ``model`` in place for ``settings.local_epochs`` epochs (DP-SGD when ``dp`` is given).
 
     Under DP every Poisson-sampled step is taken, empty batches included (a
     pure-noise step), so the steps the accountant counts are the steps released.
-    ``augment_on``: one of :data:`~fedscan.common.models.batches.AUGMENT_PLACES`.
     """
     # With DP, sampling and noise draw from the site's own entropy: a seed the
     # coordinator knows would let it predict (and subtract) the noise.
     seed = secrets.randbits(63) if dp is not None else settings.seed
-    loader, prepare = training_batches(data, settings, seed, augment_on=augment_on, device=device)
+    loader, prepare = training_batches(data, settings, seed, device=device)
     model.to(device).train()
     optimizer = torch.optim.SGD(
         model.parameters(), lr=settings.learning_rate, momentum=settings.momentum

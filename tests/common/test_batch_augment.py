@@ -4,6 +4,8 @@ the CPU (the same code runs on CUDA)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from fedscan.common.config import TrainSettings
 from fedscan.common.data.augment import TrainingSet
 from fedscan.common.data.batch_augment import BatchAugment, DeviceSet, as_batch
 from fedscan.common.data.imageset import ImageSet
-from fedscan.common.models.batches import AUGMENT_DEVICE, AUGMENT_LOADER
+from fedscan.common.defaults import AUGMENT_DEVICE, AUGMENT_LOADER
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.training import DpStep, train_local
 
@@ -155,7 +157,8 @@ def test_without_augmentation_the_device_path_trains_what_the_loader_path_trains
     models = [build_model("small-cnn", seed=1) for _ in range(2)]
     # Execute
     for model, place in zip(models, (AUGMENT_LOADER, AUGMENT_DEVICE), strict=True):
-        train_local(model, _site_data(), settings, dp=None, device=CPU, augment_on=place)
+        placed = replace(settings, augment_on=place)
+        train_local(model, _site_data(), placed, dp=None, device=CPU)
     # Assert
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         assert torch.equal(a, b)
@@ -166,8 +169,6 @@ def test_dp_training_with_device_augmentation_and_views_takes_every_poisson_step
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Arrange
-    from dataclasses import replace
-
     from fedscan.common.models import registry
 
     spec = registry.MODELS["small-cnn"]
@@ -177,7 +178,7 @@ def test_dp_training_with_device_augmentation_and_views_takes_every_poisson_step
     model = build_model("small-cnn", seed=1)
     before = [p.detach().clone() for p in model.parameters()]
     # Execute
-    outcome = train_local(model, _site_data(), settings, dp=dp, device=CPU, augment_on="device")
+    outcome = train_local(model, _site_data(), settings, dp=dp, device=CPU)
     # Assert: 4 Poisson steps an epoch (32 images, expected batch 8), all counted and released
     assert outcome.steps == 8
     assert [entry[2] for entry in outcome.history] == [8]
@@ -192,23 +193,21 @@ def test_segmentation_trains_on_the_device_path_with_its_masks() -> None:
     data = ImageSet(masks * 0.8 + 0.1, torch.ones(16, dtype=torch.long), masks=masks)
     settings = _settings(model="unet", augment=True)
     # Execute
-    outcome = train_local(
-        build_model("unet", seed=1), data, settings, dp=None, device=CPU, augment_on="device"
-    )
+    outcome = train_local(build_model("unet", seed=1), data, settings, dp=None, device=CPU)
     # Assert
     assert outcome.steps == 2 and torch.isfinite(torch.tensor(outcome.loss))
 
 
-def test_an_unknown_place_is_refused_with_the_choices() -> None:
-    with pytest.raises(ValueError, match="device, loader"):
-        train_local(
-            build_model("small-cnn", seed=1),
-            _site_data(),
-            _settings(),
-            dp=None,
-            device=CPU,
-            augment_on="gpu",
-        )
+def test_the_place_is_a_run_setting_device_by_default_and_checked() -> None:
+    # Arrange
+    from fedscan.common.config import RunConfig
+    from fedscan.common.errors import ConfigError
+
+    # Execute / Assert
+    assert TrainSettings().augment_on == AUGMENT_DEVICE
+    assert RunConfig.from_flat({"augment-on": "loader"}).train.augment_on == AUGMENT_LOADER
+    with pytest.raises(ConfigError, match="augment-on 'gpu'; use one of device, loader"):
+        RunConfig.from_flat({"augment-on": "gpu"})
 
 
 def test_mixed_precision_is_for_plain_sgd_on_a_gpu_and_trains_in_float32_weights(
