@@ -15,7 +15,8 @@ Where positions are few and channels many, neither: the norms come from Gram mat
 per-sample gradients are never formed (:mod:`~fedscan.common.models.persample.ghost`). Elsewhere
 :class:`ConvTuner` times both the first time it meets a layer at a batch-size bucket (one call
 each; the first's result is used), keeps the faster and uses it from then on (as cuDNN's benchmark
-mode does). Both give the same values to float
+mode does); where a sample's patches would be large (``_UNFOLD_TIMED_UP_TO``), it takes the
+grouped method without timing unfolding. Both give the same values to float
 rounding, so the choice changes time only. Supported: zero padding given as numbers.
 """
 
@@ -99,7 +100,8 @@ class ConvTuner:
     def _learn(
         self, key: tuple[object, ...], layer: nn.Module, a: torch.Tensor, g: torch.Tensor
     ) -> torch.Tensor:
-        methods: list[Method] = [grouped, unfolded] if _can_unfold(layer) else [grouped]
+        timed = _can_unfold(layer) and _patch_floats(layer, a, g) <= _UNFOLD_TIMED_UP_TO
+        methods: list[Method] = [grouped, unfolded] if timed else [grouped]
         timings, weights = [], []
         for method in methods:
             started = _now(a.device)
@@ -107,6 +109,22 @@ class ConvTuner:
             timings.append(_now(a.device) - started)
         self._chosen[key] = methods[timings.index(min(timings))]
         return weights[0]
+
+
+# Unfolding copies every sample's patches, (C_in·k²) × positions floats. Past this many it lost to
+# the grouped method everywhere measured (2 threads, batch 64: 147 k floats 21.1 against 2.5 ms,
+# 295 k 42.8 against 2.7), and timing it once a round per layer made small-cnn's DP round set-up
+# 71 ms (15 ms without; 237 images, 2 threads). Layers with many channels and few positions, where
+# unfolding wins (64 → 128 channels at 8²: 37 k floats, 3.7 against 17.4 ms), stay well below it.
+_UNFOLD_TIMED_UP_TO = 100_000
+
+
+def _patch_floats(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> int:
+    """Floats of one sample's unfolded patches: (channels of the unfolded tensor × kernel taps)
+    × positions (a transposed convolution unfolds its output gradient over its input's)."""
+    assert isinstance(layer, nn.modules.conv._ConvNd)
+    source, rows = (g, a) if layer.transposed else (a, g)
+    return source.shape[1] * math.prod(layer.kernel_size) * rows[0, 0].numel()
 
 
 def _now(device: torch.device) -> float:
