@@ -259,9 +259,15 @@ def final_line(final: dict[str, Any]) -> str:
             f"{name} Dice {_fmt(m.get(DICE))} HD95 {_fmt(m.get(HD95), 1)} px"
             for name, m in sorted(final.get("evaluate", {}).items())
         )
+        noise = (
+            f" (95 % interval {number('dice-ci-low'):.3f}–{number('dice-ci-high'):.3f} for the "
+            "sites' DP noise)"
+            if "dice-ci-low" in pooled
+            else ""
+        )
         return (
-            f"{head}Dice {number(DICE):.3f}, IoU {number(IOU):.3f} over {number('n'):.0f} "
-            f"images; per site: {sites}"
+            f"{head}Dice {number(DICE):.3f}{noise}, IoU {number(IOU):.3f} over "
+            f"{number('n'):.0f} images; per site: {sites}"
         )
     return (
         f"{head}AUC {number(AUC):.3f} (95 % CI {number('auc-ci-low'):.3f}–"

@@ -70,6 +70,14 @@ def filled(partial: ArrayRecord, base: ArrayRecord) -> ArrayRecord:
     return ArrayRecord({key: partial[key] if key in partial else base[key] for key in base})
 
 
+def _pixels(model: str) -> int:
+    """Pixels (voxels) of one validation image: the model's input, as every site resizes to it."""
+    from fedscan.common.models.registry import get_model_spec
+
+    spec = get_model_spec(model)
+    return spec.input_size * spec.input_size * max(spec.depth, 1)
+
+
 @dataclass
 class RunLog:
     """Mutable per-run log, owned by the strategy of one run."""
@@ -102,7 +110,10 @@ class RunLog:
     masked: bool = False  # secure aggregation: replies carry no update for the gate to check
 
     def __post_init__(self) -> None:
-        self._pool = RoundPool(scheme=self.scheme, operating_point=self.operating_point)
+        pixels = _pixels(self.model_name)
+        self._pool = RoundPool(
+            scheme=self.scheme, operating_point=self.operating_point, pixels=pixels
+        )
 
     @property
     def class_meta(self) -> dict[str, Any]:

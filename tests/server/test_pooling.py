@@ -1,14 +1,18 @@
-"""The round pool's binary figures: the stored threshold by the run's rule, and the Platt map."""
+"""The round pool's figures: the stored threshold by the run's rule, the Platt map, and the
+intervals of DP releases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from fedscan.common import protocol
 from fedscan.common.metrics.binning import COARSE_BINS
 from fedscan.common.metrics.calibration import Calibration, recalibration
 from fedscan.common.metrics.histogram import ScoreHistogram, youden_threshold
 from fedscan.common.metrics.private import NoisyEvaluation, coarsen
+from fedscan.common.metrics.private_tasks import NoisyOverlap
+from fedscan.common.metrics.segmentation import COUNT_KEYS, OverlapCounts, dice_interval
 from fedscan.server.pooling import RoundPool
 
 
@@ -99,3 +103,42 @@ def test_per_class_auc_intervals_of_dp_releases_are_widened_for_the_noise_and_co
     assert min(covered.values()) >= 34, covered
     sampling = min(e["auc-ci-high"] - e["auc-ci-low"] for e in exact.values())
     assert min(widths) > sampling
+
+
+def _overlap_release(counts: OverlapCounts, images: int, pixels: int) -> dict:
+    noisy = NoisyOverlap.release(counts, images, pixels=pixels, noise_multiplier=1.5)
+    return {**noisy.to_lists(), protocol.DP_NOISE_STD: noisy.noise_std}
+
+
+def test_a_dp_released_dice_gets_an_interval_for_the_noise_that_covers_the_exact_one() -> None:
+    # Prepare: 3 sites × 70 images of 64², structures covering ~3 % of each (as the demo's)
+    pixels, truth = 64 * 64, 70 * 64 * 64 * 0.03
+    exact = OverlapCounts(0.8 * truth, 0.95 * truth, truth)
+    covered, widths = 0, []
+    # Execute
+    for _ in range(60):
+        pool = RoundPool(pixels=pixels)
+        for name in "abc":
+            assert pool.take(name, _overlap_release(exact, 70, pixels)) is None
+        pooled, _, _ = pool.close(210)
+        assert pooled is not None
+        covered += pooled["dice-ci-low"] <= exact.dice <= pooled["dice-ci-high"]
+        widths.append(pooled["dice-ci-high"] - pooled["dice-ci-low"])
+    # Assert: 95 % nominal (≥ 51 of 60 fails by chance with p < 0.01); the noise is not small here
+    assert covered >= 51
+    assert float(np.median(widths)) > 0.2
+    exact_pool = RoundPool(pixels=pixels)
+    assert exact_pool.take("a", dict(zip(COUNT_KEYS, (1.0, 2.0, 2.0), strict=True))) is None
+    pooled, _, _ = exact_pool.close(1)
+    assert pooled is not None and "dice-ci-low" not in pooled  # exact counts: no interval
+
+
+def test_the_dice_interval_narrows_to_the_dice_as_the_noise_vanishes() -> None:
+    counts = OverlapCounts(800.0, 1000.0, 900.0)
+    sums = (counts.intersection, counts.predicted, counts.truth)
+    low, high = dice_interval(sums, 1e-3)
+    assert low == pytest.approx(counts.dice, abs=1e-5)
+    assert high == pytest.approx(counts.dice, abs=1e-5)
+    wide = dice_interval(sums, 300.0)
+    assert wide[0] < counts.dice < wide[1]
+    assert dice_interval(sums, 5000.0) == (0.0, 1.0)  # the sums drown: nothing to read
