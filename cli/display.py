@@ -255,20 +255,7 @@ def final_line(final: dict[str, Any]) -> str:
             f"(micro {number(MICRO_AUC):.3f}){top1}; macro ECE {number('macro-ece'):.3f}"
         )
     if DICE in pooled:
-        sites = ", ".join(
-            f"{name} Dice {_fmt(m.get(DICE))} HD95 {_fmt(m.get(HD95), 1)} px"
-            for name, m in sorted(final.get("evaluate", {}).items())
-        )
-        noise = (
-            f" (95 % interval {number('dice-ci-low'):.3f}–{number('dice-ci-high'):.3f} for the "
-            "sites' DP noise)"
-            if "dice-ci-low" in pooled
-            else ""
-        )
-        return (
-            f"{head}Dice {number(DICE):.3f}{noise}, IoU {number(IOU):.3f} over "
-            f"{number('n'):.0f} images; per site: {sites}"
-        )
+        return head + _dice_sentence(pooled, final.get("evaluate", {}))
     return (
         f"{head}AUC {number(AUC):.3f} (95 % CI {number('auc-ci-low'):.3f}–"
         f"{number('auc-ci-high'):.3f}); at threshold {number('threshold'):.3f}: sensitivity "
@@ -280,6 +267,24 @@ def final_line(final: dict[str, Any]) -> str:
             if "ece-calibrated" in pooled
             else ""
         )
+    )
+
+
+def _dice_sentence(pooled: dict[str, Any], sites: dict[str, Any]) -> str:
+    """Pooled Dice (with its interval where sites' DP releases noised it), IoU, and per site."""
+    per_site = ", ".join(
+        f"{name} Dice {_fmt(m.get(DICE))} HD95 {_fmt(m.get(HD95), 1)} px"
+        for name, m in sorted(sites.items())
+    )
+    noise = ""
+    if pooled.get("dice-ci-low") is not None:
+        noise = (
+            f" (95 % interval {pooled['dice-ci-low']:.3f}–{pooled['dice-ci-high']:.3f} for the "
+            "sites' DP noise)"
+        )
+    return (
+        f"Dice {_fmt(pooled.get(DICE))}{noise}, IoU {_fmt(pooled.get(IOU))} over "
+        f"{_fmt(pooled.get('n'), 0)} images; per site: {per_site}"
     )
 
 
