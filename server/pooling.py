@@ -76,7 +76,7 @@ class RoundPool:
                 return f"{ErrorCode.MALFORMED_OVERLAP_COUNTS}: {error}"
             del metrics[protocol.DP_SEG_COUNTS]
             self.overlaps[site] = noisy.overlap()
-            raw = (float(noisy.counts[0]), float(noisy.counts[1]), float(noisy.counts[2]))
+            raw = OverlapCounts(*(float(v) for v in noisy.counts[:3])).as_tuple()
             self.overlap_noise[site] = (raw, noisy.noise_std * self.pixels)
         counts = {key: metrics.pop(key) for key in protocol.COUNT_KEYS if key in metrics}
         if counts:
@@ -220,14 +220,12 @@ class RoundPool:
         noisy = {site: found for site, found in released.items() if site in overlaps}
         if not noisy:
             return pooled_overlap(sum(overlaps.values(), OverlapCounts()), images)
-        sums = [sum(raw[i] for raw, _ in noisy.values()) for i in range(3)]
-        for site, counts in overlaps.items():
-            if site not in noisy:
-                sums = [s + c for s, c in zip(sums, _count_tuple(counts), strict=True)]
-        pooled = pooled_overlap(_clamped(sums), images)
+        rows = [noisy[site][0] if site in noisy else c.as_tuple() for site, c in overlaps.items()]
+        intersection, predicted, truth = (sum(column) for column in zip(*rows, strict=True))
+        pooled = pooled_overlap(OverlapCounts.from_noisy(intersection, predicted, truth), images)
         spread = math.sqrt(sum(std**2 for _, std in noisy.values()))
         pooled["dice-ci-low"], pooled["dice-ci-high"] = dice_interval(
-            (sums[0], sums[1], sums[2]), spread
+            (intersection, predicted, truth), spread
         )
         return pooled
 
@@ -274,16 +272,6 @@ class RoundPool:
             "ece-floor": ece_floor(total, calibration),
         }
         return figures, threshold, document
-
-
-def _count_tuple(counts: OverlapCounts) -> tuple[float, float, float]:
-    return counts.intersection, counts.predicted, counts.truth
-
-
-def _clamped(sums: list[float]) -> OverlapCounts:
-    """Noisy summed (I, P, T) as counts: sums ≥ 0, the intersection ≤ both."""
-    intersection, predicted, truth = (max(value, 0.0) for value in sums)
-    return OverlapCounts(min(intersection, predicted, truth), predicted, truth)
 
 
 def _same_bins(histograms: dict[str, ScoreHistogram]) -> dict[str, ScoreHistogram]:

@@ -156,8 +156,7 @@ class NoisyOverlap:
 
     def overlap(self) -> OverlapCounts:
         """The noisy sums as overlap counts (post-processing: clamped at 0)."""
-        intersection, predicted, truth = (max(float(v), 0.0) for v in self.counts[:3])
-        return OverlapCounts(min(intersection, predicted, truth), predicted, truth)
+        return OverlapCounts.from_noisy(*(float(v) for v in self.counts[:3]))
 
     def images(self) -> int:
         return max(round(float(self.counts[3])), 1)

@@ -56,6 +56,18 @@ class OverlapCounts:
             float(np.count_nonzero(truth)),
         )
 
+    @classmethod
+    def from_noisy(cls, intersection: float, predicted: float, truth: float) -> OverlapCounts:
+        """Noisy sums (a DP release, or several summed) as counts, by post-processing: each ≥ 0,
+        the intersection ≤ both."""
+        intersection, predicted, truth = (
+            max(float(v), 0.0) for v in (intersection, predicted, truth)
+        )
+        return cls(min(intersection, predicted, truth), predicted, truth)
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        return self.intersection, self.predicted, self.truth
+
     def __add__(self, other: OverlapCounts) -> OverlapCounts:
         return OverlapCounts(
             self.intersection + other.intersection,
