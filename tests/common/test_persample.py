@@ -227,3 +227,43 @@ def test_ghost_norm_layers_give_opacus_gradient_with_views_and_a_layer_used_twic
     loss = training_loss("bce")
     ours = _fused_step(model, images, labels, loss, clip=0.05, views=views)
     _assert_same(ours, _opacus_step(reference, images, labels, loss, clip=0.05, views=views))
+
+
+_CONV_CASES = [
+    nn.Conv2d(3, 4, 3, padding=1),
+    nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2)),
+    nn.Conv2d(2, 5, 1, stride=2),
+    nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1),
+    nn.ConvTranspose2d(4, 3, 2, stride=2),
+]
+
+
+@pytest.mark.parametrize("layer", _CONV_CASES, ids=repr)
+def test_every_convolution_method_gives_each_samples_autograd_gradient(layer: nn.Module) -> None:
+    # Setup: a batch of 3 and each sample's own weight gradient from autograd, one at a time
+    from fedscan.common.models.persample import conv, ghost
+
+    torch.manual_seed(0)
+    a = torch.randn(3, layer.in_channels, 9, 8)
+    g = torch.randn_like(layer(a))
+    expected = []
+    for sample in range(3):
+        layer.zero_grad()
+        (layer(a[sample : sample + 1]) * g[sample : sample + 1]).sum().backward()
+        expected.append(layer.weight.grad.clone())
+    # Execute: the patches, both instantiating methods and the ghost factors
+    deferred = ghost.deferred(layer, a, g)
+    source = g if layer.transposed else a
+    # Assert: the strided patches are unfold's; every method gives the per-sample gradients
+    unfolded = nn.functional.unfold(
+        source, layer.kernel_size, layer.dilation, layer.padding, layer.stride
+    )
+    assert torch.equal(ghost.patches_of(source, layer), unfolded)
+    for per_sample in (
+        conv.grouped(layer, a, g),
+        conv.unfolded(layer, a, g),
+        deferred.instantiate(),
+    ):
+        assert torch.allclose(per_sample, torch.stack(expected), rtol=1e-4, atol=1e-5)
+    norms = torch.stack(expected).flatten(1).norm(dim=1).square()
+    assert torch.allclose(deferred.squared_norms(), norms, rtol=1e-4)

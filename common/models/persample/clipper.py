@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from fedscan.common.models.persample.ghost import Deferred
+from fedscan.common.models.persample.ghost import Deferred, clipped_sum, squared_norms
 from fedscan.common.models.persample.rules import GradsFn, rule_for
 
 # Opacus' stabiliser in its clipping factor (DPOptimizer.clip_and_accumulate), kept identical so
@@ -143,14 +143,11 @@ class PerSampleClipper:
         (a padded batch's padding samples included, at 0)."""
         self._loss_rows = None
         grads = [self._pending.pop(param) for param in self._params]
-        squared = torch.stack([_squared_norms(g) for g in grads], dim=1).sum(dim=1)
+        squared = torch.stack([squared_norms(g) for g in grads], dim=1).sum(dim=1)
         norms = squared.sqrt() * self._rows
         factor = (self._max_grad_norm / (norms + NORM_EPSILON)).clamp(max=1.0) * self._rows
         for param, per_sample in zip(self._params, grads, strict=True):
-            if isinstance(per_sample, Deferred):
-                param.grad = per_sample.clipped_sum(factor)
-            else:
-                param.grad = torch.einsum("i,i...", factor, per_sample)
+            param.grad = clipped_sum(per_sample, factor)
         return norms
 
     def empty(self) -> None:
@@ -163,11 +160,3 @@ class PerSampleClipper:
 
 def _formed(per_sample: torch.Tensor | Deferred) -> torch.Tensor:
     return per_sample.instantiate() if isinstance(per_sample, Deferred) else per_sample
-
-
-def _squared_norms(per_sample: torch.Tensor | Deferred) -> torch.Tensor:
-    if isinstance(per_sample, Deferred):
-        return per_sample.squared_norms()
-    # One pass, no squared copy: 1.8 ms against 5.1 ms (pow, then sum) for the U-Net's per-sample
-    # gradients at batch 64, one thread.
-    return torch.linalg.vector_norm(per_sample.flatten(1), dim=1).square()

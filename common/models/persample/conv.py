@@ -1,23 +1,26 @@
 """Per-sample gradients of convolutions and transposed convolutions (1-, 2- and 3-D).
 
-Two exact ways to get every sample's weight gradient, and neither is fastest everywhere:
+Three exact ways to get every sample's weight gradient, and none is fastest everywhere:
 
 - **grouped**: fold the batch into the channels (``B·C_in`` channels, ``B·groups`` groups); one call
   to PyTorch's native convolution backward (weight only) gives all ``B`` gradients. Fast where the
-  image is large and channels few: 16 → 32 channels at 32², batch 64, 2 cores: 1.1 ms, unfolding
-  3.5 ms (the plain summed weight gradient: 0.8 ms).
+  image is large and channels few: 16 → 16 channels at 32², batch 64, 2 threads: 3.1 ms,
+  unfolding 20 ms (the plain summed weight gradient: 2.9 ms).
 - **unfolded** (2-D, one group): unfold the input into its patches (for a transposed convolution,
   the output gradient: input position ``i`` feeds the output patch at ``i·stride − padding``) and
   take one batched matrix product, as Opacus does. Fast where channels are many and the image
-  small: 64 → 128 channels at 8², batch 64: 3.7 ms, grouped 13.4 ms.
+  small: 64 → 128 channels at 8², batch 64: 8.3 ms, grouped 33 ms.
+- **ghost** (2-D, one group, where positions are few and channels many): the norms come from Gram
+  matrices and the gradients are never formed (:mod:`~fedscan.common.models.persample.ghost`).
 
-Where positions are few and channels many, neither: the norms come from Gram matrices and the
-per-sample gradients are never formed (:mod:`~fedscan.common.models.persample.ghost`). Elsewhere
-:class:`ConvTuner` times both the first time it meets a layer at a batch-size bucket (one call
-each; the first's result is used), keeps the faster and uses it from then on (as cuDNN's benchmark
-mode does); where a sample's patches would be large (``_UNFOLD_TIMED_UP_TO``), it takes the
-grouped method without timing unfolding. Both give the same values to float
-rounding, so the choice changes time only. Supported: zero padding given as numbers.
+:class:`ConvTuner` times the candidates the first time it meets a layer at a batch-size bucket
+(one call each, with the norms and the weighted sum that clipping adds; the first's result is
+used), keeps the fastest and uses it from then on, as cuDNN's benchmark mode does. Which wins
+depends on the machine: on one 2-core machine ghost norms won the U-Net's deep layers; on another
+(AMD EPYC, 2 threads) unfolding did, 22.8 against 30.4 ms a step for the four layers. Unfolding
+is not timed where a sample's patches would be large (``_UNFOLD_TIMED_UP_TO``). All give the same
+values to float rounding, so the choice changes time only. Supported: zero padding given as
+numbers.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from torch import nn
 from fedscan.common.models.persample import ghost
 from fedscan.common.models.persample.ghost import Deferred
 
-Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (layer, a, g)
+# (layer, a, g) → per-sample weight gradients, or their factors
+Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor | Deferred]
 
 
 def plain_conv(layer: nn.Module) -> str:
@@ -75,7 +79,7 @@ def _can_unfold(layer: nn.Module) -> bool:
 
 
 class ConvTuner:
-    """One layer's faster method per (input shape, batch-size bucket), learned by timing once."""
+    """One layer's fastest method per (input shape, batch-size bucket), learned by timing once."""
 
     def __init__(self) -> None:
         self._chosen: dict[tuple[object, ...], Method] = {}
@@ -83,40 +87,55 @@ class ConvTuner:
     def __call__(
         self, layer: nn.Module, a: torch.Tensor, _: torch.Tensor, g: torch.Tensor
     ) -> list[torch.Tensor | Deferred]:
-        weight: torch.Tensor | Deferred
         # Poisson batches vary around the expected size: a bucket per power of two, rounded.
         key = (tuple(a.shape[1:]), round(math.log2(max(a.shape[0], 1))), a.device.type)
         method = self._chosen.get(key)
-        if _can_unfold(layer) and ghost.cheaper(layer, a, g):
-            weight = ghost.deferred(layer, a, g)
-        elif method is None:
-            weight = self._learn(key, layer, a, g)
-        else:
-            weight = method(layer, a, g)
+        weight = self._learn(key, layer, a, g) if method is None else method(layer, a, g)
         if layer.bias is None:
             return [weight]
         return [weight, g.sum(dim=tuple(range(2, g.dim())))]
 
     def _learn(
         self, key: tuple[object, ...], layer: nn.Module, a: torch.Tensor, g: torch.Tensor
-    ) -> torch.Tensor:
-        timed = _can_unfold(layer) and _patch_floats(layer, a, g) <= _UNFOLD_TIMED_UP_TO
-        methods: list[Method] = [grouped, unfolded] if timed else [grouped]
+    ) -> torch.Tensor | Deferred:
+        methods = _candidates(layer, a, g)
         timings, weights = [], []
         for method in methods:
             started = _now(a.device)
             weights.append(method(layer, a, g))
+            if len(methods) > 1:  # the method's whole cost: its norms and sum come in clip()
+                ghost.clipped_sum(weights[-1], ghost.squared_norms(weights[-1]))
             timings.append(_now(a.device) - started)
         self._chosen[key] = methods[timings.index(min(timings))]
         return weights[0]
 
 
+def _candidates(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> list[Method]:
+    """The methods worth timing on ``layer``. Where ghost norms are (their Gram matrices smaller
+    than the gradient: few positions, many channels), the grouped method never won (64 → 128
+    channels at 8²: 33 against 8.3 ms unfolded, 2 threads) and is not timed; unfolding is timed
+    only where a sample's patches are small."""
+    assert isinstance(layer, nn.modules.conv._ConvNd)
+    if not _can_unfold(layer):
+        return [grouped]
+    if ghost.cheaper(layer, a, g):
+        formed = a.shape[0] * layer.weight.numel()  # floats of the batch's gradients
+        return [ghost.deferred, unfolded] if formed <= _FORMED_UP_TO else [ghost.deferred]
+    if _patch_floats(layer, a, g) <= _UNFOLD_TIMED_UP_TO:
+        return [grouped, unfolded]
+    return [grouped]
+
+
 # Unfolding copies every sample's patches, (C_in·k²) × positions floats. Past this many it lost to
-# the grouped method everywhere measured (2 threads, batch 64: 147 k floats 21.1 against 2.5 ms,
-# 295 k 42.8 against 2.7), and timing it once a round per layer made small-cnn's DP round set-up
+# the grouped method everywhere measured (2 threads, batch 64: 147 k floats, 16 → 16 channels at
+# 32², 20 against 3.1 ms), and timing it once a round per layer made small-cnn's DP round set-up
 # 71 ms (15 ms without; 237 images, 2 threads). Layers with many channels and few positions, where
-# unfolding wins (64 → 128 channels at 8²: 37 k floats, 3.7 against 17.4 ms), stay well below it.
+# unfolding wins (64 → 128 channels at 8²: 37 k floats), stay well below it.
 _UNFOLD_TIMED_UP_TO = 100_000
+
+# Ghost norms never form the batch's gradients; where those would pass 64 M floats (256 MB: a
+# 512 → 512 convolution at batch 64), the instantiating methods are not tried at all.
+_FORMED_UP_TO = 64 * 2**20
 
 
 def _patch_floats(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> int:
