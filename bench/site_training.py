@@ -120,6 +120,19 @@ def _row(
     ), seconds
 
 
+def _paired(runs: dict[str, list[tuple[float, str]]], arm: str) -> str:
+    """``arm``'s time ÷ plain SGD's, per repeat (the two ran back to back, so a machine's drift
+    cancels): the median and the range."""
+    ratios = sorted(
+        mine / plain for (mine, _), (plain, _) in zip(runs[arm], runs[PLAIN], strict=True)
+    )
+    median = ratios[len(ratios) // 2]
+    return (
+        f"DP ({arm}) ÷ plain {median:.2f}× (range {ratios[0]:.2f}–{ratios[-1]:.2f}, "
+        f"{len(ratios)} pairs)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="small-cnn,unet")
@@ -179,11 +192,7 @@ def main() -> None:
                     print(*(median[arm][1] for arm in ARMS), sep="\n", flush=True)
                     ratios.append(
                         f"- {model}, {device.type}, augmentation {augment}: "
-                        + ", ".join(
-                            f"DP ({arm}) ÷ plain {median[arm][0] / median[PLAIN][0]:.2f}×"
-                            for arm in ARMS[1:]
-                        )
-                        + f" (median of {args.repeats})"
+                        + ", ".join(_paired(runs, arm) for arm in ARMS[1:])
                     )
         print("\nSite-seconds of a round, DP ÷ plain on the same data:\n" + "\n".join(ratios))
 
