@@ -12,20 +12,27 @@ and each with plain SGD and DP-SGD on two per-sample gradient paths (the same lo
 plain SGD shuffles instead of Poisson sampling): Opacus' ``hooks`` and fedscan's ``fused``
 (:mod:`fedscan.common.models.persample`). Their ratios to plain SGD are what DP costs a hospital
 per round. One markdown table and the ratios; rows for CUDA appear only where a GPU is visible.
+Each round trains in a fork of this process, as a site's warm executor answers each message;
+``--in-process`` trains them all in this one (its DP rounds reuse every batch size's convolution
+set-up from earlier rounds, which flatters them).
 
     python bench/site_training.py [--epochs 10] [--models small-cnn,unet] [--repeats 3]
-        [--threads 16] [--augment-on loader,device]
+        [--threads 16] [--augment-on loader,device] [--in-process]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import tempfile
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,11 +75,16 @@ def _places(option: str) -> list[str]:
 
 
 def _site(folder: Path, images: int) -> SiteData:
+    """The synthetic site, generated and ingested (so that later loads are warm)."""
     generate_site(folder, 0, SynthConfig(sites=1, images_per_site=images, seed=0))
+    return _load(folder)
+
+
+def _load(folder: Path) -> SiteData:
     return load_site(folder, size=64, masks=True)
 
 
-def _row(
+def _trained(
     model: str,
     data: SiteData,
     device: torch.device,
@@ -133,7 +145,32 @@ def _paired(runs: dict[str, list[tuple[float, str]]], arm: str) -> str:
     )
 
 
-def main() -> None:
+def _in_fork(task: Callable[[], Any], threads: int) -> Any:
+    """``task()`` in a fork of this process, as a site's warm executor answers each message
+    (``client/warm_exec.py``): the imports done, but no convolution set-ups, caches or allocator
+    state from earlier rounds. In one process, DP rounds reuse the set-ups of every batch size
+    Poisson sampling drew before, which a site's round never does."""
+    context = multiprocessing.get_context("fork")
+    results = context.SimpleQueue()
+
+    def run() -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            results.put((True, task()))
+        except BaseException:  # the parent would wait for ever: send the error instead
+            results.put((False, traceback.format_exc()))
+
+    child = context.Process(target=run)
+    child.start()
+    succeeded, result = results.get()
+    child.join()
+    if not succeeded:
+        raise RuntimeError(f"a forked round failed:\n{result}")
+    return result
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="small-cnn,unet")
     parser.add_argument("--images", type=int, default=300)
@@ -148,7 +185,16 @@ def main() -> None:
         help="where augmentation runs, comma-separated: device (batched on the training device, "
         "the default) or loader (per image, MONAI, on the CPU)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="train every round in this process, not each in a fork as a site does",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
     if args.threads:
         torch.set_num_threads(args.threads)
     # Imported once here, not inside the first row's timing: Opacus (≈ 1 s) and torch._dynamo,
@@ -157,44 +203,55 @@ def main() -> None:
     import opacus  # noqa: F401
     import torch._dynamo as _dynamo  # noqa: F401
 
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     with tempfile.TemporaryDirectory() as tmp:
-        data = _site(Path(tmp) / "site", args.images)
-        print(
-            f"One synthetic site: {len(data.train)} training, {len(data.val)} validation images; "
-            "DP-SGD σ "
-            f"{args.noise}, clip 1, batch {args.batch}, {args.epochs} local epochs\n"
-        )
-        print(
-            "| model | device | augmentation | training | steps | train s | ms per step | "
-            "train loss | validation |"
-        )
-        print("|---|---|---|---|---|---|---|---|---|")
+        folder = Path(tmp) / "site"
+        if args.in_process:
+            data = _site(folder, args.images)
+            run = lambda task: task(data)  # noqa: E731
+        else:  # the parent runs no PyTorch op and asks no CUDA question: a fork could not use it
+            _in_fork(lambda: len(_site(folder, args.images).train), args.threads)
+            run = lambda task: _in_fork(lambda: task(_load(folder)), args.threads)  # noqa: E731
+        cuda = run(lambda _: torch.cuda.is_available())
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if cuda else [])
+        print(run(lambda data: _heading(data, args)))
         ratios = []
         for model in args.models.split(","):
             for device in devices:
                 for augment in [*_places(args.augment_on), OFF]:
-                    runs: dict[str, list[tuple[float, str]]] = {arm: [] for arm in ARMS}
-                    for _ in range(args.repeats):  # alternated: drift hits every arm alike
-                        for arm in ARMS:
-                            row, seconds = _row(
-                                model,
-                                data,
-                                device,
-                                epochs=args.epochs,
-                                batch=args.batch,
-                                noise=args.noise,
-                                augment=augment,
-                                arm=arm,
-                            )
-                            runs[arm].append((seconds, row))
-                    median = {arm: sorted(r)[len(r) // 2] for arm, r in runs.items()}
-                    print(*(median[arm][1] for arm in ARMS), sep="\n", flush=True)
-                    ratios.append(
-                        f"- {model}, {device.type}, augmentation {augment}: "
-                        + ", ".join(_paired(runs, arm) for arm in ARMS[1:])
-                    )
+                    ratios.append(_compared(run, model, device, augment, args))
         print("\nSite-seconds of a round, DP ÷ plain on the same data:\n" + "\n".join(ratios))
+
+
+def _heading(data: SiteData, args: argparse.Namespace) -> str:
+    return (
+        f"One synthetic site: {len(data.train)} training, {len(data.val)} validation images; "
+        f"DP-SGD σ {args.noise}, clip 1, batch {args.batch}, {args.epochs} local epochs; "
+        f"{'all rounds in one process' if args.in_process else 'each round in a fork'}\n\n"
+        "| model | device | augmentation | training | steps | train s | ms per step | "
+        "train loss | validation |\n|---|---|---|---|---|---|---|---|---|"
+    )
+
+
+def _compared(
+    run: Callable[[Callable[[SiteData], Any]], Any],
+    model: str,
+    device: torch.device,
+    augment: str,
+    args: argparse.Namespace,
+) -> str:
+    """Every arm's rounds, alternated (drift hits every arm alike); prints the median rows and
+    returns the DP ÷ plain line."""
+    runs: dict[str, list[tuple[float, str]]] = {arm: [] for arm in ARMS}
+    options = dict(epochs=args.epochs, batch=args.batch, noise=args.noise, augment=augment)
+    for _ in range(args.repeats):
+        for arm in ARMS:
+            row, seconds = run(partial(_trained, model, device=device, arm=arm, **options))
+            runs[arm].append((seconds, row))
+    median = {arm: sorted(r)[len(r) // 2] for arm, r in runs.items()}
+    print(*(median[arm][1] for arm in ARMS), sep="\n", flush=True)
+    return f"- {model}, {device.type}, augmentation {augment}: " + ", ".join(
+        _paired(runs, arm) for arm in ARMS[1:]
+    )
 
 
 if __name__ == "__main__":
