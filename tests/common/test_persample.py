@@ -267,3 +267,22 @@ def test_every_convolution_method_gives_each_samples_autograd_gradient(layer: nn
         assert torch.allclose(per_sample, torch.stack(expected), rtol=1e-4, atol=1e-5)
     norms = torch.stack(expected).flatten(1).norm(dim=1).square()
     assert torch.allclose(deferred.squared_norms(), norms, rtol=1e-4)
+
+
+def test_the_tuner_times_only_the_methods_that_can_win_there() -> None:
+    # Setup: layers at the U-Net's geometries, a deep one as large as ResNet's, and a volume's
+    from fedscan.common.models.persample import conv
+
+    def candidates(layer: nn.Module, batch: int, side: int) -> list[str]:
+        a = torch.zeros(batch, layer.in_channels, *([side] * (layer.weight.dim() - 2)))
+        g = torch.zeros_like(layer(a))
+        return [method.__name__ for method in conv._candidates(layer, a, g)]
+
+    # Execute / Assert: few positions and many channels: ghost norms against unfolding
+    assert candidates(nn.Conv2d(64, 128, 3, padding=1), 64, 8) == ["deferred", "unfolded"]
+    # … unless the batch's gradients would be too large to form: ghost norms alone
+    assert candidates(nn.Conv2d(512, 512, 3, padding=1), 64, 4) == ["deferred"]
+    # large images: grouped, with unfolding only while a sample's patches are small
+    assert candidates(nn.Conv2d(1, 16, 3, stride=2, padding=1), 64, 64) == ["grouped", "unfolded"]
+    assert candidates(nn.Conv2d(16, 16, 3, padding=1), 64, 32) == ["grouped"]
+    assert candidates(nn.Conv3d(1, 8, 3, padding=1), 4, 8) == ["grouped"]
