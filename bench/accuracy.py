@@ -26,13 +26,14 @@ import torch
 from npz_federation import npz_federation  # bench/ is on sys.path when a bench script runs
 
 from fedscan.common import defaults
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.npz import load_npz_shard
 from fedscan.common.metrics.classification import evaluate_model
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.models.training import train_local
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.inprocess import flower_identity
 
 SETTINGS = (

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from npz_federation import npz_federation  # bench/ is on sys.path when a bench script runs
 
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.inprocess import flower_identity
 
 MODELS = ("small-cnn", "hog-svm", "hog-logreg", "lbp-svm", "lbp-logreg")

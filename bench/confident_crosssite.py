@@ -25,12 +25,13 @@ from flwr.app import Context, Message
 from npz_federation import npz_federation
 
 from fedscan.common import protocol
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.data.npz import load_npz_shard
 from fedscan.common.metrics.classification import predict, rank_auc
 from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.inprocess import flower_identity
 
 SITES, PARTITION, SIZE = 3, "dirichlet:0.5", 64

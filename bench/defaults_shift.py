@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import ImageSet, SiteData
 from fedscan.common.data.site import load_site
 from fedscan.common.data.synth import SynthConfig, generate_site
@@ -31,6 +30,7 @@ from fedscan.common.metrics.classification import evaluate_model
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.training import DpStep, train_local
 from fedscan.common.privacy import calibrate_noise, sample_rate, steps_per_epoch
+from fedscan.common.training_settings import TrainSettings
 
 CPU = torch.device("cpu")
 

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.data.synth import SynthConfig, generate_sites
 from fedscan.common.explain import ExplainSettings, PointingScore, randomisation_test
@@ -31,6 +30,7 @@ from fedscan.common.explain.settings import METHODS, TITLES
 from fedscan.common.metrics.classification import binary_metrics, predict
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.training import train_local
+from fedscan.common.training_settings import TrainSettings
 
 MODEL = "small-cnn"
 

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.metrics.classification import predict
 from fedscan.common.metrics.histogram import ScoreHistogram, auc
@@ -39,6 +38,7 @@ from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.training import train_local
 from fedscan.common.privacy import metric_noise
+from fedscan.common.training_settings import TrainSettings
 
 NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "pneumoniamnist_trainval.npz"
 ROUNDS, DELTA = 5, 1e-5

@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.data.npz import load_npz_split, preprocess
 from fedscan.common.membership import AttackFigures, attack_figures, fit_out, lira_offline
@@ -42,6 +41,7 @@ from fedscan.common.models.networks import build_model
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.models.training import DpStep, train_local
 from fedscan.common.privacy import calibrate_noise, epsilon_spent, sample_rate, steps_per_epoch
+from fedscan.common.training_settings import TrainSettings
 
 DELTA = 1e-5
 CPU = torch.device("cpu")

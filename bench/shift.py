@@ -37,13 +37,14 @@ import torch.nn.functional as F
 from npz_federation import npz_federation  # bench/ is on sys.path when a bench script runs
 
 import fedscan.server.round_checkpoint as round_checkpoint
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.data.npz import load_npz_shard
 from fedscan.common.metrics.classification import predict
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.inprocess import flower_identity
 
 SITES, PARTITION = 3, "dirichlet:0.5"

@@ -36,7 +36,6 @@ from typing import Any
 
 import torch
 
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import SiteData
 from fedscan.common.data.site import load_site
 from fedscan.common.data.synth import SynthConfig, generate_site
@@ -48,6 +47,7 @@ from fedscan.common.models.networks import build_model
 from fedscan.common.models.private import FUSED
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.models.training import DpStep, train_local
+from fedscan.common.training_settings import TrainSettings
 
 PLAIN = "plain"
 OFF = "off"

@@ -25,7 +25,6 @@ from dataclasses import replace
 import torch
 from defaults_shift import _auc, _site  # bench/ is on sys.path when a bench script runs
 
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import SiteData
 from fedscan.common.data.site import load_site
 from fedscan.common.data.synth import SynthConfig
@@ -33,6 +32,7 @@ from fedscan.common.models.networks import build_model
 from fedscan.common.models.trainable import freeze_all_but, trained_names
 from fedscan.common.models.training import DpStep, train_local
 from fedscan.common.privacy import calibrate_noise, sample_rate, steps_per_epoch
+from fedscan.common.training_settings import TrainSettings
 
 CPU = torch.device("cpu")
 ARMS = ("from scratch", "warm, full", "warm, head only")

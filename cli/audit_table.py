@@ -12,7 +12,7 @@ from fedscan.cli.console import EXIT_FAILED, fail
 from fedscan.common.audit_chain import Verdict
 
 if TYPE_CHECKING:
-    from fedscan.common.config import SiteSettings
+    from fedscan.common.site_settings import SiteSettings
 
 
 def checked(verdict: Verdict, holder: str) -> str:

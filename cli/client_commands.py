@@ -87,7 +87,7 @@ def client_runs(
     from fedscan.client.approvals import Approvals
     from fedscan.client.run_spend import planned_spend
     from fedscan.client.site_config import load_site_config
-    from fedscan.common.config import SiteSettings
+    from fedscan.common.site_settings import SiteSettings
 
     site = load_site_config(config)
     runs = Approvals(site.state_dir).runs()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedscan.common import defaults
-from fedscan.common.config import split_address
+from fedscan.common.addresses import split_address
 from fedscan.common.data.partition import parse_partition
 from fedscan.common.data.sources import FolderSource, NpzShardSource
 from fedscan.common.data.synth import FINDINGS, MULTICLASS_CLASSES, SynthConfig, generate_sites

@@ -28,8 +28,8 @@ from typing import Any
 
 from fedscan.client.audit import AuditLog
 from fedscan.client.ledger import LEDGER_FILE, transaction
-from fedscan.common.config import SiteSettings
 from fedscan.common.errors import ErrorCode, FedscanError
+from fedscan.common.site_settings import SiteSettings
 
 PENDING, APPROVED, REFUSED = "pending", "approved", "refused"
 _SCHEMA = (

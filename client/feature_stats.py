@@ -19,7 +19,6 @@ from flwr.app import Message
 from fedscan.client import replies
 from fedscan.client.requests import SiteRequest
 from fedscan.client.site import Site
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.errors import ConfigError
 from fedscan.common.models.classical_model import FeatureClassifier
@@ -33,6 +32,7 @@ from fedscan.common.models.networks import build_model
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import planned_releases
 from fedscan.common.protocol import NUM_EXAMPLES, STATS_ROUND, STATS_SQUARES, STATS_SUM
+from fedscan.common.training_settings import TrainSettings
 
 
 def release_key(run_id: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedscan.client.site_config import SiteConfig, load_site_config
-from fedscan.common.config import join_address, split_address
+from fedscan.common.addresses import join_address, split_address
 from fedscan.common.errors import FedscanError
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Invariant: handlers never read raw message keys. :meth:`SiteRequest.parse` checks the coordinator's
 fedscan version first, then reads every key the request carries (:mod:`fedscan.common.protocol`) and
-the run's settings (:class:`~fedscan.common.config.SiteSettings`); a missing or invalid key is a
+the run's settings (:class:`~fedscan.common.site_settings.SiteSettings`); a missing or invalid key is a
 ConfigError, which the site answers with a coded refusal.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from flwr.app import Message
 
 from fedscan.common import protocol
-from fedscan.common.config import SiteSettings
 from fedscan.common.errors import ConfigError
 from fedscan.common.settings import parse_bool
+from fedscan.common.site_settings import SiteSettings
 from fedscan.common.tasks import LabelScheme
 from fedscan.common.version import check_compatible
 

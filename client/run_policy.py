@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from packaging.version import InvalidVersion, Version
 
 from fedscan.common import defaults
-from fedscan.common.config import STRATEGIES, SiteSettings
+from fedscan.common.config import STRATEGIES
 from fedscan.common.errors import ConfigError, ErrorCode, FedscanError
 from fedscan.common.models.registry import MODELS
 from fedscan.common.privacy import planned_releases
 from fedscan.common.settings import Names, setting
+from fedscan.common.site_settings import SiteSettings
 
 log = logging.getLogger(__name__)
 

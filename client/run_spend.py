@@ -12,7 +12,6 @@ from typing import Any
 from fedscan.client.ledger import PrivacyLedger
 from fedscan.client.site import Site
 from fedscan.client.site_config import SiteConfig
-from fedscan.common.config import SiteSettings
 from fedscan.common.errors import FedscanError
 from fedscan.common.privacy import (
     calibrate_noise,
@@ -20,6 +19,7 @@ from fedscan.common.privacy import (
     sample_rate,
     steps_per_epoch,
 )
+from fedscan.common.site_settings import SiteSettings
 
 
 def planned_spend(config: SiteConfig, settings: SiteSettings) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import torch
 from flwr.app import ArrayRecord
 
 from fedscan.client.site import Site
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import ImageSet, SiteData
 from fedscan.common.data.sources import volume_input
 from fedscan.common.metrics.classification import binary_metrics, predict
@@ -24,6 +23,7 @@ from fedscan.common.models.networks import build_model
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.protocol import LOSS, NUM_EXAMPLES
 from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme
+from fedscan.common.training_settings import TrainSettings
 
 if TYPE_CHECKING:
     from fedscan.common.metrics.classwise import ClassEvidence

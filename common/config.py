@@ -2,7 +2,8 @@
 
 Config flows one way: CLI options, ``run.toml`` or ``[tool.flwr.app.config]`` → the flat kebab-case
 run config → :meth:`RunConfig.from_flat` → RunConfig → :meth:`RunConfig.to_message`, the flat
-settings every site receives → :meth:`SiteSettings.from_message` at the site. Keys, types, defaults
+settings every site receives → :meth:`~fedscan.common.site_settings.SiteSettings.from_message`
+at the site. Keys, types, defaults
 and meanings live on the dataclass fields (:func:`fedscan.common.settings.setting`); keys a run
 leaves out take the defaults of its task (:data:`fedscan.common.defaults.TASK_DEFAULTS`). No path
 is ever sent to a site: of the starting weights (``init-weights``) only their SHA-256 is, so each
@@ -13,7 +14,6 @@ without it.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,24 +22,21 @@ from typing import Any
 from fedscan import __version__
 from fedscan.common import defaults, protocol
 from fedscan.common.errors import ConfigError
-from fedscan.common.models.registry import MODELS, get_model_spec, models_for
-from fedscan.common.models.trainable import check_spec
+from fedscan.common.models.registry import MODELS, get_model_spec
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.run_checks import check_run
 from fedscan.common.settings import (
     UNLESS_DEFAULT,
     Key,
-    Names,
     coerce,
     flatten,
     keys_of,
     nest,
     omitted_defaults,
-    optional_on_the_wire,
     setting,
-    wire_keys,
 )
-from fedscan.common.tasks import SEGMENTATION, check_classes, model_task
+from fedscan.common.tasks import SEGMENTATION
+from fedscan.common.training_settings import TrainSettings, check_training
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedavgm", "median", "trimmed-mean", "krum")
 FlatValue = bool | int | float | str
@@ -54,87 +51,6 @@ IGNORED_FLAT_KEYS = (
     protocol.DEVICE,
     protocol.RESUME,
 )
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Hyper-parameters of one site's local training in one round."""
-
-    model: str = setting(
-        defaults.MODEL,
-        help="The model every site trains (default: the task's: small-cnn "
-        "for classification, unet for segmentation).",
-    )
-    learning_rate: float = setting(
-        defaults.LEARNING_RATE,
-        help="Local SGD learning rate (default: the "
-        "task's: 0.05 for classification, 0.1 for segmentation).",
-    )
-    momentum: float = setting(defaults.MOMENTUM, help="Local SGD momentum, in [0, 1).")
-    local_epochs: int = setting(defaults.LOCAL_EPOCHS, help="Local epochs per round at each site.")
-    batch_size: int = setting(
-        defaults.BATCH_SIZE,
-        help="Expected batch size (DP: Poisson sampling rate = batch / training samples).",
-    )
-    augment: bool = setting(
-        True, help="Light label-preserving augmentation (random affine) while training."
-    )
-    augment_intensity: bool = setting(
-        defaults.AUGMENT_INTENSITY,
-        omit_default=True,
-        help="Also vary each training image as another scanner would (gamma, contrast, "
-        "brightness, noise, blur) when augment is on; classification only.",
-    )
-    augment_views: int = setting(
-        defaults.AUGMENT_VIEWS,
-        omit_default=True,
-        help="Augmentation multiplicity: K augmented views of each training image, their "
-        "gradients averaged before DP clipping (still one image's gradient; K× the compute); "
-        "classification with augment on.",
-    )
-    augment_on: str = setting(
-        defaults.AUGMENT_ON,
-        omit_default=True,
-        help="Where augmentation runs: device (batched where the site trains, GPU or CPU) or "
-        "loader (per image, MONAI, on the CPU: slower; reproduces seeded runs of fedscan before "
-        "2026-12-07).",
-    )
-    lr_schedule: str = setting(
-        defaults.LR_SCHEDULE,
-        omit_default=True,
-        help="The learning rate over the run's rounds: constant, or cosine (from learning-rate "
-        "in round 1 down to a tenth of it in the last round).",
-    )
-    trainable: str = setting(
-        "all",
-        omit_default=True,
-        help="What the sites train: all, head (the last layer), last:N (the last N layers) or "
-        "parameter-name prefixes, comma-separated; the rest stays the global model's and is not "
-        "sent back (fine-tuning from --init; fedavg, fedprox or a robust strategy).",
-    )
-    proximal_mu: float = setting(
-        0.0, flat=False, help="FedProx's proximal weight, as the strategy sends it."
-    )
-    seed: int = setting(
-        defaults.SEED, flat=False, help="Shuffling seed without DP (the run's seed)."
-    )
-    classical: str = setting(
-        "",
-        help="The classical models' preprocessing and features, e.g. "
-        '"median=3,equalize=clahe,roi=otsu,hog-cell=8,lbp-grid=4"; empty: the defaults.',
-    )
-    task: str = setting(
-        "classification",
-        help="classification (one 0/1 label per image), multiclass (one of `classes` per "
-        "image), multilabel (any subset of `classes`) or segmentation (a mask per image).",
-    )
-    classes: Names = setting(
-        (),
-        omit_default=True,
-        help="multiclass / multilabel: the class (finding) names, in order; every site checks "
-        'its labels against them, e.g. ["normal", "effusion", "nodule"]. Segmentation: a label '
-        "map's structures, mask value k the k-th (none: a binary mask).",
-    )
 
 
 def _wired(*, factory: Any) -> Any:
@@ -382,103 +298,6 @@ def update_bound(central_noise_multiplier: float, central_clip_norm: float) -> f
     return central_clip_norm if central_noise_multiplier > 0 else defaults.SECURE_UPDATE_BOUND
 
 
-def _read(key: Key, value: Any) -> Any:
-    return coerce(value, key, what=key.name)
-
-
-@dataclass(frozen=True)
-class SiteSettings:
-    """A run's settings as a site receives them with every request
-    (:meth:`RunConfig.to_message`)."""
-
-    train: TrainSettings
-    privacy: PrivacyConfig
-    rounds: int
-    cross_site: bool
-    strategy: str = defaults.STRATEGY  # how the coordinator aggregates (for the site's policy)
-    central_noise_multiplier: float = 0.0  # central DP on the aggregate; 0: off
-    central_clip_norm: float = defaults.CENTRAL_CLIP_NORM  # its bound on one site's update
-    init_weights_sha256: str = ""  # the starting weights' SHA-256; empty: random (the run's seed)
-    secure_aggregation: bool = False  # only the sum of the updates reaches the coordinator
-
-    @property
-    def secure_update_bound(self) -> float:
-        """The L2 bound this site clips its update to under secure aggregation."""
-        return update_bound(self.central_noise_multiplier, self.central_clip_norm)
-
-    @classmethod
-    def from_message(cls, config: Mapping[str, Any]) -> SiteSettings:
-        """Parse and validate a request's settings; ConfigError names a missing or invalid key."""
-        found: dict[tuple[str, ...], Any] = {}
-        for key in wire_keys(RunConfig):
-            if key.name not in config and optional_on_the_wire(key):
-                continue  # at its default: the dataclass's own
-            if key.name not in config:
-                raise ConfigError(f"The coordinator's configuration lacks {key.name!r}.")
-            found[key.path] = _read(key, config[key.name])
-        found[("train", "seed")] = found[("seed",)]
-        found[("train", "proximal_mu")] = float(config.get(protocol.PROXIMAL_MU, 0.0))
-        values = nest(RunConfig, found)
-        settings = cls(
-            **{
-                spec.name: values[spec.name]
-                for spec in dataclasses.fields(cls)
-                if spec.name in values
-            }
-        )
-        get_model_spec(settings.train.model)
-        check_training(settings.train)
-        return settings
-
-
-def check_training(train: TrainSettings) -> None:
-    """Training settings a site can run; ConfigError says which one to change."""
-    if not (train.learning_rate > 0 and math.isfinite(train.learning_rate)):
-        raise ConfigError("learning-rate must be a positive number.")
-    if train.local_epochs < 1:
-        raise ConfigError("local-epochs must be at least 1.")
-    if train.batch_size < 1:
-        raise ConfigError("batch-size must be at least 1.")
-    if not 0 <= train.momentum < 1:
-        raise ConfigError("momentum must be in [0, 1).")
-    _check_views_and_schedule(train)
-    check_spec(train.trainable)
-    if train.task not in defaults.TASKS:
-        raise ConfigError(f"Unknown task {train.task!r}; use one of {', '.join(defaults.TASKS)}.")
-    spec = get_model_spec(train.model)
-    if spec.task != model_task(train.task):
-        usable = models_for(model_task(train.task))
-        raise ConfigError(
-            f"Model {train.model!r} does not do task {train.task}; choose one of: "
-            f"{', '.join(usable)}."
-        )
-    check_classes(train.task, train.classes)
-    if train.classical:
-        from fedscan.common.models.classical import ClassicalConfig
-
-        ClassicalConfig.parse(train.classical)  # raises with the valid keys
-
-
-def _check_views_and_schedule(train: TrainSettings) -> None:
-    if train.lr_schedule not in defaults.LR_SCHEDULES:
-        raise ConfigError(
-            f"Unknown lr-schedule {train.lr_schedule!r}; use one of "
-            f"{', '.join(defaults.LR_SCHEDULES)}."
-        )
-    if train.augment_on not in defaults.AUGMENT_PLACES:
-        raise ConfigError(
-            f"Unknown augment-on {train.augment_on!r}; use one of "
-            f"{', '.join(defaults.AUGMENT_PLACES)}."
-        )
-    if not 1 <= train.augment_views <= 16:
-        raise ConfigError("augment-views must be 1 to 16 (each view costs a forward and backward).")
-    if train.augment_views > 1 and not (train.augment and train.task != SEGMENTATION):
-        raise ConfigError(
-            "augment-views > 1 averages augmented views of an image: it needs augment = true "
-            "and a classification task (binary, multiclass or multilabel), not segmentation."
-        )
-
-
 _SECURE_KEY = protocol.config_key("secure_aggregation")
 
 
@@ -492,16 +311,3 @@ def _secure_defaults(given: Mapping[str, Any]) -> dict[str, FlatValue]:
 
 def _secure_key() -> Key:
     return next(key for key in keys_of(RunConfig, flat_only=True) if key.name == _SECURE_KEY)
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` (IPv6 in brackets) → (host, port)."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"Address {address!r} must be host:port.")
-    return host.strip("[]"), int(port)
-
-
-def join_address(host: str, port: int) -> str:
-    """(host, port) → ``host:port``, an IPv6 host in brackets (the inverse of split_address)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

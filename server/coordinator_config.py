@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedscan.common.addresses import split_address
 from fedscan.common.certcheck import ServedTls, certificate_problems, local_addresses
-from fedscan.common.config import split_address
 from fedscan.common.errors import ConfigError
 from fedscan.common.files import read_toml
 from fedscan.common.settings import Names, Section, described, setting

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedscan.common.config import split_address
+from fedscan.common.addresses import split_address
 from fedscan.common.errors import FedscanError
 from fedscan.server.coordinator_config import CoordinatorConfig
 from fedscan.server.launch import RunRequest, flower_run_status, server_log_tail

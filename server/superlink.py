@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from fedscan.common.config import join_address, split_address
+from fedscan.common.addresses import join_address, split_address
 from fedscan.common.errors import FedscanError
 from fedscan.common.files import atomic_write_bytes
 from fedscan.common.processes import (

@@ -13,10 +13,11 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fedscan.client.app import make_client_app
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from tests.helpers import instruction, node_context, site_resolver
 
 RUN_ID = "crash-run"

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from fedscan.client.site_config import load_site_config
+from fedscan.common.addresses import split_address
 from fedscan.common.certcheck import ServedTls, certificate_problems
-from fedscan.common.config import RunConfig, split_address
+from fedscan.common.config import RunConfig
 from fedscan.common.privacy import (
     calibrate_noise,
     epsilon_spent,

@@ -19,7 +19,7 @@ from fedscan.client.app import make_client_app
 from fedscan.client.ledger import PrivacyLedger
 from fedscan.client.releases import load_release
 from fedscan.client.site import SiteResolver
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.data.synth import SynthConfig, generate_sites
 from fedscan.common.defaults import AUGMENT_LOADER
@@ -31,6 +31,7 @@ from fedscan.common.ingest.scan import IngestSettings, ingest_site
 from fedscan.common.metrics.crosssite import CrossSiteMatrix
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.inprocess import InProcessGrid
 from fedscan.server.report import build_report

@@ -19,12 +19,13 @@ from typer.testing import CliRunner
 from fedscan.cli.main import app
 from fedscan.client.app import make_client_app
 from fedscan.client.audit import AUDIT_FILE, AuditLog
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import DataError
 from fedscan.common.models.checkpoint import save_checkpoint
 from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import RunDirectory
 from tests.helpers import LoopbackGrid, site_resolver

@@ -15,13 +15,13 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.errors import ConfigError
 from fedscan.common.membership.scores import QUERY_SHIFTS, view_confidence
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.training import DpStep, train_local
 from fedscan.common.tasks import outputs
+from fedscan.common.training_settings import TrainSettings
 
 Progress = Callable[[int, int], None]  # (shadows trained, shadows in all)
 

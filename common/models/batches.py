@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.augment import TrainingSet
 from fedscan.common.data.batch_augment import BatchAugment, DeviceSet, as_batch, holding_device
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.defaults import AUGMENT_DEVICE
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.tasks import MULTICLASS, MULTILABEL
+from fedscan.common.training_settings import TrainSettings
 
 # Batched is faster on both devices: 2 CPU threads, 5 epochs of 237 images, DP (fused) 2.5 s
 # against 3.6 s a round for the U-Net, 1.3 s against 2.1 s for small-cnn (bench/site_training.py,

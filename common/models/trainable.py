@@ -19,7 +19,7 @@ from fedscan.common.errors import ConfigError
 if TYPE_CHECKING:  # the run configuration checks the setting without importing torch
     from torch import nn
 
-    from fedscan.common.config import TrainSettings
+    from fedscan.common.training_settings import TrainSettings
 
 ALL, HEAD, LAST = "all", "head", "last:"
 

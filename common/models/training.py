@@ -11,13 +11,13 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.models.batches import Batch, training_batches
 from fedscan.common.models.private import Private, Stage, empty_step, made_private
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import HistoryEntry
 from fedscan.common.tasks import BINARY, MULTICLASS, MULTILABEL, structures
+from fedscan.common.training_settings import TrainSettings
 
 log = logging.getLogger(__name__)
 

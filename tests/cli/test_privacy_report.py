@@ -14,10 +14,11 @@ from fedscan.cli.main import app
 from fedscan.client.app import make_client_app
 from fedscan.client.ledger import PrivacyLedger
 from fedscan.client.site_config import load_site_config
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.errors import ConfigError
 from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from tests.helpers import instruction
 
 runner = CliRunner()

@@ -20,10 +20,12 @@ from fedscan.client.audit import AuditLog
 from fedscan.client.site import Site
 from fedscan.client.site_config import load_site_config
 from fedscan.common import protocol
-from fedscan.common.config import RunConfig, SiteSettings, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.errors import REPLY_CODES, ErrorCode
 from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.site_settings import SiteSettings
+from fedscan.common.training_settings import TrainSettings
 from tests.helpers import instruction, node_context
 
 RUN = RunConfig(

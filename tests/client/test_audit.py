@@ -18,10 +18,11 @@ from fedscan.client.app import make_client_app
 from fedscan.client.audit import AUDIT_FILE, AuditLog
 from fedscan.client.ledger import LEDGER_FILE
 from fedscan.common import protocol
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from tests.helpers import instruction, node_context, site_resolver
 
 

@@ -21,13 +21,14 @@ from fedscan.client.app import make_client_app
 from fedscan.client.ledger import PrivacyLedger
 from fedscan.client.releases import save_release
 from fedscan.common import protocol
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import REPLY_CODES
 from fedscan.common.metrics.binning import COARSE_BINS
 from fedscan.common.metrics.histogram import BINS, ScoreHistogram
 from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from tests.helpers import (
     COARSE_POLICY,
     LOOSE_DELTA_POLICY,

@@ -17,11 +17,13 @@ from fedscan.client.run_policy import RunPolicy
 from fedscan.client.site import Site
 from fedscan.client.site_config import load_site_config
 from fedscan.common import protocol
-from fedscan.common.config import RunConfig, SiteSettings, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import REPLY_CODES, ConfigError, ErrorCode
 from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.site_settings import SiteSettings
+from fedscan.common.training_settings import TrainSettings
 from tests.helpers import OPEN_POLICY, instruction, node_context
 
 RUN = RunConfig(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.augment import TrainingSet
 from fedscan.common.data.imageset import ImageSet
+from fedscan.common.training_settings import TrainSettings
 
 
 def _images() -> ImageSet:

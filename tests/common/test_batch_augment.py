@@ -9,13 +9,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.augment import TrainingSet
 from fedscan.common.data.batch_augment import BatchAugment, DeviceSet, as_batch
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.defaults import AUGMENT_DEVICE, AUGMENT_LOADER
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.training import DpStep, train_local
+from fedscan.common.training_settings import TrainSettings
 
 CPU = torch.device("cpu")
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fedscan.common.config import RunConfig, SiteSettings, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.errors import ConfigError, ModelError
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.site_settings import SiteSettings
+from fedscan.common.training_settings import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,13 +9,14 @@ import pytest
 import torch
 from opacus import GradSampleModule
 
-from fedscan.common.config import RunConfig, TrainSettings, check_training
+from fedscan.common.config import RunConfig
 from fedscan.common.data.augment import TrainingSet
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.private import average_views
 from fedscan.common.models.training import DpStep, scheduled, train_local, training_loss
+from fedscan.common.training_settings import TrainSettings, check_training
 
 
 def _site(n: int = 32) -> ImageSet:

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from fedscan.common.config import TrainSettings
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.errors import ConfigError, PrivacyError
 from fedscan.common.models.networks import build_model
@@ -20,6 +19,7 @@ from fedscan.common.privacy import (
     sample_rate,
     steps_per_epoch,
 )
+from fedscan.common.training_settings import TrainSettings
 
 
 def _tiny_set(count: int = 64) -> ImageSet:

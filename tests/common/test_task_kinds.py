@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedscan.common.config import RunConfig, SiteSettings, TrainSettings, check_training
+from fedscan.common.config import RunConfig
 from fedscan.common.data.npz import load_npz_split
 from fedscan.common.data.synth import SynthConfig, generate_sites
 from fedscan.common.errors import ConfigError, DataError
@@ -21,7 +21,9 @@ from fedscan.common.ingest.rejections import Reason
 from fedscan.common.ingest.scan import IngestSettings, ingest_site
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.training import DpStep, finding_matrix, train_local
+from fedscan.common.site_settings import SiteSettings
 from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme, findings_of
+from fedscan.common.training_settings import TrainSettings, check_training
 
 CLASSES = ("normal", "effusion", "nodule")
 FINDINGS = ("effusion", "nodule", "cardiomegaly")

@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedscan.common.config import RunConfig, SiteSettings, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.errors import ConfigError, DataError, FedscanError, ModelError
 from fedscan.common.models.checkpoint import save_checkpoint
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.warm_start import pinned, start_state
 from fedscan.common.models.weight_match import IGNORED, LOADED, NEW
+from fedscan.common.site_settings import SiteSettings
+from fedscan.common.training_settings import TrainSettings
 
 FIXTURE_RUN = Path(__file__).resolve().parents[1] / "fixtures" / "v0_1" / "run"
 MULTICLASS = TrainSettings(task="multiclass", classes=("a", "b", "c", "d"))

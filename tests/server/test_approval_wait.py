@@ -14,9 +14,10 @@ from fedscan.client.app import make_client_app
 from fedscan.client.approvals import Approvals
 from fedscan.client.run_policy import RunPolicy
 from fedscan.client.site import Site
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server import rounds
 from fedscan.server.app import run_federation
 from fedscan.server.launch import describe_state

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fedscan.client.app import make_client_app
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.data.synth import FINDINGS, MULTICLASS_CLASSES, SynthConfig, generate_sites
 from fedscan.common.data.synth_findings import CLASS_COLUMN
@@ -23,6 +23,7 @@ from fedscan.common.metrics.classwise import ClassEvidence
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import RunDirectory
 from tests.helpers import OPEN_POLICY, LoopbackGrid, site_resolver

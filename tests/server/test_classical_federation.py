@@ -10,12 +10,13 @@ import torch
 
 from fedscan.client.app import make_client_app
 from fedscan.client.ledger import PrivacyLedger
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.models.classical_model import MEAN_KEY, SCALE_KEY
 from fedscan.common.models.networks import build_model
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import RunDirectory
 from tests.helpers import LoopbackGrid, site_resolver

@@ -200,7 +200,7 @@ def test_a_log_stream_that_never_answers_is_no_answer(tmp_path: Path, silent: tu
 def test_an_ipv6_control_address_is_recorded_with_its_brackets(tmp_path: Path) -> None:
     import tomllib
 
-    from fedscan.common.config import join_address, split_address
+    from fedscan.common.addresses import join_address, split_address
 
     config = CoordinatorConfig(state_dir=tmp_path / "state", control_address="[::1]:9093")
     write_connection(config, insecure=True)

@@ -15,13 +15,14 @@ from fedscan import __version__
 from fedscan.client.app import make_client_app
 from fedscan.client.ledger import PrivacyLedger
 from fedscan.client.site_config import PrivacyPolicy
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import ConfigError, FedscanError, QuorumError
 from fedscan.common.metrics.crosssite import CrossSiteMatrix
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.privacy import PrivacyConfig, epsilon_spent
 from fedscan.common.protocol import VERSION
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.run_log import RunLog, weighted_mean
 from fedscan.server.rundir import MATRIX_FILE, RunDirectory

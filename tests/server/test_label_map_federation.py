@@ -14,7 +14,7 @@ from PIL import Image
 
 from fedscan.client.app import make_client_app
 from fedscan.client.local_evaluation import evaluate_checkpoint
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.data.synth import SynthConfig, generate_sites
 from fedscan.common.ingest.rejections import Reason
@@ -23,6 +23,7 @@ from fedscan.common.metrics.segmentation import evaluate_label_map
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.tasks import LabelScheme
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.report import build_report
 from fedscan.server.rundir import RunDirectory

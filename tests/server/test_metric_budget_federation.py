@@ -16,9 +16,10 @@ from flwr.app import Context
 from fedscan.client.app import make_client_app
 from fedscan.client.metric_ledger import MetricLedger
 from fedscan.client.site import Site
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.privacy import PrivacyConfig, gdp_epsilon, metric_noise
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import RunDirectory
 from tests.helpers import OPEN_POLICY, LoopbackGrid, site_resolver

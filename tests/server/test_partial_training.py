@@ -11,11 +11,12 @@ from flwr.app import Message
 
 from fedscan.client.app import make_client_app
 from fedscan.common import protocol
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import ConfigError
 from fedscan.common.models.networks import build_model
 from fedscan.common.models.trainable import check_spec, trained_names
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import FINAL_MODEL, RunDirectory
 from tests.helpers import LoopbackGrid, site_resolver

@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 from fedscan.cli.main import app
 from fedscan.client.app import make_client_app
 from fedscan.common.audit_summary import summary
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.files import file_sha256
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import RunDirectory
 from tests.common.test_audit_summary import audit_record

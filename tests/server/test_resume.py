@@ -18,11 +18,12 @@ from flwr.app import Message
 
 from fedscan.client.app import make_client_app
 from fedscan.client.ledger import PrivacyLedger
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import DamagedCheckpoint, QuorumError, ResumeError
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.resume import resumable_config
 from fedscan.server.round_checkpoint import (

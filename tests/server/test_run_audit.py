@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 from fedscan.cli.main import app
 from fedscan.client.app import make_client_app
 from fedscan.client.audit import AuditLog
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.audit import RunAudit
 from fedscan.server.rundir import RunDirectory

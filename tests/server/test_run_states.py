@@ -14,10 +14,11 @@ from flwr.common.constant import ErrorCode as FlowerErrorCode
 
 from fedscan.client.app import make_client_app
 from fedscan.client.ledger import PrivacyLedger
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import ResumeError
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.coverage import (
     PHASE_CROSS_SITE_EVALUATION,

@@ -18,12 +18,13 @@ from fedscan.client.audit import AuditLog
 from fedscan.client.ledger import PrivacyLedger
 from fedscan.client.site import Site
 from fedscan.common import protocol
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import ConfigError, ErrorCode
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.privacy import PrivacyConfig
 from fedscan.common.secagg import SecAggAborted
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.report import build_report
 from fedscan.server.rundir import RunDirectory

@@ -12,12 +12,13 @@ import torch
 from fedscan.client.app import make_client_app
 from fedscan.client.ledger import PrivacyLedger
 from fedscan.client.local_evaluation import evaluate_checkpoint
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import ConfigError
 from fedscan.common.metrics.segmentation import OverlapCounts, evaluate_segmentation
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.report import build_report
 from fedscan.server.rundir import RunDirectory

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from fedscan.client.app import make_client_app
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource, volume_input
 from fedscan.common.data.synth_ct import CTConfig, generate_ct_sites
 from fedscan.common.metrics.segmentation import OverlapCounts, evaluate_segmentation
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import RunDirectory
 from tests.helpers import COARSE_POLICY, LoopbackGrid, site_resolver

@@ -15,10 +15,11 @@ import torch
 
 from fedscan.client.app import make_client_app
 from fedscan.common import protocol
-from fedscan.common.config import RunConfig, TrainSettings
+from fedscan.common.config import RunConfig
 from fedscan.common.data.sources import FolderSource
 from fedscan.common.errors import ModelError
 from fedscan.common.privacy import PrivacyConfig
+from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
 from fedscan.server.rundir import (
     CONFIG_FILE,
