@@ -2,8 +2,8 @@
 
 Invariant: handlers never read raw message keys. :meth:`SiteRequest.parse` checks the coordinator's
 fedscan version first, then reads every key the request carries (:mod:`fedscan.common.protocol`) and
-the run's settings (:class:`~fedscan.common.site_settings.SiteSettings`); a missing or invalid key is a
-ConfigError, which the site answers with a coded refusal.
+the run's settings (:class:`~fedscan.common.site_settings.SiteSettings`); a missing or invalid key
+is a ConfigError, which the site answers with a coded refusal.
 """
 
 from __future__ import annotations
