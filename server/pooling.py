@@ -76,7 +76,8 @@ class RoundPool:
                 return f"{ErrorCode.MALFORMED_OVERLAP_COUNTS}: {error}"
             del metrics[protocol.DP_SEG_COUNTS]
             self.overlaps[site] = noisy.overlap()
-            raw = OverlapCounts(*(float(v) for v in noisy.counts[:3])).as_tuple()
+            intersection, predicted, truth = (float(v) for v in noisy.counts[:3])
+            raw = (intersection, predicted, truth)
             self.overlap_noise[site] = (raw, noisy.noise_std * self.pixels)
         counts = {key: metrics.pop(key) for key in protocol.COUNT_KEYS if key in metrics}
         if counts:
