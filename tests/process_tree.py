@@ -30,6 +30,19 @@ def _started(pid: int) -> str | None:
     return text[text.rindex(")") + 2 :].split()[19]
 
 
+def kill_tree(process: subprocess.Popen) -> list[int]:
+    """SIGKILL a process and everything it started (Flower's helpers run in sessions of their
+    own)."""
+    tree = [process.pid, *descendants(process.pid)]
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait(timeout=30)
+    return tree
+
+
 class Tree:
     """``fedscan ARGS…`` in a session of its own, output to ``log``; its tree noted as it runs."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from fedscan.common.processes import (
     stop_process_group,
     wait_for_port,
 )
+from tests.process_tree import kill_tree
 
 FEDSCAN = [sys.executable, "-m", "fedscan"]
 
@@ -304,8 +304,7 @@ def test_a_secure_aggregation_run_survives_a_site_killed_after_masking(federatio
     run = launch_run(root, "secure.toml")
     try:
         wait_until(lambda: len(_unmask_requests(audit)) > asked, 300, "site-2's unmask request")
-        for pid in (site_2.pid, *descendants(site_2.pid)):  # its SuperNode and ClientApp too
-            os.kill(pid, signal.SIGKILL)
+        kill_tree(site_2)  # its SuperNode and ClientApp too
         output, _ = run.communicate(timeout=420)
     finally:
         stop_process_group(run)

@@ -8,10 +8,8 @@ that nothing it started is left running.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from fedscan.common.processes import (
     stop_process_group,
     wait_for_port,
 )
+from tests.process_tree import kill_tree
 from tests.test_deployment import FEDSCAN, fedscan, group_gone, site_toml, start, wait_until
 
 SITES = ("site-0", "site-1", "site-2")
@@ -36,19 +35,6 @@ RUN_SETTINGS = (
     'coordinator-config = "coordinator.toml"\nlocal-epochs = 1\nbatch-size = 16\n'
     "cross-site = false\nseed = 11\n"
 )
-
-
-def kill_tree(process: subprocess.Popen) -> list[int]:
-    """SIGKILL a process and everything it started (Flower's helpers run in sessions of their
-    own)."""
-    tree = [process.pid, *descendants(process.pid)]
-    for pid in tree:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    process.wait(timeout=30)
-    return tree
 
 
 class Deployment:
