@@ -35,9 +35,29 @@ def test_calibrated_noise_spends_the_target_exactly_at_the_last_round() -> None:
     rate, steps = sample_rate(300, 32), 5 * 3 * steps_per_epoch(300, 32)
     sigma = calibrate_noise(target_epsilon=4.0, delta=1e-5, sample_rate=rate, total_steps=steps)
     spent = epsilon_spent([(sigma, rate, steps)], 1e-5)
-    assert 3.9 <= spent <= 4.0 * 1.001
+    assert 4.0 * 0.999 <= spent <= 4.0
     rdp = epsilon_spent([(sigma, rate, steps)], 1e-5, accountant="rdp")
     assert spent <= rdp < spent * 1.5  # RDP is a looser bound of the same mechanism
+
+
+@pytest.mark.parametrize(
+    ("target", "rate", "steps", "extra"),
+    [
+        (8.0, 32 / 90, 12, [(10.0, 1.0, 1)]),  # a small site with its noised count
+        (1.0, 0.05, 2000, []),  # σ far above the first guess of 2
+        (30.0, 0.5, 4, []),  # σ below 1
+        (1e6, 0.5, 4, []),  # even the floor σ spends less: the floor
+    ],
+)
+def test_calibration_spends_the_target_within_a_thousandth_never_more(
+    target: float, rate: float, steps: int, extra: list
+) -> None:
+    sigma = calibrate_noise(
+        target_epsilon=target, delta=1e-5, sample_rate=rate, total_steps=steps, extra=extra
+    )
+    spent = epsilon_spent([*extra, (sigma, rate, steps)], 1e-5)
+    assert spent <= target
+    assert sigma == 0.3 if target == 1e6 else spent >= target * 0.999
 
 
 def test_epsilon_strictly_increases_across_rounds_and_never_resets() -> None:
