@@ -4,8 +4,9 @@ Flower 1.39's SuperNode loop sleeps 3 s whenever the coordinator has no
 message for it, and 0.5 s between checks for the ClientApp's reply; both are
 hard-coded, and they are most of a round's latency on a fast network. This
 launcher runs the unchanged ``flower-supernode`` entry point after capping the
-sleeps of that one loop module at ``FEDSCAN_SUPERNODE_POLL_S`` seconds (site.toml
-``[coordinator] poll-interval-s``). If a later Flower moves the loop, the cap
+sleeps of that one loop module: the polls of the coordinator at
+``FEDSCAN_SUPERNODE_POLL_S`` seconds (site.toml ``[coordinator] poll-interval-s``),
+the checks for a reply at 0.05 s. If a later Flower moves the loop, the cap
 is skipped with a warning and the SuperNode runs as stock. :class:`Link` reads
 what the SuperNode's output says of its connection.
 
@@ -44,8 +45,17 @@ _RECONNECTED = ("Connection successful after", "Received successfully", "Sent su
 _RETRYING = "Connection attempt failed"
 
 
+# Flower 1.39's loop sleeps 3 s after asking the coordinator in vain (a remote call) and 0.5 s
+# between looks at its own in-memory store for the ClientApp's reply (a local read). The local
+# looks are capped far lower: a reply waited 0.1-0.5 s for the next look, on every exchange
+# (bench/deployment.py traces on a 2-core host).
+LOCAL_WAIT_S = 0.5  # Flower's sleep between local looks
+LOCAL_LOOK_S = 0.05  # fedscan's
+
+
 class CappedSleep:
-    """The ``time`` module as one module sees it, every sleep capped at ``cap_s``."""
+    """The ``time`` module as one module sees it: a remote poll's sleep capped at ``cap_s``,
+    a local look's at :data:`LOCAL_LOOK_S`."""
 
     def __init__(self, cap_s: float) -> None:
         self.cap_s = cap_s
@@ -54,7 +64,8 @@ class CappedSleep:
         return getattr(time, name)
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.cap_s))
+        cap = min(self.cap_s, LOCAL_LOOK_S) if seconds <= LOCAL_WAIT_S else self.cap_s
+        time.sleep(min(seconds, cap))
 
 
 def cap_supernode_polling(cap_s: float) -> bool:
