@@ -198,9 +198,11 @@ def epsilon_spent(history: list[HistoryEntry], delta: float, *, accountant: str 
 # for a 12-image site), and a simulation's same-sized sites ask for the same ones.
 @functools.lru_cache(maxsize=4096)
 def _epsilon(history: tuple[HistoryEntry, ...], delta: float, accountant: str) -> float:
-    from opacus.accountants import PRVAccountant, RDPAccountant
+    from opacus.accountants import RDPAccountant
 
-    engine = PRVAccountant() if accountant == "prv" else RDPAccountant()
+    from fedscan.common.prv_accountant import RememberingPRVAccountant
+
+    engine = RememberingPRVAccountant() if accountant == "prv" else RDPAccountant()
     engine.history = list(history)
     with warnings.catch_warnings():
         # RDP's "optimal order is the largest alpha" only means its bound is loose;

@@ -60,6 +60,32 @@ def test_calibration_spends_the_target_within_a_thousandth_never_more(
     assert sigma == 0.3 if target == 1e6 else spent >= target * 0.999
 
 
+@pytest.mark.parametrize(
+    "history",
+    [
+        [(1.1, 32 / 120, 16)],
+        [(0.9176, 32 / 90, 12), (10.0, 1.0, 1)],  # a round and the noised count
+        [(2.5, 0.2, 40), (1.0, 0.05, 300), (3.0, 1.0, 2)],  # several runs' releases
+        [(1.3, 1.0, 3)],  # without subsampling
+    ],
+)
+@pytest.mark.parametrize("delta", [1e-5, 1e-4])
+def test_the_remembering_prv_accountant_gives_opacus_epsilon_bit_for_bit(
+    history: list, delta: float
+) -> None:
+    from opacus.accountants import PRVAccountant
+
+    from fedscan.common.prv_accountant import RememberingPRVAccountant
+
+    reference = PRVAccountant()
+    reference.history = list(history)
+    expected = reference.get_epsilon(delta)
+    for _ in range(2):  # computed, then from the remembered RDP
+        engine = RememberingPRVAccountant()
+        engine.history = list(history)
+        assert engine.get_epsilon(delta) == expected
+
+
 def test_epsilon_strictly_increases_across_rounds_and_never_resets() -> None:
     data, settings = _tiny_set(), TrainSettings(local_epochs=1, batch_size=16, augment=False)
     model, history, spent = build_model("small-cnn", seed=0), [], []
