@@ -7,7 +7,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -204,11 +203,21 @@ def test_kill_9_mid_round_loses_no_release_and_counts_none_twice(
 ) -> None:
     state = tmp_path / "state"
     command = [sys.executable, "-m", "tests.site_process", str(synthetic_sites[0]), str(state)]
-    site = subprocess.Popen([*command, "1", "4"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    site = subprocess.Popen(
+        [*command, "1", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
     seen = [site.stdout.readline() for _ in range(3)]  # start 1, round 1, start 2
     assert seen[2].strip() == "start 2", seen
-    time.sleep(1.5)
-    site.send_signal(signal.SIGKILL)  # mid-round 2 (a round takes 3-4 s here)
+    # Mid-round 2: its training has begun (4 local epochs, ≥ 0.3 s here), nothing is released yet.
+    # A fixed sleep missed the round once rounds took 0.5 s rather than 3-4 s.
+    for _ in range(200):  # bounded: the site logs about ten lines a round
+        line = site.stderr.readline()
+        assert line, "the site ended before round 2 trained"
+        if "Round 2: training on" in line:
+            break
+    else:
+        pytest.fail("round 2 never started training")
+    site.send_signal(signal.SIGKILL)
     site.wait()
     before = PrivacyLedger(state / "site-k").epsilon(1e-4, run_id="crash-run")
     restarted = subprocess.run(
