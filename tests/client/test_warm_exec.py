@@ -105,3 +105,15 @@ def test_the_supernode_runs_in_process_isolation_unless_the_site_turns_it_off(
 
 def test_the_launcher_starts_the_executor_only_in_process_isolation() -> None:
     assert start_warm_exec(["--host", "127.0.0.1", "--port", "9094"]) is None
+
+
+def test_a_forked_task_retries_an_object_not_there_yet_after_0_05_s_not_1_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flwr.supernode.runtime import run_clientapp as task
+
+    flowers = task.pull_and_inflate_object_from_tree
+    monkeypatch.setattr(task, "pull_and_inflate_object_from_tree", flowers)
+    assert warm_exec.sooner_object_pull_retries() and warm_exec.sooner_object_pull_retries()
+    sooner = task.pull_and_inflate_object_from_tree
+    assert sooner.func is flowers and sooner.keywords == {"initial_backoff": 0.05}  # once
