@@ -138,7 +138,7 @@ def _run_task(spec: Any) -> int:
 # Flower's SuperNode starts a task once the message is listed, while its objects may still be
 # arriving from the coordinator. The ClientApp's pull of an object not there yet then waits 1 s,
 # then 2 s (flwr.supercore.constant.PULL_INITIAL_BACKOFF): traced stalls of 0.9-1.0 s and 2.9 s
-# in 3 of 20 messages (bench/deployment.py, 2-core host). The first retry here comes after 0.05 s;
+# in 4 of 30 messages (bench/deployment.py, 2-core host). The first retry here comes after 0.05 s;
 # the backoff still doubles to Flower's cap, so a slow link is waited for as long as before.
 FIRST_PULL_RETRY_S = 0.05
 
