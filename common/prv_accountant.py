@@ -9,7 +9,7 @@ from each entry's one-step RDP vector times its steps, so that vector is compute
 round's budget checks (the run's ε, the site's lifetime ε, the ε after the round) once in all.
 
 Invariant: only :meth:`PRVAccountant._get_domain` is replaced, by the same arithmetic in the same
-order as Opacus 1.5 — ε is Opacus' own, bit for bit (``tests/common/test_privacy.py``).
+order as Opacus 1.6.0 (pinned) — ε is Opacus' own, bit for bit (``tests/common/test_privacy.py``).
 """
 
 from __future__ import annotations
