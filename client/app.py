@@ -21,9 +21,16 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedscan import wire
-from fedscan.client import audit, counts, metric_release, replies, secure_aggregation
+from fedscan.client import (
+    audit,
+    counts,
+    evaluations,
+    metric_release,
+    replies,
+    secure_aggregation,
+)
 from fedscan.client.requests import SiteRequest
-from fedscan.client.scoring import Scored, load_for, pixels_per_image, score
+from fedscan.client.scoring import load_for, pixels_per_image, score
 from fedscan.client.site import Site, SiteResolver, resolve_site
 from fedscan.common import protocol
 from fedscan.common.data.imageset import SiteData
@@ -71,8 +78,8 @@ def make_client_app(
         return handle
 
     app.train()(serve(_train))
-    app.evaluate()(serve(_evaluate))
-    app.evaluate(protocol.CROSS_SITE_ACTION)(serve(_cross_evaluate))
+    app.evaluate()(serve(evaluations.final_evaluation))
+    app.evaluate(protocol.CROSS_SITE_ACTION)(serve(evaluations.cross_site_evaluation))
     app.query(protocol.STATS_ACTION)(serve(_feature_stats))
     for action, step in secure_aggregation.HANDLERS.items():  # the round's extra exchanges
         app.train(action)(serve(step))
@@ -288,53 +295,6 @@ def _other_releases(request: SiteRequest) -> list[HistoryEntry]:
 
     train = request.settings.train
     return [stats_release(train.classical)] if get_model_spec(train.model).classical else []
-
-
-def _evaluate(msg: Message, request: SiteRequest, site: Site, device: str | None) -> Message:
-    started = time.monotonic()
-    secure_aggregation.forget(site.state_dir, request.run_id)  # the run's rounds are over
-    val = load_for(site, request.settings.train).val
-    arrays = msg.content.array_records[protocol.ARRAYS]
-    scored = score(
-        request.model,
-        arrays,
-        val,
-        device=resolve_device(device or site.device),
-        threshold=request.threshold,
-        scheme=request.scheme,
-    )
-    released, policy = metric_release.for_request(
-        site,
-        request,
-        metric_release.FINAL,
-        {protocol.GLOBAL_MODEL: scored},
-        {"": arrays.to_torch_state_dict()},
-        pixels=pixels_per_image(val),
-    )
-    metrics, histogram = released[protocol.GLOBAL_MODEL]
-    metrics[protocol.SITE_SECONDS] = time.monotonic() - started
-    return replies.evaluate_reply(
-        msg, metrics, site.name, histogram=histogram, metrics_policy=policy
-    )
-
-
-def _cross_evaluate(msg: Message, request: SiteRequest, site: Site, device: str | None) -> Message:
-    """Every model in the message (global, each site's local one) on this site's validation data."""
-    val = load_for(site, request.settings.train).val
-    on = resolve_device(device or site.device)
-    scheme = request.scheme
-    records = msg.content.array_records
-    results: dict[str, Scored] = {
-        name: score(
-            request.model, arrays, val, device=on, threshold=request.threshold, scheme=scheme
-        )
-        for name, arrays in records.items()
-    }
-    models = {name: arrays.to_torch_state_dict() for name, arrays in records.items()}
-    released, policy = metric_release.for_request(
-        site, request, metric_release.CROSS_SITE, results, models, pixels=pixels_per_image(val)
-    )
-    return replies.cross_site_reply(msg, released, site.name, metrics_policy=policy)
 
 
 app = make_client_app()

@@ -16,11 +16,9 @@ seamlessly, gaps included.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flwr.app import ArrayRecord, Message
@@ -31,37 +29,17 @@ from fedscan.common.tasks import LabelScheme
 from fedscan.server.coverage import Gap, final_evaluation_gap, node_name
 from fedscan.server.gate import Candidate, UpdateGate
 from fedscan.server.pooling import RoundPool
+from fedscan.server.round_line import (
+    aggregated,
+    carry_forward,
+    note_metric_policy,
+    resident_memory_mb,
+)
 from fedscan.server.rundir import HISTOGRAMS_FILE, RunDirectory
 from fedscan.server.triage import Refusal, SiteNames, first_metrics, triage
 
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
-
-
-def resident_memory_mb() -> float | None:
-    """This process's resident set size now (Linux /proc); None where that is not available."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return None
-
-
-def weighted_mean(per_site: dict[str, dict[str, float]], key: str) -> float:
-    """Example-weighted mean over sites where ``key`` is defined (NaN otherwise)."""
-    pairs = [
-        (m[key], m[protocol.NUM_EXAMPLES])
-        for m in per_site.values()
-        if key in m and m[key] is not None and math.isfinite(m[key])
-    ]
-    total = sum(weight for _, weight in pairs)
-    return sum(value * weight for value, weight in pairs) / total if total else math.nan
-
-
-_CLASS = (protocol.MACRO_AUC, protocol.BALANCED_ACCURACY)  # multiclass / multilabel site figures
 
 
 def filled(partial: ArrayRecord, base: ArrayRecord) -> ArrayRecord:
@@ -167,7 +145,7 @@ class RunLog:
         """Hand a site's histogram or counts to the round's pool; False (and a refusal) when
         malformed."""
         site = self.site_name(reply)
-        _note_metric_policy(record, site, reply, metrics)
+        note_metric_policy(record, site, reply, metrics)
         problem = self._pool.take(site, metrics)
         if problem is not None:
             log.warning("Site %s refused evaluate: %s", site, problem)
@@ -316,37 +294,13 @@ class RunLog:
     def round_done(self, server_round: int) -> Record:
         record, self._current = self._current, {}
         record["round"] = server_round
-        evaluation = record.get("evaluate", {})
-        reported = {key for metrics in evaluation.values() for key in metrics}
-        record["aggregated"] = {
-            key: weighted_mean(evaluation, key)
-            for key in (*protocol.CLASSIFICATION_METRICS, *protocol.SEGMENTATION_METRICS, *_CLASS)
-            if key in reported or (key in protocol.CLASSIFICATION_METRICS and not evaluation)
-        }
-        record["aggregated"][protocol.NUM_EXAMPLES] = sum(
-            m[protocol.NUM_EXAMPLES] for m in evaluation.values()
-        )
+        record["aggregated"] = aggregated(record.get("evaluate", {}))
         self._close_pool(record, record["aggregated"][protocol.NUM_EXAMPLES])
-        # Each site's ε spent so far in this run: a site that missed this round (dropped, slow to
-        # reconnect after a coordinator restart) keeps its last value instead of vanishing from
-        # the final table and the model card.
-        record["epsilon"] = {
-            **(self.history[-1].get("epsilon", {}) if self.history else {}),
-            **{name: m.get(protocol.EPSILON) for name, m in record.get("train", {}).items()},
-        }
-        for key in ("metrics_policy", "metrics_epsilon"):  # the sites' metric releases, so far
-            found = {
-                **(self.history[-1].get(key, {}) if self.history else {}),
-                **record.get(key, {}),
-            }
-            if found:
-                record[key] = found
+        carry_forward(record, self.history[-1] if self.history else {})
         if self.central_epsilon is not None:
             record["central_epsilon"] = self.central_epsilon
         record["elapsed_s"] = round(time.monotonic() - self.started, 2)
-        record["coordinator_rss_mb"] = (
-            resident_memory_mb()
-        )  # a leak shows here long before it hurts
+        record["coordinator_rss_mb"] = resident_memory_mb()  # a leak shows here before it hurts
         self.run_dir.append_metrics(record)
         self.history.append(record)
         if self.tensorboard:
@@ -372,14 +326,3 @@ class RunLog:
             Exception
         ):  # metrics.jsonl has the round; `fedscan report --tensorboard` rebuilds the events
             log.exception("Could not write TensorBoard events for round %s", record.get("round"))
-
-
-def _note_metric_policy(record: Record, site: str, reply: Message, metrics: Any) -> None:
-    """The site's metric release policy for this evaluation (its site record) and its metric ε
-    so far in the run, when it says."""
-    site_record = reply.content.config_records.get(protocol.SITE)
-    policy = site_record.get(protocol.METRICS_POLICY) if site_record is not None else None
-    if isinstance(policy, str):
-        record.setdefault("metrics_policy", {})[site] = policy
-    if protocol.METRICS_EPSILON in metrics:
-        record.setdefault("metrics_epsilon", {})[site] = float(metrics[protocol.METRICS_EPSILON])

@@ -24,7 +24,8 @@ from fedscan.common.privacy import PrivacyConfig, epsilon_spent
 from fedscan.common.protocol import VERSION
 from fedscan.common.training_settings import TrainSettings
 from fedscan.server.app import run_federation
-from fedscan.server.run_log import RunLog, weighted_mean
+from fedscan.server.round_line import weighted_mean
+from fedscan.server.run_log import RunLog
 from fedscan.server.rundir import MATRIX_FILE, RunDirectory
 from fedscan.server.strategy import RecordingCentralDP
 from tests.helpers import (
