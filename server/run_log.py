@@ -30,6 +30,7 @@ from fedscan.server.coverage import Gap, final_evaluation_gap, node_name
 from fedscan.server.gate import Candidate, UpdateGate
 from fedscan.server.pooling import RoundPool
 from fedscan.server.round_line import (
+    Record,
     aggregated,
     carry_forward,
     note_metric_policy,
@@ -39,7 +40,6 @@ from fedscan.server.rundir import HISTOGRAMS_FILE, RunDirectory
 from fedscan.server.triage import Refusal, SiteNames, first_metrics, triage
 
 log = logging.getLogger(__name__)
-Record = dict[str, Any]
 
 
 def filled(partial: ArrayRecord, base: ArrayRecord) -> ArrayRecord:

@@ -30,15 +30,20 @@ def _started(pid: int) -> str | None:
     return text[text.rindex(")") + 2 :].split()[19]
 
 
-def kill_tree(process: subprocess.Popen) -> list[int]:
-    """SIGKILL a process and everything it started (Flower's helpers run in sessions of their
-    own)."""
-    tree = [process.pid, *descendants(process.pid)]
-    for pid in tree:
+def _sigkill(pids: list[int]) -> None:
+    """SIGKILL each of ``pids``; one that has exited meanwhile is skipped."""
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def kill_tree(process: subprocess.Popen) -> list[int]:
+    """SIGKILL a process and everything it started (Flower's helpers run in sessions of their
+    own)."""
+    tree = [process.pid, *descendants(process.pid)]
+    _sigkill(tree)
     process.wait(timeout=30)
     return tree
 
@@ -108,11 +113,7 @@ class Tree:
 
     def kill(self) -> None:
         """SIGKILL whatever of the tree is left (a finaliser: also after a failed test)."""
-        for pid in self.running():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _sigkill(self.running())
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
