@@ -284,7 +284,7 @@ def simulate(
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    from fedscan.cli.display import print_summary
+    from fedscan.cli.summary import print_summary
 
     print_summary(console, summary)
 

@@ -242,7 +242,7 @@ def _submit_and_follow(
 
 def _run_summary(run_dir: RunDirectory, status: dict[str, Any]) -> None:
     """The end of ``fedscan run``: the final metrics, the state, every gap; the exit code."""
-    from fedscan.cli.display import final_line, gap_lines
+    from fedscan.cli.summary import final_line, gap_lines
     from fedscan.server.rundir import (
         FINAL_MODEL,
         REPORT_FILE,

@@ -53,6 +53,7 @@ from fedscan.server.rundir import (
 from fedscan.server.strategy import build_strategy
 from fedscan.server.tensorboard import require_tensorboard
 from fedscan.server.triage import SiteNames
+from fedscan.server.update_check import UpdateCheck
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +187,13 @@ def _run_log(run_dir: RunDirectory, config: RunConfig) -> RunLog:
         config.train.model,
         config.min_sites,
         tensorboard=config.tensorboard,
-        gate=UpdateGate(norm_factor=config.norm_gate),
+        check=UpdateCheck(
+            UpdateGate(norm_factor=config.norm_gate),
+            trained_names=update_names(config.train) or (),
+        ),
         model_options=config.train.classical,
         scheme=_class_scheme(config),
         operating_point=config.operating_point,
-        trained_names=update_names(config.train) or (),
         # A site that refuses before it ever replied is still named as the operator registered it.
         names=SiteNames(names_by_node(run_dir.path.parent.parent)),
     )

@@ -36,9 +36,10 @@ from fedscan.server.coverage import (
     node_name,
 )
 from fedscan.server.rounds import Progress
-from fedscan.server.run_log import RunLog, filled
+from fedscan.server.run_log import RunLog
 from fedscan.server.rundir import MATRIX_FILE, Event, RunDirectory
 from fedscan.server.triage import Refusal, first_metrics, triage
+from fedscan.server.update_check import filled
 
 log = logging.getLogger(__name__)
 

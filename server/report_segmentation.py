@@ -16,12 +16,7 @@ def card_lines(run: dict[str, Any]) -> list[str]:
     last = run["history"][-1]
     pooled, evaluate = last.get("pooled") or {}, last.get("evaluate", {})
     lines = [
-        "Pooled validation metrics (from the sites' summed overlap counts, so exactly the scores "
-        "of "
-        "the pooled masks; pixels ≥ 0.5 are foreground):",
-        "",
-        f"- Dice {_fmt(pooled.get('dice'))}, IoU {_fmt(pooled.get('iou'))} over "
-        f"{_fmt(pooled.get('n'), 0)} validation images",
+        *_pooled_lines(pooled),
         "",
         *structure_lines(pooled),
         "| site | Dice | IoU | Hausdorff-95 (px) | validation loss |",
@@ -37,6 +32,30 @@ def card_lines(run: dict[str, Any]) -> list[str]:
         "Hausdorff-95: mean over a site's images where both the prediction and the truth mark "
         "something, in pixels at the model's input size.",
         "",
+    ]
+
+
+def _pooled_lines(pooled: dict[str, Any]) -> list[str]:
+    """The pooled Dice and IoU; where sites sent DP releases of their counts, the Dice's 95 %
+    interval for that noise (an undefined Dice, "—", when the noise left no foreground at all)."""
+    figures = (
+        f"- Dice {_fmt(pooled.get('dice'))}, IoU {_fmt(pooled.get('iou'))} over "
+        f"{_fmt(pooled.get('n'), 0)} validation images"
+    )
+    if pooled.get("dice-ci-low") is None:
+        return [
+            "Pooled validation metrics (from the sites' summed overlap counts, so exactly the "
+            "scores of the pooled masks; pixels ≥ 0.5 are foreground):",
+            "",
+            figures,
+        ]
+    return [
+        "Pooled validation metrics (from the sums of the sites' overlap counts as released under "
+        "DP, so noised; pixels ≥ 0.5 are foreground):",
+        "",
+        f"{figures}; the Dice's 95 % interval for the sites' noise is "
+        f"{_fmt(pooled['dice-ci-low'])}–{_fmt(pooled['dice-ci-high'])} (all of 0–1 when the "
+        "structures are too small for the noise)",
     ]
 
 

@@ -91,7 +91,7 @@ def run_rounds(
         approval_wait_s,
         secure_bound,
     )
-    run_log.masked = secure_bound is not None  # sites send masked updates (secure_rounds.py)
+    run_log.check.masked = secure_bound is not None  # sites send masked updates (secure_rounds.py)
     arrays = initial_arrays
     for server_round in range(first_round, rounds + 1):
         log.info("Round %s of %s", server_round, rounds)

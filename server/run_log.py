@@ -2,15 +2,15 @@
 beyond.
 
 One :class:`RunLog` per run, owned by the run's strategy. Replies pass through triage
-(:mod:`fedscan.server.triage`) and, for training, the update gate (:mod:`fedscan.server.gate`)
-before any aggregation sees them; evaluations give up their histograms or counts to the round's pool
-(:mod:`fedscan.server.pooling`). When a round closes, one line is appended to metrics.jsonl (and to
-TensorBoard when asked): per-site train and validation metrics, ε per site, the example-weighted
-mean, the pooled metrics and every refusal. Fewer than ``min_sites`` trained sites end the run,
-with the round and its refusals logged first. Phases that missed a site they needed leave a
-:class:`~fedscan.server.coverage.Gap` in :attr:`RunLog.gaps` (the run then ends
-``completed-with-gaps``). :meth:`RunLog.snapshot` is what a resumed run needs to continue the log
-seamlessly, gaps included.
+(:mod:`fedscan.server.triage`) and, for training, the update gate
+(:mod:`fedscan.server.update_check`) before any aggregation sees them; evaluations give up their
+histograms or counts to the round's pool (:mod:`fedscan.server.pooling`). When a round closes, one
+line is appended to metrics.jsonl (and to TensorBoard when asked): per-site train and validation
+metrics, ε per site, the example-weighted mean, the pooled metrics and every refusal. Fewer than
+``min_sites`` trained sites end the run, with the round and its refusals logged first. Phases that
+missed a site they needed leave a :class:`~fedscan.server.coverage.Gap` in :attr:`RunLog.gaps` (the
+run then ends ``completed-with-gaps``). :meth:`RunLog.snapshot` is what a resumed run needs to
+continue the log seamlessly, gaps included.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from fedscan.common import protocol
 from fedscan.common.errors import ErrorCode, FedscanError
 from fedscan.common.tasks import LabelScheme
 from fedscan.server.coverage import Gap, final_evaluation_gap, node_name
-from fedscan.server.gate import Candidate, UpdateGate
 from fedscan.server.pooling import RoundPool
 from fedscan.server.round_line import (
     Record,
@@ -38,14 +37,9 @@ from fedscan.server.round_line import (
 )
 from fedscan.server.rundir import HISTOGRAMS_FILE, RunDirectory
 from fedscan.server.triage import Refusal, SiteNames, first_metrics, triage
+from fedscan.server.update_check import UpdateCheck
 
 log = logging.getLogger(__name__)
-
-
-def filled(partial: ArrayRecord, base: ArrayRecord) -> ArrayRecord:
-    """``partial``'s arrays, and ``base``'s for every name ``partial`` lacks, in ``base``'s order:
-    an update of the trained parameters only (run config ``trainable``) made a whole model."""
-    return ArrayRecord({key: partial[key] if key in partial else base[key] for key in base})
 
 
 def _pixels(model: str) -> int:
@@ -66,7 +60,7 @@ class RunLog:
     central_epsilon: float | None = None  # set by the central-DP strategy after each release
     threshold: float = 0.5  # Youden-optimal on the pooled validation histogram of the latest round
     tensorboard: bool = False  # also append each round's scalars to TensorBoard event files
-    gate: UpdateGate = field(default_factory=UpdateGate)
+    check: UpdateCheck = field(default_factory=UpdateCheck)  # the gate; ``trainable``'s subset
     model_options: str = (
         ""  # run config ``classical``: rebuilds a classical model from its checkpoint
     )
@@ -74,18 +68,12 @@ class RunLog:
     started: float = field(default_factory=time.monotonic)
     history: list[Record] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)  # phases that missed sites they needed
-    _sent: dict[str, Any] | None = None  # the global model of the current round, for the gate
-    # Run config ``trainable``: the parameters sites send back (empty: the whole model); the gate
-    # expects exactly these, and the aggregate keeps the global model's values for the rest.
-    trained_names: tuple[str, ...] = ()
-    _sent_record: ArrayRecord | None = None
     _train_started: float = field(default_factory=time.monotonic)
     _current: Record = field(default_factory=dict)
     scheme: LabelScheme | None = None  # multiclass / multilabel: pooled per class
     operating_point: str = "youden"  # the run config's rule for the stored threshold
     calibration: dict[str, Any] | None = None  # Platt map of the latest pooled validation
     _pool: RoundPool = field(default_factory=RoundPool)
-    masked: bool = False  # secure aggregation: replies carry no update for the gate to check
 
     def __post_init__(self) -> None:
         pixels = _pixels(self.model_name)
@@ -131,7 +119,10 @@ class RunLog:
                 if self._pooled(record, reply, reply.content.metric_records[protocol.METRICS])
             ]
         if phase == "train":
-            accepted = self._through_gate(record, accepted)
+            refusals = self.check.refusals(accepted, self.names)
+            self.note(record, refusals)  # before any aggregation sees an update
+            refused = {refusal.site for refusal in refusals}
+            accepted = [reply for reply in accepted if self.site_name(reply) not in refused]
             # The round's own train exchange (send, the sites' work, replies): what the live
             # table shows per round; elapsed_s stays the run's clock.
             record["train_s"] = round(time.monotonic() - self._train_started, 2)
@@ -161,7 +152,7 @@ class RunLog:
             "calibration": self.calibration,
             "names": {str(node): name for node, name in self.names.names.items()},
             "central_epsilon": self.central_epsilon,
-            "declared": dict(self.gate.declared),
+            "declared": dict(self.check.gate.declared),
             "elapsed_s": time.monotonic() - self.started,
             "gaps": [gap.to_json() for gap in self.gaps],
         }
@@ -176,7 +167,9 @@ class RunLog:
         )
         self.calibration = snapshot.get("calibration")  # none in checkpoints before issue 21
         self.names.names = {int(node): name for node, name in snapshot["names"].items()}
-        self.gate.declared = {site: int(count) for site, count in snapshot["declared"].items()}
+        self.check.gate.declared = {
+            site: int(count) for site, count in snapshot["declared"].items()
+        }
         self.started = time.monotonic() - float(snapshot["elapsed_s"])
         # Checkpoints written before gaps were recorded have none.
         self.gaps = [Gap.from_json(gap) for gap in snapshot.get("gaps", [])]
@@ -189,49 +182,12 @@ class RunLog:
     def expect(self, arrays: ArrayRecord) -> None:
         """The global model this round's train messages carry: what the gate checks updates
         against."""
-        self._sent = {key: value.numpy() for key, value in arrays.to_torch_state_dict().items()}
-        self._sent_record = arrays
+        self.check.expect(arrays)
         self._train_started = time.monotonic()
 
-    def _through_gate(self, record: Record, replies: list[Message]) -> list[Message]:
-        """Drop (and note) updates the sanity gate refuses; before any aggregation sees them."""
-        if self._sent is None or self.masked:  # masked inputs: the aggregator checks them
-            return replies
-        candidates = [
-            Candidate(
-                self.site_name(reply),
-                {
-                    k: v.numpy()
-                    for k, v in reply.content.array_records[protocol.ARRAYS]
-                    .to_torch_state_dict()
-                    .items()
-                },
-                int(first_metrics(reply).get(protocol.NUM_EXAMPLES, 0)),
-            )
-            for reply in replies
-        ]
-        refused = self.gate.refusals(candidates, self._expected())
-        refusals = [
-            Refusal(site, "train", f"{ErrorCode.UPDATE_REJECTED}: {reason}")
-            for site, reason in refused.items()
-        ]
-        for refusal in refusals:
-            log.warning("Site %s refused train: %s", refusal.site, refusal.reason)
-        self.note(record, refusals)
-        return [reply for reply in replies if self.site_name(reply) not in refused]
-
-    def _expected(self) -> dict[str, Any]:
-        assert self._sent is not None
-        if not self.trained_names:
-            return self._sent
-        return {key: self._sent[key] for key in self.trained_names}
-
     def completed(self, aggregate: ArrayRecord | None) -> ArrayRecord | None:
-        """The new global model: the aggregate of what trained, the current global model's
-        values for the rest (in the model's order)."""
-        if aggregate is None or not self.trained_names or self._sent_record is None:
-            return aggregate
-        return filled(aggregate, self._sent_record)
+        """The new global model (the aggregate, made whole when sites trained a subset)."""
+        return self.check.completed(aggregate)
 
     def secure_aggregated(self, summary: Record) -> None:
         """The round's secure-aggregation exchanges (who was summed, who dropped): their wall

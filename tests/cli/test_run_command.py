@@ -12,8 +12,9 @@ import typer
 from typer.testing import CliRunner
 
 from fedscan.cli.console import EXIT_PARTIAL
-from fedscan.cli.display import RoundTable, event_line, print_summary
+from fedscan.cli.display import RoundTable, event_line
 from fedscan.cli.main import app
+from fedscan.cli.summary import print_summary
 from fedscan.common.config import RunConfig
 from fedscan.common.errors import FedscanError
 from fedscan.server import follow as following

@@ -4,6 +4,7 @@ report."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,17 @@ def test_the_report_shows_dice_per_round_and_per_site(dp_run: dict) -> None:
     assert "Dice per round" in report.read_text() and "pooled Dice" in report.read_text()
     config = json.loads((dp_run["result"].run_dir.path / "config.json").read_text())
     assert config["train"]["task"] == "segmentation"
+
+
+def test_the_model_card_gives_a_dp_release_s_dice_interval_and_calls_it_noised() -> None:
+    from fedscan.server.report_segmentation import card_lines
+
+    pooled = {"dice": 0.61, "iou": 0.44, "n": 48.0, "dice-ci-low": 0.35, "dice-ci-high": 0.83}
+    noised = "\n".join(card_lines({"history": [{"pooled": pooled, "evaluate": {}}]}))
+    assert "Dice 0.610, IoU 0.440 over 48 validation images" in noised
+    assert "95 % interval for the sites' noise is 0.350–0.830" in noised
+    assert "released under DP, so noised" in noised and "exactly" not in noised
+    swamped = {**pooled, "dice": math.nan, "dice-ci-low": 0.0, "dice-ci-high": 1.0}
+    assert "Dice —" in "\n".join(card_lines({"history": [{"pooled": swamped}]}))
+    exact = "\n".join(card_lines({"history": [{"pooled": {"dice": 0.6, "iou": 0.4, "n": 48.0}}]}))
+    assert "exactly the scores of the pooled masks" in exact and "interval" not in exact
