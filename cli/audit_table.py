@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from fedscan.cli.console import EXIT_FAILED, fail
+from fedscan.cli.console import EXIT_FAILED, fail, print_table
 from fedscan.common.audit_chain import Verdict
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def print_audit(console: Console, entries: list[dict[str, Any]], path: Path) -> 
             _arrays(entry.get("arrays") or {}),
             _epsilon(entry),
         )
-    console.print(table)
+    print_table(table, console)
 
 
 def _decision(entry: dict[str, Any]) -> str:
@@ -119,6 +119,6 @@ def print_runs(console: Console, runs: list[dict[str, Any]]) -> None:
             rows.append(("cannot train", str(spend.get("refusal", ""))))
         for row in rows:
             table.add_row(*row)
-        console.print(table)
+        print_table(table, console)
     if not runs:
         console.print("No run has reached this site yet.")

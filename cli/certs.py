@@ -89,4 +89,5 @@ def _report(make: Callable[[], KeyPair], advice: str) -> None:
         f"wrote {pair.public}\nwrote {pair.private} (mode 0600)\n{advice}",
         highlight=False,
         markup=False,
+        soft_wrap=True,  # paths whole, for copying
     )

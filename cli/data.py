@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedscan.cli.console import EXIT_FAILED, console, fail
+from fedscan.cli.console import EXIT_FAILED, console, fail, print_table
 from fedscan.common import defaults
 from fedscan.common.errors import FedscanError
 from fedscan.common.ingest.labels import LabelSpec
@@ -329,7 +329,7 @@ def _print_counts(console: Console, title: str, counts: dict[str, int], limit: i
         table.add_row(value, str(count))
     if len(counts) > limit:
         table.add_row(f"… {len(counts) - limit} more", "")
-    console.print(table)
+    print_table(table, console)
 
 
 def _advice(code: str) -> str:

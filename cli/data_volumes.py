@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from fedscan.cli.console import print_table
 from fedscan.common.ingest.labels import LabelSpec
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def _print_tables(console: Console, summary: dict) -> None:
             table = Table("reason", unit, "what to do", title=title, title_justify="left")
             for code, count in summary[key].items():
                 table.add_row(code, str(count), Reason(code).advice)
-            console.print(table)
+            print_table(table, console)
     for title, key in (
         ("Series by label", "samples_by_label"),
         ("Voxel spacing z × y × x (mm)", "spacing_mm"),
@@ -103,7 +104,7 @@ def _print_tables(console: Console, summary: dict) -> None:
             table = Table("value", "series", title=title, title_justify="left")
             for value, count in list(counts.items())[:10]:
                 table.add_row(value, str(count))
-            console.print(table)
+            print_table(table, console)
 
 
 def run_volume_check(

@@ -136,7 +136,7 @@ def synth(
     except (FedscanError, OSError) as exc:
         raise fail(str(exc)) from None
     for site_dir in site_dirs:
-        console.print(f"wrote {site_dir}", highlight=False)
+        console.print(f"wrote {site_dir}", highlight=False, soft_wrap=True)
 
 
 def _synth_ct(
@@ -151,7 +151,7 @@ def _synth_ct(
         )
     count = defaults.VOLUMES_PER_SITE if volumes is None else volumes
     for site_dir in generate_ct_sites(out, CTConfig(sites, count, seed)):
-        console.print(f"wrote {site_dir}", highlight=False)
+        console.print(f"wrote {site_dir}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -314,7 +314,7 @@ def report(
     except FedscanError as exc:
         raise fail(str(exc)) from None
     lines = [*(f"attached {path}" for path in attached), *(f"wrote {path}" for path in written)]
-    console.print("\n".join(lines), highlight=False)
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 def run() -> None:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedscan.cli.console import console, fail
+from fedscan.cli.console import console, fail, print_table
 from fedscan.cli.privacy_audit import privacy_audit
 from fedscan.common.errors import FedscanError
 from fedscan.common.files import json_safe
@@ -62,7 +62,7 @@ def print_privacy_report(console: Console, report: dict[str, Any], runs_per_tabl
         table = Table("", *[name for name, _ in chunk], title=title, title_justify="left")
         for label, key in _ROWS:
             table.add_row(label, *[values.get(key, "") for _, values in chunk])
-        console.print(table)
+        print_table(table, console)
     _print_metrics(console, report["metrics"])
     _print_audit(console, report.get("audit"))
     console.print(
@@ -90,7 +90,7 @@ def _print_metrics(console: Console, metrics: dict[str, Any]) -> None:
             f"{run['target_epsilon']:g}",
             _eps(run["remaining"]),
         )
-    console.print(table)
+    print_table(table, console)
 
 
 def _print_audit(console: Console, audit: dict[str, Any] | None) -> None:
@@ -182,4 +182,6 @@ def privacy_audit_export(
         f"{attack['attack']}: AUC {attack['auc']:.3f}, ε ≥ {attack['epsilon_lower_bound']:.2f}"
         for attack in summary["attacks"]
     )
-    console.print(f"wrote {out} (site {summary['site']}; {figures})", highlight=False)
+    console.print(
+        f"wrote {out} (site {summary['site']}; {figures})", highlight=False, soft_wrap=True
+    )

@@ -88,6 +88,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         f"Wall time {summary['wall_s']} s. Run directory: {run_dir}\n"
         f"Final model: {summary['final_model']}\nReport: {run_dir / REPORT_FILE}",
         highlight=False,
+        soft_wrap=True,  # paths whole, for copying: the terminal wraps them, not rich
     )
     if summary.get("state") == STATE_COMPLETED_WITH_GAPS:
         raise typer.Exit(EXIT_PARTIAL)
