@@ -34,6 +34,7 @@ from fedscan.server.audit import AuditedGrid, RunAudit
 from fedscan.server.coverage import PHASE_CROSS_SITE_VALIDATION, Gap, training_gaps
 from fedscan.server.gate import UpdateGate
 from fedscan.server.initial_model import initial_arrays
+from fedscan.server.object_pulls import PullBudget, bound_object_pulls
 from fedscan.server.polling_grid import PollingGrid
 from fedscan.server.resume import restore_run, resumable_config, save_round
 from fedscan.server.rounds import run_rounds
@@ -269,4 +270,10 @@ def main(grid: Grid, context: Context) -> None:
     resume = parse_bool(run_config.get(protocol.RESUME, False), what=protocol.RESUME)
     # A resumed run continues with the settings it was started with, whatever the request carried.
     config = resumable_config(run_dir) if resume else RunConfig.from_flat(run_config)
-    run_federation(PollingGrid(grid), config, run_dir, resume=resume)
+    pulls = PullBudget()
+    if not bound_object_pulls(pulls):
+        log.warning(
+            "This Flower's Grid does not pull reply objects where fedscan expects: a site that "
+            "dies mid-upload can hold its round past round-timeout-s."
+        )
+    run_federation(PollingGrid(grid, pulls=pulls), config, run_dir, resume=resume)

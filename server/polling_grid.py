@@ -5,7 +5,9 @@ exchange waits 1.5 s on average after the last site answered — twice a round,
 plus once more for the cross-site exchanges. This wrapper keeps the inner
 Grid for everything and polls it every ``interval_s`` (a pull is one small
 request to the local SuperLink). It also packs every message's array records
-for the wire and unpacks the replies' (:mod:`fedscan.wire`).
+for the wire and unpacks the replies' (:mod:`fedscan.wire`), and gives its :class:`PullBudget`
+each exchange's deadline, so that no reply's objects are waited for past it
+(:mod:`fedscan.server.object_pulls`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from fedscan import wire
+from fedscan.server.object_pulls import PullBudget
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +69,12 @@ class DelegatingGrid(Grid):
 class PollingGrid(DelegatingGrid):
     """Delegates to ``inner``; ``send_and_receive`` polls every ``interval_s`` seconds."""
 
-    def __init__(self, inner: Grid, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(
+        self, inner: Grid, interval_s: float = DEFAULT_INTERVAL_S, pulls: PullBudget | None = None
+    ) -> None:
         super().__init__(inner)
         self.interval_s = interval_s
+        self.pulls = pulls or PullBudget()  # bound to Flower's pulls by the ServerApp
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Each message's array records packed into one object each (:mod:`fedscan.wire`)."""
@@ -94,8 +100,16 @@ class PollingGrid(DelegatingGrid):
                 strict=False,
             )
         )
-        pending = set(destinations)
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.pulls.deadline = deadline  # a reply's objects are not waited for past it
+        try:
+            return self._receive(set(destinations), destinations, deadline)
+        finally:
+            self.pulls.deadline = None
+
+    def _receive(
+        self, pending: set[str], destinations: dict[str, int], deadline: float | None
+    ) -> list[Message]:
         replies: list[Message] = []
         while pending:
             arrived = [
