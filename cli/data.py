@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from fedscan.cli.console import EXIT_FAILED, console, fail, print_table
+from fedscan.cli.console import EXIT_FAILED, console, fail
+from fedscan.cli.data_report import print_counts, print_report
 from fedscan.common import defaults
 from fedscan.common.errors import FedscanError
 from fedscan.common.ingest.labels import LabelSpec
@@ -184,7 +183,7 @@ def data_check(
     per_class = scheme.kind in ("multiclass", "multilabel")
     print_report(console, found, by_label=not per_class)
     if per_class:
-        _print_counts(console, "Samples by class", class_counts(found, scheme))
+        print_counts(console, "Samples by class", class_counts(found, scheme))
     if report is not None:
         report.write_text(found.to_json(), encoding="utf-8")
         console.print(f"Per-file report (local only, holds paths): {report}", highlight=False)
@@ -264,75 +263,3 @@ def build_settings(
         )
     except ValueError as exc:
         raise DataError(str(exc)) from exc
-
-
-def _decoding(cache: dict[str, int] | None) -> str:
-    if not cache:
-        return "no cache"
-    if cache.get("packed"):
-        return "0 / 0 (the packed store answered)"
-    reused = cache.get("reused", 0)
-    kept = f" (+{reused} unchanged, from the packed store)" if reused else ""
-    return f"{cache['hits']} / {cache['misses']}{kept}"
-
-
-def _hashing(cache: dict[str, int] | None) -> str:
-    """Files whose bytes were hashed against those the site index vouched for by their stat."""
-    if not cache:
-        return "all (no cache, no site index)"
-    return f"{cache.get('hashed', 0)} / {cache.get('hash_reused', 0)}"
-
-
-def print_report(console: Console, report: IngestReport, *, by_label: bool = True) -> None:
-    """Counts only; ``by_label`` False where labels are class indices or bit sets (the caller
-    shows per-class counts instead)."""
-    summary = report.summary()
-    overview = Table(title="Site data check", show_header=False, title_justify="left")
-    cache = summary["cache"]
-    for name, value in (
-        ("files seen", summary["files"]),
-        ("accepted", summary["accepted"]),
-        ("rejected", summary["rejected"]),
-        ("samples (frames)", summary["samples"]),
-        ("labels CSV rows", summary["label_rows"]),
-        ("label rows matching no file", summary["labels_without_file"]),
-        ("hidden entries ignored", summary["ignored_hidden"]),
-        ("cache hits / decoded", _decoding(cache)),
-        ("files hashed / unchanged", _hashing(cache)),
-        ("time", f"{summary['elapsed_s']:.1f} s"),
-    ):
-        overview.add_row(name, str(value))
-    console.print(overview)
-    if summary["rejected_by_reason"]:
-        rejected = Table(
-            "reason", "files", "what to do", title="Rejected files", title_justify="left"
-        )
-        for code, count in summary["rejected_by_reason"].items():
-            rejected.add_row(code, str(count), _advice(code))
-        console.print(rejected)
-    for title, key in (
-        *([("Samples by label", "samples_by_label")] if by_label else []),
-        ("Image sizes", "image_sizes"),
-        ("Modality", "modality"),
-        ("Manufacturer", "manufacturer"),
-        ("Transfer syntax", "transfersyntax"),
-        ("File format", "format"),
-    ):
-        _print_counts(console, title, summary[key])
-
-
-def _print_counts(console: Console, title: str, counts: dict[str, int], limit: int = 10) -> None:
-    if not counts:
-        return
-    table = Table("value", "count", title=title, title_justify="left")
-    for value, count in list(counts.items())[:limit]:
-        table.add_row(value, str(count))
-    if len(counts) > limit:
-        table.add_row(f"… {len(counts) - limit} more", "")
-    print_table(table, console)
-
-
-def _advice(code: str) -> str:
-    from fedscan.common.ingest import Reason
-
-    return Reason(code).advice

@@ -76,7 +76,7 @@ def print_volume_report(console: Console, report: SeriesReport) -> None:
         ("time", f"{summary['elapsed_s']:.1f} s"),
     ):
         overview.add_row(name, str(value))
-    console.print(overview)
+    print_table(overview, console)
     _print_tables(console, summary)
 
 

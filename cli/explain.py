@@ -159,7 +159,7 @@ def _records(
 def _segmentation_records(
     model: nn.Module, meta: dict[str, Any], request: ExplainRequest
 ) -> list[ImageExplanation]:
-    from fedscan.client.local_evaluation import load_masked_folder
+    from fedscan.client.segmentation_evaluation import load_masked_folder
     from fedscan.common.explain import explain_segmentation
     from fedscan.common.ingest.cache import default_cache_dir
     from fedscan.common.metrics.segmentation import predict_masks

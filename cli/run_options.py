@@ -17,7 +17,8 @@ from typing import Annotated, Any
 import typer
 
 from fedscan.common.config import RunConfig
-from fedscan.common.settings import Key, Names, keys_of
+from fedscan.common.settings import Key, keys_of
+from fedscan.common.values import Names
 
 # Every run setting is an option, but these: `--sites` sets min-sites, DP is turned off only
 # with an explicit `--no-dp` (which warns), and the starting weights' SHA-256 is the file's own.

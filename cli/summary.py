@@ -72,7 +72,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         console.print(line, highlight=False)
     matrix = summary.get("matrix") or {}
     if matrix:
-        console.print(cross_site_table(matrix))
+        print_table(cross_site_table(matrix), console)
     _print_epsilon(
         console, final.get("epsilon", {}), matrix.get("epsilon", {}), summary["epsilon_target"]
     )

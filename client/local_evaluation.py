@@ -11,11 +11,9 @@ from __future__ import annotations
 import csv
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from fedscan.client.calibration_maps import map_from_file, stored_map
 from fedscan.common.data.imageset import ImageSet
@@ -26,22 +24,15 @@ from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.ingest.labels import LabelSpec
 from fedscan.common.metrics.calibration import cross_fitted_ece, recalibration
 from fedscan.common.metrics.classification import binary_metrics, predict
-from fedscan.common.metrics.confusion import LabelOverlaps
 from fedscan.common.metrics.histogram import (
     ScoreHistogram,
     auc_confidence_interval,
     expected_calibration_error,
 )
-from fedscan.common.metrics.segmentation import (
-    OverlapCounts,
-    predict_masks,
-    score_label_map,
-    score_masks,
-)
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.protocol import AUC, POSITIVES
-from fedscan.common.tasks import MULTICLASS, MULTILABEL, SEGMENTATION, LabelScheme
+from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme
 
 
 def load_eval_data(
@@ -69,10 +60,10 @@ def load_eval_data(
             torch.as_tensor(truth),
             tuple(f"{split}:{index}" for index in range(len(truth))),
         )
-    return _folder(path, size, labels, cache_dir, scheme, masks=False, model=model)
+    return folder_images(path, size, labels, cache_dir, scheme, masks=False, model=model)
 
 
-def _folder(
+def folder_images(
     path: Path,
     size: int,
     labels: LabelSpec | None,
@@ -126,6 +117,8 @@ def evaluate_checkpoint(
                 "--plots draws ROC and calibration curves, which a segmentation model has not; "
                 "leave it out (--predictions writes each image's Dice)."
             )
+        from fedscan.client.segmentation_evaluation import evaluate_segmentation_checkpoint
+
         return evaluate_segmentation_checkpoint(
             model,
             meta,
@@ -205,125 +198,3 @@ def write_predictions(
         for index, (label, score, mapped) in enumerate(rows):
             key = keys[index] if index < len(keys) else str(index)
             writer.writerow([key, label, f"{score:.9g}", f"{mapped:.9g}"])
-
-
-def load_masked_folder(
-    data: str,
-    *,
-    size: int,
-    labels: LabelSpec | None,
-    cache_dir: str,
-    structures: tuple[str, ...] = (),
-    model: str = "",
-) -> ImageSet:
-    """Every accepted image of a ``dicom:DIR`` site folder, with its mask (a label map of
-    ``structures`` when given)."""
-    kind, _, path_text = data.partition(":")
-    if kind != "dicom" or not path_text:
-        raise ConfigError(
-            f"A segmentation checkpoint is evaluated on a site folder with masks: use "
-            f"--data dicom:DIR (got {data!r})."
-        )
-    path = Path(path_text).expanduser()
-    if not path.is_dir():
-        raise DataError(f"--data folder does not exist: {path_text}")
-    scheme = LabelScheme(SEGMENTATION, structures)
-    return _folder(path, size, labels, cache_dir, scheme, masks=True, model=model)
-
-
-def evaluate_segmentation_checkpoint(
-    model: nn.Module,
-    meta: dict[str, Any],
-    data: str,
-    *,
-    device: str,
-    labels: LabelSpec | None,
-    cache_dir: str,
-    predictions: Path | None,
-) -> dict[str, Any]:
-    """Pooled Dice and IoU over the folder's images (from overlap counts), mean Hausdorff-95,
-    loss; for a label map also each structure's."""
-    structures = tuple(meta.get("classes") or ())
-    images = load_masked_folder(
-        data,
-        size=int(meta["input_size"]),
-        labels=labels,
-        cache_dir=cache_dir,
-        structures=structures,
-        model=meta["model"],
-    )
-    if structures:
-        return _label_map_checkpoint(model, meta, images, device=device, predictions=predictions)
-    probabilities, loss = predict_masks(model, images, device=resolve_device(device))
-    metrics, counts = score_masks(
-        probabilities >= 0.5, images.require_masks().numpy() >= 0.5, loss=loss
-    )
-    if predictions is not None:
-        write_overlaps(predictions, images, probabilities >= 0.5)
-    return {
-        **metrics,
-        "n": len(images),
-        "with_finding": int(images.labels.sum()),
-        **{key.removeprefix("seg-"): value for key, value in counts.to_metrics().items()},
-        "model": meta["model"],
-        "task": "segmentation",
-    }
-
-
-def _label_map_checkpoint(
-    model: nn.Module,
-    meta: dict[str, Any],
-    images: ImageSet,
-    *,
-    device: str,
-    predictions: Path | None,
-) -> dict[str, Any]:
-    """Mean and per-structure Dice and IoU (pooled TP, FP, FN over the folder), foreground
-    Hausdorff-95 and loss of a label-map checkpoint."""
-    structures = tuple(meta["classes"])
-    probabilities, loss = predict_masks(
-        model, images, device=resolve_device(device), structures=structures
-    )
-    predicted = probabilities.argmax(axis=1)  # one prediction for the figures and the table
-    metrics, foreground, per_label = score_label_map(
-        predicted[:, None], images, structures, loss=loss
-    )
-    if predictions is not None:
-        write_label_overlaps(predictions, images, predicted, structures)
-    return {
-        **metrics,
-        **per_label.metrics(structures),
-        "foreground-dice": foreground.dice,
-        "n": len(images),
-        "with_finding": int(images.labels.sum()),
-        "model": meta["model"],
-        "task": "segmentation",
-    }
-
-
-def write_label_overlaps(
-    path: Path, images: ImageSet, predicted: np.ndarray, structures: tuple[str, ...]
-) -> None:
-    """One CSV row per image: its local key and its own Dice of each structure (local only)."""
-    truth = np.rint(images.require_masks().numpy()[:, 0]).astype(np.int64)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["key", *(f"dice:{name}" for name in structures)])
-        for index in range(len(images)):
-            found = LabelOverlaps.of(predicted[index], truth[index], labels=len(structures))
-            per_label = found.metrics(structures)["labels"]
-            key = images.keys[index] if index < len(images.keys) else str(index)
-            writer.writerow([key, *(f"{per_label[name]['dice']:.6f}" for name in structures)])
-
-
-def write_overlaps(path: Path, images: ImageSet, predicted: np.ndarray) -> None:
-    """One CSV row per image: its local key, true and predicted foreground pixels, its own Dice
-    (local only)."""
-    truth = images.require_masks().numpy() >= 0.5
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["key", "true_pixels", "predicted_pixels", "dice"])
-        for index in range(len(images)):
-            counts = OverlapCounts.of(predicted[index], truth[index])
-            key = images.keys[index] if index < len(images.keys) else str(index)
-            writer.writerow([key, int(counts.truth), int(counts.predicted), f"{counts.dice:.6f}"])

@@ -14,9 +14,9 @@ from flwr.app import Message
 
 from fedscan.common import protocol
 from fedscan.common.errors import ConfigError
-from fedscan.common.settings import parse_bool
 from fedscan.common.site_settings import SiteSettings
 from fedscan.common.tasks import LabelScheme
+from fedscan.common.values import parse_bool
 from fedscan.common.version import check_compatible
 
 

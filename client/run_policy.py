@@ -21,8 +21,9 @@ from fedscan.common.config import STRATEGIES
 from fedscan.common.errors import ConfigError, ErrorCode, FedscanError
 from fedscan.common.models.registry import MODELS
 from fedscan.common.privacy import planned_releases
-from fedscan.common.settings import Names, setting
+from fedscan.common.settings import setting
 from fedscan.common.site_settings import SiteSettings
+from fedscan.common.values import Names
 
 log = logging.getLogger(__name__)
 

@@ -6,14 +6,14 @@ Invariant: a setting's key, type, default and meaning live once, on its dataclas
 name a bad key, and ``docs/reference.md`` (``python -m fedscan.cli.reference``) are all derived
 from the fields, so they cannot disagree. Keys are the field names in kebab-case unless a field
 says otherwise. Unknown keys are errors that list the valid ones; a field without a default is
-required; booleans accept only ``true``/``false`` (:func:`parse_bool`), never any non-empty string.
+required; values are converted by :mod:`fedscan.common.values` (booleans only ``true``/``false``,
+never any non-empty string).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from typing import Any
 
 from fedscan.common.errors import ConfigError
 from fedscan.common.protocol import config_key
+from fedscan.common.values import convert, plain_type, type_name
 
 _NO_DEFAULT: Any = dataclasses.MISSING
 
@@ -74,16 +75,6 @@ def described(
     }
 
 
-def parse_bool(value: Any, *, what: str) -> bool:
-    """A boolean setting: ``True``/``False``, or the words ``true``/``false`` (``flwr run
-    --run-config`` passes strings); anything else is a ConfigError naming ``what``."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ConfigError(f"{what} must be true or false, got {value!r}.")
-
-
 @dataclass(frozen=True)
 class Key:
     """One setting as a reader sees it: its key, where it goes, and its documentation."""
@@ -108,7 +99,7 @@ class Key:
 
     @property
     def type_name(self) -> str:
-        name = _type_name(self.kind)
+        name = type_name(self.kind)
         return name.replace("string", "path") if self.spec.metadata.get("path") else name
 
     @property
@@ -211,59 +202,14 @@ def nest(cls: type, values: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
 
 def coerce(value: Any, key: Key, *, what: str, base: Path | None = None) -> Any:
     """``value`` as the field's type; a ConfigError naming ``what`` when it cannot be."""
-    kind = _plain(key.kind)
+    kind = plain_type(key.kind)
     if key.spec.metadata.get("path"):
         if kind is str and not str(value).strip():
             return ""  # an optional path left empty: no file (not the current folder)
         resolved = Path(str(value)).expanduser()
         resolved = (base / resolved).resolve() if base is not None else resolved
         return resolved if kind is Path else str(resolved)
-    if kind is bool:
-        return parse_bool(value, what=what)
-    convert = _CONVERTERS.get(kind)
-    if convert is None:
-        return value
-    try:
-        return convert(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be {_type_name(kind)}, got {value!r}.") from None
-
-
-def _to_int(value: Any) -> int:
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(value)
-    return int(value)
-
-
-def _to_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(value)
-    return float(value)
-
-
-def _to_str(value: Any) -> str:
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise ValueError(value)
-    return str(value)
-
-
-def _to_names(value: Any) -> tuple[str, ...]:
-    """A list of names: a TOML array of strings, or one string of comma-separated names (the flat
-    form, as Flower's run config carries it)."""
-    if isinstance(value, str):
-        value = value.split(",") if value.strip() else []
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(value)
-    return tuple(name.strip() for name in value)
-
-
-Names = tuple[str, ...]  # a setting holding an ordered list of names (classes, CSV columns)
-_CONVERTERS: dict[Any, Callable[[Any], Any]] = {
-    int: _to_int,
-    float: _to_float,
-    str: _to_str,
-    Names: _to_names,
-}
+    return convert(value, kind, what=what)
 
 
 UNLESS_DEFAULT = "unless-default"  # ``setting(wire=...)``: sent only when not at its default
@@ -306,28 +252,6 @@ def wire_keys(cls: type) -> list[Key]:
         for key in keys_of(cls, flat_only=True)
         if key.spec.metadata.get("wire") or (len(key.path) > 1 and key.path[0] in wired)
     ]
-
-
-def _plain(kind: Any) -> Any:
-    """``X | None`` → ``X``."""
-    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
-        members = [member for member in typing.get_args(kind) if member is not type(None)]
-        return members[0] if len(members) == 1 else kind
-    return kind
-
-
-def _type_name(kind: Any) -> str:
-    plain = _plain(kind)
-    names = {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        Path: "path",
-        Names: "list of names",
-    }
-    name = names.get(plain, getattr(plain, "__name__", str(plain)))
-    return f"{name} (optional)" if plain is not kind else name
 
 
 def _toml_literal(value: Any) -> str:

@@ -16,8 +16,9 @@ from fedscan.common import defaults
 from fedscan.common.errors import ConfigError
 from fedscan.common.models.registry import get_model_spec, models_for
 from fedscan.common.models.trainable import check_spec
-from fedscan.common.settings import Names, setting
+from fedscan.common.settings import setting
 from fedscan.common.tasks import SEGMENTATION, check_classes, model_task
+from fedscan.common.values import Names
 
 
 @dataclass(frozen=True)

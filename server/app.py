@@ -28,8 +28,8 @@ from fedscan.common.errors import ErrorCode, FedscanError, QuorumError
 from fedscan.common.logs import log_to_stderr
 from fedscan.common.models.trainable import update_names
 from fedscan.common.models.warm_start import pinned
-from fedscan.common.settings import parse_bool
 from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme, structures
+from fedscan.common.values import parse_bool
 from fedscan.server.audit import AuditedGrid, RunAudit
 from fedscan.server.coverage import PHASE_CROSS_SITE_VALIDATION, Gap, training_gaps
 from fedscan.server.gate import UpdateGate

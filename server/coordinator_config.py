@@ -27,7 +27,8 @@ from fedscan.common.addresses import split_address
 from fedscan.common.certcheck import ServedTls, certificate_problems, local_addresses
 from fedscan.common.errors import ConfigError
 from fedscan.common.files import read_toml
-from fedscan.common.settings import Names, Section, described, setting
+from fedscan.common.settings import Section, described, setting
+from fedscan.common.values import Names
 
 _ANY_ADDRESS = ("0.0.0.0", "::", "[::]", "")
 

@@ -19,8 +19,9 @@ from pathlib import Path, PurePosixPath
 
 from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.ingest.classlabels import Parsed, RowParser, row_parser
-from fedscan.common.settings import Names, setting
+from fedscan.common.settings import setting
 from fedscan.common.tasks import LabelScheme
+from fedscan.common.values import Names
 
 KEY_KINDS = (
     "path",

@@ -18,31 +18,33 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from fedscan import __version__
-from fedscan.common.errors import DataError, Rejected
+from fedscan.common.errors import DataError
 from fedscan.common.ingest import packed
 from fedscan.common.ingest import quick as quick_check
 from fedscan.common.ingest.cache import (
-    CachedImage,
-    CachedRejection,
     DecodeCache,
     content_hash,
     settings_key,
 )
-from fedscan.common.ingest.collect import Held, ScanState, label_and_collect
+from fedscan.common.ingest.collect import ScanState, label_and_collect
 from fedscan.common.ingest.decode_pool import DecodePool, PoolSettings
-from fedscan.common.ingest.decoded import Decoded
 from fedscan.common.ingest.dicom import DecodeOptions
 from fedscan.common.ingest.index import SiteIndex, index_path
 from fedscan.common.ingest.labels import (
     LabelSpec,
     read_label_table,
 )
+from fedscan.common.ingest.outcomes import (
+    digest_file,
+    digest_or_none,
+    keep_outcome,
+    preprocessed,
+    settled_or_job,
+)
 from fedscan.common.ingest.pack_writer import PackWriter
 from fedscan.common.ingest.rejections import TRANSIENT, Reason
-from fedscan.common.ingest.report import FileRecord, IngestReport, Tally
+from fedscan.common.ingest.report import IngestReport, Tally
 from fedscan.common.ingest.samples import Samples
 from fedscan.common.ingest.walk import excluded_paths, scan_files
 from fedscan.common.tasks import LabelScheme
@@ -170,7 +172,7 @@ def _ingest(
     excluded = excluded_paths(site_dir, given.labels, settings.cache_dir, scan.table)
     files, ignored = scan_files(site_dir, exclude=excluded)
     for relative in files:
-        _digest(scan, site_dir, relative)
+        digest_file(scan, site_dir, relative)
     store = _store_of(scan, cache, files, given) if cache is not None else None
     answered = store.load() if store is not None else None
     written: dict = {}
@@ -227,17 +229,10 @@ def _store_of(
         "given": given.parts(cache),
         "files": [[f, scan.digests.get(f) or scan.records[f].reason] for f in files],
         "labels": content_hash(scan.spec.csv_path(scan.site_dir)),
-        "masks": {mask: _digest_or_none(scan, mask) for mask in masks},
+        "masks": {mask: digest_or_none(scan, mask) for mask in masks},
     }
     folder = _store_folder(cache, scan.site_dir)
     return packed.PackedSite(folder, packed.fingerprint(parts), scan.index.verify)
-
-
-def _digest_or_none(scan: ScanState, relative: str) -> str | None:
-    try:
-        return scan.index.digest(scan.site_dir / relative, relative)
-    except OSError:
-        return None
 
 
 def _decode_and_collect(
@@ -248,88 +243,9 @@ def _decode_and_collect(
     jobs = [
         job
         for relative in files
-        if relative in scan.digests and (job := _lookup(scan, relative)) is not None
+        if relative in scan.digests and (job := settled_or_job(scan, relative)) is not None
     ]
     with DecodePool(settings.pool) as pool:
         for relative, outcome in pool.decode(jobs, settings.decode):
-            _store(scan, relative, _preprocessed(outcome, settings.size), written=False)
+            keep_outcome(scan, relative, preprocessed(outcome, settings.size), written=False)
     return label_and_collect(scan, files, writer)
-
-
-def _digest(scan: ScanState, site_dir: Path, relative: str) -> None:
-    """Hash a file into ``scan.digests``, or settle it as rejected without reading it further."""
-    if (
-        scan.spec.key == "path"
-        and relative not in scan.table.labels
-        and relative not in scan.table.invalid
-    ):
-        scan.records[relative] = FileRecord.rejected(
-            relative, Reason.LABEL_MISSING, "No row for this file in the labels CSV."
-        )
-        return
-    try:
-        digest = scan.index.digest(os.path.join(site_dir, relative), relative)  # no Path: 100k
-    except OSError as exc:
-        scan.records[relative] = FileRecord.rejected(
-            relative, Reason.UNREADABLE, f"The file cannot be read ({exc.strerror})."
-        )
-        return
-    if digest in scan.seen:
-        scan.records[relative] = FileRecord.rejected(
-            relative, Reason.DUPLICATE_INSTANCE, "Byte-identical to another file of the site."
-        )
-        return
-    scan.digests[relative] = digest
-    scan.seen.add(digest)
-
-
-def _lookup(scan: ScanState, relative: str) -> tuple[str, Path] | None:
-    """Settle a hashed file from the previous store generation or the decode cache when they can;
-    otherwise return its decode job."""
-    reused = scan.previous.take(scan.digests[relative]) if scan.previous else None
-    if reused is not None and scan.cache is not None:
-        frames = len(reused.frames)
-        scan.images[relative] = Held(reused.header, frames, reused.frames)
-        scan.records[relative] = FileRecord.accepted(relative, reused.header, frames, True)
-        scan.cache.stats.reused += 1
-        return None
-    entry = scan.cache.get(scan.digests[relative]) if scan.cache else None
-    if entry is None:
-        return relative, scan.site_dir / relative
-    _store(scan, relative, entry, written=True)
-    return None
-
-
-def _preprocessed(outcome: Decoded | Rejected, size: int) -> CachedImage | CachedRejection:
-    if isinstance(outcome, Rejected):
-        return CachedRejection(outcome.reason, str(outcome))
-    return CachedImage(resize_frames(outcome.frames, size), outcome.header)
-
-
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """F×C×H×W → F×C×size×size by area averaging (anti-aliased downsampling)."""
-    import torch  # only on a cache miss: ingestion stays torch-free when the cache answers
-    from monai.transforms import Resize  # MONAI's import costs ~1.5 s per process
-
-    resize = Resize((size, size), mode="area")
-    with torch.no_grad():
-        resized = [torch.as_tensor(resize(torch.from_numpy(frame))).numpy() for frame in frames]
-    return np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32)
-
-
-def _store(
-    scan: ScanState, relative: str, entry: CachedImage | CachedRejection, *, written: bool
-) -> None:
-    """Record a file's outcome; ``written``: it came from the cache (else it is put there). An
-    image's pixels are kept only if the cache cannot give them back when they are collected."""
-    transient = isinstance(entry, CachedRejection) and entry.reason in TRANSIENT
-    if scan.cache is not None and not written and not transient:
-        written = scan.cache.put(scan.digests[relative], entry)
-    if isinstance(entry, CachedRejection):
-        scan.records[relative] = FileRecord.rejected(
-            relative, entry.reason, entry.message, from_cache=written
-        )
-    else:
-        frames = len(entry.frames)
-        scan.images[relative] = Held(entry.header, frames, None if written else entry.frames)
-        scan.records[relative] = FileRecord.accepted(relative, entry.header, frames, written)
