@@ -131,7 +131,7 @@ def _records(
 ) -> list[ImageExplanation]:
     """One record per image of ``request.data`` (the first ``limit``), loaded as ``evaluate``
     loads it."""
-    from fedscan.client.local_evaluation import load_eval_data
+    from fedscan.client.eval_data import load_eval_data
     from fedscan.common.explain import explain_classifier
     from fedscan.common.ingest.cache import default_cache_dir
     from fedscan.common.models.registry import get_model_spec
@@ -159,7 +159,7 @@ def _records(
 def _segmentation_records(
     model: nn.Module, meta: dict[str, Any], request: ExplainRequest
 ) -> list[ImageExplanation]:
-    from fedscan.client.segmentation_evaluation import load_masked_folder
+    from fedscan.client.eval_data import load_masked_folder
     from fedscan.common.explain import explain_segmentation
     from fedscan.common.ingest.cache import default_cache_dir
     from fedscan.common.metrics.segmentation import predict_masks

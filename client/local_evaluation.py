@@ -9,18 +9,15 @@ of the pooled masks (from overlap counts), Hausdorff-95 and its loss.
 from __future__ import annotations
 
 import csv
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fedscan.client.calibration_maps import map_from_file, stored_map
-from fedscan.common.data.imageset import ImageSet
-from fedscan.common.data.npz import load_npz_split, preprocess
-from fedscan.common.data.sources import FolderSource, volume_input
+from fedscan.client.eval_data import load_eval_data
+from fedscan.client.segmentation_evaluation import evaluate_segmentation_checkpoint
 from fedscan.common.device import resolve_device
-from fedscan.common.errors import ConfigError, DataError
+from fedscan.common.errors import ConfigError
 from fedscan.common.ingest.labels import LabelSpec
 from fedscan.common.metrics.calibration import cross_fitted_ece, recalibration
 from fedscan.common.metrics.classification import binary_metrics, predict
@@ -32,53 +29,7 @@ from fedscan.common.metrics.histogram import (
 from fedscan.common.models.checkpoint import load_checkpoint
 from fedscan.common.models.registry import get_model_spec
 from fedscan.common.protocol import AUC, POSITIVES
-from fedscan.common.tasks import MULTICLASS, MULTILABEL, LabelScheme
-
-
-def load_eval_data(
-    data: str,
-    *,
-    split: str,
-    size: int,
-    labels: LabelSpec | None = None,
-    cache_dir: str = "",
-    scheme: LabelScheme | None = None,
-    model: str = "",
-) -> ImageSet:
-    """The images of ``--data`` (npz:PATH or dicom:DIR); ``model``: the checkpoint's, whose 3-D
-    kind reads a folder's series as volumes."""
-    kind, _, path_text = data.partition(":")
-    path = Path(path_text).expanduser()
-    if kind not in ("npz", "dicom") or not path_text:
-        raise ConfigError(f"Unknown --data {data!r}; use npz:PATH or dicom:DIR.")
-    if not path.exists():
-        raise DataError(f"--data path does not exist: {path_text}")
-    if kind == "npz":
-        images, truth = load_npz_split(path, split, scheme)
-        return ImageSet(
-            preprocess(list(images), size),
-            torch.as_tensor(truth),
-            tuple(f"{split}:{index}" for index in range(len(truth))),
-        )
-    return folder_images(path, size, labels, cache_dir, scheme, masks=False, model=model)
-
-
-def folder_images(
-    path: Path,
-    size: int,
-    labels: LabelSpec | None,
-    cache_dir: str,
-    scheme: LabelScheme | None,
-    *,
-    masks: bool,
-    model: str,
-) -> ImageSet:
-    """Every accepted image of a site folder — or, for a 3-D checkpoint, every series as a volume
-    (keys: the series' names) — with masks for segmentation."""
-    volume = volume_input(get_model_spec(model)) if model else None
-    source = FolderSource("evaluate", str(path), labels or LabelSpec(), cache_dir=cache_dir)
-    source = replace(source, val_fraction=0.0)
-    return source.load(size, masks=masks, scheme=scheme, volume=volume).train
+from fedscan.common.tasks import MULTICLASS, MULTILABEL
 
 
 def evaluate_checkpoint(
@@ -117,8 +68,6 @@ def evaluate_checkpoint(
                 "--plots draws ROC and calibration curves, which a segmentation model has not; "
                 "leave it out (--predictions writes each image's Dice)."
             )
-        from fedscan.client.segmentation_evaluation import evaluate_segmentation_checkpoint
-
         return evaluate_segmentation_checkpoint(
             model,
             meta,

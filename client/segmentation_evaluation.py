@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from fedscan.client.local_evaluation import folder_images
+from fedscan.client.eval_data import load_masked_folder
 from fedscan.common.data.imageset import ImageSet
 from fedscan.common.device import resolve_device
-from fedscan.common.errors import ConfigError, DataError
 from fedscan.common.ingest.labels import LabelSpec
 from fedscan.common.metrics.confusion import LabelOverlaps
 from fedscan.common.metrics.segmentation import (
@@ -25,31 +24,6 @@ from fedscan.common.metrics.segmentation import (
     score_label_map,
     score_masks,
 )
-from fedscan.common.tasks import SEGMENTATION, LabelScheme
-
-
-def load_masked_folder(
-    data: str,
-    *,
-    size: int,
-    labels: LabelSpec | None,
-    cache_dir: str,
-    structures: tuple[str, ...] = (),
-    model: str = "",
-) -> ImageSet:
-    """Every accepted image of a ``dicom:DIR`` site folder, with its mask (a label map of
-    ``structures`` when given)."""
-    kind, _, path_text = data.partition(":")
-    if kind != "dicom" or not path_text:
-        raise ConfigError(
-            f"A segmentation checkpoint is evaluated on a site folder with masks: use "
-            f"--data dicom:DIR (got {data!r})."
-        )
-    path = Path(path_text).expanduser()
-    if not path.is_dir():
-        raise DataError(f"--data folder does not exist: {path_text}")
-    scheme = LabelScheme(SEGMENTATION, structures)
-    return folder_images(path, size, labels, cache_dir, scheme, masks=True, model=model)
 
 
 def evaluate_segmentation_checkpoint(
