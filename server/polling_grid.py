@@ -110,14 +110,18 @@ class PollingGrid(DelegatingGrid):
     def _receive(
         self, pending: set[str], destinations: dict[str, int], deadline: float | None
     ) -> list[Message]:
+        """Pull until every reply is in, the last pull starting at or after ``deadline``: a pull
+        can itself last until the deadline (a reply whose objects never come), and the replies
+        that were listed meanwhile still count."""
         replies: list[Message] = []
         while pending:
+            last = deadline is not None and time.monotonic() >= deadline
             arrived = [
                 _from_destination(reply, destinations) for reply in self.pull_messages(pending)
             ]
             replies.extend(arrived)
             pending.difference_update(reply.metadata.reply_to_message_id for reply in arrived)
-            if not pending or (deadline is not None and time.monotonic() >= deadline):
+            if last or not pending:
                 break
             time.sleep(self.interval_s)
         return replies

@@ -65,3 +65,28 @@ def test_replies_arrive_within_the_timeout_and_superlink_errors_name_the_site() 
     assert [
         reply.has_error() for reply in sorted(replies, key=lambda r: r.metadata.src_node_id)
     ] == [False, True]
+
+
+class StallingGrid(ScriptedGrid):
+    """The first pull lasts past the exchange's deadline (a reply whose objects never come) and
+    finds nothing; site 7's reply was listed meanwhile."""
+
+    def __init__(self, stall_s: float) -> None:
+        super().__init__()
+        self.stall_s, self.pulls = stall_s, 0
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        self.pulls += 1
+        if self.pulls == 1:
+            time.sleep(self.stall_s)
+            return []
+        return super().pull_messages(message_ids)
+
+
+def test_a_reply_listed_while_a_pull_stalled_past_the_deadline_still_counts() -> None:
+    """In CI a site killed mid-upload held one pull until the deadline; the two replies that
+    arrived meanwhile were dropped, and secure aggregation lost its quorum."""
+    grid = PollingGrid(StallingGrid(stall_s=0.4), interval_s=0.05)
+    sent = [Message(RecordDict(), metadata=_metadata(f"m{node}", 0, node)) for node in (7, 9)]
+    replies = list(grid.send_and_receive(sent, timeout=0.2))
+    assert [reply.metadata.src_node_id for reply in replies] == [7]
