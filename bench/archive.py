@@ -75,6 +75,9 @@ def make_large(root: Path, files: int, side: int) -> Path:
         dataset.PixelData = pixels.tobytes()
         dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         dataset.save_as(site / row[0], enforce_file_format=True)
+        row[1] = str(dataset.SOPInstanceUID)  # the "one file added" step varies this UID
+    with open(site / "labels.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
     return site
 
 
